@@ -1,0 +1,69 @@
+"""Conditional utilization rates (Wu et al. 2022, Def. 4.1) adapted to late fusion.
+
+The paper derives single-modality variants of an intermediate-fusion network by feeding every fusion
+module the training-set mean of the other branch's activations. In a late-fusion network the only place
+the modalities meet is the head, so we do the same there: the variant relying on modality a alone sees the
+other modality's encoder features replaced by their training-set mean. With one fused prediction
+``f0 = f1 = f``, so for modalities (a, b):
+
+    u(b|a) = (A(f) - A(f with b's features := mean)) / A(f)
+    u(a|b) = (A(f) - A(f with a's features := mean)) / A(f)
+    d_util = u(b|a) - u(a|b)
+
+where (a, b) are the dataset's first and second modality (the paper's m0, m1).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mmtool.engine.evaluate import accuracy
+from mmtool.models import MultiModalNet
+
+
+@torch.no_grad()
+def mean_features(model: MultiModalNet, split, device) -> dict[str, torch.Tensor]:
+    """Training-set mean of every modality's encoder features: ``{m: (D,)}``."""
+    model.eval()
+    sums: dict[str, torch.Tensor] = {}
+    n = 0
+    for batch in split.batches(4096):
+        batch = batch.to(device)
+        for m, f in model.encode(batch.inputs).items():
+            sums[m] = sums.get(m, 0) + f.float().sum(0)
+        n += len(batch)
+    return {m: s / n for m, s in sums.items()}
+
+
+@torch.no_grad()
+def accuracy_with_mean(model: MultiModalNet, split, device, replace: str | None, means: dict[str, torch.Tensor]) -> float:
+    """Accuracy when modality ``replace``'s features are set to their training mean (None: unchanged)."""
+    model.eval()
+    logits, targets = [], []
+    for batch in split.batches(4096):
+        batch = batch.to(device)
+        feats = model.encode(batch.inputs)
+        if replace is not None:
+            feats[replace] = means[replace].to(feats[replace].dtype).expand_as(feats[replace])
+        logits.append(model.fuse(feats)["logits"].float().cpu())
+        targets.append(batch.target.cpu())
+    return accuracy(torch.cat(logits), torch.cat(targets))
+
+
+def utilization_rates(model: MultiModalNet, train, test, device) -> dict:
+    a, b = model.modalities[:2]
+    means = mean_features(model, train, device)
+    acc = accuracy_with_mean(model, test, device, None, means)
+    only_a = accuracy_with_mean(model, test, device, b, means)  # b's features := mean
+    only_b = accuracy_with_mean(model, test, device, a, means)
+    u_b_given_a = (acc - only_a) / acc
+    u_a_given_b = (acc - only_b) / acc
+    return {
+        "modalities": [a, b],
+        "accuracy": acc,
+        f"accuracy_only_{a}": only_a,
+        f"accuracy_only_{b}": only_b,
+        f"u({b}|{a})": u_b_given_a,
+        f"u({a}|{b})": u_a_given_b,
+        "d_util": u_b_given_a - u_a_given_b,
+    }

@@ -1,0 +1,324 @@
+"""Command-line interface: one thin function per subcommand.
+
+Each command resolves a recipe, applies ``key=value`` overrides, opens a run directory and hands over to
+``mmtool.stages.<stage>.run``. torch is imported only inside commands, so ``mmtool --help`` is instant.
+Results print as a table on a terminal and as JSON when stdout is piped (or with ``--json``); logs and
+summaries go to stderr. A user error prints one line and exits 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from mmtool.errors import UserError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="mmtool: measure and fix modality laziness in multi-modal learning (UMT / UME).",
+)
+
+RecipeOpt = Annotated[Optional[Path], typer.Option("--recipe", "-r", help="Recipe YAML (see `mmtool recipes`).")]
+DatasetOpt = Annotated[Optional[str], typer.Option("--dataset", "-d", help="Shortcut for recipes/<dataset>/<stage>.yaml.")]
+Overrides = Annotated[Optional[list[str]], typer.Argument(help="key=value recipe overrides, e.g. optim.lr=0.1")]
+RunDirOpt = Annotated[Optional[Path], typer.Option("--run-dir", help="Write the run here instead of runs/<stage>/...")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON even on a terminal.")]
+ResumeOpt = Annotated[Optional[Path], typer.Option("--resume", help="Continue a killed run from its last checkpoint.")]
+TeachersOpt = Annotated[Optional[Path], typer.Option("--teachers", help="A `mmtool pretrain-unimodal` run directory.")]
+SourceOpt = Annotated[Optional[Path], typer.Option("--run", help="The run directory to analyse.")]
+
+
+def _load(recipe: Path | None, dataset: str | None, stage_file: str, overrides: list[str] | None, **extra):
+    from mmtool.config import load_recipe, resolve_recipe
+
+    extra_overrides = [f"{k}={v}" for k, v in extra.items() if v is not None]
+    return load_recipe(resolve_recipe(recipe, dataset, stage_file), [*extra_overrides, *(overrides or [])])
+
+
+def _expect_stage(cfg, *stages: str) -> None:
+    if cfg.stage not in stages:
+        raise UserError(f"{cfg.source}: key 'stage' is {cfg.stage!r}, this command needs {' or '.join(stages)}")
+
+
+def emit(result: dict, as_json: bool) -> None:
+    """JSON on stdout when piped or asked; otherwise a readable summary and the run directory."""
+    summary = result.get("summary", [])
+    if as_json or not sys.stdout.isatty():
+        for line in summary:
+            typer.echo(line, err=True)
+        typer.echo(json.dumps(result, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(show_header=False, box=None)
+    for line in summary:
+        table.add_row(line)
+    if "run_dir" in result:
+        table.add_row(f"[dim]run: {result['run_dir']}[/dim]")
+    console.print(table)
+
+
+@app.command()
+def prep(
+    dataset: Annotated[str, typer.Argument(help="Dataset name (see `mmtool recipes`).")],
+    root: Annotated[str, typer.Option(help="Where prepared datasets live.")] = "data",
+    force: Annotated[bool, typer.Option(help="Rebuild even if a complete cache exists.")] = False,
+    overrides: Overrides = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build a dataset's loader-ready cache and manifest.
+
+    Example: mmtool prep synth-gamma data.seed=1
+    """
+    from mmtool.config import apply_overrides, build_recipe
+    from mmtool.stages import prep as stage
+
+    raw = apply_overrides({"stage": "prep", "data": {"name": dataset, "root": root}}, overrides, "command line")
+    emit(stage.run(build_recipe(raw, "command line"), force=force), as_json)
+
+
+@app.command("pretrain-unimodal")
+def pretrain_unimodal(
+    recipe: RecipeOpt = None,
+    dataset: DatasetOpt = None,
+    overrides: Overrides = None,
+    run_dir: RunDirOpt = None,
+    resume: ResumeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train one model per modality, with the same encoder as in fusion.
+
+    Example: mmtool pretrain-unimodal --dataset synth-gamma train.seed=1
+    """
+    from mmtool.stages import pretrain as stage
+    from mmtool.stages.common import resume_run, start_run
+
+    if resume is not None:
+        path, cfg = resume_run(resume)
+    else:
+        cfg = _load(recipe, dataset, "pretrain.yaml", overrides)
+        _expect_stage(cfg, "pretrain")
+        path = start_run(cfg, "pretrain", "unimodal", run_dir)
+    emit(stage.run(cfg, path, resume=resume is not None), as_json)
+
+
+@app.command()
+def train(
+    method: Annotated[Optional[str], typer.Argument(help="Method name (see --list).", show_default=False)] = None,
+    overrides: Overrides = None,
+    recipe: RecipeOpt = None,
+    dataset: DatasetOpt = None,
+    teachers: TeachersOpt = None,
+    from_decision: Annotated[
+        Optional[str], typer.Option("--from-decision", help="JSON from `mmtool decide` (file, or - for stdin).")
+    ] = None,
+    run_dir: RunDirOpt = None,
+    resume: ResumeOpt = None,
+    list_methods: Annotated[bool, typer.Option("--list", help="List the registered methods.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train a multi-modal model with a registered method (umt, naive, ume, ...).
+
+    Example: mmtool train umt --dataset synth-gamma --teachers runs/pretrain/synth-gamma-unimodal-...
+    """
+    from mmtool.stages import train as stage
+    from mmtool.stages.common import resume_run, start_run
+
+    if list_methods:
+        return _list_methods(as_json)
+    if method is not None and "=" in method:
+        overrides, method = [method, *(overrides or [])], None
+    if resume is not None:
+        path, cfg = resume_run(resume)
+    else:
+        if from_decision is not None:
+            cfg = _from_decision(from_decision, method, overrides, teachers)
+        else:
+            if method is None:
+                raise UserError("give a METHOD (see `mmtool train --list`) or --from-decision")
+            cfg = _load(recipe, dataset, f"{method}.yaml", overrides, teachers=teachers)
+            if method != cfg.method.name:
+                raise UserError(f"{cfg.source}: the recipe trains method {cfg.method.name!r}, not {method!r}")
+        _expect_stage(cfg, "train")
+        path = start_run(cfg, "train", cfg.method.name, run_dir)
+    emit(stage.run(cfg, path, resume=resume is not None), as_json)
+
+
+def _from_decision(source: str, method: str | None, overrides: list[str] | None, teachers: Path | None):
+    from mmtool.config import load_recipe
+
+    text = sys.stdin.read() if source == "-" else _read(source)
+    try:
+        decision = json.loads(text)
+    except json.JSONDecodeError:
+        raise UserError(f"--from-decision {source}: not JSON from `mmtool decide`") from None
+    if not isinstance(decision, dict) or "verdict" not in decision or "recipe" not in decision:
+        raise UserError(f"--from-decision {source}: missing 'verdict'/'recipe' (is it `mmtool decide --json` output?)")
+    if method is not None and method != decision["method"]:
+        raise UserError(f"--from-decision says {decision['method']!r} but METHOD is {method!r}")
+    typer.echo(f"decision: {decision['verdict']} -> {decision['recipe']}", err=True)
+    base = [f"teachers={teachers or decision['teachers']}", *decision.get("data_overrides", [])]
+    return load_recipe(decision["recipe"], [*base, *(overrides or [])])
+
+
+def _read(path: str) -> str:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"file not found: {p}")
+    return p.read_text()
+
+
+def _list_methods(as_json: bool) -> None:
+    from mmtool.methods import describe
+
+    rows = describe()
+    if as_json or not sys.stdout.isatty():
+        typer.echo(json.dumps([{"name": n, "summary": s, "reference": r} for n, s, r in rows], indent=2))
+        return
+    for name, summary, ref in rows:
+        typer.echo(f"{name:<10} {summary}  [{ref}]")
+
+
+@app.command()
+def probe(
+    recipe: RecipeOpt = None,
+    dataset: DatasetOpt = None,
+    run: SourceOpt = None,
+    overrides: Overrides = None,
+    run_dir: RunDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Linear evaluation of frozen encoders from a uni-modal or a fusion run.
+
+    Example: mmtool probe --dataset synth-gamma --run runs/train/synth-gamma-umt-...
+    """
+    from mmtool.stages import probe as stage
+    from mmtool.stages.common import start_run
+
+    cfg = _load(recipe, dataset, "probe.yaml", overrides, run=run)
+    _expect_stage(cfg, "probe")
+    emit(stage.run(cfg, start_run(cfg, "probe", "probe", run_dir)), as_json)
+
+
+@app.command()
+def decide(
+    recipe: RecipeOpt = None,
+    dataset: DatasetOpt = None,
+    teachers: TeachersOpt = None,
+    overrides: Overrides = None,
+    run_dir: RunDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Pick UMT or UME: multi-modal linear classifier on frozen uni-modal encoders vs. averaged predictions.
+
+    Example: mmtool decide --dataset synth-gamma --teachers RUN | mmtool train --from-decision -
+    """
+    from mmtool.stages import decide as stage
+    from mmtool.stages.common import start_run
+
+    cfg = _load(recipe, dataset, "decide.yaml", overrides, teachers=teachers)
+    _expect_stage(cfg, "decide")
+    emit(stage.run(cfg, start_run(cfg, "decide", "decide", run_dir)), as_json)
+
+
+@app.command()
+def ensemble(
+    recipe: RecipeOpt = None,
+    dataset: DatasetOpt = None,
+    teachers: TeachersOpt = None,
+    overrides: Overrides = None,
+    run_dir: RunDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """UME: combine the predictions of the uni-modal models of a pretrain run.
+
+    Example: mmtool ensemble --dataset synth-gamma --teachers runs/pretrain/synth-gamma-unimodal-...
+    """
+    from mmtool.stages import ensemble as stage
+    from mmtool.stages.common import start_run
+
+    cfg = _load(recipe, dataset, "ensemble.yaml", overrides, teachers=teachers)
+    _expect_stage(cfg, "ensemble")
+    emit(stage.run(cfg, start_run(cfg, "ensemble", "ume", run_dir)), as_json)
+
+
+@app.command()
+def utilization(
+    recipe: RecipeOpt = None,
+    dataset: DatasetOpt = None,
+    run: SourceOpt = None,
+    overrides: Overrides = None,
+    run_dir: RunDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Conditional utilization rates u(m1|m2), u(m2|m1) and d_util of a trained fusion model.
+
+    Example: mmtool utilization --dataset synth-gamma --run runs/train/synth-gamma-naive-...
+    """
+    from mmtool.stages import utilization as stage
+    from mmtool.stages.common import start_run
+
+    cfg = _load(recipe, dataset, "utilization.yaml", overrides, run=run)
+    _expect_stage(cfg, "utilization")
+    emit(stage.run(cfg, start_run(cfg, "utilization", "util", run_dir)), as_json)
+
+
+@app.command()
+def recipes(as_json: JsonOpt = False) -> None:
+    """List the shipped recipes with their first comment line.
+
+    Example: mmtool recipes
+    """
+    from mmtool.config import recipes_dir
+
+    root = recipes_dir()
+    rows = []
+    for path in sorted(root.rglob("*.yaml")):
+        first = next((ln.lstrip("# ").strip() for ln in path.read_text().splitlines() if ln.startswith("#")), "")
+        rows.append((str(path.relative_to(root)), first))
+    if as_json or not sys.stdout.isatty():
+        typer.echo(json.dumps([{"recipe": r, "about": a} for r, a in rows], indent=2))
+        return
+    for rel, about in rows:
+        typer.echo(f"{rel:<34} {about}")
+
+
+@app.command()
+def validate(
+    paths: Annotated[list[Path], typer.Argument(help="Recipe files to check.")],
+    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="key=value override to apply.")] = None,
+) -> None:
+    """Check recipes: unknown keys, wrong types and missing files fail with one line.
+
+    Example: mmtool validate recipes/synth-gamma/umt.yaml
+    """
+    from mmtool.config import load_recipe
+
+    for path in paths:
+        cfg = load_recipe(path, overrides)
+        typer.echo(f"ok  {path}  (stage {cfg.stage}, method {cfg.method.name})")
+
+
+def main() -> None:
+    """Console entry point: user errors print one line on stderr and exit 2."""
+    try:
+        app()
+    except UserError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""Datasets: registry, prepared caches, splits and batch iteration.
+
+A dataset family registers a :class:`DatasetSpec` under its short name. ``prep`` writes the family's
+loader-ready cache to ``<root>/<name>/<key>/`` with a ``manifest.json``; training stages load that cache
+and never regenerate data behind the user's back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mmtool.config import DataConfig
+from mmtool.errors import UserError
+from mmtool.registry import Registry
+from mmtool.runs import atomic_write_bytes, write_json
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Batch:
+    """One mini-batch: ``inputs`` maps modality -> (B, ...) tensor; ``target`` is (B,) class indices."""
+
+    inputs: dict[str, torch.Tensor]
+    target: torch.Tensor
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch({m: x.to(device, non_blocking=True) for m, x in self.inputs.items()}, self.target.to(device))
+
+    def __len__(self) -> int:
+        return len(self.target)
+
+
+@dataclass
+class Split:
+    """A whole split held in memory (synthetic and feature datasets)."""
+
+    inputs: dict[str, torch.Tensor]
+    target: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.target)
+
+    def select(self, modalities: list[str]) -> Split:
+        return Split({m: self.inputs[m] for m in modalities}, self.target)
+
+    def batches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Batch]:
+        """Yield batches; ``batch_size`` 0 means the whole split; shuffled when a generator is given."""
+        n = len(self)
+        if batch_size <= 0 or batch_size >= n:
+            if generator is None:
+                yield Batch(self.inputs, self.target)
+                return
+            batch_size = n
+        order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            yield Batch({m: x[idx] for m, x in self.inputs.items()}, self.target[idx])
+
+
+@dataclass
+class Dataset:
+    """A prepared dataset: metadata plus its train/val/test splits."""
+
+    name: str
+    modalities: tuple[str, ...]
+    num_classes: int
+    input_dims: dict[str, int]
+    splits: dict[str, Split]
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """How a dataset family is prepared (raw -> cache) and loaded (cache -> :class:`Dataset`)."""
+
+    prepare: Callable[[DataConfig, Path], dict]
+    load: Callable[[DataConfig, Path], Dataset]
+    cache_key: Callable[[DataConfig], str]
+    description: str
+
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
+
+
+def cache_dir(cfg: DataConfig) -> Path:
+    return Path(cfg.root) / cfg.name / DATASETS.get(cfg.name).cache_key(cfg)
+
+
+def prepare(cfg: DataConfig, force: bool = False) -> tuple[Path, dict]:
+    """Build the cache for ``cfg`` unless a complete one exists; returns (folder, manifest)."""
+    spec = DATASETS.get(cfg.name)
+    out = cache_dir(cfg)
+    manifest_path = out / "manifest.json"
+    if manifest_path.is_file() and not force:
+        return out, json.loads(manifest_path.read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    manifest = spec.prepare(cfg, out)
+    manifest["prepare_seconds"] = round(time.perf_counter() - started, 3)
+    write_json(manifest_path, manifest)  # written last: its presence marks a complete cache
+    return out, manifest
+
+
+def load_dataset(cfg: DataConfig) -> Dataset:
+    spec = DATASETS.get(cfg.name)
+    folder = cache_dir(cfg)
+    if not (folder / "manifest.json").is_file():
+        raise UserError(
+            f"dataset {cfg.name!r} is not prepared under {folder} "
+            f"(run `mmtool prep {cfg.name}` with the same data.* settings)"
+        )
+    return spec.load(cfg, folder)
+
+
+def split_indices(n: int, seed: int, test_fraction: float, val_fraction: float) -> dict[str, np.ndarray]:
+    """Random train/val/test indices: test is ``test_fraction`` of all, val ``val_fraction`` of the rest."""
+    if not (0 < test_fraction < 1 and 0 <= val_fraction < 1):
+        raise UserError(f"data.test_fraction must be in (0, 1) and data.val_fraction in [0, 1), got {test_fraction}, {val_fraction}")
+    order = np.random.default_rng([seed, 1]).permutation(n)  # own stream: independent of generation
+    n_test = round(n * test_fraction)
+    n_val = round((n - n_test) * val_fraction)
+    test, rest = order[:n_test], order[n_test:]
+    return {"train": np.sort(rest[n_val:]), "val": np.sort(rest[:n_val]), "test": np.sort(test)}
+
+
+def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> str:
+    """Write an ``.npz`` atomically; returns its sha256."""
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    data = buf.getvalue()
+    atomic_write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+# register the built-in families
+from mmtool.data import registry_synthetic  # noqa: E402,F401

@@ -1,0 +1,1 @@
+"""The one training loop (:mod:`.loop`), evaluation, optimisers/schedulers and checkpoints."""

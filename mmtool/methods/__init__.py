@@ -1,0 +1,45 @@
+"""Training methods as registered strategies.
+
+A method is a class registered in :data:`METHODS` with
+
+* ``Params`` — a frozen dataclass of its recipe options (the ``method:`` section is validated against it);
+* ``__init__(params, context)`` — ``context`` is a :class:`MethodContext` (teachers, dataset facts);
+* ``training_step(model, batch) -> dict[str, Tensor]`` — named, already-weighted losses; the loop
+  back-propagates their sum and logs each one;
+* optional hooks the loop calls when present: ``check_model(model)`` before training,
+  ``after_backward(model, step)`` between backward and the optimizer step, and
+  ``state_dict()`` / ``load_state_dict(state)`` for resumable method state.
+
+The loop never asks which method it runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from mmtool.registry import Registry
+
+METHODS: Registry[type] = Registry("method")
+
+
+@dataclass
+class MethodContext:
+    """What a method may need besides its parameters; filled by the stage that trains."""
+
+    teachers: dict[str, Any] = field(default_factory=dict)  # modality -> frozen uni-modal MultiModalNet
+    num_classes: int = 0
+    modalities: tuple[str, ...] = ()
+
+
+def build_method(name: str, params: dict[str, Any], context: MethodContext) -> Any:
+    cls = METHODS.get(name)
+    return cls(cls.Params(**params), context)
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(name, one-line description, paper reference) for every registered method."""
+    return [(name, cls.summary, cls.reference) for name, cls in METHODS.items()]
+
+
+from mmtool.methods import naive, umt  # noqa: E402,F401  (registration)

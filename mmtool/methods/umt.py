@@ -1,0 +1,59 @@
+"""UMT: Uni-Modal Teacher (paper 000, Algorithm 1, App. A.2)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from mmtool.data import Batch
+from mmtool.errors import UserError
+from mmtool.methods import METHODS, MethodContext
+from mmtool.models import MultiModalNet
+
+
+@METHODS.register("umt")
+class UniModalTeacher:
+    """CE on the fused prediction (weight 1) + MSE between each student encoder's features and the
+    frozen uni-modal teacher's features (weight 50 per modality), logged as separate losses."""
+
+    summary = "UMT: CE + 50 x MSE feature distillation from frozen uni-modal teachers"
+    reference = "paper 000, Alg. 1 / App. A.2"
+
+    @dataclass(frozen=True)
+    class Params:
+        task_weight: float = 1.0  # App. A.2
+        distill_weight: float = 50.0  # App. A.2
+        modalities: tuple[str, ...] = ()  # distilled modalities; empty = every modality with a teacher
+
+    def __init__(self, params: Params, context: MethodContext) -> None:
+        self.params = params
+        if not context.teachers:
+            raise UserError("method 'umt' needs teachers=RUN_DIR (a `mmtool pretrain-unimodal` run)")
+        chosen = params.modalities or tuple(context.teachers)
+        missing = [m for m in chosen if m not in context.teachers]
+        if missing:
+            raise UserError(f"method.modalities: no teacher for {missing} (teachers: {sorted(context.teachers)})")
+        self.teachers = {m: context.teachers[m] for m in chosen}
+        for teacher in self.teachers.values():
+            teacher.eval()
+            teacher.requires_grad_(False)
+
+    def check_model(self, model: MultiModalNet) -> None:
+        for m, teacher in self.teachers.items():
+            if m not in model.encoders:
+                raise UserError(f"teacher modality {m!r} is not an input of the model ({model.modalities})")
+            got, want = model.encoders[m].out_dim, teacher.encoders[m].out_dim
+            if got != want:
+                raise UserError(f"model.hidden: student {m} features have {got} dims, the teacher's {want}")
+
+    def training_step(self, model: MultiModalNet, batch: Batch) -> dict[str, torch.Tensor]:
+        out = model(batch.inputs)
+        losses = {"task_loss": self.params.task_weight * F.cross_entropy(out["logits"], batch.target)}
+        for m, teacher in self.teachers.items():
+            with torch.no_grad():
+                target = teacher.encoders[m](batch.inputs[m])  # (B, D) frozen uni-modal features
+            student = out["features"][m].float()
+            losses[f"distill_{m}_loss"] = self.params.distill_weight * F.mse_loss(student, target.float())
+        return losses

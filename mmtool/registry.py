@@ -1,0 +1,48 @@
+"""One small name -> object registry, used for datasets, encoders, heads and methods."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+from mmtool.errors import UserError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Maps short names to classes or factories; unknown names raise a :class:`UserError`.
+
+    Example:
+        >>> ENCODERS = Registry("encoder")
+        >>> @ENCODERS.register("mlp")
+        ... class MLPEncoder: ...
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._items: dict[str, T] = {}
+
+    def register(self, name: str) -> Callable[[T], T]:
+        def add(obj: T) -> T:
+            if name in self._items:
+                raise ValueError(f"{self.kind} {name!r} registered twice")
+            self._items[name] = obj
+            return obj
+
+        return add
+
+    def get(self, name: str) -> T:
+        if name not in self._items:
+            known = ", ".join(sorted(self._items)) or "none"
+            raise UserError(f"unknown {self.kind} {name!r} (known: {known})")
+        return self._items[name]
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def items(self) -> list[tuple[str, Any]]:
+        return sorted(self._items.items())

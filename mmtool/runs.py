@@ -1,0 +1,142 @@
+"""Run directories: layout, atomic writes, metrics.jsonl and env.json.
+
+Layout of every run::
+
+    runs/<stage>/<dataset>-<method>-<timestamp>/
+        config.yaml      resolved recipe (re-loadable: `mmtool train --resume RUN_DIR`)
+        env.json         versions, git SHA, device, seed
+        metrics.jsonl    one JSON object per logged epoch / evaluation
+        checkpoints/     last.pt (resumable), best.pt (selected on validation), COMPLETE marker
+        results.json     the stage's final numbers
+        plots/           PNG figures
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from mmtool.errors import UserError
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"missing file {path}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise UserError(f"{path} is not valid JSON") from None
+
+
+def new_run_dir(root: str | Path, stage: str, dataset: str, method: str, run_dir: str | Path | None = None) -> Path:
+    """Create ``root/stage/<dataset>-<method>-<timestamp>`` (or ``run_dir`` when given) and return it."""
+    if run_dir is not None:
+        path = Path(run_dir)
+        if (path / "config.yaml").exists():
+            raise UserError(f"run directory {path} already holds a run (use --resume to continue it)")
+    else:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        base = Path(root) / stage / f"{dataset}-{method}-{stamp}"
+        path, k = base, 1
+        while path.exists():
+            path, k = Path(f"{base}-{k}"), k + 1
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class MetricsWriter:
+    """Appends one JSON object per line to ``metrics.jsonl``, flushed at every write."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, record: dict[str, Any]) -> None:
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def truncate_after(self, epoch: int) -> None:
+        """Drop records logged after ``epoch`` (work a resumed run will redo)."""
+        if not self.path.exists():
+            return
+        keep = [line for line in self.path.read_text().splitlines() if line.strip() and json.loads(line).get("epoch", 0) <= epoch]
+        atomic_write_text(self.path, "".join(line + "\n" for line in keep))
+
+    def read(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+
+def git_sha() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def write_env(run_dir: Path, seed: int, device: str) -> None:
+    import torch
+
+    from mmtool import __version__
+
+    write_json(
+        Path(run_dir) / "env.json",
+        {
+            "mmtool": __version__,
+            "python": sys.version.split()[0],
+            "torch": torch.__version__,
+            "platform": platform.platform(),
+            "git_sha": git_sha(),
+            "device": device,
+            "cuda": torch.cuda.get_device_name(0) if device.startswith("cuda") else None,
+            "seed": seed,
+            "argv": sys.argv,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+    )
+
+
+def require_run(path: str | Path | None, what: str, key: str) -> Path:
+    """Check that ``path`` is an existing run directory; ``key`` names the recipe key for the message."""
+    if path is None:
+        raise UserError(f"{what} needs {key}=RUN_DIR")
+    p = Path(path)
+    if not (p / "config.yaml").is_file():
+        raise UserError(f"{key}: {p} is not a run directory (no config.yaml)")
+    return p

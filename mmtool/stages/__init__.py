@@ -1,0 +1,1 @@
+"""One module per subcommand. Each exposes ``run(recipe, ...) -> dict`` (the results.json content)."""

@@ -1,0 +1,105 @@
+"""Helpers every stage uses: starting a run directory, seeding, reading earlier runs from disk.
+
+Stages never call each other; they share only what earlier runs wrote to disk (config.yaml,
+checkpoints, results.json), read through the functions here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from mmtool.config import Recipe, load_recipe, save_recipe
+from mmtool.data import Dataset, Split
+from mmtool.engine.checkpoint import load_model
+from mmtool.engine.evaluate import predict, resolve_device
+from mmtool.errors import UserError
+from mmtool.models import MultiModalNet
+from mmtool.runs import new_run_dir, read_json, require_run, write_env, write_json
+
+
+def start_run(recipe: Recipe, stage: str, tag: str, run_dir: str | Path | None) -> Path:
+    """Create the run directory and write config.yaml and env.json into it."""
+    path = new_run_dir(recipe.runs_root, stage, recipe.data.name, tag, run_dir)
+    save_recipe(recipe, path / "config.yaml")
+    write_env(path, recipe.train.seed, str(resolve_device(recipe.train.device)))
+    return path
+
+
+def resume_run(run_dir: str | Path) -> tuple[Path, Recipe]:
+    """Re-open a run directory and its resolved recipe for ``--resume``."""
+    path = require_run(run_dir, "--resume", "--resume")
+    return path, load_recipe(path / "config.yaml")
+
+
+def finish(run_dir: Path, result: dict) -> dict:
+    result["run_dir"] = str(run_dir)
+    write_json(run_dir / "results.json", result)
+    return result
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+
+
+def modalities_of(recipe: Recipe, dataset: Dataset) -> list[str]:
+    chosen = list(recipe.modalities) or list(dataset.modalities)
+    unknown = [m for m in chosen if m not in dataset.modalities]
+    if unknown:
+        raise UserError(f"{recipe.source}: key 'modalities': {unknown} not in {dataset.name} ({list(dataset.modalities)})")
+    return chosen
+
+
+def load_unimodal_models(run_dir: str | Path | None, key: str = "teachers") -> dict[str, MultiModalNet]:
+    """The per-modality models of a `pretrain-unimodal` run: ``{modality: model}``."""
+    path = require_run(run_dir, "this stage", key)
+    results = read_json(path / "results.json") if (path / "results.json").is_file() else None
+    if results is None or results.get("stage") != "pretrain":
+        raise UserError(f"{key}: {path} is not a finished `mmtool pretrain-unimodal` run (no results.json)")
+    models = {}
+    for m in results["modalities"]:
+        model, _ = load_model(path, subdir=m)
+        models[m] = model
+    return models
+
+
+def load_encoders(run_dir: str | Path | None) -> dict[str, torch.nn.Module]:
+    """Encoders of a pretrain run (one per modality) or of a fusion run (taken out of the model)."""
+    path = require_run(run_dir, "this stage", "run")
+    if (path / "checkpoints" / "best.pt").is_file():
+        model, _ = load_model(path)
+        return dict(model.encoders)
+    return {m: model.encoders[m] for m, model in load_unimodal_models(path, "run").items()}
+
+
+def check_same_data(recipe: Recipe, run_dir: str | Path, key: str) -> None:
+    """Refuse to combine runs trained on a different dataset or split than ``recipe`` uses."""
+    other = load_recipe(Path(run_dir) / "config.yaml").data
+    mine = recipe.data
+    if (other.name, other.seed, other.n, other.test_fraction, other.val_fraction) != (
+        mine.name, mine.seed, mine.n, mine.test_fraction, mine.val_fraction,
+    ):
+        raise UserError(
+            f"{key}: {run_dir} was trained on {other.name} (seed {other.seed}, n {other.n}), "
+            f"but this recipe uses {mine.name} (seed {mine.seed}, n {mine.n}); pass matching data.* overrides"
+        )
+
+
+@torch.no_grad()
+def feature_splits(encoders: dict[str, torch.nn.Module], dataset: Dataset, device: torch.device) -> dict[str, Split]:
+    """Frozen features of every split: ``{split: Split({m: (N, D)}, target)}``."""
+    out = {}
+    for name, split in dataset.splits.items():
+        feats: dict[str, list] = {m: [] for m in encoders}
+        for batch in split.batches(4096):
+            batch = batch.to(device)
+            for m, enc in encoders.items():
+                feats[m].append(enc.to(device).eval()(batch.inputs[m]).float().cpu())
+        out[name] = Split({m: torch.cat(v) for m, v in feats.items()}, split.target)
+    return out
+
+
+def unimodal_predictions(models: dict[str, MultiModalNet], split: Split, device: torch.device) -> dict[str, torch.Tensor]:
+    """Logits of each one-modality model on its own modality: ``{m: (N, C)}``."""
+    return {m: predict(model.to(device), split.select([m]), device)["logits"] for m, model in models.items()}

@@ -1,0 +1,99 @@
+"""`mmtool decide`: the paper's rule for choosing UMT or UME (paper 000, Sec. 3.3 and 4.2).
+
+A multi-modal linear classifier is trained on the frozen uni-modal encoders (modalities interact only
+through that linear layer) and compared on test with averaging the uni-modal models' predictions (no
+interaction). Classifier better -> UMT; otherwise -> UME. We also report the uni-modal classifiers split
+out of the multi-modal linear layer (Table 4) and a paired bootstrap interval of the accuracy difference:
+when it spans zero the rule still decides, but the result says plainly that the call is a coin flip.
+
+Averaging "predictions" is read as averaging softmax probabilities (App. A.2 does not say which).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+from mmtool.analysis.bootstrap import paired_bootstrap_diff
+from mmtool.analysis.linear_probe import train_linear_classifier
+from mmtool.config import Recipe, relative_to_recipe
+from mmtool.data import load_dataset
+from mmtool.engine.evaluate import accuracy, predict, resolve_device
+from mmtool.models.heads import average_log_probs
+from mmtool.stages.common import (
+    check_same_data,
+    feature_splits,
+    finish,
+    load_unimodal_models,
+    modalities_of,
+    unimodal_predictions,
+)
+
+
+def run(recipe: Recipe, run_dir: Path) -> dict:
+    data = load_dataset(recipe.data)
+    device = resolve_device(recipe.train.device)
+    check_same_data(recipe, recipe.teachers, "teachers")
+    models = load_unimodal_models(recipe.teachers)
+    modalities = [m for m in modalities_of(recipe, data) if m in models]
+    test = data.splits["test"]
+    target = test.target
+
+    uni_logits = unimodal_predictions({m: models[m] for m in modalities}, test, device)  # {m: (N, C)}
+    avg_logits = average_log_probs(list(uni_logits.values()))
+    features = feature_splits({m: models[m].encoders[m] for m in modalities}, data, device)
+    clf = train_linear_classifier(features, data.num_classes, recipe.probe, recipe.train.seed, run_dir / "mm_linear", device)
+    clf_pred = predict(clf, features["test"], device)
+
+    acc_clf, acc_avg = accuracy(clf_pred["logits"], target), accuracy(avg_logits, target)
+    ci = paired_bootstrap_diff(
+        clf_pred["logits"].argmax(1) == target, avg_logits.argmax(1) == target,
+        recipe.decide.bootstrap, recipe.decide.confidence, recipe.train.seed,
+    )
+    verdict = "UMT" if acc_clf > acc_avg else "UME"
+    coin_flip = ci["low"] <= 0 <= ci["high"]
+    chosen_recipe = relative_to_recipe(recipe, recipe.decide.umt_recipe if verdict == "UMT" else recipe.decide.ume_recipe)
+    result = {
+        "stage": "decide",
+        "dataset": data.name,
+        "verdict": verdict,
+        "method": verdict.lower(),
+        "recipe": str(chosen_recipe),
+        "teachers": str(recipe.teachers),
+        "mm_linear_accuracy": acc_clf,
+        "average_accuracy": acc_avg,
+        "unimodal_accuracy": {m: accuracy(z, target) for m, z in uni_logits.items()},
+        "split_classifier_accuracy": {m: accuracy(z, target) for m, z in clf_pred["unimodal_logits"].items()},
+        "difference": ci,
+        "coin_flip": coin_flip,
+        "data_overrides": _data_overrides(recipe),
+    }
+    result["summary"] = _summary(result)
+    return finish(run_dir, result)
+
+
+def _data_overrides(recipe: Recipe) -> list[str]:
+    """The data.* settings the chosen training recipe must use to match these teachers."""
+    d = recipe.data
+    out = [f"data.name={d.name}", f"data.root={d.root}", f"data.seed={d.seed}",
+           f"data.test_fraction={d.test_fraction}", f"data.val_fraction={d.val_fraction}"]
+    return out + ([f"data.n={d.n}"] if d.n is not None else [])
+
+
+def _summary(r: dict) -> list[str]:
+    ci = r["difference"]
+    lines = [
+        f"verdict: {r['verdict']}  (multi-modal linear classifier {r['mm_linear_accuracy']:.2f}% vs "
+        f"averaged uni-modal predictions {r['average_accuracy']:.2f}%)",
+        "uni-modal models: " + ", ".join(f"{m} {a:.2f}%" for m, a in r["unimodal_accuracy"].items()),
+        "uni-modal classifiers split from the linear layer: "
+        + ", ".join(f"{m} {a:.2f}%" for m, a in r["split_classifier_accuracy"].items()),
+        f"difference {ci['diff']:+.2f} points, {ci['confidence']:.0%} paired bootstrap interval "
+        f"[{ci['low']:+.2f}, {ci['high']:+.2f}]",
+    ]
+    if r["coin_flip"]:
+        lines.append("the interval spans zero: the rule picks " + r["verdict"] + ", but on this test set the call is a coin flip")
+    return lines
+
+
+

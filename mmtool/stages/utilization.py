@@ -1,0 +1,36 @@
+"""`mmtool utilization`: conditional utilization rates of a trained fusion model (see
+:mod:`mmtool.analysis.utilization` for the late-fusion adaptation of Wu et al. 2022, Def. 4.1)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mmtool.analysis.utilization import utilization_rates
+from mmtool.config import Recipe
+from mmtool.data import load_dataset
+from mmtool.engine.checkpoint import load_model
+from mmtool.engine.evaluate import resolve_device
+from mmtool.errors import UserError
+from mmtool.runs import require_run
+from mmtool.stages.common import check_same_data, finish
+
+
+def run(recipe: Recipe, run_dir: Path) -> dict:
+    source = require_run(recipe.run, "utilization", "run")
+    if not (source / "checkpoints" / "best.pt").is_file():
+        raise UserError(f"run: {source} has no fusion model (checkpoints/best.pt); give a `mmtool train` run")
+    check_same_data(recipe, source, "run")
+    data = load_dataset(recipe.data)
+    device = resolve_device(recipe.train.device)
+    model, _ = load_model(source)
+    if len(model.modalities) != 2:
+        raise UserError(f"run: utilization rates need a two-modality model, {source} has {model.modalities}")
+    model.to(device)
+    splits = {k: s.select(model.modalities) for k, s in data.splits.items()}
+    rates = utilization_rates(model, splits["train"], splits["test"], device)
+    a, b = rates["modalities"]
+    summary = [
+        f"A(f) {rates['accuracy']:.2f}%  only {a} {rates[f'accuracy_only_{a}']:.2f}%  only {b} {rates[f'accuracy_only_{b}']:.2f}%",
+        f"u({b}|{a}) {rates[f'u({b}|{a})']:.3f}  u({a}|{b}) {rates[f'u({a}|{b})']:.3f}  d_util {rates['d_util']:+.3f}",
+    ]
+    return finish(run_dir, {"stage": "utilization", "dataset": data.name, "source": str(source), **rates, "summary": summary})
