@@ -283,6 +283,8 @@ def recipes(as_json: JsonOpt = False) -> None:
     root = recipes_dir()
     rows = []
     for path in sorted(root.rglob("*.yaml")):
+        if "_base" in path.relative_to(root).parts:  # fragments that other recipes build on
+            continue
         first = next((ln.lstrip("# ").strip() for ln in path.read_text().splitlines() if ln.startswith("#")), "")
         rows.append((str(path.relative_to(root)), first))
     if as_json or not sys.stdout.isatty():

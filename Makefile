@@ -1,0 +1,45 @@
+# Targets are results. `make quickstart` runs the default job; `make table20` reproduces Tables 20/21.
+PYTHON ?= python
+MMTOOL ?= mmtool
+SEEDS ?= 0 1 2
+T20 := runs/table20
+QS := runs/quickstart
+
+.PHONY: install test lint quickstart table20 bench clean
+
+install:
+	$(PYTHON) -m pip install -c constraints.txt -e ".[dev]"
+
+test:
+	$(PYTHON) -m pytest
+
+lint:
+	$(PYTHON) -m ruff check mmtool tests benchmarks
+
+# prep -> pretrain-unimodal -> decide | train --from-decision, on synthetic dataset gamma (App. A.10)
+quickstart:
+	rm -rf $(QS)
+	$(MMTOOL) prep synth-gamma > /dev/null
+	$(MMTOOL) pretrain-unimodal --dataset synth-gamma --run-dir $(QS)/pretrain > /dev/null
+	$(MMTOOL) decide --dataset synth-gamma --teachers $(QS)/pretrain --run-dir $(QS)/decide \
+		| $(MMTOOL) train --from-decision - --run-dir $(QS)/train > $(QS)/train.json
+	@echo "runs in $(QS)/"
+
+# Table 20 (uni-modal m1, m2 and multi-modal on alpha, beta, gamma) and Table 21, over $(SEEDS)
+table20:
+	rm -rf $(T20)
+	set -e; for s in $(SEEDS); do for d in synth-alpha synth-beta synth-gamma; do \
+	  echo "table20: $$d seed $$s" >&2; \
+	  $(MMTOOL) prep $$d data.seed=$$s > /dev/null 2>&1; \
+	  $(MMTOOL) pretrain-unimodal -r recipes/table20/unimodal.yaml data.name=$$d data.seed=$$s train.seed=$$s \
+	    --run-dir $(T20)/$$d/seed$$s/unimodal > /dev/null 2>&1; \
+	  $(MMTOOL) train naive -r recipes/table20/multimodal.yaml data.name=$$d data.seed=$$s train.seed=$$s \
+	    --run-dir $(T20)/$$d/seed$$s/multimodal > /dev/null 2>&1; \
+	done; done
+	$(PYTHON) -m mmtool.analysis.table20 $(T20) results/table20.md
+
+bench:
+	$(PYTHON) benchmarks/bench_loop.py
+
+clean:
+	rm -rf runs data .pytest_cache

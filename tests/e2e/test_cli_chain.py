@@ -1,0 +1,154 @@
+"""Drives the real CLI (subprocesses) through all seven commands on the tiny recipes.
+
+The decide accuracies are recomputed here from the checkpoints on disk, independently of the stage code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = ["data.n=600"]  # recipes/tiny use a 600-sample gamma
+
+
+def mmtool(cwd: Path, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MMTOOL_RECIPES": str(REPO / "recipes"), "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "mmtool.cli", *args], cwd=cwd, env=env, input=stdin, capture_output=True, text=True,
+        timeout=300,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"mmtool {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
+    return proc
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    """prep + pretrain-unimodal once for the module."""
+    cwd = tmp_path_factory.mktemp("chain")
+    mmtool(cwd, "prep", "synth-gamma", *TINY)
+    out = json.loads(mmtool(cwd, "pretrain-unimodal", "--dataset", "tiny", "--run-dir", "pre").stdout)
+    assert set(out["modalities"]) == {"m1", "m2"}
+    return cwd
+
+
+def load_split(cwd: Path, split: str):
+    from mmtool.config import DataConfig
+    from mmtool.data import load_dataset
+
+    data = load_dataset(DataConfig(name="synth-gamma", root=str(cwd / "data"), n=600))
+    return data.splits[split]
+
+
+def test_help_lists_seven_commands_with_examples(tmp_path):
+    out = mmtool(tmp_path, "--help").stdout
+    commands = ["prep", "pretrain-unimodal", "probe", "decide", "train", "ensemble", "utilization"]
+    for cmd in commands:
+        assert cmd in out
+        assert "Example: mmtool" in mmtool(tmp_path, cmd, "--help").stdout
+
+
+def test_decide_accuracies_recomputed_and_piped_into_train(chain):
+    decide = mmtool(chain, "decide", "--dataset", "tiny", "--teachers", "pre", "--run-dir", "decide")
+    result = json.loads(decide.stdout)
+    assert result["verdict"] in ("UMT", "UME") and result["method"] == result["verdict"].lower()
+    assert "verdict:" in decide.stderr
+
+    test = load_split(chain, "test")
+    probs = []
+    feats = {}
+    for m in ("m1", "m2"):
+        ckpt = torch.load(chain / "pre" / m / "checkpoints" / "best.pt", weights_only=True)
+        sd = ckpt["model"]
+        h = torch.relu(test.inputs[m] @ sd[f"encoders.{m}.net.0.weight"].T + sd[f"encoders.{m}.net.0.bias"])
+        feats[m] = h
+        logits = h @ sd[f"head.proj.{m}.weight"].T + sd["head.bias"]
+        probs.append(F.softmax(logits, dim=1))
+        assert result["unimodal_accuracy"][m] == pytest.approx((logits.argmax(1) == test.target).float().mean().item() * 100, abs=1e-3)
+    avg = (sum(probs) / 2).argmax(1)
+    assert result["average_accuracy"] == pytest.approx((avg == test.target).float().mean().item() * 100, abs=1e-3)
+    clf = torch.load(chain / "decide" / "mm_linear" / "checkpoints" / "best.pt", weights_only=True)["model"]
+    z = feats["m1"] @ clf["head.proj.m1.weight"].T + feats["m2"] @ clf["head.proj.m2.weight"].T + clf["head.bias"]
+    assert result["mm_linear_accuracy"] == pytest.approx((z.argmax(1) == test.target).float().mean().item() * 100, abs=1e-3)
+    assert result["verdict"] == ("UMT" if result["mm_linear_accuracy"] > result["average_accuracy"] else "UME")
+    ci = result["difference"]
+    assert ci["low"] <= ci["diff"] <= ci["high"]
+
+    trained = mmtool(chain, "train", "--from-decision", "-", "--run-dir", "from-decision", stdin=decide.stdout)
+    out = json.loads(trained.stdout)
+    assert out["method"] == result["method"] and 0 <= out["test_accuracy"] <= 100
+
+
+def test_umt_keeps_teachers_then_probe_utilization_ensemble(chain):
+    before = {m: sha(chain / "pre" / m / "checkpoints" / "best.pt") for m in ("m1", "m2")}
+    umt = json.loads(mmtool(chain, "train", "umt", "--dataset", "tiny", "--teachers", "pre", "--run-dir", "umt").stdout)
+    assert {m: sha(chain / "pre" / m / "checkpoints" / "best.pt") for m in ("m1", "m2")} == before
+    logged = [json.loads(line) for line in (chain / "umt" / "metrics.jsonl").read_text().splitlines()]
+    assert {"train_task_loss", "train_distill_m1_loss", "train_distill_m2_loss"} <= set(logged[-1])
+    assert (chain / "umt" / "config.yaml").is_file() and (chain / "umt" / "env.json").is_file()
+    assert umt["best_epoch"] == max(logged, key=lambda r: r["val_accuracy"])["epoch"]
+
+    probe = json.loads(mmtool(chain, "probe", "--dataset", "tiny", "--run", "umt").stdout)
+    assert set(probe["probes"]) == {"m1", "m2"}
+    assert all({"train_accuracy", "test_accuracy"} <= set(p) for p in probe["probes"].values())
+
+    util = json.loads(mmtool(chain, "utilization", "--dataset", "tiny", "--run", "umt").stdout)
+    a = util["accuracy"]
+    assert util["u(m2|m1)"] == pytest.approx((a - util["accuracy_only_m1"]) / a)
+    assert util["d_util"] == pytest.approx(util["u(m2|m1)"] - util["u(m1|m2)"])
+
+    ens = json.loads(mmtool(chain, "ensemble", "--dataset", "tiny", "--teachers", "pre").stdout)
+    assert set(ens["test_member_accuracy"]) == {"m1", "m2"} and 0 <= ens["test_accuracy"] <= 100
+
+
+def test_recipe_typo_exits_2_with_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"base: {REPO / 'recipes' / 'tiny' / 'naive.yaml'}\ntrain: {{epohcs: 3}}\n")
+    proc = mmtool(tmp_path, "train", "naive", "--recipe", str(bad), check=False)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "bad.yaml" in lines[0] and "train.epohcs" in lines[0]
+
+
+def test_unknown_method_and_missing_teachers_exit_2(chain):
+    assert mmtool(chain, "train", "nosuch", "--dataset", "tiny", check=False).returncode == 2
+    proc = mmtool(chain, "decide", "--dataset", "tiny", "--teachers", "does-not-exist", check=False)
+    assert proc.returncode == 2 and "does-not-exist" in proc.stderr
+
+
+def test_killed_run_resumes_from_last_checkpoint(chain):
+    args = ["train", "naive", "--dataset", "tiny", "train.epochs=4000", "train.checkpoint_every=100",
+            "train.eval_every=50", "--run-dir", "killed"]
+    env = {**os.environ, "MMTOOL_RECIPES": str(REPO / "recipes"), "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "mmtool.cli", *args], cwd=chain, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = chain / "killed" / "checkpoints" / "last.pt"
+    deadline = time.time() + 120
+    while not last.exists() and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (chain / "killed" / "checkpoints" / "COMPLETE").exists(), "run finished before it could be killed"
+    killed_at = torch.load(last, weights_only=True)["epoch"]
+    assert 0 < killed_at < 4000
+
+    out = json.loads(mmtool(chain, "train", "--resume", "killed").stdout)
+    assert (chain / "killed" / "checkpoints" / "COMPLETE").exists()
+    epochs = [json.loads(line)["epoch"] for line in (chain / "killed" / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == list(range(50, 4001, 50))  # every evaluation exactly once, none lost, none doubled
+    assert out["best_epoch"] in epochs
