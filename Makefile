@@ -40,6 +40,7 @@ table20:
 
 bench:
 	$(PYTHON) benchmarks/bench_loop.py
+	$(PYTHON) benchmarks/bench_synthetic.py
 
 clean:
 	rm -rf runs data .pytest_cache

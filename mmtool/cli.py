@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -25,14 +25,14 @@ app = typer.Typer(
     help="mmtool: measure and fix modality laziness in multi-modal learning (UMT / UME).",
 )
 
-RecipeOpt = Annotated[Optional[Path], typer.Option("--recipe", "-r", help="Recipe YAML (see `mmtool recipes`).")]
-DatasetOpt = Annotated[Optional[str], typer.Option("--dataset", "-d", help="Shortcut for recipes/<dataset>/<stage>.yaml.")]
-Overrides = Annotated[Optional[list[str]], typer.Argument(help="key=value recipe overrides, e.g. optim.lr=0.1")]
-RunDirOpt = Annotated[Optional[Path], typer.Option("--run-dir", help="Write the run here instead of runs/<stage>/...")]
+RecipeOpt = Annotated[Path | None, typer.Option("--recipe", "-r", help="Recipe YAML (see `mmtool recipes`).")]
+DatasetOpt = Annotated[str | None, typer.Option("--dataset", "-d", help="Shortcut for recipes/<dataset>/<stage>.yaml.")]
+Overrides = Annotated[list[str] | None, typer.Argument(help="key=value recipe overrides, e.g. optim.lr=0.1")]
+RunDirOpt = Annotated[Path | None, typer.Option("--run-dir", help="Write the run here instead of runs/<stage>/...")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON even on a terminal.")]
-ResumeOpt = Annotated[Optional[Path], typer.Option("--resume", help="Continue a killed run from its last checkpoint.")]
-TeachersOpt = Annotated[Optional[Path], typer.Option("--teachers", help="A `mmtool pretrain-unimodal` run directory.")]
-SourceOpt = Annotated[Optional[Path], typer.Option("--run", help="The run directory to analyse.")]
+ResumeOpt = Annotated[Path | None, typer.Option("--resume", help="Continue a killed run from its last checkpoint.")]
+TeachersOpt = Annotated[Path | None, typer.Option("--teachers", help="A `mmtool pretrain-unimodal` run directory.")]
+SourceOpt = Annotated[Path | None, typer.Option("--run", help="The run directory to analyse.")]
 
 
 def _load(recipe: Path | None, dataset: str | None, stage_file: str, overrides: list[str] | None, **extra):
@@ -113,13 +113,13 @@ def pretrain_unimodal(
 
 @app.command()
 def train(
-    method: Annotated[Optional[str], typer.Argument(help="Method name (see --list).", show_default=False)] = None,
+    method: Annotated[str | None, typer.Argument(help="Method name (see --list).", show_default=False)] = None,
     overrides: Overrides = None,
     recipe: RecipeOpt = None,
     dataset: DatasetOpt = None,
     teachers: TeachersOpt = None,
     from_decision: Annotated[
-        Optional[str], typer.Option("--from-decision", help="JSON from `mmtool decide` (file, or - for stdin).")
+        str | None, typer.Option("--from-decision", help="JSON from `mmtool decide` (file, or - for stdin).")
     ] = None,
     run_dir: RunDirOpt = None,
     resume: ResumeOpt = None,
@@ -297,7 +297,7 @@ def recipes(as_json: JsonOpt = False) -> None:
 @app.command()
 def validate(
     paths: Annotated[list[Path], typer.Argument(help="Recipe files to check.")],
-    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="key=value override to apply.")] = None,
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="key=value override to apply.")] = None,
 ) -> None:
     """Check recipes: unknown keys, wrong types and missing files fail with one line.
 

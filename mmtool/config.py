@@ -343,9 +343,7 @@ def _type_error(source: str, key: str, tp: Any, value: Any) -> UserError:
     hint = ""
     if isinstance(value, str) and tp in (float, int):
         hint = " (write floats with a dot, e.g. 1.0e-2: YAML reads 1e-2 as a string)"
-    return UserError(
-        f"{source}: key '{key}' expects {_type_name(tp)}, got {type(value).__name__} {value!r}{hint}"
-    )
+    return UserError(f"{source}: key '{key}' expects {_type_name(tp)}, got {type(value).__name__} {value!r}{hint}")
 
 
 def save_recipe(recipe: Recipe, path: Path) -> None:

@@ -91,7 +91,11 @@ class MetricsWriter:
         """Drop records logged after ``epoch`` (work a resumed run will redo)."""
         if not self.path.exists():
             return
-        keep = [line for line in self.path.read_text().splitlines() if line.strip() and json.loads(line).get("epoch", 0) <= epoch]
+        keep = [
+            line
+            for line in self.path.read_text().splitlines()
+            if line.strip() and json.loads(line).get("epoch", 0) <= epoch
+        ]
         atomic_write_text(self.path, "".join(line + "\n" for line in keep))
 
     def read(self) -> list[dict[str, Any]]:

@@ -35,11 +35,17 @@ def train_linear_classifier(
     model = build_model(spec)
     method = build_method("naive", {}, MethodContext(num_classes=num_classes, modalities=tuple(spec["modalities"])))
     fit(
-        model, method, train, features["val"], spec, out_dir,
+        model,
+        method,
+        train,
+        features["val"],
+        spec,
+        out_dir,
         OptimConfig(name=cfg.optim, lr=cfg.lr, weight_decay=cfg.weight_decay),
         ScheduleConfig(name="none"),
         TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, eval_every=1, checkpoint_every=0, seed=seed),
-        device, label="linear probe",
+        device,
+        label="linear probe",
     )
     best, _ = load_model(out_dir)
     return best.to(device)

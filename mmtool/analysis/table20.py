@@ -66,7 +66,7 @@ def render(rows: dict) -> str:
         "|---|---|---|---|",
     ]
     for row, paper in PAPER_T20.items():
-        cells = [f"{_fmt(rows[row][ds])} [{p:g}]" for ds, p in zip(DATASETS, paper)]
+        cells = [f"{_fmt(rows[row][ds])} [{p:g}]" for ds, p in zip(DATASETS, paper, strict=True)]
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     lines += ["", "## Table 21: uni-modal confusion matrix on γ (row %, mean over seeds; paper in brackets)", ""]
     for m, mats in rows["_confusion"].items():

@@ -36,7 +36,9 @@ def mean_features(model: MultiModalNet, split, device) -> dict[str, torch.Tensor
 
 
 @torch.no_grad()
-def accuracy_with_mean(model: MultiModalNet, split, device, replace: str | None, means: dict[str, torch.Tensor]) -> float:
+def accuracy_with_mean(
+    model: MultiModalNet, split, device, replace: str | None, means: dict[str, torch.Tensor]
+) -> float:
     """Accuracy when modality ``replace``'s features are set to their training mean (None: unchanged)."""
     model.eval()
     logits, targets = [], []

@@ -123,7 +123,9 @@ def load_dataset(cfg: DataConfig) -> Dataset:
 def split_indices(n: int, seed: int, test_fraction: float, val_fraction: float) -> dict[str, np.ndarray]:
     """Random train/val/test indices: test is ``test_fraction`` of all, val ``val_fraction`` of the rest."""
     if not (0 < test_fraction < 1 and 0 <= val_fraction < 1):
-        raise UserError(f"data.test_fraction must be in (0, 1) and data.val_fraction in [0, 1), got {test_fraction}, {val_fraction}")
+        raise UserError(
+            f"data.test_fraction must be in (0, 1) and data.val_fraction in [0, 1), got {test_fraction}, {val_fraction}"
+        )
     order = np.random.default_rng([seed, 1]).permutation(n)  # own stream: independent of generation
     n_test = round(n * test_fraction)
     n_val = round((n - n_test) * val_fraction)

@@ -88,4 +88,3 @@ for _name in GENERATORS:
     DATASETS.register(_name)(
         DatasetSpec(prepare=_prepare, load=_load, cache_key=_key, description=_DESCRIPTIONS[_name])
     )
-

@@ -102,4 +102,8 @@ def generate_gamma(seed: int, n: int = 7500) -> dict[str, np.ndarray]:
     return _project(p1, p2, x1, x2, y)
 
 
-GENERATORS = {"synth-alpha": (generate_alpha, 5000), "synth-beta": (generate_beta, 5000), "synth-gamma": (generate_gamma, 7500)}
+GENERATORS = {
+    "synth-alpha": (generate_alpha, 5000),
+    "synth-beta": (generate_beta, 5000),
+    "synth-gamma": (generate_gamma, 7500),
+}

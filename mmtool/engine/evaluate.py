@@ -25,7 +25,11 @@ def autocast(device: torch.device, precision: str):
 
 @torch.no_grad()
 def predict(
-    model: MultiModalNet, split: Any, device: torch.device | str = "cpu", batch_size: int = 4096, precision: str = "fp32"
+    model: MultiModalNet,
+    split: Any,
+    device: torch.device | str = "cpu",
+    batch_size: int = 4096,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Run ``model`` over ``split``; returns float32 CPU ``logits`` (N, C), ``target`` (N,),
     ``features`` {m: (N, D)} and, when the head provides them, ``unimodal_logits`` {m: (N, C)}."""
@@ -58,9 +62,14 @@ def accuracy(logits: torch.Tensor, target: torch.Tensor) -> float:
     return float((logits.argmax(dim=1) == target).float().mean() * 100) if len(target) else float("nan")
 
 
-def evaluate(model: MultiModalNet, split: Any, device: torch.device | str = "cpu", precision: str = "fp32") -> dict[str, float]:
+def evaluate(
+    model: MultiModalNet, split: Any, device: torch.device | str = "cpu", precision: str = "fp32"
+) -> dict[str, float]:
     pred = predict(model, split, device, precision=precision)
-    return {"loss": float(F.cross_entropy(pred["logits"], pred["target"])), "accuracy": accuracy(pred["logits"], pred["target"])}
+    return {
+        "loss": float(F.cross_entropy(pred["logits"], pred["target"])),
+        "accuracy": accuracy(pred["logits"], pred["target"]),
+    }
 
 
 def confusion_matrix(logits: torch.Tensor, target: torch.Tensor, num_classes: int) -> list[list[int]]:

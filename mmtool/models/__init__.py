@@ -54,7 +54,9 @@ def _accepted(cls: type, candidates: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in candidates.items() if k in params}
 
 
-def model_spec(cfg: ModelConfig, input_dims: dict[str, int], num_classes: int, modalities: list[str] | tuple[str, ...]) -> dict:
+def model_spec(
+    cfg: ModelConfig, input_dims: dict[str, int], num_classes: int, modalities: list[str] | tuple[str, ...]
+) -> dict:
     """Turn the recipe's model section into a spec for the given modalities (flat numbers and names)."""
     encoder_cls, head_cls = ENCODERS.get(cfg.encoder), HEADS.get(cfg.head)
     return {

@@ -47,7 +47,9 @@ class MLPHead(nn.Module):
     def __init__(self, feature_dims: dict[str, int], num_classes: int, hidden: int = 200) -> None:
         super().__init__()
         self.order = list(feature_dims)
-        self.net = nn.Sequential(nn.Linear(sum(feature_dims.values()), hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+        self.net = nn.Sequential(
+            nn.Linear(sum(feature_dims.values()), hidden), nn.ReLU(), nn.Linear(hidden, num_classes)
+        )
 
     def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | dict]:
         return {"logits": self.net(torch.cat([features[m] for m in self.order], dim=1))}

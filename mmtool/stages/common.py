@@ -47,7 +47,9 @@ def modalities_of(recipe: Recipe, dataset: Dataset) -> list[str]:
     chosen = list(recipe.modalities) or list(dataset.modalities)
     unknown = [m for m in chosen if m not in dataset.modalities]
     if unknown:
-        raise UserError(f"{recipe.source}: key 'modalities': {unknown} not in {dataset.name} ({list(dataset.modalities)})")
+        raise UserError(
+            f"{recipe.source}: key 'modalities': {unknown} not in {dataset.name} ({list(dataset.modalities)})"
+        )
     return chosen
 
 
@@ -78,7 +80,11 @@ def check_same_data(recipe: Recipe, run_dir: str | Path, key: str) -> None:
     other = load_recipe(Path(run_dir) / "config.yaml").data
     mine = recipe.data
     if (other.name, other.seed, other.n, other.test_fraction, other.val_fraction) != (
-        mine.name, mine.seed, mine.n, mine.test_fraction, mine.val_fraction,
+        mine.name,
+        mine.seed,
+        mine.n,
+        mine.test_fraction,
+        mine.val_fraction,
     ):
         raise UserError(
             f"{key}: {run_dir} was trained on {other.name} (seed {other.seed}, n {other.n}), "
@@ -100,6 +106,8 @@ def feature_splits(encoders: dict[str, torch.nn.Module], dataset: Dataset, devic
     return out
 
 
-def unimodal_predictions(models: dict[str, MultiModalNet], split: Split, device: torch.device) -> dict[str, torch.Tensor]:
+def unimodal_predictions(
+    models: dict[str, MultiModalNet], split: Split, device: torch.device
+) -> dict[str, torch.Tensor]:
     """Logits of each one-modality model on its own modality: ``{m: (N, C)}``."""
     return {m: predict(model.to(device), split.select([m]), device)["logits"] for m, model in models.items()}

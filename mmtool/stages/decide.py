@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
+from mmtool.analysis import plots
 from mmtool.analysis.bootstrap import paired_bootstrap_diff
 from mmtool.analysis.linear_probe import train_linear_classifier
 from mmtool.config import Recipe, relative_to_recipe
@@ -42,17 +42,24 @@ def run(recipe: Recipe, run_dir: Path) -> dict:
     uni_logits = unimodal_predictions({m: models[m] for m in modalities}, test, device)  # {m: (N, C)}
     avg_logits = average_log_probs(list(uni_logits.values()))
     features = feature_splits({m: models[m].encoders[m] for m in modalities}, data, device)
-    clf = train_linear_classifier(features, data.num_classes, recipe.probe, recipe.train.seed, run_dir / "mm_linear", device)
+    clf = train_linear_classifier(
+        features, data.num_classes, recipe.probe, recipe.train.seed, run_dir / "mm_linear", device
+    )
     clf_pred = predict(clf, features["test"], device)
 
     acc_clf, acc_avg = accuracy(clf_pred["logits"], target), accuracy(avg_logits, target)
     ci = paired_bootstrap_diff(
-        clf_pred["logits"].argmax(1) == target, avg_logits.argmax(1) == target,
-        recipe.decide.bootstrap, recipe.decide.confidence, recipe.train.seed,
+        clf_pred["logits"].argmax(1) == target,
+        avg_logits.argmax(1) == target,
+        recipe.decide.bootstrap,
+        recipe.decide.confidence,
+        recipe.train.seed,
     )
     verdict = "UMT" if acc_clf > acc_avg else "UME"
     coin_flip = ci["low"] <= 0 <= ci["high"]
-    chosen_recipe = relative_to_recipe(recipe, recipe.decide.umt_recipe if verdict == "UMT" else recipe.decide.ume_recipe)
+    chosen_recipe = relative_to_recipe(
+        recipe, recipe.decide.umt_recipe if verdict == "UMT" else recipe.decide.ume_recipe
+    )
     result = {
         "stage": "decide",
         "dataset": data.name,
@@ -69,14 +76,23 @@ def run(recipe: Recipe, run_dir: Path) -> dict:
         "data_overrides": _data_overrides(recipe),
     }
     result["summary"] = _summary(result)
+    shown = {f"uni-modal {m}": a for m, a in result["unimodal_accuracy"].items()}
+    shown |= {f"split clf {m}": a for m, a in result["split_classifier_accuracy"].items()}
+    shown |= {"avg preds (UME)": acc_avg, "MM linear clf": acc_clf}
+    plots.bars(shown, run_dir / "plots" / "decide.png", f"{data.name}: verdict {verdict}")
     return finish(run_dir, result)
 
 
 def _data_overrides(recipe: Recipe) -> list[str]:
     """The data.* settings the chosen training recipe must use to match these teachers."""
     d = recipe.data
-    out = [f"data.name={d.name}", f"data.root={d.root}", f"data.seed={d.seed}",
-           f"data.test_fraction={d.test_fraction}", f"data.val_fraction={d.val_fraction}"]
+    out = [
+        f"data.name={d.name}",
+        f"data.root={d.root}",
+        f"data.seed={d.seed}",
+        f"data.test_fraction={d.test_fraction}",
+        f"data.val_fraction={d.val_fraction}",
+    ]
     return out + ([f"data.n={d.n}"] if d.n is not None else [])
 
 
@@ -92,8 +108,7 @@ def _summary(r: dict) -> list[str]:
         f"[{ci['low']:+.2f}, {ci['high']:+.2f}]",
     ]
     if r["coin_flip"]:
-        lines.append("the interval spans zero: the rule picks " + r["verdict"] + ", but on this test set the call is a coin flip")
+        lines.append(
+            "the interval spans zero: the rule picks " + r["verdict"] + ", but on this test set the call is a coin flip"
+        )
     return lines
-
-
-

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mmtool.analysis import plots
 from mmtool.config import Recipe
 from mmtool.data import load_dataset
 from mmtool.engine.evaluate import accuracy, confusion_matrix, resolve_device
@@ -32,6 +33,7 @@ def run(recipe: Recipe, run_dir: Path) -> dict:
         result[f"{split}_accuracy"] = accuracy(fused, target)
         if split == "test":
             result["test_confusion"] = confusion_matrix(fused, target, data.num_classes)
+    plots.confusion(result["test_confusion"], run_dir / "plots" / "confusion.png", f"UME on {data.name}, test")
     members = ", ".join(f"{m} {a:.2f}%" for m, a in result["test_member_accuracy"].items())
     result["summary"] = [f"UME on {data.name}: test {result['test_accuracy']:.2f}%  (members: {members})"]
     return finish(run_dir, result)
@@ -40,5 +42,7 @@ def run(recipe: Recipe, run_dir: Path) -> dict:
 def _weights(recipe: Recipe, modalities: list[str]) -> list[float]:
     w = list(recipe.ensemble.weights) or [1.0] * len(modalities)
     if len(w) != len(modalities) or any(x < 0 for x in w) or sum(w) <= 0:
-        raise UserError(f"{recipe.source}: key 'ensemble.weights' needs {len(modalities)} non-negative numbers, got {w}")
+        raise UserError(
+            f"{recipe.source}: key 'ensemble.weights' needs {len(modalities)} non-negative numbers, got {w}"
+        )
     return [x / sum(w) for x in w]

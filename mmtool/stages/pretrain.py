@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mmtool.analysis import plots
 from mmtool.config import Recipe
 from mmtool.data import load_dataset
 from mmtool.engine.checkpoint import load_model
@@ -30,11 +31,29 @@ def run(recipe: Recipe, run_dir: Path, resume: bool = False) -> dict:
         context = MethodContext(num_classes=data.num_classes, modalities=(m,))
         method = build_method(recipe.method.name, recipe.method.params, context)
         splits = {k: s.select([m]) for k, s in data.splits.items()}
-        fitted = fit(model, method, splits["train"], splits["val"], spec, out, recipe.optim, recipe.schedule,
-                     recipe.train, device, resume=resume, label=f"uni-modal {m}")
+        fitted = fit(
+            model,
+            method,
+            splits["train"],
+            splits["val"],
+            spec,
+            out,
+            recipe.optim,
+            recipe.schedule,
+            recipe.train,
+            device,
+            resume=resume,
+            label=f"uni-modal {m}",
+        )
         best, _ = load_model(out)
+        plots.training_curves(out / "metrics.jsonl", run_dir / "plots" / f"curves_{m}.png", f"uni-modal {m} on {data.name}")
         per_modality[m] = _scores(best.to(device), splits, data.num_classes, device) | {"best_epoch": fitted.best_epoch}
-    summary = [f"uni-modal {m}: test {r['test_accuracy']:.2f}%  (val {r['val_accuracy']:.2f}%)" for m, r in per_modality.items()]
+    for m, r in per_modality.items():
+        plots.confusion(r["test_confusion"], run_dir / "plots" / f"confusion_{m}.png", f"uni-modal {m}, test")
+    summary = [
+        f"uni-modal {m}: test {r['test_accuracy']:.2f}%  (val {r['val_accuracy']:.2f}%)"
+        for m, r in per_modality.items()
+    ]
     return finish(run_dir, {"stage": "pretrain", "dataset": data.name, "modalities": per_modality, "summary": summary})
 
 

@@ -21,10 +21,17 @@ def run(recipe: Recipe, run_dir: Path) -> dict:
     probes = {}
     for m in chosen:
         feats = {k: s.select([m]) for k, s in features.items()}
-        clf = train_linear_classifier(feats, data.num_classes, recipe.probe, recipe.train.seed, run_dir / f"probe_{m}", device)
+        clf = train_linear_classifier(
+            feats, data.num_classes, recipe.probe, recipe.train.seed, run_dir / f"probe_{m}", device
+        )
         probes[m] = {f"{k}_accuracy": _acc(clf, s, device) for k, s in feats.items()}
-    summary = [f"probe {m}: train {p['train_accuracy']:.2f}%  test {p['test_accuracy']:.2f}%" for m, p in probes.items()]
-    return finish(run_dir, {"stage": "probe", "dataset": data.name, "source": str(recipe.run), "probes": probes, "summary": summary})
+    summary = [
+        f"probe {m}: train {p['train_accuracy']:.2f}%  test {p['test_accuracy']:.2f}%" for m, p in probes.items()
+    ]
+    return finish(
+        run_dir,
+        {"stage": "probe", "dataset": data.name, "source": str(recipe.run), "probes": probes, "summary": summary},
+    )
 
 
 def _acc(model, split, device) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mmtool.analysis import plots
 from mmtool.config import Recipe
 from mmtool.data import load_dataset
 from mmtool.engine.checkpoint import load_model
@@ -28,13 +29,30 @@ def run(recipe: Recipe, run_dir: Path, resume: bool = False) -> dict:
     context = MethodContext(teachers=teachers, num_classes=data.num_classes, modalities=tuple(modalities))
     method = build_method(recipe.method.name, recipe.method.params, context)
     splits = {k: s.select(modalities) for k, s in data.splits.items()}
-    fitted = fit(model, method, splits["train"], splits["val"], spec, run_dir, recipe.optim, recipe.schedule,
-                 recipe.train, device, resume=resume, label=f"train {recipe.method.name}")
+    fitted = fit(
+        model,
+        method,
+        splits["train"],
+        splits["val"],
+        spec,
+        run_dir,
+        recipe.optim,
+        recipe.schedule,
+        recipe.train,
+        device,
+        resume=resume,
+        label=f"train {recipe.method.name}",
+    )
     best, _ = load_model(run_dir)
+    title = f"{recipe.method.name} on {data.name}"
+    plots.training_curves(run_dir / "metrics.jsonl", run_dir / "plots" / "curves.png", title)
     result = {"stage": "train", "dataset": data.name, "method": recipe.method.name, "best_epoch": fitted.best_epoch}
     result.update(evaluate_splits(best.to(device), splits, data.num_classes, device))
-    summary = [f"{recipe.method.name} on {data.name}: test {result['test_accuracy']:.2f}%  "
-               f"(val {result['val_accuracy']:.2f}%, best epoch {fitted.best_epoch})"]
+    plots.confusion(result["test_confusion"], run_dir / "plots" / "confusion.png", f"{title}, test")
+    summary = [
+        f"{recipe.method.name} on {data.name}: test {result['test_accuracy']:.2f}%  "
+        f"(val {result['val_accuracy']:.2f}%, best epoch {fitted.best_epoch})"
+    ]
     return finish(run_dir, result | {"summary": summary})
 
 

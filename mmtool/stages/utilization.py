@@ -33,4 +33,6 @@ def run(recipe: Recipe, run_dir: Path) -> dict:
         f"A(f) {rates['accuracy']:.2f}%  only {a} {rates[f'accuracy_only_{a}']:.2f}%  only {b} {rates[f'accuracy_only_{b}']:.2f}%",
         f"u({b}|{a}) {rates[f'u({b}|{a})']:.3f}  u({a}|{b}) {rates[f'u({a}|{b})']:.3f}  d_util {rates['d_util']:+.3f}",
     ]
-    return finish(run_dir, {"stage": "utilization", "dataset": data.name, "source": str(source), **rates, "summary": summary})
+    return finish(
+        run_dir, {"stage": "utilization", "dataset": data.name, "source": str(source), **rates, "summary": summary}
+    )

@@ -25,7 +25,12 @@ TINY = ["data.n=600"]  # recipes/tiny use a 600-sample gamma
 def mmtool(cwd: Path, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "MMTOOL_RECIPES": str(REPO / "recipes"), "PYTHONPATH": str(REPO)}
     proc = subprocess.run(
-        [sys.executable, "-m", "mmtool.cli", *args], cwd=cwd, env=env, input=stdin, capture_output=True, text=True,
+        [sys.executable, "-m", "mmtool.cli", *args],
+        cwd=cwd,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
         timeout=300,
     )
     if check and proc.returncode != 0:
@@ -79,12 +84,16 @@ def test_decide_accuracies_recomputed_and_piped_into_train(chain):
         feats[m] = h
         logits = h @ sd[f"head.proj.{m}.weight"].T + sd["head.bias"]
         probs.append(F.softmax(logits, dim=1))
-        assert result["unimodal_accuracy"][m] == pytest.approx((logits.argmax(1) == test.target).float().mean().item() * 100, abs=1e-3)
+        assert result["unimodal_accuracy"][m] == pytest.approx(
+            (logits.argmax(1) == test.target).float().mean().item() * 100, abs=1e-3
+        )
     avg = (sum(probs) / 2).argmax(1)
     assert result["average_accuracy"] == pytest.approx((avg == test.target).float().mean().item() * 100, abs=1e-3)
     clf = torch.load(chain / "decide" / "mm_linear" / "checkpoints" / "best.pt", weights_only=True)["model"]
     z = feats["m1"] @ clf["head.proj.m1.weight"].T + feats["m2"] @ clf["head.proj.m2.weight"].T + clf["head.bias"]
-    assert result["mm_linear_accuracy"] == pytest.approx((z.argmax(1) == test.target).float().mean().item() * 100, abs=1e-3)
+    assert result["mm_linear_accuracy"] == pytest.approx(
+        (z.argmax(1) == test.target).float().mean().item() * 100, abs=1e-3
+    )
     assert result["verdict"] == ("UMT" if result["mm_linear_accuracy"] > result["average_accuracy"] else "UME")
     ci = result["difference"]
     assert ci["low"] <= ci["diff"] <= ci["high"]
@@ -132,11 +141,25 @@ def test_unknown_method_and_missing_teachers_exit_2(chain):
 
 
 def test_killed_run_resumes_from_last_checkpoint(chain):
-    args = ["train", "naive", "--dataset", "tiny", "train.epochs=4000", "train.checkpoint_every=100",
-            "train.eval_every=50", "--run-dir", "killed"]
+    args = [
+        "train",
+        "naive",
+        "--dataset",
+        "tiny",
+        "train.epochs=4000",
+        "train.checkpoint_every=100",
+        "train.eval_every=50",
+        "--run-dir",
+        "killed",
+    ]
     env = {**os.environ, "MMTOOL_RECIPES": str(REPO / "recipes"), "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "mmtool.cli", *args], cwd=chain, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mmtool.cli", *args],
+        cwd=chain,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     last = chain / "killed" / "checkpoints" / "last.pt"
     deadline = time.time() + 120
     while not last.exists() and time.time() < deadline:

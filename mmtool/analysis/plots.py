@@ -1,0 +1,81 @@
+"""PNG figures for run directories (matplotlib, headless)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def training_curves(metrics_path: Path, out: Path, title: str) -> Path | None:
+    """Training losses and validation accuracy against epochs, from ``metrics.jsonl``."""
+    records = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
+    if not records:
+        return None
+    plt = _pyplot()
+    epochs = [r["epoch"] for r in records]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    parts = sorted({k for r in records for k in r if k.startswith("train_") and k.endswith("_loss")})
+    loss_keys = parts + (["train_loss"] if len(parts) > 1 else [])  # the total only when it differs
+    for key in loss_keys:
+        ax_loss.plot(epochs, [r.get(key, float("nan")) for r in records], label=key.removeprefix("train_").replace("loss", "").strip("_") or "total")
+    if "val_loss" in records[-1]:
+        ax_loss.plot(epochs, [r.get("val_loss", float("nan")) for r in records], "--", label="val loss (CE)")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="losses", yscale="log")
+    ax_loss.legend(fontsize=8)
+    if "val_accuracy" in records[-1]:
+        ax_acc.plot(epochs, [r.get("val_accuracy", float("nan")) for r in records], label="validation")
+        best = records[-1].get("best_epoch")
+        if best:
+            ax_acc.axvline(best, color="grey", linestyle=":", label=f"selected (epoch {best})")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="validation accuracy")
+    ax_acc.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, plt, out)
+
+
+def confusion(cm: list[list[int]], out: Path, title: str) -> Path:
+    """Row-normalised confusion matrix (rows: actual class, columns: predicted class)."""
+    plt = _pyplot()
+    rows = [[c / max(sum(row), 1) * 100 for c in row] for row in cm]
+    k = len(rows)
+    fig, ax = plt.subplots(figsize=(1.2 * k + 2.5, 1.2 * k + 2))
+    image = ax.imshow(rows, cmap="Blues", vmin=0, vmax=100)
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, f"{rows[i][j]:.1f}", ha="center", va="center", color="white" if rows[i][j] > 60 else "black")
+    ax.set(xlabel="predicted class", ylabel="actual class", title=title, xticks=range(k), yticks=range(k))
+    fig.colorbar(image, ax=ax, label="% of actual class")
+    fig.tight_layout()
+    return _save(fig, plt, out)
+
+
+def _save(fig, plt, out: Path) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def bars(values: dict[str, float], out: Path, title: str, ylabel: str = "test accuracy (%)") -> Path:
+    """One bar per named number, value printed on top."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(1.3 * len(values) + 2, 4))
+    names = list(values)
+    ax.bar(range(len(names)), [values[n] for n in names], color="tab:blue")
+    for i, n in enumerate(names):
+        ax.text(i, values[n], f"{values[n]:.1f}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)
+    ax.set(ylabel=ylabel, title=title)
+    fig.tight_layout()
+    return _save(fig, plt, out)
