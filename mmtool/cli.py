@@ -47,6 +47,18 @@ def _expect_stage(cfg, *stages: str) -> None:
         raise UserError(f"{cfg.source}: key 'stage' is {cfg.stage!r}, this command needs {' or '.join(stages)}")
 
 
+def _analyse(stage: str, tag: str, recipe, dataset, overrides, run_dir, as_json: bool, **extra) -> None:
+    """Shared body of the commands that read earlier runs and write one new run (no training resume)."""
+    import importlib
+
+    from mmtool.stages.common import start_run
+
+    cfg = _load(recipe, dataset, f"{stage}.yaml", overrides, **extra)
+    _expect_stage(cfg, stage)
+    module = importlib.import_module(f"mmtool.stages.{stage}")
+    emit(module.run(cfg, start_run(cfg, stage, tag, run_dir)), as_json)
+
+
 def emit(result: dict, as_json: bool) -> None:
     """JSON on stdout when piped or asked; otherwise a readable summary and the run directory."""
     summary = result.get("summary", [])
@@ -201,12 +213,7 @@ def probe(
 
     Example: mmtool probe --dataset synth-gamma --run runs/train/synth-gamma-umt-...
     """
-    from mmtool.stages import probe as stage
-    from mmtool.stages.common import start_run
-
-    cfg = _load(recipe, dataset, "probe.yaml", overrides, run=run)
-    _expect_stage(cfg, "probe")
-    emit(stage.run(cfg, start_run(cfg, "probe", "probe", run_dir)), as_json)
+    _analyse("probe", "probe", recipe, dataset, overrides, run_dir, as_json, run=run)
 
 
 @app.command()
@@ -222,12 +229,7 @@ def decide(
 
     Example: mmtool decide --dataset synth-gamma --teachers RUN | mmtool train --from-decision -
     """
-    from mmtool.stages import decide as stage
-    from mmtool.stages.common import start_run
-
-    cfg = _load(recipe, dataset, "decide.yaml", overrides, teachers=teachers)
-    _expect_stage(cfg, "decide")
-    emit(stage.run(cfg, start_run(cfg, "decide", "decide", run_dir)), as_json)
+    _analyse("decide", "decide", recipe, dataset, overrides, run_dir, as_json, teachers=teachers)
 
 
 @app.command()
@@ -243,12 +245,7 @@ def ensemble(
 
     Example: mmtool ensemble --dataset synth-gamma --teachers runs/pretrain/synth-gamma-unimodal-...
     """
-    from mmtool.stages import ensemble as stage
-    from mmtool.stages.common import start_run
-
-    cfg = _load(recipe, dataset, "ensemble.yaml", overrides, teachers=teachers)
-    _expect_stage(cfg, "ensemble")
-    emit(stage.run(cfg, start_run(cfg, "ensemble", "ume", run_dir)), as_json)
+    _analyse("ensemble", "ume", recipe, dataset, overrides, run_dir, as_json, teachers=teachers)
 
 
 @app.command()
@@ -264,12 +261,7 @@ def utilization(
 
     Example: mmtool utilization --dataset synth-gamma --run runs/train/synth-gamma-naive-...
     """
-    from mmtool.stages import utilization as stage
-    from mmtool.stages.common import start_run
-
-    cfg = _load(recipe, dataset, "utilization.yaml", overrides, run=run)
-    _expect_stage(cfg, "utilization")
-    emit(stage.run(cfg, start_run(cfg, "utilization", "util", run_dir)), as_json)
+    _analyse("utilization", "util", recipe, dataset, overrides, run_dir, as_json, run=run)
 
 
 @app.command()

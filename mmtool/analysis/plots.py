@@ -26,7 +26,8 @@ def training_curves(metrics_path: Path, out: Path, title: str) -> Path | None:
     parts = sorted({k for r in records for k in r if k.startswith("train_") and k.endswith("_loss")})
     loss_keys = parts + (["train_loss"] if len(parts) > 1 else [])  # the total only when it differs
     for key in loss_keys:
-        ax_loss.plot(epochs, [r.get(key, float("nan")) for r in records], label=key.removeprefix("train_").replace("loss", "").strip("_") or "total")
+        name = key.removeprefix("train_").removesuffix("loss").strip("_") or "total"
+        ax_loss.plot(epochs, [r.get(key, float("nan")) for r in records], label=name)
     if "val_loss" in records[-1]:
         ax_loss.plot(epochs, [r.get("val_loss", float("nan")) for r in records], "--", label="val loss (CE)")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="losses", yscale="log")

@@ -78,3 +78,16 @@ def confusion_matrix(logits: torch.Tensor, target: torch.Tensor, num_classes: in
     cm = torch.zeros(num_classes, num_classes, dtype=torch.long)
     cm.index_put_((target, pred), torch.ones_like(target), accumulate=True)
     return cm.tolist()
+
+
+def evaluate_splits(model: MultiModalNet, splits: dict, num_classes: int, device: torch.device | str) -> dict:
+    """Fused accuracy on every split; per-modality head accuracy where the head has one; test confusion."""
+    out: dict = {}
+    for name, split in splits.items():
+        pred = predict(model, split, device)
+        out[f"{name}_accuracy"] = accuracy(pred["logits"], pred["target"])
+        for m, z in pred.get("unimodal_logits", {}).items():
+            out.setdefault("unimodal_head_accuracy", {}).setdefault(m, {})[name] = accuracy(z, pred["target"])
+        if name == "test":
+            out["test_confusion"] = confusion_matrix(pred["logits"], pred["target"], num_classes)
+    return out

@@ -107,7 +107,8 @@ def _train_epoch(model, method, train, opt, gen, cfg: TrainConfig, device) -> di
             losses = method.training_step(model, batch)
         total = sum(losses.values())
         if not torch.isfinite(total):
-            raise FloatingPointError(f"non-finite loss {float(total)} ({ {k: float(v) for k, v in losses.items()} })")
+            detail = {k: float(v.detach()) for k, v in losses.items()}
+            raise FloatingPointError(f"non-finite loss {float(total.detach())} ({detail})")
         opt.zero_grad(set_to_none=True)
         total.backward()
         if hasattr(method, "after_backward"):

@@ -45,7 +45,7 @@ class UniModal(NaiveFusion):
 
 
 @METHODS.register("ume")
-class UniModalEnsemble:
+class UniModalEnsemble(NaiveFusion):
     """UME trained in one run: the sum of independent uni-modal CE losses over disjoint parameters.
 
     With the ``ensemble`` head every modality has its own encoder and classifier and no parameter is
@@ -56,13 +56,6 @@ class UniModalEnsemble:
 
     summary = "UME: independent uni-modal models, predictions averaged (needs head: ensemble)"
     reference = "paper 000, Sec. 3.3 / App. A.2"
-
-    @dataclass(frozen=True)
-    class Params:
-        pass
-
-    def __init__(self, params: Params, context: MethodContext) -> None:
-        self.params = params
 
     def check_model(self, model: MultiModalNet) -> None:
         if type(model.head).__name__ != "EnsembleHead":

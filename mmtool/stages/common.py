@@ -10,12 +10,15 @@ from pathlib import Path
 
 import torch
 
+from mmtool.analysis import plots
 from mmtool.config import Recipe, load_recipe, save_recipe
-from mmtool.data import Dataset, Split
+from mmtool.data import Dataset, Split, load_dataset
 from mmtool.engine.checkpoint import load_model
-from mmtool.engine.evaluate import predict, resolve_device
+from mmtool.engine.evaluate import evaluate_splits, predict, resolve_device
+from mmtool.engine.loop import fit
 from mmtool.errors import UserError
-from mmtool.models import MultiModalNet
+from mmtool.methods import MethodContext, build_method
+from mmtool.models import MultiModalNet, build_model, model_spec
 from mmtool.runs import new_run_dir, read_json, require_run, write_env, write_json
 
 
@@ -53,6 +56,33 @@ def modalities_of(recipe: Recipe, dataset: Dataset) -> list[str]:
     return chosen
 
 
+def train_and_evaluate(
+    recipe: Recipe,
+    data: Dataset,
+    modalities: list[str],
+    out_dir: Path,
+    resume: bool,
+    label: str,
+    teachers: dict[str, MultiModalNet] | None = None,
+) -> dict:
+    """Build the recipe's model on ``modalities``, train it with the recipe's method through the loop,
+    reload the checkpoint selected on validation and score it on every split (training curves PNG too)."""
+    device = resolve_device(recipe.train.device)
+    seed_everything(recipe.train.seed)
+    spec = model_spec(recipe.model, data.input_dims, data.num_classes, modalities)
+    model = build_model(spec)
+    context = MethodContext(teachers=teachers or {}, num_classes=data.num_classes, modalities=tuple(modalities))
+    method = build_method(recipe.method.name, recipe.method.params, context)
+    splits = {k: s.select(modalities) for k, s in data.splits.items()}
+    fitted = fit(model, method, splits["train"], splits["val"], spec, out_dir, recipe.optim, recipe.schedule,
+                 recipe.train, device, resume=resume, label=label)  # fmt: skip
+    best, _ = load_model(out_dir)
+    plots.training_curves(out_dir / "metrics.jsonl", out_dir / "plots" / "curves.png", f"{label} on {data.name}")
+    scores = evaluate_splits(best.to(device), splits, data.num_classes, device)
+    plots.confusion(scores["test_confusion"], out_dir / "plots" / "confusion.png", f"{label} on {data.name}, test")
+    return {"best_epoch": fitted.best_epoch, **scores}
+
+
 def load_unimodal_models(run_dir: str | Path | None, key: str = "teachers") -> dict[str, MultiModalNet]:
     """The per-modality models of a `pretrain-unimodal` run: ``{modality: model}``."""
     path = require_run(run_dir, "this stage", key)
@@ -64,6 +94,16 @@ def load_unimodal_models(run_dir: str | Path | None, key: str = "teachers") -> d
         model, _ = load_model(path, subdir=m)
         models[m] = model
     return models
+
+
+def teachers_and_data(recipe: Recipe) -> tuple[Dataset, torch.device, dict[str, MultiModalNet]]:
+    """The dataset, the device and the uni-modal models of ``recipe.teachers`` for the chosen modalities,
+    after checking that the teachers were trained on the same data and split."""
+    data = load_dataset(recipe.data)
+    check_same_data(recipe, recipe.teachers, "teachers")
+    models = load_unimodal_models(recipe.teachers)
+    chosen = {m: models[m] for m in modalities_of(recipe, data) if m in models}
+    return data, resolve_device(recipe.train.device), chosen
 
 
 def load_encoders(run_dir: str | Path | None) -> dict[str, torch.nn.Module]:

@@ -17,31 +17,24 @@ from mmtool.analysis import plots
 from mmtool.analysis.bootstrap import paired_bootstrap_diff
 from mmtool.analysis.linear_probe import train_linear_classifier
 from mmtool.config import Recipe, relative_to_recipe
-from mmtool.data import load_dataset
-from mmtool.engine.evaluate import accuracy, predict, resolve_device
+from mmtool.engine.evaluate import accuracy, predict
 from mmtool.models.heads import average_log_probs
 from mmtool.stages.common import (
-    check_same_data,
     feature_splits,
     finish,
-    load_unimodal_models,
-    modalities_of,
+    teachers_and_data,
     unimodal_predictions,
 )
 
 
 def run(recipe: Recipe, run_dir: Path) -> dict:
-    data = load_dataset(recipe.data)
-    device = resolve_device(recipe.train.device)
-    check_same_data(recipe, recipe.teachers, "teachers")
-    models = load_unimodal_models(recipe.teachers)
-    modalities = [m for m in modalities_of(recipe, data) if m in models]
+    data, device, models = teachers_and_data(recipe)
     test = data.splits["test"]
     target = test.target
 
-    uni_logits = unimodal_predictions({m: models[m] for m in modalities}, test, device)  # {m: (N, C)}
+    uni_logits = unimodal_predictions(models, test, device)  # {m: (N, C)}
     avg_logits = average_log_probs(list(uni_logits.values()))
-    features = feature_splits({m: models[m].encoders[m] for m in modalities}, data, device)
+    features = feature_splits({m: model.encoders[m] for m, model in models.items()}, data, device)
     clf = train_linear_classifier(
         features, data.num_classes, recipe.probe, recipe.train.seed, run_dir / "mm_linear", device
     )

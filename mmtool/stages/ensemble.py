@@ -10,24 +10,20 @@ from pathlib import Path
 
 from mmtool.analysis import plots
 from mmtool.config import Recipe
-from mmtool.data import load_dataset
-from mmtool.engine.evaluate import accuracy, confusion_matrix, resolve_device
+from mmtool.engine.evaluate import accuracy, confusion_matrix
 from mmtool.errors import UserError
 from mmtool.models.heads import average_log_probs
-from mmtool.stages.common import check_same_data, finish, load_unimodal_models, modalities_of, unimodal_predictions
+from mmtool.stages.common import finish, teachers_and_data, unimodal_predictions
 
 
 def run(recipe: Recipe, run_dir: Path) -> dict:
-    data = load_dataset(recipe.data)
-    device = resolve_device(recipe.train.device)
-    check_same_data(recipe, recipe.teachers, "teachers")
-    models = load_unimodal_models(recipe.teachers)
-    modalities = [m for m in modalities_of(recipe, data) if m in models]
+    data, device, models = teachers_and_data(recipe)
+    modalities = list(models)
     weights = _weights(recipe, modalities)
     result = {"stage": "ensemble", "dataset": data.name, "members": modalities, "weights": weights}
     for split in ("val", "test"):
         target = data.splits[split].target
-        logits = unimodal_predictions({m: models[m] for m in modalities}, data.splits[split], device)
+        logits = unimodal_predictions(models, data.splits[split], device)
         fused = average_log_probs(list(logits.values()), weights)
         result[f"{split}_member_accuracy"] = {m: accuracy(z, target) for m, z in logits.items()}
         result[f"{split}_accuracy"] = accuracy(fused, target)

@@ -30,7 +30,8 @@ def run(recipe: Recipe, run_dir: Path) -> dict:
     rates = utilization_rates(model, splits["train"], splits["test"], device)
     a, b = rates["modalities"]
     summary = [
-        f"A(f) {rates['accuracy']:.2f}%  only {a} {rates[f'accuracy_only_{a}']:.2f}%  only {b} {rates[f'accuracy_only_{b}']:.2f}%",
+        f"A(f) {rates['accuracy']:.2f}%  only {a} {rates[f'accuracy_only_{a}']:.2f}%  "
+        f"only {b} {rates[f'accuracy_only_{b}']:.2f}%",
         f"u({b}|{a}) {rates[f'u({b}|{a})']:.3f}  u({a}|{b}) {rates[f'u({a}|{b})']:.3f}  d_util {rates['d_util']:+.3f}",
     ]
     return finish(
