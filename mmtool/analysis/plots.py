@@ -23,7 +23,7 @@ def training_curves(metrics_path: Path, out: Path, title: str) -> Path | None:
     plt = _pyplot()
     epochs = [r["epoch"] for r in records]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    parts = sorted({k for r in records for k in r if k.startswith("train_") and k.endswith("_loss")})
+    parts = sorted({k for r in records for k in r if k.startswith("train_") and k.endswith("_loss")} - {"train_loss"})
     loss_keys = parts + (["train_loss"] if len(parts) > 1 else [])  # the total only when it differs
     for key in loss_keys:
         name = key.removeprefix("train_").removesuffix("loss").strip("_") or "total"

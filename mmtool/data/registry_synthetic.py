@@ -58,6 +58,11 @@ def _load(cfg: DataConfig, folder: Path) -> Dataset:
     import json
 
     manifest = json.loads((folder / "manifest.json").read_text())
+    if manifest.get("format") != FORMAT:
+        raise UserError(
+            f"{folder} was prepared in data format {manifest.get('format')}, this mmtool writes format {FORMAT} "
+            f"(run `mmtool prep {cfg.name} --force` with the same data.* settings)"
+        )
     path = folder / "data.npz"
     blob = path.read_bytes() if path.is_file() else b""
     if hashlib.sha256(blob).hexdigest() != manifest["files"]["data.npz"]:

@@ -71,6 +71,7 @@ def fit(
         if (ckpt_dir / LAST).exists():
             resumed = _restore(load_checkpoint(ckpt_dir / LAST), model, opt, sched, gen, method, state)
             metrics.truncate_after(resumed)
+            _rewind_best(ckpt_dir, state, spec)
         else:
             metrics.truncate_after(0)
 
@@ -95,6 +96,24 @@ class _State:
     best_epoch: int
     best_val: dict[str, float]
     start: int
+    best_weights: dict[str, torch.Tensor] | None = None  # copy of best.pt's weights, saved in last.pt
+
+
+def _mark_best(state: _State, model, epoch: int, val: dict, spec: dict, ckpt_dir: Path) -> None:
+    state.best_epoch, state.best_val = epoch, val
+    state.best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    save_checkpoint(ckpt_dir / BEST, {"model": state.best_weights, "spec": spec, "epoch": epoch, "val": val})
+
+
+def _rewind_best(ckpt_dir: Path, state: _State, spec: dict) -> None:
+    """After a resume, best.pt must be the best of the epochs kept, not of the epochs being redone."""
+    best = ckpt_dir / BEST
+    if best.exists() and load_checkpoint(best)["epoch"] == state.best_epoch:
+        return
+    if state.best_weights is None:
+        best.unlink(missing_ok=True)
+        return
+    save_checkpoint(best, {"model": state.best_weights, "spec": spec, "epoch": state.best_epoch, "val": state.best_val})
 
 
 def _train_epoch(model, method, train, opt, gen, cfg: TrainConfig, device) -> dict[str, float]:
@@ -124,13 +143,11 @@ def _train_epoch(model, method, train, opt, gen, cfg: TrainConfig, device) -> di
 
 def _validate(model, val, spec, epoch, ckpt_dir: Path, state: _State, cfg: TrainConfig, device) -> dict[str, float]:
     if val is None or len(val) == 0:  # no validation split: the last epoch is the selected one
-        state.best_epoch, state.best_val = epoch, {"accuracy": float("nan")}
-        save_checkpoint(ckpt_dir / BEST, {"model": model.state_dict(), "spec": spec, "epoch": epoch, "val": {}})
+        _mark_best(state, model, epoch, {"accuracy": float("nan")}, spec, ckpt_dir)
         return {}
     result = evaluate(model, val, device, cfg.precision)
     if result["accuracy"] > state.best_val["accuracy"]:
-        state.best_epoch, state.best_val = epoch, result
-        save_checkpoint(ckpt_dir / BEST, {"model": model.state_dict(), "spec": spec, "epoch": epoch, "val": result})
+        _mark_best(state, model, epoch, result, spec, ckpt_dir)
     return {"val_loss": result["loss"], "val_accuracy": result["accuracy"], "best_epoch": state.best_epoch}
 
 
@@ -157,6 +174,7 @@ def _save_last(ckpt_dir, epoch, model, opt, sched, gen, method, state: _State, s
             "method": method.state_dict() if hasattr(method, "state_dict") else {},
             "best_epoch": state.best_epoch,
             "best_val": state.best_val,
+            "best_model": state.best_weights or {},
             "spec": spec,
         },
     )
@@ -172,6 +190,7 @@ def _restore(ckpt, model, opt, sched, gen, method, state: _State) -> int:
     if hasattr(method, "load_state_dict"):
         method.load_state_dict(ckpt["method"])
     state.best_epoch, state.best_val, state.start = ckpt["best_epoch"], ckpt["best_val"], ckpt["epoch"] + 1
+    state.best_weights = ckpt["best_model"] or None
     return ckpt["epoch"]
 
 

@@ -1,0 +1,280 @@
+"""The shared training loop: model selection on validation, metrics.jsonl, checkpoints and resume."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from mmtool.config import ScheduleConfig
+from mmtool.data import Split
+from mmtool.engine.checkpoint import BEST, COMPLETE, LAST, load_checkpoint, load_model, save_checkpoint
+from mmtool.engine.evaluate import evaluate
+from mmtool.engine.loop import fit
+from mmtool.errors import UserError
+from mmtool.methods import MethodContext, build_method
+from mmtool.methods.naive import NaiveFusion
+
+CPU = torch.device("cpu")
+
+
+def read_metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def naive():
+    return build_method("naive", {}, MethodContext(num_classes=2, modalities=("m1", "m2")))
+
+
+class Crash(RuntimeError):
+    pass
+
+
+class CrashingNaive(NaiveFusion):
+    """Naive fusion that dies on its ``crash_at``-th training step (a simulated kill)."""
+
+    def __init__(self, crash_at: int) -> None:
+        super().__init__(NaiveFusion.Params(), MethodContext())
+        self.calls, self.crash_at = 0, crash_at
+
+    def training_step(self, model, batch):
+        self.calls += 1
+        if self.calls == self.crash_at:
+            raise Crash(f"killed at step {self.calls}")
+        return super().training_step(model, batch)
+
+
+def flipped(split: Split) -> Split:
+    return Split(split.inputs, 1 - split.target)
+
+
+# ------------------------------------------------------------------------------------------ selection
+def test_best_checkpoint_is_selected_on_validation(make_model, alpha_splits, train_cfgs, tmp_path):
+    # validation labels are the opposite of the training rule: the better the model fits train, the worse
+    # it does on val, so the best validation epoch is early and differs from the last one
+    model, spec = make_model()
+    val = flipped(alpha_splits["val"])
+    optim, schedule, cfg = train_cfgs(epochs=12, lr=0.2)
+    result = fit(model, naive(), alpha_splits["train"], val, spec, tmp_path, optim, schedule, cfg, CPU)
+
+    records = read_metrics(tmp_path)
+    assert [r["epoch"] for r in records] == list(range(1, 13))
+    accs = [r["val_accuracy"] for r in records]
+    best_epoch = accs.index(max(accs)) + 1  # the first epoch reaching the maximum
+    assert best_epoch < 12 and accs[-1] < max(accs)
+    assert result.best_epoch == best_epoch
+    assert result.best_val["accuracy"] == max(accs)
+    assert records[-1]["best_epoch"] == best_epoch
+
+    best = load_checkpoint(tmp_path / "checkpoints" / BEST)
+    assert best["epoch"] == best_epoch and best["spec"] == spec
+    assert best["val"]["accuracy"] == max(accs)
+    # the stored weights are the selected epoch's: they reproduce its validation numbers
+    selected, _ = load_model(tmp_path)
+    again = evaluate(selected, val)
+    assert again["accuracy"] == pytest.approx(max(accs))
+    assert again["loss"] == pytest.approx(records[best_epoch - 1]["val_loss"], rel=1e-5)
+    # ... and the final weights are not the selected ones
+    last, _ = load_model(tmp_path, which=LAST)
+    assert evaluate(last, val)["accuracy"] == pytest.approx(accs[-1])
+
+
+def test_metrics_record_losses_lr_and_validation(make_model, alpha_splits, train_cfgs, tmp_path):
+    model, spec = make_model()
+    optim, _, cfg = train_cfgs(epochs=6, lr=0.4, eval_every=2)
+    schedule = ScheduleConfig(name="step", step_size=2, gamma=0.5)
+    fit(model, naive(), alpha_splits["train"], alpha_splits["val"], spec, tmp_path, optim, schedule, cfg, CPU)
+    records = read_metrics(tmp_path)
+    assert [r["epoch"] for r in records] == [2, 4, 6]  # logged at evaluation epochs
+    for r in records:
+        assert {"train_task_loss", "train_loss", "val_loss", "val_accuracy", "lr", "best_epoch"} <= set(r)
+        assert r["train_loss"] == pytest.approx(r["train_task_loss"])
+        assert math.isfinite(r["val_loss"]) and 0 <= r["val_accuracy"] <= 100
+    # lr is the one used during the logged epoch: 0.4 for epochs 1-2, then halved every 2 epochs
+    assert [r["lr"] for r in records] == pytest.approx([0.4, 0.2, 0.1])
+    assert records[-1]["train_loss"] < records[0]["train_loss"]
+    # full batch: the training loss logged for epoch 2 is the loss of the weights after one SGD step,
+    # i.e. before epoch 2's own step; recompute it independently
+    twin, _ = make_model()
+    train = alpha_splits["train"]
+    opt = torch.optim.SGD(twin.parameters(), lr=0.4)
+    torch.nn.functional.cross_entropy(twin(train.inputs)["logits"], train.target).backward()
+    opt.step()
+    assert records[0]["train_loss"] == pytest.approx(evaluate(twin, train)["loss"], rel=1e-5)
+
+
+def test_no_validation_split_selects_last_epoch(make_model, alpha_splits, train_cfgs, tmp_path):
+    model, spec = make_model()
+    empty = Split({m: x[:0] for m, x in alpha_splits["val"].inputs.items()}, alpha_splits["val"].target[:0])
+    optim, schedule, cfg = train_cfgs(epochs=3)
+    result = fit(model, naive(), alpha_splits["train"], empty, spec, tmp_path, optim, schedule, cfg, CPU)
+    assert result.best_epoch == 3
+    assert load_checkpoint(tmp_path / "checkpoints" / BEST)["epoch"] == 3
+
+
+def test_non_finite_loss_raises(make_model, alpha_splits, train_cfgs, tmp_path):
+    model, spec = make_model()
+    optim, schedule, cfg = train_cfgs(epochs=50, lr=1e6)
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        fit(model, naive(), alpha_splits["train"], alpha_splits["val"], spec, tmp_path, optim, schedule, cfg, CPU)
+
+
+def test_unknown_optimizer_raises_user_error(make_model, alpha_splits, train_cfgs, tmp_path):
+    from mmtool.config import OptimConfig
+
+    model, spec = make_model()
+    _, schedule, cfg = train_cfgs()
+    with pytest.raises(UserError, match="optim.name"):
+        fit(model, naive(), alpha_splits["train"], None, spec, tmp_path, OptimConfig(name="lion"), schedule, cfg, CPU)
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+def test_checkpoints_load_with_weights_only(make_model, alpha_splits, train_cfgs, tmp_path):
+    model, spec = make_model()
+    optim, schedule, cfg = train_cfgs(epochs=4, checkpoint_every=2, momentum=0.9)
+    fit(model, naive(), alpha_splits["train"], alpha_splits["val"], spec, tmp_path, optim, schedule, cfg, CPU)
+    ckpt_dir = tmp_path / "checkpoints"
+    assert sorted(p.name for p in ckpt_dir.iterdir()) == sorted([BEST, LAST, COMPLETE])
+    for name in (BEST, LAST):
+        ckpt = torch.load(ckpt_dir / name, map_location="cpu", weights_only=True)
+        assert ckpt["spec"] == spec
+        assert set(ckpt["model"]) == set(model.state_dict())
+    last = torch.load(ckpt_dir / LAST, weights_only=True)
+    assert last["epoch"] == 4
+    for k, v in model.state_dict().items():
+        assert torch.equal(last["model"][k], v)
+    assert last["optimizer"]["state"]  # momentum buffers saved for resuming
+    done = json.loads((ckpt_dir / COMPLETE).read_text())
+    assert done["epochs"] == 4 and done["best_epoch"] == load_checkpoint(ckpt_dir / BEST)["epoch"]
+    with pytest.raises(UserError, match="checkpoint not found"):
+        load_checkpoint(ckpt_dir / "nope.pt")
+
+
+# ------------------------------------------------------------------------------------------ resume
+RESUME = dict(epochs=10, checkpoint_every=3, batch_size=64, lr=0.1, momentum=0.9)
+STEPS_PER_EPOCH = 5  # 300 training samples in batches of 64
+
+
+def _resume_cfgs(train_cfgs):
+    return train_cfgs(**RESUME, schedule=ScheduleConfig(name="step", step_size=4, gamma=0.5))
+
+
+@pytest.mark.parametrize("crash_epoch", [8, 2])  # after the epoch-6 checkpoint / before any checkpoint
+def test_resume_after_crash_equals_uninterrupted_run(crash_epoch, make_model, alpha_splits, train_cfgs, tmp_path):
+    optim, schedule, cfg = _resume_cfgs(train_cfgs)
+    train, val = alpha_splits["train"], alpha_splits["val"]
+
+    straight_dir = tmp_path / "straight"
+    straight, spec = make_model(seed=0)
+    fit(straight, naive(), train, val, spec, straight_dir, optim, schedule, cfg, CPU)
+
+    run_dir = tmp_path / "crashed"
+    first, _ = make_model(seed=0)
+    crash_at = (crash_epoch - 1) * STEPS_PER_EPOCH + 1  # first step of crash_epoch
+    with pytest.raises(Crash):
+        fit(first, CrashingNaive(crash_at), train, val, spec, run_dir, optim, schedule, cfg, CPU)
+    logged = [r["epoch"] for r in read_metrics(run_dir)]
+    assert logged == list(range(1, crash_epoch))
+    assert not (run_dir / "checkpoints" / COMPLETE).exists()
+    saved = (crash_epoch - 1) // 3 * 3  # the last complete checkpoint
+    if saved:
+        assert load_checkpoint(run_dir / "checkpoints" / LAST)["epoch"] == saved
+
+    # a new process: fresh model and method, resume from disk. With a checkpoint the weights must come from
+    # it (so start from a different init); without one the run restarts, and the stages rebuild the model
+    # from the same seed, as done here.
+    resumed, _ = make_model(seed=123 if saved else 0)
+    torch.manual_seed(999)  # the global RNG state must come from the checkpoint, not from here
+    result = fit(resumed, naive(), train, val, spec, run_dir, optim, schedule, cfg, CPU, resume=True)
+    assert result.resumed_from == (saved or None)
+
+    for k, v in straight.state_dict().items():
+        assert torch.equal(resumed.state_dict()[k], v), f"resumed weights differ from the straight run: {k}"
+    a, b = read_metrics(straight_dir), read_metrics(run_dir)
+    assert [r["epoch"] for r in b] == list(range(1, 11))  # every epoch exactly once
+    assert a == b  # same losses, learning rates, accuracies, best epochs
+    best_a = load_checkpoint(straight_dir / "checkpoints" / BEST)
+    best_b = load_checkpoint(run_dir / "checkpoints" / BEST)
+    assert best_a["epoch"] == best_b["epoch"] == result.best_epoch
+    for k, v in best_a["model"].items():
+        assert torch.equal(best_b["model"][k], v)
+
+
+def test_resume_does_not_keep_a_best_checkpoint_from_the_lost_epochs(make_model, alpha_splits, train_cfgs, tmp_path):
+    """Epochs after the last resumable checkpoint are redone on resume and their metrics dropped; a best.pt
+    written during those lost epochs must not survive as "the selected model" either. The lost timeline is
+    simulated by its best.pt (epoch 7, better than anything the replay reaches), which is what happens
+    whenever the replay is not bit-identical to the lost epochs (GPU kernels, bf16)."""
+    optim, schedule, cfg = _resume_cfgs(train_cfgs)
+    train, val = alpha_splits["train"], flipped(alpha_splits["val"])  # val accuracy peaks early
+    run_dir = tmp_path / "crashed"
+    first, spec = make_model(seed=0)
+    with pytest.raises(Crash):
+        fit(first, CrashingNaive(7 * STEPS_PER_EPOCH + 1), train, val, spec, run_dir, optim, schedule, cfg, CPU)
+    checkpoint = load_checkpoint(run_dir / "checkpoints" / LAST)
+    assert checkpoint["epoch"] == 6
+    lost, _ = make_model(seed=77)
+    lost_best = {"model": lost.state_dict(), "spec": spec, "epoch": 7, "val": {"loss": 0.0, "accuracy": 100.0}}
+    save_checkpoint(run_dir / "checkpoints" / BEST, lost_best)
+
+    resumed, _ = make_model(seed=0)
+    result = fit(resumed, naive(), train, val, spec, run_dir, optim, schedule, cfg, CPU, resume=True)
+    records = read_metrics(run_dir)
+    # precondition: the replayed epochs 7-10 never beat the best epoch saved with the checkpoint
+    assert all(r["val_accuracy"] <= checkpoint["best_val"]["accuracy"] for r in records[6:])
+    assert result.best_epoch == checkpoint["best_epoch"] == records[-1]["best_epoch"]
+    # the selected checkpoint must be the epoch this run reports, with that epoch's logged accuracy
+    best = load_checkpoint(run_dir / "checkpoints" / BEST)
+    assert best["epoch"] == result.best_epoch
+    assert best["val"]["accuracy"] == records[result.best_epoch - 1]["val_accuracy"]
+
+
+def test_resume_of_a_finished_run_does_not_train(make_model, alpha_splits, train_cfgs, snapshot, tmp_path):
+    optim, schedule, cfg = train_cfgs(epochs=3)
+    model, spec = make_model()
+    done = fit(model, naive(), alpha_splits["train"], alpha_splits["val"], spec, tmp_path, optim, schedule, cfg, CPU)
+    metrics_before = (tmp_path / "metrics.jsonl").read_text()
+    fresh, _ = make_model(seed=5)
+    before = snapshot(fresh)
+    again = fit(
+        fresh,
+        naive(),
+        alpha_splits["train"],
+        alpha_splits["val"],
+        spec,
+        tmp_path,
+        optim,
+        schedule,
+        cfg,
+        CPU,
+        resume=True,
+    )
+    assert (again.best_epoch, again.epochs, again.resumed_from) == (done.best_epoch, 3, 3)
+    assert (tmp_path / "metrics.jsonl").read_text() == metrics_before
+    for k, v in fresh.state_dict().items():
+        assert torch.equal(v, before[k])
+
+
+# ------------------------------------------------------------------------------------------ optim
+def test_build_optimizer_and_scheduler():
+    from mmtool.config import OptimConfig
+    from mmtool.engine.optim import build_optimizer, build_scheduler
+
+    frozen, free = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    frozen.requires_grad_(False)
+    opt = build_optimizer([*frozen.parameters(), *free.parameters()], OptimConfig(name="sgd", lr=0.3, momentum=0.5))
+    assert isinstance(opt, torch.optim.SGD)
+    assert len(opt.param_groups[0]["params"]) == 2  # frozen parameters are left out
+    assert opt.param_groups[0]["lr"] == 0.3 and opt.param_groups[0]["momentum"] == 0.5
+    adam = build_optimizer(free.parameters(), OptimConfig(name="adam", lr=0.01, weight_decay=0.1))
+    assert isinstance(adam, torch.optim.Adam) and adam.param_groups[0]["weight_decay"] == 0.1
+
+    assert build_scheduler(opt, ScheduleConfig(name="none")) is None
+    step = build_scheduler(opt, ScheduleConfig(name="step", step_size=2, gamma=0.5))
+    assert isinstance(step, torch.optim.lr_scheduler.StepLR)
+    plateau = build_scheduler(adam, ScheduleConfig(name="plateau", patience=3, factor=0.2))
+    assert isinstance(plateau, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    with pytest.raises(UserError, match="schedule.name"):
+        build_scheduler(opt, ScheduleConfig(name="cosine"))

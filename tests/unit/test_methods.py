@@ -1,0 +1,195 @@
+"""Training methods: a smoke test for every registered method, and UMT's distillation in detail."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmtool.data import Batch
+from mmtool.engine.loop import fit
+from mmtool.errors import UserError
+from mmtool.methods import METHODS, MethodContext, build_method, describe
+
+
+def make_teachers(make_model, hidden=(16,), seed=10):
+    """One-modality models with the same encoder architecture as the student, as pretrain would build."""
+    return {m: make_model((m,), hidden=hidden, seed=seed + i)[0] for i, m in enumerate(("m1", "m2"))}
+
+
+def setup_method(name, make_model):
+    """(model, spec, method, expected loss names) for a registered method."""
+    if name == "naive":
+        model, spec = make_model(head="mlp")
+        ctx = MethodContext(num_classes=2, modalities=("m1", "m2"))
+        return model, spec, build_method(name, {}, ctx), {"task_loss"}
+    if name == "unimodal":
+        model, spec = make_model(("m2",))
+        ctx = MethodContext(num_classes=2, modalities=("m2",))
+        return model, spec, build_method(name, {}, ctx), {"task_loss"}
+    if name == "ume":
+        model, spec = make_model(head="ensemble")
+        ctx = MethodContext(num_classes=2, modalities=("m1", "m2"))
+        return model, spec, build_method(name, {}, ctx), {"ce_m1_loss", "ce_m2_loss"}
+    if name == "umt":
+        model, spec = make_model()
+        ctx = MethodContext(teachers=make_teachers(make_model), num_classes=2, modalities=("m1", "m2"))
+        method = build_method(name, {}, ctx)
+        return model, spec, method, {"task_loss", "distill_m1_loss", "distill_m2_loss"}
+    raise AssertionError(f"method {name!r} has no smoke test: add it to setup_method")
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_every_method_trains(name, make_model, alpha_splits, train_cfgs, snapshot, tmp_path):
+    model, spec, method, loss_names = setup_method(name, make_model)
+    mods = model.modalities
+    train, val = (alpha_splits[k].select(mods) for k in ("train", "val"))
+    before = snapshot(model)
+    optim, schedule, cfg = train_cfgs(epochs=4, lr=0.1)
+    result = fit(model, method, train, val, spec, tmp_path, optim, schedule, cfg, torch.device("cpu"))
+
+    assert result.epochs == 4 and 1 <= result.best_epoch <= 4
+    records = [r for r in (tmp_path / "metrics.jsonl").read_text().splitlines() if r]
+    assert len(records) == 4
+    last = json.loads(records[-1])
+    for k in loss_names:
+        assert math.isfinite(last[f"train_{k}"])
+    assert {k[len("train_") :] for k in last if k.startswith("train_")} == loss_names | {"loss"}
+    assert last["train_loss"] == pytest.approx(sum(last[f"train_{k}"] for k in loss_names), rel=1e-5)
+    after = model.state_dict()
+    for k, v in before.items():
+        assert not torch.equal(v, after[k]), f"{name}: parameter {k} did not move"
+    # the loss went down over a few full-batch steps
+    first = json.loads(records[0])
+    assert last["train_loss"] < first["train_loss"]
+
+
+def test_methods_describe_themselves():
+    rows = describe()
+    assert [r[0] for r in rows] == METHODS.names()
+    assert all(summary and ref for _, summary, ref in rows)
+
+
+# ------------------------------------------------------------------------------------------ check_model
+def test_ume_needs_ensemble_head(make_model):
+    model, _ = make_model(head="linear")
+    method = build_method("ume", {}, MethodContext())
+    with pytest.raises(UserError, match="ensemble"):
+        method.check_model(model)
+    method.check_model(make_model(head="ensemble")[0])
+
+
+def test_unimodal_needs_one_modality(make_model):
+    method = build_method("unimodal", {}, MethodContext())
+    with pytest.raises(UserError, match="one modality"):
+        method.check_model(make_model()[0])
+    method.check_model(make_model(("m1",))[0])
+
+
+def test_ume_losses_are_independent_unimodal_ce(make_model, alpha_splits):
+    model, _ = make_model(head="ensemble")
+    split = alpha_splits["train"]
+    batch = Batch(split.inputs, split.target)
+    losses = build_method("ume", {}, MethodContext()).training_step(model, batch)
+    for m in ("m1", "m2"):
+        z = model.head.proj[m](model.encoders[m](split.inputs[m]))
+        torch.testing.assert_close(losses[f"ce_{m}_loss"], F.cross_entropy(z, split.target))
+    # each loss only reaches its own modality's parameters
+    losses["ce_m1_loss"].backward()
+    assert model.encoders["m2"].net[0].weight.grad is None and model.head.proj["m2"].weight.grad is None
+    assert model.encoders["m1"].net[0].weight.grad.abs().sum() > 0
+
+
+# ------------------------------------------------------------------------------------------ UMT
+def test_umt_losses_are_ce_plus_50_mse(make_model, alpha_splits):
+    model, _ = make_model()
+    teachers = make_teachers(make_model)
+    method = build_method("umt", {}, MethodContext(teachers=teachers))
+    assert method.params.task_weight == 1.0 and method.params.distill_weight == 50.0
+    split = alpha_splits["train"]
+    losses = method.training_step(model, Batch(split.inputs, split.target))
+    assert set(losses) == {"task_loss", "distill_m1_loss", "distill_m2_loss"}
+    with torch.no_grad():
+        logits = model(split.inputs)["logits"]
+        torch.testing.assert_close(losses["task_loss"], F.cross_entropy(logits, split.target))
+        for m in ("m1", "m2"):
+            student = model.encoders[m](split.inputs[m])
+            teacher = teachers[m].encoders[m](split.inputs[m])
+            mse = ((student - teacher) ** 2).mean()
+            assert mse > 0
+            torch.testing.assert_close(losses[f"distill_{m}_loss"], 50 * mse)
+
+
+def test_umt_weights_and_modality_subset(make_model, alpha_splits):
+    model, _ = make_model()
+    teachers = make_teachers(make_model)
+    split = alpha_splits["train"]
+    batch = Batch(split.inputs, split.target)
+    full = build_method("umt", {}, MethodContext(teachers=teachers)).training_step(model, batch)
+    custom = build_method(
+        "umt", {"task_weight": 2.0, "distill_weight": 3.0, "modalities": ("m2",)}, MethodContext(teachers=teachers)
+    ).training_step(model, batch)
+    assert set(custom) == {"task_loss", "distill_m2_loss"}
+    torch.testing.assert_close(custom["task_loss"], 2 * full["task_loss"])
+    torch.testing.assert_close(custom["distill_m2_loss"], full["distill_m2_loss"] * 3 / 50)
+
+
+def test_umt_leaves_teachers_untouched(make_model, alpha_splits, train_cfgs, snapshot, tmp_path):
+    model, spec = make_model()
+    teachers = make_teachers(make_model)
+    frozen = {m: snapshot(t) for m, t in teachers.items()}
+    method = build_method("umt", {}, MethodContext(teachers=teachers))
+    optim, schedule, cfg = train_cfgs(epochs=5, lr=0.1, momentum=0.9, batch_size=100)
+    student_before = snapshot(model)
+    fit(model, method, alpha_splits["train"], alpha_splits["val"], spec, tmp_path, optim, schedule, cfg, "cpu")
+    for m, t in teachers.items():
+        assert not t.training
+        for k, v in t.state_dict().items():
+            assert torch.equal(v, frozen[m][k]), f"teacher {m} changed: {k}"
+        for p in t.parameters():
+            assert not p.requires_grad and p.grad is None
+    assert any(not torch.equal(v, model.state_dict()[k]) for k, v in student_before.items())
+
+
+def test_umt_distillation_pulls_student_features_to_teacher(make_model, alpha_splits, train_cfgs, tmp_path):
+    model, spec = make_model()
+    teachers = make_teachers(make_model)
+    method = build_method("umt", {"task_weight": 0.0}, MethodContext(teachers=teachers))
+    split = alpha_splits["train"]
+    batch = Batch(split.inputs, split.target)
+    with torch.no_grad():
+        start = method.training_step(model, batch)
+    optim, schedule, cfg = train_cfgs(epochs=30, lr=0.05)
+    fit(model, method, split, alpha_splits["val"], spec, tmp_path, optim, schedule, cfg, "cpu")
+    with torch.no_grad():
+        end = method.training_step(model, batch)
+    for m in ("m1", "m2"):
+        assert end[f"distill_{m}_loss"] < 0.5 * start[f"distill_{m}_loss"]
+
+
+def test_umt_feature_size_mismatch_fails_at_check_model(make_model, alpha_splits, train_cfgs, tmp_path):
+    model, spec = make_model(hidden=(16,))
+    method = build_method("umt", {}, MethodContext(teachers=make_teachers(make_model, hidden=(8,))))
+    with pytest.raises(UserError, match="model.hidden"):
+        method.check_model(model)
+    optim, schedule, cfg = train_cfgs(epochs=1)
+    with pytest.raises(UserError, match="16 dims"):  # fit checks before training
+        fit(model, method, alpha_splits["train"], alpha_splits["val"], spec, tmp_path, optim, schedule, cfg, "cpu")
+    assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_umt_teacher_modality_missing_from_student(make_model):
+    model, _ = make_model(("m1",))
+    method = build_method("umt", {}, MethodContext(teachers=make_teachers(make_model)))
+    with pytest.raises(UserError, match="'m2'"):
+        method.check_model(model)
+
+
+def test_umt_needs_teachers(make_model):
+    with pytest.raises(UserError, match="teachers"):
+        build_method("umt", {}, MethodContext())
+    with pytest.raises(UserError, match="method.modalities"):
+        build_method("umt", {"modalities": ("m3",)}, MethodContext(teachers=make_teachers(make_model)))
