@@ -153,6 +153,8 @@ def train(
         path, cfg = resume_run(resume)
     else:
         if from_decision is not None:
+            if recipe is not None or dataset is not None:
+                raise UserError("--from-decision names its own recipe; drop --recipe/--dataset")
             cfg = _from_decision(from_decision, method, overrides, teachers)
         else:
             if method is None:
