@@ -60,7 +60,8 @@ def fit(
         model.to(memory_format=torch.channels_last)
     if hasattr(method, "check_model"):
         method.check_model(model)
-    opt = build_optimizer(model.parameters(), optim)
+    groups = method.param_groups(model) if hasattr(method, "param_groups") else model.parameters()
+    opt = build_optimizer(groups, optim)
     sched = build_scheduler(opt, schedule)
     gen = torch.Generator().manual_seed(cfg.seed)
     state = _State(best_epoch=0, best_val={"accuracy": -math.inf}, start=1)
@@ -77,8 +78,12 @@ def fit(
 
     with _progress(cfg.epochs, state.start - 1, label) as advance:
         for epoch in range(state.start, cfg.epochs + 1):
+            if hasattr(method, "on_epoch_start"):
+                method.on_epoch_start(model, epoch)
             train_losses = _train_epoch(model, method, train, opt, gen, cfg, device)
             record: dict[str, Any] = {"epoch": epoch, "lr": opt.param_groups[0]["lr"], **train_losses}
+            if hasattr(method, "epoch_metrics"):
+                record.update(method.epoch_metrics())
             if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
                 record.update(_validate(model, val, spec, epoch, ckpt_dir, state, cfg, device))
                 metrics.write(record)

@@ -6,8 +6,12 @@ A method is a class registered in :data:`METHODS` with
 * ``__init__(params, context)`` — ``context`` is a :class:`MethodContext` (teachers, dataset facts);
 * ``training_step(model, batch) -> dict[str, Tensor]`` — named, already-weighted losses; the loop
   back-propagates their sum and logs each one;
-* optional hooks the loop calls when present: ``check_model(model)`` before training,
-  ``after_backward(model, step)`` between backward and the optimizer step, and
+* optional hooks the loop calls when present:
+  ``check_model(model)`` before training;
+  ``param_groups(model) -> list[dict]`` to give parts of the model their own learning rate;
+  ``on_epoch_start(model, epoch)`` (epochs count from 1);
+  ``after_backward(model, step)`` between backward and the optimizer step (gradient modulation);
+  ``epoch_metrics() -> dict`` extra numbers logged in metrics.jsonl at evaluation epochs;
   ``state_dict()`` / ``load_state_dict(state)`` for resumable method state.
 
 The loop never asks which method it runs.
@@ -30,6 +34,9 @@ class MethodContext:
     teachers: dict[str, Any] = field(default_factory=dict)  # modality -> frozen uni-modal MultiModalNet
     num_classes: int = 0
     modalities: tuple[str, ...] = ()
+    device: str = "cpu"
+    splits: dict[str, Any] = field(default_factory=dict)  # "train"/"val" splits, for methods that measure
+    epochs: int = 0  # total training epochs
 
 
 def build_method(name: str, params: dict[str, Any], context: MethodContext) -> Any:

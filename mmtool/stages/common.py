@@ -71,9 +71,16 @@ def train_and_evaluate(
     seed_everything(recipe.train.seed)
     spec = model_spec(recipe.model, data.input_dims, data.num_classes, modalities)
     model = build_model(spec)
-    context = MethodContext(teachers=teachers or {}, num_classes=data.num_classes, modalities=tuple(modalities))
-    method = build_method(recipe.method.name, recipe.method.params, context)
     splits = {k: s.select(modalities) for k, s in data.splits.items()}
+    context = MethodContext(
+        teachers=teachers or {},
+        num_classes=data.num_classes,
+        modalities=tuple(modalities),
+        device=str(device),
+        splits={k: splits[k] for k in ("train", "val")},
+        epochs=recipe.train.epochs,
+    )
+    method = build_method(recipe.method.name, recipe.method.params, context)
     fitted = fit(model, method, splits["train"], splits["val"], spec, out_dir, recipe.optim, recipe.schedule,
                  recipe.train, device, resume=resume, label=label)  # fmt: skip
     best, _ = load_model(out_dir)
