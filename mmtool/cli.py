@@ -207,15 +207,19 @@ def probe(
     recipe: RecipeOpt = None,
     dataset: DatasetOpt = None,
     run: SourceOpt = None,
+    teachers: Annotated[
+        Path | None, typer.Option("--teachers", help="Uni-modal run drawn as the reference (with over_training).")
+    ] = None,
     overrides: Overrides = None,
     run_dir: RunDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Linear evaluation of frozen encoders from a uni-modal or a fusion run.
+    """Linear evaluation of frozen encoders from a uni-modal or a fusion run (probe.over_training=true:
+    every snapshot, plotted beside a uni-modal reference).
 
     Example: mmtool probe --dataset synth-gamma --run runs/train/synth-gamma-umt-...
     """
-    _analyse("probe", "probe", recipe, dataset, overrides, run_dir, as_json, run=run)
+    _analyse("probe", "probe", recipe, dataset, overrides, run_dir, as_json, run=run, teachers=teachers)
 
 
 @app.command()

@@ -72,6 +72,7 @@ class TrainConfig:
     batch_size: int = 0  # 0 = full batch
     eval_every: int = 1  # epochs between validation passes (and best-model selection)
     checkpoint_every: int = 10  # epochs between resumable checkpoints; 0 = only at the end
+    snapshot_every: int = 0  # keep the weights every k epochs (checkpoints/epoch_*.pt) for probes over training
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "fp32"  # fp32 | bf16 (autocast)
@@ -95,6 +96,7 @@ class ProbeConfig:
     lr: float = 0.01
     weight_decay: float = 0.0
     batch_size: int = 0
+    over_training: bool = False  # probe every snapshot of the run (train.snapshot_every) instead of best.pt
 
 
 @dataclass(frozen=True)

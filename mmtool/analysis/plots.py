@@ -80,3 +80,21 @@ def bars(values: dict[str, float], out: Path, title: str, ylabel: str = "test ac
     ax.set(ylabel=ylabel, title=title)
     fig.tight_layout()
     return _save(fig, plt, out)
+
+
+def probe_curves(points: list[dict], reference: list[dict], out: Path, title: str) -> Path:
+    """Linear-probe test accuracy of an encoder over training, beside a uni-modal reference."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([p["epoch"] for p in points], [p["test_accuracy"] for p in points], "o-", label="encoder of this run")
+    if len(reference) == 1 and reference[0]["epoch"] is None:
+        ax.axhline(
+            reference[0]["test_accuracy"], color="tab:orange", linestyle="--", label="uni-modal training (final)"
+        )
+    elif reference:
+        epochs = [p["epoch"] for p in reference]
+        ax.plot(epochs, [p["test_accuracy"] for p in reference], "s--", color="tab:orange", label="uni-modal training")
+    ax.set(xlabel="epoch", ylabel="linear-probe test accuracy (%)", title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, plt, out)

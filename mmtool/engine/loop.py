@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from mmtool.config import OptimConfig, ScheduleConfig, TrainConfig
-from mmtool.engine.checkpoint import BEST, COMPLETE, LAST, load_checkpoint, save_checkpoint
+from mmtool.engine.checkpoint import BEST, COMPLETE, LAST, load_checkpoint, save_checkpoint, snapshot_path
 from mmtool.engine.evaluate import autocast, evaluate
 from mmtool.engine.optim import build_optimizer, build_scheduler
 from mmtool.models import MultiModalNet
@@ -88,6 +88,10 @@ def fit(
                 record.update(_validate(model, val, spec, epoch, ckpt_dir, state, cfg, device))
                 metrics.write(record)
             _step_scheduler(sched, record)
+            if cfg.snapshot_every and epoch % cfg.snapshot_every == 0:
+                save_checkpoint(
+                    snapshot_path(ckpt_dir, epoch), {"model": model.state_dict(), "spec": spec, "epoch": epoch}
+                )
             if cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0 and epoch < cfg.epochs:
                 _save_last(ckpt_dir, epoch, model, opt, sched, gen, method, state, spec)
             advance(record)

@@ -6,6 +6,7 @@ checkpoints, results.json), read through the functions here.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -13,7 +14,7 @@ import torch
 from mmtool.analysis import plots
 from mmtool.config import Recipe, load_recipe, save_recipe
 from mmtool.data import Dataset, Split, load_dataset
-from mmtool.engine.checkpoint import load_model
+from mmtool.engine.checkpoint import list_snapshots, load_model, model_from_checkpoint
 from mmtool.engine.evaluate import evaluate_splits, predict, resolve_device
 from mmtool.engine.loop import fit
 from mmtool.errors import UserError
@@ -116,10 +117,34 @@ def teachers_and_data(recipe: Recipe) -> tuple[Dataset, torch.device, dict[str, 
 def load_encoders(run_dir: str | Path | None) -> dict[str, torch.nn.Module]:
     """Encoders of a pretrain run (one per modality) or of a fusion run (taken out of the model)."""
     path = require_run(run_dir, "this stage", "run")
-    if (path / "checkpoints" / "best.pt").is_file():
+    if _is_fusion_run(path):
         model, _ = load_model(path)
         return dict(model.encoders)
     return {m: model.encoders[m] for m, model in load_unimodal_models(path, "run").items()}
+
+
+def encoder_snapshots(run_dir: str | Path | None) -> Iterator[tuple[int, dict[str, torch.nn.Module]]]:
+    """``(epoch, {modality: encoder})`` for every snapshot a run kept (``train.snapshot_every``), in order.
+
+    Works for fusion runs and for pretrain runs (whose modalities train in sub-folders); an epoch is
+    yielded with the modalities that have a snapshot at that epoch.
+    """
+    path = require_run(run_dir, "this stage", "run")
+    if _is_fusion_run(path):
+        for epoch, ckpt in list_snapshots(path / "checkpoints"):
+            yield epoch, dict(model_from_checkpoint(ckpt)[0].encoders)
+        return
+    modalities = read_json(path / "results.json")["modalities"] if (path / "results.json").is_file() else {}
+    per_epoch: dict[int, dict[str, Path]] = {}
+    for m in modalities:
+        for epoch, ckpt in list_snapshots(path / m / "checkpoints"):
+            per_epoch.setdefault(epoch, {})[m] = ckpt
+    for epoch in sorted(per_epoch):
+        yield epoch, {m: model_from_checkpoint(p)[0].encoders[m] for m, p in per_epoch[epoch].items()}
+
+
+def _is_fusion_run(path: Path) -> bool:
+    return (path / "checkpoints" / "best.pt").is_file()
 
 
 def check_same_data(recipe: Recipe, run_dir: str | Path, key: str) -> None:

@@ -1,37 +1,97 @@
-"""`mmtool probe`: linear evaluation of frozen encoders, from a uni-modal run or out of a fusion run."""
+"""`mmtool probe`: linear evaluation of frozen encoders, from a uni-modal run or out of a fusion run.
+
+With ``probe.over_training: true`` every snapshot the run kept (``train.snapshot_every``) is probed, and
+the accuracy curves are plotted per modality (paper 000, Fig. 2); ``teachers=RUN`` adds the curves (or,
+without snapshots, the final probes) of a uni-modal run as the reference.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
+from mmtool.analysis import plots
 from mmtool.analysis.linear_probe import train_linear_classifier
 from mmtool.config import Recipe
-from mmtool.data import load_dataset
+from mmtool.data import Dataset, load_dataset
 from mmtool.engine.evaluate import accuracy, predict, resolve_device
-from mmtool.stages.common import check_same_data, feature_splits, finish, load_encoders, modalities_of
+from mmtool.errors import UserError
+from mmtool.stages.common import (
+    check_same_data,
+    encoder_snapshots,
+    feature_splits,
+    finish,
+    load_encoders,
+    modalities_of,
+)
 
 
 def run(recipe: Recipe, run_dir: Path) -> dict:
     data = load_dataset(recipe.data)
     device = resolve_device(recipe.train.device)
-    encoders = load_encoders(recipe.run)
     check_same_data(recipe, recipe.run, "run")
+    if recipe.probe.over_training:
+        return finish(run_dir, _over_training(recipe, data, run_dir, device))
+    probes = probe_encoders(recipe, data, load_encoders(recipe.run), run_dir / "probes", device)
+    summary = [
+        f"probe {m}: train {p['train_accuracy']:.2f}%  test {p['test_accuracy']:.2f}%" for m, p in probes.items()
+    ]
+    result = {"stage": "probe", "dataset": data.name, "source": str(recipe.run), "probes": probes, "summary": summary}
+    return finish(run_dir, result)
+
+
+def probe_encoders(
+    recipe: Recipe, data: Dataset, encoders: dict[str, torch.nn.Module], out_dir: Path, device: torch.device
+) -> dict[str, dict[str, float]]:
+    """A linear classifier per modality on its frozen encoder; accuracy on every split."""
     chosen = [m for m in modalities_of(recipe, data) if m in encoders]
     features = feature_splits({m: encoders[m] for m in chosen}, data, device)
     probes = {}
     for m in chosen:
         feats = {k: s.select([m]) for k, s in features.items()}
-        clf = train_linear_classifier(
-            feats, data.num_classes, recipe.probe, recipe.train.seed, run_dir / f"probe_{m}", device
-        )
+        clf = train_linear_classifier(feats, data.num_classes, recipe.probe, recipe.train.seed, out_dir / m, device)
         probes[m] = {f"{k}_accuracy": _acc(clf, s, device) for k, s in feats.items()}
+    return probes
+
+
+def _curves(recipe: Recipe, data: Dataset, source, out_dir: Path, device) -> dict[str, list[dict]]:
+    curves: dict[str, list[dict]] = {}
+    for epoch, encoders in encoder_snapshots(source):
+        for m, scores in probe_encoders(recipe, data, encoders, out_dir / f"epoch_{epoch}", device).items():
+            curves.setdefault(m, []).append({"epoch": epoch, **scores})
+    return curves
+
+
+def _over_training(recipe: Recipe, data: Dataset, run_dir: Path, device) -> dict:
+    curves = _curves(recipe, data, recipe.run, run_dir / "probes", device)
+    if not curves:
+        raise UserError(f"run: {recipe.run} kept no snapshots (train it with train.snapshot_every=K)")
+    reference: dict[str, list[dict]] = {}
+    if recipe.teachers:
+        check_same_data(recipe, recipe.teachers, "teachers")
+        reference = _curves(recipe, data, recipe.teachers, run_dir / "reference", device)
+        if not reference:  # no snapshots: the final encoders, drawn as a level line
+            final = probe_encoders(recipe, data, load_encoders(recipe.teachers), run_dir / "reference", device)
+            reference = {m: [{"epoch": None, **s}] for m, s in final.items()}
+    for m, points in curves.items():
+        plots.probe_curves(
+            points, reference.get(m, []), run_dir / "plots" / f"probe_{m}.png", f"{m} encoder on {data.name}"
+        )
     summary = [
-        f"probe {m}: train {p['train_accuracy']:.2f}%  test {p['test_accuracy']:.2f}%" for m, p in probes.items()
+        f"probe {m} over training: test {pts[0]['test_accuracy']:.2f}% (epoch {pts[0]['epoch']}) -> "
+        f"{pts[-1]['test_accuracy']:.2f}% (epoch {pts[-1]['epoch']})"
+        for m, pts in curves.items()
     ]
-    return finish(
-        run_dir,
-        {"stage": "probe", "dataset": data.name, "source": str(recipe.run), "probes": probes, "summary": summary},
-    )
+    summary += [f"uni-modal reference {m}: test {pts[-1]['test_accuracy']:.2f}%" for m, pts in reference.items()]
+    return {
+        "stage": "probe",
+        "dataset": data.name,
+        "source": str(recipe.run),
+        "curves": curves,
+        "reference": reference,
+        "summary": summary,
+    }
 
 
 def _acc(model, split, device) -> float:

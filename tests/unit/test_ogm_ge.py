@@ -1,0 +1,69 @@
+"""OGM-GE: the coefficient is below 1 only for the dominant modality, and only its encoder is scaled."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmtool.data import Batch
+from mmtool.errors import UserError
+from mmtool.methods import MethodContext, build_method
+from mmtool.methods.ogm_ge import modulation_coefficients
+
+
+def test_coefficients_only_shrink_the_dominant_modality():
+    k = modulation_coefficients({"m1": 30.0, "m2": 10.0}, alpha=0.5)
+    assert k["m2"] == 1.0
+    assert k["m1"] == pytest.approx(1 - math.tanh(0.5 * 3.0))
+    assert modulation_coefficients({"m1": 5.0, "m2": 5.0}, alpha=0.5) == {"m1": 1.0, "m2": 1.0}
+
+
+def _grads(model):
+    return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_dominant_encoder_gradients_are_scaled(make_model, alpha_splits):
+    model, _ = make_model(head="linear")
+    batch = Batch(alpha_splits["train"].inputs, alpha_splits["train"].target)
+    method = build_method("ogm_ge", {"alpha": 0.5, "gaussian_enhancement": False}, MethodContext())
+    method.check_model(model)
+    method.on_epoch_start(model, 1)
+    loss = sum(method.training_step(model, batch).values())
+    loss.backward()
+    plain = _grads(model)
+    method.after_backward(model, 0)
+    scaled = _grads(model)
+
+    out = model(batch.inputs)
+    scores = {}
+    for m, z in out["unimodal_logits"].items():  # recomputed here: W_m f_m + b/2
+        probs = F.softmax(z.detach() - model.head.bias.detach() / 2, dim=1)
+        scores[m] = probs[torch.arange(len(batch)), batch.target].sum().item()
+    strong, weak = sorted(scores, key=scores.get, reverse=True)
+    assert scores[strong] > scores[weak]
+    k = 1 - math.tanh(0.5 * scores[strong] / scores[weak])
+    assert method.coeffs[strong] == pytest.approx(k, rel=1e-4) and method.coeffs[weak] == 1.0
+    for name, g in plain.items():
+        factor = k if name.startswith(f"encoders.{strong}.") else 1.0
+        assert torch.allclose(scaled[name], g * factor, atol=1e-7), name
+
+
+def test_no_modulation_outside_the_epoch_window(make_model, alpha_splits):
+    model, _ = make_model(head="linear")
+    batch = Batch(alpha_splits["train"].inputs, alpha_splits["train"].target)
+    method = build_method("ogm_ge", {"start_epoch": 2, "end_epoch": 3}, MethodContext())
+    method.on_epoch_start(model, 4)
+    sum(method.training_step(model, batch).values()).backward()
+    plain = _grads(model)
+    method.after_backward(model, 0)
+    assert all(torch.equal(plain[n], g) for n, g in _grads(model).items())
+    assert set(method.epoch_metrics()) == {"ogm_coeff_m1", "ogm_coeff_m2"}
+
+
+def test_needs_a_linear_head(make_model):
+    model, _ = make_model(head="mlp")
+    with pytest.raises(UserError, match="linear"):
+        build_method("ogm_ge", {}, MethodContext()).check_model(model)
