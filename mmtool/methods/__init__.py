@@ -37,6 +37,7 @@ class MethodContext:
     device: str = "cpu"
     splits: dict[str, Any] = field(default_factory=dict)  # "train"/"val" splits, for methods that measure
     epochs: int = 0  # total training epochs
+    lr: float | None = None  # the recipe's optim.lr, for methods whose param_groups scale it for a part
 
 
 def build_method(name: str, params: dict[str, Any], context: MethodContext) -> Any:
@@ -49,4 +50,15 @@ def describe() -> list[tuple[str, str, str]]:
     return [(name, cls.summary, cls.reference) for name, cls in METHODS.items()]
 
 
-from mmtool.methods import naive, umt  # noqa: E402,F401  (registration)
+from mmtool.methods import (  # noqa: E402,F401  (registration)
+    aux_ce,
+    dropout,
+    finetune,
+    gblending,
+    mla,
+    modality_dropout,
+    naive,
+    ogm_ge,
+    self_distill,
+    umt,
+)

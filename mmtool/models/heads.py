@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmtool.errors import UserError
 from mmtool.registry import Registry
 
 HEADS: Registry[type[nn.Module]] = Registry("head")
@@ -69,6 +70,90 @@ class EnsembleHead(nn.Module):
     def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | dict]:
         uni = {m: self.proj[m](f) for m, f in features.items()}
         return {"logits": average_log_probs(list(uni.values())), "unimodal_logits": uni}
+
+
+@HEADS.register("attention")
+class AttentionHead(nn.Module):
+    """Parameter-free self-attention across modalities, then one linear layer (Table 11's attention head:
+    "Attention Layer (without new parameters) + a linear layer"; paper 000, Tables 5 and 9).
+
+    Reading: each modality's feature vector is one token, ``X = stack(f_m)`` of shape (B, M, D) in spec
+    order, and the attention layer is scaled dot-product self-attention with ``Q = K = V = X`` (no
+    projections, so no parameters): ``A = softmax(X X^T / sqrt(D))``, ``Y = A X``. The attended tokens
+    are concatenated in spec order, (B, M * D), and classified by ``nn.Linear(M * D, C)`` -- the same
+    size as the linear head, as in Table 11. Concatenation, not mean pooling: attention without
+    positional terms is permutation-equivariant over the tokens, and a mean would make the head blind to
+    which modality a feature came from. Tokens must share one size D, so every modality's feature size
+    must be equal (the ``mlp`` encoder's last ``model.hidden`` width).
+
+    The attended tokens mix modalities, so the head is not a sum of per-modality parts and returns no
+    ``unimodal_logits``.
+    """
+
+    def __init__(self, feature_dims: dict[str, int], num_classes: int) -> None:
+        super().__init__()
+        sizes = set(feature_dims.values())
+        if len(sizes) != 1:
+            raise UserError(
+                f"model.head: attention needs one feature size for every modality, got {feature_dims} "
+                "(use the same last model.hidden width for every encoder)"
+            )
+        self.order = list(feature_dims)
+        self.linear = nn.Linear(len(self.order) * sizes.pop(), num_classes)
+
+    def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | dict]:
+        tokens = torch.stack([features[m] for m in self.order], dim=1)  # (B, M, D)
+        return {"logits": self.linear(self_attention(tokens).flatten(1))}  # (B, M * D) -> (B, C)
+
+
+def self_attention(tokens: torch.Tensor) -> torch.Tensor:
+    """Scaled dot-product self-attention with queries, keys and values all equal to ``tokens``.
+
+    Args:
+        tokens: (B, M, D).
+
+    Returns:
+        (B, M, D): each token replaced by the softmax(similarity)-weighted mean of all tokens.
+    """
+    scores = tokens @ tokens.transpose(1, 2) / tokens.shape[-1] ** 0.5  # (B, M, M)
+    return torch.softmax(scores, dim=-1) @ tokens
+
+
+@HEADS.register("shared")
+class SharedHead(nn.Module):
+    """One linear classifier shared by every modality (MLA, paper 003 Eq. 2); the fused prediction is
+    the test-time entropy-weighted sum of the uni-modal logits (Eq. 6-8). Needs equal feature sizes."""
+
+    def __init__(self, feature_dims: dict[str, int], num_classes: int) -> None:
+        super().__init__()
+        sizes = set(feature_dims.values())
+        if len(sizes) != 1:
+            raise UserError(f"model.head: shared needs one feature size for every modality, got {feature_dims}")
+        self.linear = nn.Linear(sizes.pop(), num_classes)
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:  # (B, D) -> (B, C)
+        return self.linear(features)
+
+    def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | dict]:
+        uni = {m: self.linear(f) for m, f in features.items()}
+        return {"logits": entropy_weighted_logits(list(uni.values())), "unimodal_logits": uni}
+
+
+def entropy_weights(logits: list[torch.Tensor]) -> torch.Tensor:
+    """Per-sample modality weights from prediction entropy (paper 003, Eq. 7-8), shape (K, B).
+
+    ``lambda_m = exp(max_v e_v - e_m) / sum_u exp(max_v e_v - e_u)``, i.e. a softmax of ``-e`` over the
+    modalities: the less certain a modality's prediction, the smaller its weight.
+    """
+    logp = torch.stack([F.log_softmax(z.float(), dim=-1) for z in logits])  # (K, B, C)
+    entropy = -(logp.exp() * logp).sum(-1)  # (K, B)
+    return torch.softmax(-entropy, dim=0)
+
+
+def entropy_weighted_logits(logits: list[torch.Tensor]) -> torch.Tensor:
+    """``sum_m lambda_m f_m(x)`` (Eq. 6) over the modalities' logits, weights from :func:`entropy_weights`."""
+    w = entropy_weights(logits)  # (K, B)
+    return (w.unsqueeze(-1) * torch.stack([z.float() for z in logits])).sum(0)
 
 
 def average_log_probs(logits: list[torch.Tensor], weights: list[float] | None = None) -> torch.Tensor:

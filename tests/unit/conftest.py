@@ -13,6 +13,8 @@ import torch
 from mmtool.config import ModelConfig, OptimConfig, ScheduleConfig, TrainConfig
 from mmtool.data import Split
 from mmtool.data.synthetic import generate_alpha, generate_gamma
+from mmtool.engine.loop import fit
+from mmtool.methods import MethodContext, build_method
 from mmtool.models import build_model, model_spec
 
 DIMS = {"m1": 200, "m2": 100}
@@ -90,6 +92,22 @@ def train_cfgs():
         base = {"epochs": 5, "batch_size": 0, "eval_every": 1, "checkpoint_every": 0, "seed": 0, "device": "cpu"}
         base.update(train)
         return OptimConfig(name="sgd", lr=lr, momentum=momentum), schedule or ScheduleConfig(), TrainConfig(**base)
+
+    return make
+
+
+@pytest.fixture
+def naive_run(make_model, alpha_splits, train_cfgs, tmp_path):
+    """``naive_run(epochs, head, seed)`` -> the directory of a naive-fusion run the loop trained on alpha
+    (what ``mmtool train naive`` leaves: checkpoints/best.pt with the model's spec)."""
+
+    def make(epochs: int = 3, head: str = "mlp", seed: int = 5):
+        model, spec = make_model(head=head, seed=seed)
+        out = tmp_path / f"naive-{head}-{seed}"
+        optim, schedule, cfg = train_cfgs(epochs=epochs, lr=0.2)
+        method = build_method("naive", {}, MethodContext())
+        fit(model, method, alpha_splits["train"], alpha_splits["val"], spec, out, optim, schedule, cfg, "cpu")
+        return out
 
     return make
 

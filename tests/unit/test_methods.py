@@ -20,35 +20,109 @@ def make_teachers(make_model, hidden=(16,), seed=10):
     return {m: make_model((m,), hidden=hidden, seed=seed + i)[0] for i, m in enumerate(("m1", "m2"))}
 
 
-def setup_method(name, make_model):
+SMOKE_LR = 0.1  # the smoke test's optim.lr (finetune scales it for its encoders)
+TWO = ("m1", "m2")
+
+
+def _naive(make_model, naive_run, splits=None):
+    model, spec = make_model(head="mlp")
+    return model, spec, build_method("naive", {}, MethodContext(num_classes=2, modalities=TWO)), {"task_loss"}
+
+
+def _unimodal(make_model, naive_run, splits=None):
+    model, spec = make_model(("m2",))
+    ctx = MethodContext(num_classes=2, modalities=("m2",))
+    return model, spec, build_method("unimodal", {}, ctx), {"task_loss"}
+
+
+def _ume(make_model, naive_run, splits=None):
+    model, spec = make_model(head="ensemble")
+    ctx = MethodContext(num_classes=2, modalities=TWO)
+    return model, spec, build_method("ume", {}, ctx), {"ce_m1_loss", "ce_m2_loss"}
+
+
+def _umt(make_model, naive_run, splits=None):
+    model, spec = make_model()
+    ctx = MethodContext(teachers=make_teachers(make_model), num_classes=2, modalities=TWO)
+    return model, spec, build_method("umt", {}, ctx), {"task_loss", "distill_m1_loss", "distill_m2_loss"}
+
+
+def _aux_ce(make_model, naive_run, splits=None):
+    model, spec = make_model(head="attention")  # the auxiliary heads do not depend on the fusion head
+    ctx = MethodContext(num_classes=2, modalities=TWO)
+    return model, spec, build_method("aux_ce", {}, ctx), {"task_loss", "aux_m1_loss", "aux_m2_loss"}
+
+
+def _dropout(make_model, naive_run, splits=None):
+    model, spec = make_model(head="mlp")
+    return model, spec, build_method("dropout", {}, MethodContext(num_classes=2, modalities=TWO)), {"task_loss"}
+
+
+def _modality_dropout(make_model, naive_run, splits=None):
+    model, spec = make_model(head="mlp")
+    ctx = MethodContext(num_classes=2, modalities=TWO)
+    return model, spec, build_method("modality_dropout", {}, ctx), {"task_loss"}
+
+
+def _self_distill(make_model, naive_run, splits=None):
+    model, spec = make_model(head="mlp")
+    ctx = MethodContext(num_classes=2, modalities=TWO)
+    method = build_method("self_distill", {"teacher_run": str(naive_run(epochs=2))}, ctx)
+    return model, spec, method, {"task_loss", "distill_loss"}
+
+
+def _finetune(make_model, naive_run, splits=None):
+    model, spec = make_model()
+    ctx = MethodContext(teachers=make_teachers(make_model), num_classes=2, modalities=TWO, lr=SMOKE_LR)
+    return model, spec, build_method("finetune", {"encoder_lr_scale": 0.5}, ctx), {"task_loss"}
+
+
+def _ogm_ge(make_model, naive_run, splits=None):
+    model, spec = make_model(head="linear")
+    return model, spec, build_method("ogm_ge", {}, MethodContext(num_classes=2, modalities=TWO)), {"task_loss"}
+
+
+def _gblending(make_model, naive_run, splits=None):
+    model, spec = make_model(head="mlp")
+    ctx = MethodContext(num_classes=2, modalities=TWO, splits=splits)
+    return model, spec, build_method("gblending", {}, ctx), {"task_loss", "aux_m1_loss", "aux_m2_loss"}
+
+
+def _mla(make_model, naive_run, splits=None):
+    model, spec = make_model(head="shared")
+    return model, spec, build_method("mla", {}, MethodContext(num_classes=2, modalities=TWO)), {"task_loss"}
+
+
+SETUPS = {
+    "naive": _naive,
+    "unimodal": _unimodal,
+    "ume": _ume,
+    "umt": _umt,
+    "aux_ce": _aux_ce,
+    "dropout": _dropout,
+    "modality_dropout": _modality_dropout,
+    "self_distill": _self_distill,
+    "finetune": _finetune,
+    "ogm_ge": _ogm_ge,
+    "gblending": _gblending,
+    "mla": _mla,
+}
+
+
+def setup_method(name, make_model, naive_run, splits=None):
     """(model, spec, method, expected loss names) for a registered method."""
-    if name == "naive":
-        model, spec = make_model(head="mlp")
-        ctx = MethodContext(num_classes=2, modalities=("m1", "m2"))
-        return model, spec, build_method(name, {}, ctx), {"task_loss"}
-    if name == "unimodal":
-        model, spec = make_model(("m2",))
-        ctx = MethodContext(num_classes=2, modalities=("m2",))
-        return model, spec, build_method(name, {}, ctx), {"task_loss"}
-    if name == "ume":
-        model, spec = make_model(head="ensemble")
-        ctx = MethodContext(num_classes=2, modalities=("m1", "m2"))
-        return model, spec, build_method(name, {}, ctx), {"ce_m1_loss", "ce_m2_loss"}
-    if name == "umt":
-        model, spec = make_model()
-        ctx = MethodContext(teachers=make_teachers(make_model), num_classes=2, modalities=("m1", "m2"))
-        method = build_method(name, {}, ctx)
-        return model, spec, method, {"task_loss", "distill_m1_loss", "distill_m2_loss"}
-    raise AssertionError(f"method {name!r} has no smoke test: add it to setup_method")
+    if name not in SETUPS:
+        raise AssertionError(f"method {name!r} has no smoke test: add it to SETUPS")
+    return SETUPS[name](make_model, naive_run, splits)
 
 
 @pytest.mark.parametrize("name", METHODS.names())
-def test_every_method_trains(name, make_model, alpha_splits, train_cfgs, snapshot, tmp_path):
-    model, spec, method, loss_names = setup_method(name, make_model)
+def test_every_method_trains(name, make_model, naive_run, alpha_splits, train_cfgs, snapshot, tmp_path):
+    model, spec, method, loss_names = setup_method(name, make_model, naive_run, alpha_splits)
     mods = model.modalities
     train, val = (alpha_splits[k].select(mods) for k in ("train", "val"))
     before = snapshot(model)
-    optim, schedule, cfg = train_cfgs(epochs=4, lr=0.1)
+    optim, schedule, cfg = train_cfgs(epochs=4, lr=SMOKE_LR)
     result = fit(model, method, train, val, spec, tmp_path, optim, schedule, cfg, torch.device("cpu"))
 
     assert result.epochs == 4 and 1 <= result.best_epoch <= 4

@@ -20,7 +20,7 @@ def inputs(batch: int = 7, seed: int = 0) -> dict[str, torch.Tensor]:
     return {m: torch.randn(batch, d, generator=g) for m, d in DIMS.items()}
 
 
-@pytest.mark.parametrize("head", ["linear", "mlp", "ensemble"])
+@pytest.mark.parametrize("head", ["linear", "mlp", "ensemble", "attention"])
 def test_build_model_from_spec_forward_shapes(head):
     spec = model_spec(ModelConfig(encoder="mlp", hidden=(16, 8), head=head, head_hidden=10), DIMS, 3, ["m1", "m2"])
     assert spec["modalities"] == {"m1": 20, "m2": 12} and spec["num_classes"] == 3
@@ -33,7 +33,7 @@ def test_build_model_from_spec_forward_shapes(head):
     assert set(out["features"]) == {"m1", "m2"}
     assert out["features"]["m1"].shape == (7, 8) and out["features"]["m2"].shape == (7, 8)
     assert (out["features"]["m1"] >= 0).all()  # ReLU features
-    if head == "mlp":
+    if head in ("mlp", "attention"):
         assert "unimodal_logits" not in out
     else:
         assert {m: z.shape for m, z in out["unimodal_logits"].items()} == {"m1": (7, 3), "m2": (7, 3)}
@@ -67,7 +67,7 @@ def test_unknown_encoder_or_head_raises_user_error():
     with pytest.raises(UserError, match="encoder"):
         model_spec(ModelConfig(encoder="cnn"), DIMS, 2, ["m1"])
     with pytest.raises(UserError, match="head"):
-        model_spec(ModelConfig(head="attention"), DIMS, 2, ["m1"])
+        model_spec(ModelConfig(head="transformer"), DIMS, 2, ["m1"])
 
 
 def test_mlp_encoder_layers():

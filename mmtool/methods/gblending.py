@@ -1,0 +1,125 @@
+"""G-Blending: gradient blending (Wang et al., CVPR 2020), a baseline of paper 000 (Tables 1, 5, 8).
+
+The fused head and one extra linear head per modality (the Aux-CE heads) are trained with a weighted
+sum of their cross-entropies. The weights follow each head's overfitting-to-generalisation ratio,
+re-estimated online every ``super_epoch`` epochs (their Alg. 1, online version): with L_T and L_V a
+head's loss on the training and held-out data at the start of two consecutive super-epochs,
+
+    G = L_V(prev) - L_V(now)            (generalisation gained)
+    O = (L_V - L_T)(now) - (L_V - L_T)(prev)  (overfitting gained)
+    w ∝ G / O^2, normalised to sum to one.
+
+Readings we chose: a head whose held-out loss did not improve (G <= 0) gets weight 0 (the ratio would be
+meaningless); if every head gets 0, the weights are left unchanged; O^2 is floored at ``eps``. The first
+super-epoch uses equal weights. The held-out data is the validation split (the one the loop also uses for
+model selection): G-Blending's own extra split would take data away from training.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from mmtool.data import Batch
+from mmtool.errors import UserError
+from mmtool.methods import METHODS, MethodContext
+from mmtool.methods.aux_ce import AuxiliaryCE
+from mmtool.models import MultiModalNet
+
+FUSED = "fused"
+
+
+def blend_weights(
+    prev: dict[str, tuple[float, float]], now: dict[str, tuple[float, float]], eps: float
+) -> dict[str, float] | None:
+    """Weights from (train loss, held-out loss) per head at two points; None when no head generalised."""
+    raw = {}
+    for k, (lt_now, lv_now) in now.items():
+        lt_prev, lv_prev = prev[k]
+        gain = lv_prev - lv_now
+        overfit = (lv_now - lt_now) - (lv_prev - lt_prev)
+        raw[k] = gain / max(overfit**2, eps) if gain > 0 else 0.0
+    total = sum(raw.values())
+    if total <= 0 or not math.isfinite(total):
+        return None
+    return {k: v / total for k, v in raw.items()}
+
+
+@METHODS.register("gblending")
+class GradientBlending(AuxiliaryCE):
+    """Weighted CE of the fused head and of one extra linear head per modality; weights from the OGR."""
+
+    summary = "G-Blending: fused + uni-modal head losses weighted by the overfitting-to-generalisation ratio"
+    reference = "Wang et al. 2020; paper 000, Tables 1 and 5"
+
+    @dataclass(frozen=True)
+    class Params:
+        super_epoch: int = 5  # epochs between weight re-estimations
+        eps: float = 1.0e-8  # floor of O^2
+
+    def __init__(self, params: Params, context: MethodContext) -> None:
+        if params.super_epoch < 1:
+            raise UserError("method.super_epoch must be >= 1")
+        super().__init__(AuxiliaryCE.Params(), context)
+        self.params = params
+        self.splits = context.splits
+        if "train" not in self.splits or "val" not in self.splits:
+            raise UserError("method 'gblending' needs the train and validation splits in its context")
+        self.weights: dict[str, float] = {}
+        self.measured: dict[str, tuple[float, float]] = {}
+
+    def check_model(self, model: MultiModalNet) -> None:
+        super().check_model(model)
+        heads = [FUSED, *model.modalities]
+        self.weights = self.weights or {k: 1.0 / len(heads) for k in heads}
+
+    def on_epoch_start(self, model: MultiModalNet, epoch: int) -> None:
+        if (epoch - 1) % self.params.super_epoch:
+            return
+        now = {k: (lt, lv) for k, lt, lv in self._losses(model)}
+        if self.measured:
+            self.weights = blend_weights(self.measured, now, self.params.eps) or self.weights
+        self.measured = now
+
+    @torch.no_grad()
+    def _losses(self, model: MultiModalNet) -> list[tuple[str, float, float]]:
+        """(head, train loss, held-out loss) for the fused head and every auxiliary head."""
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        per_split = {}
+        for name in ("train", "val"):
+            sums: dict[str, float] = {}
+            n = 0
+            for batch in self.splits[name].batches(4096):
+                batch = batch.to(device)
+                out = model(batch.inputs)
+                logits = {FUSED: out["logits"], **{m: h(out["features"][m]) for m, h in self._heads().items()}}
+                for k, z in logits.items():
+                    sums[k] = sums.get(k, 0.0) + float(F.cross_entropy(z.float(), batch.target, reduction="sum"))
+                n += len(batch)
+            per_split[name] = {k: v / n for k, v in sums.items()}
+        model.train(was_training)
+        return [(k, per_split["train"][k], per_split["val"][k]) for k in per_split["train"]]
+
+    def training_step(self, model: MultiModalNet, batch: Batch) -> dict[str, torch.Tensor]:
+        out = model(batch.inputs)
+        losses = {"task_loss": self.weights[FUSED] * F.cross_entropy(out["logits"], batch.target)}
+        for m, head in self._heads().items():
+            losses[f"aux_{m}_loss"] = self.weights[m] * F.cross_entropy(head(out["features"][m]), batch.target)
+        return losses
+
+    def epoch_metrics(self) -> dict[str, float]:
+        return {f"blend_weight_{k}": w for k, w in self.weights.items()}
+
+    def state_dict(self) -> dict:
+        measured = {k: list(v) for k, v in self.measured.items()}
+        return {**super().state_dict(), "weights": dict(self.weights), "measured": measured}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.weights = dict(state["weights"])
+        self.measured = {k: (v[0], v[1]) for k, v in state["measured"].items()}
