@@ -109,7 +109,8 @@ class DecideConfig:
 
 @dataclass(frozen=True)
 class EnsembleConfig:
-    weights: tuple[float, ...] = ()  # one per modality; empty = plain average (UME)
+    combine: str = "mean"  # mean: (weighted) average of probabilities (UME); entropy: MLA's Eq. 6-8
+    weights: tuple[float, ...] = ()  # mean only: one per modality; empty = plain average
 
 
 @dataclass(frozen=True)

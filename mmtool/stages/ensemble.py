@@ -1,7 +1,8 @@
 """`mmtool ensemble`: UME, combining the predictions of separately trained uni-modal models.
 
-Plain average of softmax probabilities by default (paper 000, App. A.2); ``ensemble.weights`` gives a
-weighted average (weights are normalised to sum to one).
+``ensemble.combine: mean`` (default) averages softmax probabilities (paper 000, App. A.2), weighted by
+``ensemble.weights`` when given (normalised to sum to one); ``entropy`` weights each sample's uni-modal
+logits by their prediction entropy (MLA, paper 003 Eq. 6-8).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from mmtool.analysis import plots
 from mmtool.config import Recipe
 from mmtool.engine.evaluate import accuracy, confusion_matrix
 from mmtool.errors import UserError
-from mmtool.models.heads import average_log_probs
+from mmtool.models.heads import average_log_probs, entropy_weighted_logits
 from mmtool.stages.common import finish, teachers_and_data, unimodal_predictions
 
 
@@ -20,11 +21,13 @@ def run(recipe: Recipe, run_dir: Path) -> dict:
     data, device, models = teachers_and_data(recipe)
     modalities = list(models)
     weights = _weights(recipe, modalities)
-    result = {"stage": "ensemble", "dataset": data.name, "members": modalities, "weights": weights}
+    result = {"stage": "ensemble", "dataset": data.name, "members": modalities, "combine": recipe.ensemble.combine}
+    if recipe.ensemble.combine == "mean":
+        result["weights"] = weights
     for split in ("val", "test"):
         target = data.splits[split].target
         logits = unimodal_predictions(models, data.splits[split], device)
-        fused = average_log_probs(list(logits.values()), weights)
+        fused = _combine(recipe, list(logits.values()), weights)
         result[f"{split}_member_accuracy"] = {m: accuracy(z, target) for m, z in logits.items()}
         result[f"{split}_accuracy"] = accuracy(fused, target)
         if split == "test":
@@ -33,6 +36,14 @@ def run(recipe: Recipe, run_dir: Path) -> dict:
     members = ", ".join(f"{m} {a:.2f}%" for m, a in result["test_member_accuracy"].items())
     result["summary"] = [f"UME on {data.name}: test {result['test_accuracy']:.2f}%  (members: {members})"]
     return finish(run_dir, result)
+
+
+def _combine(recipe: Recipe, logits: list, weights: list[float]):
+    if recipe.ensemble.combine == "mean":
+        return average_log_probs(logits, weights)
+    if recipe.ensemble.combine == "entropy":
+        return entropy_weighted_logits(logits)
+    raise UserError(f"{recipe.source}: key 'ensemble.combine' must be mean or entropy, got {recipe.ensemble.combine!r}")
 
 
 def _weights(recipe: Recipe, modalities: list[str]) -> list[float]:

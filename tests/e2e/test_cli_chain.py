@@ -123,6 +123,14 @@ def test_umt_keeps_teachers_then_probe_utilization_ensemble(chain):
 
     ens = json.loads(mmtool(chain, "ensemble", "--dataset", "tiny", "--teachers", "pre").stdout)
     assert set(ens["test_member_accuracy"]) == {"m1", "m2"} and 0 <= ens["test_accuracy"] <= 100
+    only_m1 = json.loads(mmtool(chain, "ensemble", "-d", "tiny", "--teachers", "pre", "ensemble.weights=[1,0]").stdout)
+    assert only_m1["test_accuracy"] == pytest.approx(only_m1["test_member_accuracy"]["m1"])
+    entropy = json.loads(
+        mmtool(chain, "ensemble", "-d", "tiny", "--teachers", "pre", "ensemble.combine=entropy").stdout
+    )
+    assert entropy["combine"] == "entropy" and "weights" not in entropy
+    bad = mmtool(chain, "ensemble", "-d", "tiny", "--teachers", "pre", "ensemble.combine=median", check=False)
+    assert bad.returncode == 2 and "ensemble.combine" in bad.stderr
 
 
 def test_recipe_typo_exits_2_with_one_line(tmp_path):
