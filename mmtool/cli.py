@@ -243,15 +243,17 @@ def ensemble(
     recipe: RecipeOpt = None,
     dataset: DatasetOpt = None,
     teachers: TeachersOpt = None,
+    run: Annotated[Path | None, typer.Option("--run", help="A fusion run to compare with per class.")] = None,
     overrides: Overrides = None,
     run_dir: RunDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """UME: combine the predictions of the uni-modal models of a pretrain run.
+    """UME: combine the predictions of the uni-modal models of a pretrain run (--run FUSION: per-class
+    comparison with a fusion model).
 
     Example: mmtool ensemble --dataset synth-gamma --teachers runs/pretrain/synth-gamma-unimodal-...
     """
-    _analyse("ensemble", "ume", recipe, dataset, overrides, run_dir, as_json, teachers=teachers)
+    _analyse("ensemble", "ume", recipe, dataset, overrides, run_dir, as_json, teachers=teachers, run=run)
 
 
 @app.command()

@@ -1,5 +1,8 @@
 """`mmtool ensemble`: UME, combining the predictions of separately trained uni-modal models.
 
+With ``run=RUN_DIR`` (a `mmtool train` run on the same data) the result also compares per class the
+members, the ensemble and that fusion model (paper 000, Tables 2, 16, 17), written to per_class.md.
+
 ``ensemble.combine: mean`` (default) averages softmax probabilities (paper 000, App. A.2), weighted by
 ``ensemble.weights`` when given (normalised to sum to one); ``entropy`` weights each sample's uni-modal
 logits by their prediction entropy (MLA, paper 003 Eq. 6-8).
@@ -10,11 +13,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from mmtool.analysis import plots
+from mmtool.analysis.per_class import compare_classes, markdown, per_class_accuracy
 from mmtool.config import Recipe
-from mmtool.engine.evaluate import accuracy, confusion_matrix
+from mmtool.engine.checkpoint import load_model
+from mmtool.engine.evaluate import accuracy, confusion_matrix, predict
 from mmtool.errors import UserError
 from mmtool.models.heads import average_log_probs, entropy_weighted_logits
-from mmtool.stages.common import finish, teachers_and_data, unimodal_predictions
+from mmtool.runs import atomic_write_text, require_run
+from mmtool.stages.common import check_same_data, finish, teachers_and_data, unimodal_predictions
 
 
 def run(recipe: Recipe, run_dir: Path) -> dict:
@@ -32,10 +38,35 @@ def run(recipe: Recipe, run_dir: Path) -> dict:
         result[f"{split}_accuracy"] = accuracy(fused, target)
         if split == "test":
             result["test_confusion"] = confusion_matrix(fused, target, data.num_classes)
+    if recipe.run is not None:
+        result["per_class"] = _per_class(recipe, data, device, models, run_dir)
     plots.confusion(result["test_confusion"], run_dir / "plots" / "confusion.png", f"UME on {data.name}, test")
     members = ", ".join(f"{m} {a:.2f}%" for m, a in result["test_member_accuracy"].items())
     result["summary"] = [f"UME on {data.name}: test {result['test_accuracy']:.2f}%  (members: {members})"]
     return finish(run_dir, result)
+
+
+def _per_class(recipe: Recipe, data, device, models: dict, run_dir: Path) -> dict:
+    source = require_run(recipe.run, "ensemble", "run")
+    check_same_data(recipe, source, "run")
+    fusion, _ = load_model(source)
+    test = data.splits["test"]
+    members = unimodal_predictions(models, test, device)
+    fused = predict(fusion.to(device), test.select(fusion.modalities), device)["logits"]
+    rows = {f"uni-modal {m}": per_class_accuracy(z, test.target, data.num_classes) for m, z in members.items()}
+    rows["ensemble"] = per_class_accuracy(
+        _combine(recipe, list(members.values()), _weights(recipe, list(members))), test.target, data.num_classes
+    )
+    rows["fusion"] = per_class_accuracy(fused, test.target, data.num_classes)
+    found = compare_classes(rows, [f"uni-modal {m}" for m in members], "fusion", "ensemble")
+    text = "# Per-class test accuracy (%)\n\n" + markdown(rows)
+    for title, key in (("Fusion beats the sum of the uni-modal models", "fusion_beats_sum_of_unimodal"),
+                       ("The ensemble beats fusion", "average_beats_fusion")):  # fmt: skip
+        text += f"\n## {title}: {len(found[key])} classes\n\n" + (
+            markdown(rows, found[key]) if found[key] else "none\n"
+        )
+    atomic_write_text(run_dir / "per_class.md", text)
+    return {"fusion_run": str(source), "accuracy": rows, **found}
 
 
 def _combine(recipe: Recipe, logits: list, weights: list[float]):

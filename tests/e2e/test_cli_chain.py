@@ -129,6 +129,16 @@ def test_umt_keeps_teachers_then_probe_utilization_ensemble(chain):
         mmtool(chain, "ensemble", "-d", "tiny", "--teachers", "pre", "ensemble.combine=entropy").stdout
     )
     assert entropy["combine"] == "entropy" and "weights" not in entropy
+    versus = json.loads(mmtool(chain, "ensemble", "-d", "tiny", "--teachers", "pre", "--run", "umt").stdout)
+    rows = versus["per_class"]["accuracy"]
+    beyond = [c for c in range(3) if rows["fusion"][c] > rows["uni-modal m1"][c] + rows["uni-modal m2"][c]]
+    assert versus["per_class"]["fusion_beats_sum_of_unimodal"] == beyond
+    assert versus["per_class"]["average_beats_fusion"] == [
+        c for c in range(3) if rows["ensemble"][c] > rows["fusion"][c]
+    ]
+    test = load_split(chain, "test")
+    fused_overall = sum(rows["fusion"][c] * (test.target == c).sum().item() for c in range(3)) / len(test) / 100
+    assert fused_overall * 100 == pytest.approx(umt["test_accuracy"], abs=1e-3)
     bad = mmtool(chain, "ensemble", "-d", "tiny", "--teachers", "pre", "ensemble.combine=median", check=False)
     assert bad.returncode == 2 and "ensemble.combine" in bad.stderr
 
