@@ -145,4 +145,5 @@ def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> str:
 
 
 # register the built-in families
+import mmtool.data.registry_laziness  # noqa: E402,F401
 from mmtool.data import registry_synthetic  # noqa: E402,F401

@@ -1,0 +1,202 @@
+"""Registers ``synth-lazy``, ``digits-colored`` and ``digits-twoview``: small sets that show modality
+laziness on a CPU (see :mod:`mmtool.data.lazy` and :mod:`mmtool.data.digits`).
+
+The cache is one ``data.npz`` of float32 (N, D) modalities and int64 labels, checked against the sha256
+in its manifest and refused when written by another data ``FORMAT``, as for the App. A.10 sets.
+
+Evaluation regime: a modality may also be stored as ``<m>_eval``, the version of each sample that
+validation and test see (``synth-lazy``: m1 with the easy feature dropped on some samples;
+``digits-colored``: m1 with weakly label-correlated colors). The training split reads ``<m>``, the
+other splits ``<m>_eval``. Both versions exist for every sample because splits are drawn at load time
+(:func:`mmtool.data.split_indices`), which keeps a cache valid for any ``data.test_fraction`` and
+``data.val_fraction`` and keeps validation on the test distribution, as in paper 002.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mmtool.config import DataConfig
+from mmtool.data import DATASETS, Dataset, DatasetSpec, Split, lazy, save_arrays, split_indices
+from mmtool.data import digits as digits_mod
+from mmtool.errors import UserError
+
+MODALITIES = ("m1", "m2")
+EVAL_SUFFIX = "_eval"
+FORMAT = 1  # bump when a builder's output changes
+MIN_N = 30
+
+
+@dataclass(frozen=True)
+class _Family:
+    build: Callable[[int, int], dict[str, np.ndarray]]  # (seed, n) -> arrays
+    default_n: int  # size when data.n is None
+    max_n: int | None  # the most data.n may ask for (None: any size)
+    num_classes: int
+    describe: Callable[[dict[str, np.ndarray], dict[str, np.ndarray]], dict]  # (arrays, split idx) -> manifest
+    description: str
+
+
+def split_arrays(arrays: dict[str, np.ndarray], idx: dict[str, np.ndarray], modality: str) -> dict[str, np.ndarray]:
+    """``{split: (n_split, D)}`` of one modality, the evaluation version for val/test when stored."""
+    ev = arrays.get(modality + EVAL_SUFFIX, arrays[modality])
+    return {k: (arrays[modality] if k == "train" else ev)[ix] for k, ix in idx.items()}
+
+
+def _describe_lazy(arrays: dict[str, np.ndarray], idx: dict[str, np.ndarray]) -> dict:
+    dropped = np.any(arrays["m1"] != arrays["m1_eval"], axis=1)  # (N,) easy feature missing in m1_eval
+    return {
+        "construction": {
+            "latent_dim": lazy.D,
+            "label": f"y = [|x2.z2| > {lazy.HARD_THRESHOLD}] (hard feature, in m2)",
+            "easy_feature": f"m1 = P1 (x1 + {lazy.EASY_AMPLITUDE} (2y-1) z1), |x1.z1| < {lazy.EASY_NOISE}",
+            "eval_drop_fraction": lazy.EVAL_DROP,
+            "regimes": "train reads m1; val and test read m1_eval (easy feature dropped on some samples)",
+        },
+        "easy_feature_dropped": {k: int(dropped[ix].sum()) for k, ix in idx.items() if k != "train"},
+    }
+
+
+def _describe_colored(arrays: dict[str, np.ndarray], idx: dict[str, np.ndarray]) -> dict:
+    y = arrays["y"]
+    colors = {k: arrays["color"] if k == "train" else arrays["color_eval"] for k in idx}  # per split: (N,)
+    return {
+        "source": _source(),
+        "construction": {
+            "m1": "colored digit, channel-major (3, 8, 8): palette color x gray intensity",
+            "m2": "gray digit (8, 8), intensities / 16",
+            "palette_rgb": np.round(digits_mod.PALETTE, 4).tolist(),
+            "color_is_label_color": {"train": digits_mod.COLOR_AGREE_TRAIN, "eval": digits_mod.COLOR_AGREE_EVAL},
+            "color_jitter_std": digits_mod.COLOR_JITTER,
+            "regimes": "train reads m1; val and test read m1_eval (weak color-label correlation)",
+        },
+        "color_label_agreement": {
+            k: round(float((colors[k][ix] == y[ix]).mean()), 4) if len(ix) else None for k, ix in idx.items()
+        },
+    }
+
+
+def _describe_twoview(arrays: dict[str, np.ndarray], idx: dict[str, np.ndarray]) -> dict:
+    return {
+        "source": _source(),
+        "construction": {
+            "m1": "left half of the image: columns 0-3, (8, 4) row-major, intensities / 16",
+            "m2": "right half of the image: columns 4-7, (8, 4) row-major, intensities / 16",
+        },
+    }
+
+
+def _source() -> str:
+    import sklearn
+
+    return f"sklearn.datasets.load_digits (scikit-learn {sklearn.__version__}, bundled, 1797 8x8 images)"
+
+
+FAMILIES = {
+    "synth-lazy": _Family(
+        build=lazy.generate_lazy,
+        default_n=lazy.DEFAULT_N,
+        max_n=None,
+        num_classes=2,
+        describe=_describe_lazy,
+        description="laziness demo: easy m1 (missing on 35% of val/test), hard m2 (2 classes, N=5000)",
+    ),
+    "digits-colored": _Family(
+        build=digits_mod.build_colored,
+        default_n=digits_mod.TOTAL,
+        max_n=digits_mod.TOTAL,
+        num_classes=digits_mod.NUM_CLASSES,
+        describe=_describe_colored,
+        description="colored (m1) and gray (m2) 8x8 digits; color tracks the label in train only (10 classes, N=1797)",
+    ),
+    "digits-twoview": _Family(
+        build=digits_mod.build_twoview,
+        default_n=digits_mod.TOTAL,
+        max_n=digits_mod.TOTAL,
+        num_classes=digits_mod.NUM_CLASSES,
+        describe=_describe_twoview,
+        description="left (m1) and right (m2) halves of 8x8 digits; both strong alone (10 classes, N=1797)",
+    ),
+}
+
+
+def _size(cfg: DataConfig) -> int:
+    family = FAMILIES[cfg.name]
+    n = cfg.n if cfg.n is not None else family.default_n
+    if n < MIN_N:
+        raise UserError(f"data.n must be at least {MIN_N} for {cfg.name}, got {n}")
+    if family.max_n is not None and n > family.max_n:
+        raise UserError(f"data.n must be at most {family.max_n} for {cfg.name} (a subsample), got {n}")
+    return n
+
+
+def _key(cfg: DataConfig) -> str:
+    return f"seed{cfg.seed}-n{_size(cfg)}"
+
+
+def _prepare(cfg: DataConfig, out: Path) -> dict:
+    family = FAMILIES[cfg.name]
+    n = _size(cfg)
+    started = time.perf_counter()
+    arrays = family.build(cfg.seed, n)
+    seconds = time.perf_counter() - started
+    sha = save_arrays(out / "data.npz", arrays)
+    idx = split_indices(n, cfg.seed, cfg.test_fraction, cfg.val_fraction)
+    y = arrays["y"]
+    return {
+        "dataset": cfg.name,
+        "format": FORMAT,
+        "seed": cfg.seed,
+        "n": n,
+        "modalities": {m: int(arrays[m].shape[1]) for m in MODALITIES},
+        "eval_versions": sorted(m for m in MODALITIES if m + EVAL_SUFFIX in arrays),
+        "num_classes": family.num_classes,
+        "class_counts": np.bincount(y, minlength=family.num_classes).tolist(),
+        "split_sizes": {k: len(v) for k, v in idx.items()},
+        "split_note": "splits are drawn at load time from data.seed, data.test_fraction, data.val_fraction; "
+        "per-split figures here are for the fractions given to prep",
+        **family.describe(arrays, idx),
+        "files": {"data.npz": sha},
+        "generate_seconds": round(seconds, 4),
+        "skipped": [],
+    }
+
+
+def _load(cfg: DataConfig, folder: Path) -> Dataset:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    if manifest.get("format") != FORMAT:
+        raise UserError(
+            f"{folder} was prepared in data format {manifest.get('format')}, this mmtool writes format {FORMAT} "
+            f"(run `mmtool prep {cfg.name} --force` with the same data.* settings)"
+        )
+    path = folder / "data.npz"
+    blob = path.read_bytes() if path.is_file() else b""
+    if hashlib.sha256(blob).hexdigest() != manifest["files"]["data.npz"]:
+        raise UserError(f"{path} is missing or does not match its manifest (re-run `mmtool prep {cfg.name} --force`)")
+    with np.load(path) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    idx = split_indices(manifest["n"], cfg.seed, cfg.test_fraction, cfg.val_fraction)
+    per_modality = {m: split_arrays(arrays, idx, m) for m in MODALITIES}
+    splits = {
+        k: Split({m: torch.from_numpy(per_modality[m][k]) for m in MODALITIES}, torch.from_numpy(arrays["y"][ix]))
+        for k, ix in idx.items()
+    }
+    return Dataset(
+        name=cfg.name,
+        modalities=MODALITIES,
+        num_classes=manifest["num_classes"],
+        input_dims=dict(manifest["modalities"]),
+        splits=splits,
+    )
+
+
+for _name, _family in FAMILIES.items():
+    DATASETS.register(_name)(DatasetSpec(prepare=_prepare, load=_load, cache_key=_key, description=_family.description))
