@@ -5,7 +5,10 @@ SEEDS ?= 0 1 2
 T20 := runs/table20
 QS := runs/quickstart
 
-.PHONY: install test lint quickstart table20 bench clean
+LZ := runs/laziness
+LAZY_SETS ?= synth-lazy digits-colored
+
+.PHONY: install test lint quickstart table20 laziness bench clean
 
 install:
 	$(PYTHON) -m pip install -c constraints.txt -e ".[dev]"
@@ -27,16 +30,32 @@ quickstart:
 
 # Table 20 (uni-modal m1, m2 and multi-modal on alpha, beta, gamma) and Table 21, over $(SEEDS)
 table20:
-	rm -rf $(T20)
+	rm -rf $(T20) && mkdir -p $(T20)
 	set -e; for s in $(SEEDS); do for d in synth-alpha synth-beta synth-gamma; do \
-	  echo "table20: $$d seed $$s" >&2; \
-	  $(MMTOOL) prep $$d data.seed=$$s > /dev/null 2>&1; \
+	  echo "table20: $$d seed $$s (log: $(T20)/log.txt)" >&2; \
+	  $(MMTOOL) prep $$d data.seed=$$s > /dev/null 2>> $(T20)/log.txt; \
 	  $(MMTOOL) pretrain-unimodal -r recipes/table20/unimodal.yaml data.name=$$d data.seed=$$s train.seed=$$s \
-	    --run-dir $(T20)/$$d/seed$$s/unimodal > /dev/null 2>&1; \
+	    --run-dir $(T20)/$$d/seed$$s/unimodal > /dev/null 2>> $(T20)/log.txt; \
 	  $(MMTOOL) train naive -r recipes/table20/multimodal.yaml data.name=$$d data.seed=$$s train.seed=$$s \
-	    --run-dir $(T20)/$$d/seed$$s/multimodal > /dev/null 2>&1; \
+	    --run-dir $(T20)/$$d/seed$$s/multimodal > /dev/null 2>> $(T20)/log.txt; \
 	done; done
 	$(PYTHON) -m mmtool.analysis.table20 $(T20) results/table20.md
+
+# Table 1/7-style probes: uni-modal vs naive-fusion vs UMT encoders on the laziness datasets, over $(SEEDS)
+laziness:
+	rm -rf $(LZ) && mkdir -p $(LZ)
+	set -e; for s in $(SEEDS); do for d in $(LAZY_SETS); do \
+	  echo "laziness: $$d seed $$s (log: $(LZ)/log.txt)" >&2; \
+	  R=$(LZ)/$$d/seed$$s; A="-d $$d data.seed=$$s train.seed=$$s"; \
+	  $(MMTOOL) prep $$d data.seed=$$s > /dev/null 2>> $(LZ)/log.txt; \
+	  $(MMTOOL) pretrain-unimodal $$A --run-dir $$R/unimodal > /dev/null 2>> $(LZ)/log.txt; \
+	  $(MMTOOL) train naive $$A --run-dir $$R/naive > /dev/null 2>> $(LZ)/log.txt; \
+	  $(MMTOOL) train umt $$A --teachers $$R/unimodal --run-dir $$R/umt > /dev/null 2>> $(LZ)/log.txt; \
+	  for r in unimodal naive umt; do \
+	    $(MMTOOL) probe $$A --run $$R/$$r --run-dir $$R/probe-$$r > /dev/null 2>> $(LZ)/log.txt; \
+	  done; \
+	done; done
+	$(PYTHON) -m mmtool.analysis.laziness $(LZ) results/laziness.md
 
 bench:
 	$(PYTHON) benchmarks/bench_loop.py

@@ -1,0 +1,82 @@
+"""Laziness table (paper 000, Tables 1 and 7) from finished runs.
+
+Expects ``<root>/<dataset>/seed<k>/probe-<run>/results.json`` for runs ``unimodal``, ``naive`` and
+``umt`` (what `make laziness` writes) and reports, per dataset and modality, the linear-probe test
+accuracy of each encoder (mean ± std over seeds), the laziness gap (uni-modal − naive) and the share of
+that gap UMT closes, plus the test accuracy of each model.
+
+Usage: python -m mmtool.analysis.laziness RUNS_ROOT OUT.md
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from pathlib import Path
+
+from mmtool.runs import atomic_write_text, read_json
+
+RUNS = {"unimodal": "Uni-modal training", "naive": "Naive fusion (MM baseline)", "umt": "UMT"}
+
+
+def _fmt(values: list[float]) -> str:
+    if not values:
+        return "—"
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.1f} ± {std:.1f}"
+
+
+def collect(root: Path) -> dict[str, dict]:
+    """``{dataset: {"probe": {run: {m: [acc]}}, "test": {model: [acc]}, "seeds": k}}``."""
+    out: dict[str, dict] = {}
+    for ds_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        seeds = sorted(ds_dir.glob("seed*"))
+        probe: dict[str, dict[str, list[float]]] = {r: {} for r in RUNS}
+        test: dict[str, list[float]] = {}
+        for seed in seeds:
+            for run in RUNS:
+                for m, p in read_json(seed / f"probe-{run}" / "results.json")["probes"].items():
+                    probe[run].setdefault(m, []).append(p["test_accuracy"])
+            for m, r in read_json(seed / "unimodal" / "results.json")["modalities"].items():
+                test.setdefault(f"uni-modal {m}", []).append(r["test_accuracy"])
+            for run in ("naive", "umt"):
+                test.setdefault(RUNS[run], []).append(read_json(seed / run / "results.json")["test_accuracy"])
+        out[ds_dir.name] = {"probe": probe, "test": test, "seeds": len(seeds)}
+    return out
+
+
+def render(data: dict[str, dict]) -> str:
+    lines = [
+        "# Modality laziness: linear probes of encoders (paper 000, Tables 1 and 7)",
+        "",
+        "Linear-probe test accuracy (%) of each encoder, mean ± std over seeds. Gap = uni-modal − naive;",
+        "closed = (UMT − naive) / gap, from the seed means.",
+        "",
+    ]
+    for ds, d in data.items():
+        mods = sorted(d["probe"]["unimodal"])
+        lines += [f"## {ds} ({d['seeds']} seeds)", "", "| encoder from | " + " | ".join(mods) + " |"]
+        lines.append("|---" * (len(mods) + 1) + "|")
+        for run, label in RUNS.items():
+            lines.append(f"| {label} | " + " | ".join(_fmt(d["probe"][run].get(m, [])) for m in mods) + " |")
+        gaps, closed = [], []
+        for m in mods:
+            uni, naive, umt = (statistics.mean(d["probe"][r][m]) for r in RUNS)
+            gaps.append(f"{uni - naive:+.1f}")
+            closed.append(f"{(umt - naive) / (uni - naive):.0%}" if uni - naive > 0 else "—")
+        lines += ["| gap (uni − naive) | " + " | ".join(gaps) + " |", "| closed by UMT | " + " | ".join(closed) + " |"]
+        lines += ["", "Test accuracy of the models: " + ", ".join(f"{k} {_fmt(v)}" for k, v in d["test"].items()), ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = argv if argv is not None else sys.argv[1:]
+    if len(args) != 2:
+        raise SystemExit("usage: python -m mmtool.analysis.laziness RUNS_ROOT OUT.md")
+    text = render(collect(Path(args[0])))
+    atomic_write_text(Path(args[1]), text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
