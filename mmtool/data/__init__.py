@@ -144,6 +144,22 @@ def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def read_verified_arrays(cfg: DataConfig, folder: Path, data_format: int) -> tuple[dict, dict[str, np.ndarray]]:
+    """The manifest and ``data.npz`` arrays of a cache, after checking its data format and checksum."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    if manifest.get("format") != data_format:
+        raise UserError(
+            f"{folder} was prepared in data format {manifest.get('format')}, this mmtool writes format "
+            f"{data_format} (run `mmtool prep {cfg.name} --force` with the same data.* settings)"
+        )
+    path = folder / "data.npz"
+    blob = path.read_bytes() if path.is_file() else b""
+    if hashlib.sha256(blob).hexdigest() != manifest["files"]["data.npz"]:
+        raise UserError(f"{path} is missing or does not match its manifest (re-run `mmtool prep {cfg.name} --force`)")
+    with np.load(path) as npz:
+        return manifest, {k: npz[k] for k in npz.files}
+
+
 # register the built-in families
 import mmtool.data.registry_laziness  # noqa: E402,F401
 from mmtool.data import registry_synthetic  # noqa: E402,F401

@@ -14,8 +14,6 @@ other splits ``<m>_eval``. Both versions exist for every sample because splits a
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +23,7 @@ import numpy as np
 import torch
 
 from mmtool.config import DataConfig
-from mmtool.data import DATASETS, Dataset, DatasetSpec, Split, lazy, save_arrays, split_indices
+from mmtool.data import DATASETS, Dataset, DatasetSpec, Split, lazy, read_verified_arrays, save_arrays, split_indices
 from mmtool.data import digits as digits_mod
 from mmtool.errors import UserError
 
@@ -171,18 +169,7 @@ def _prepare(cfg: DataConfig, out: Path) -> dict:
 
 
 def _load(cfg: DataConfig, folder: Path) -> Dataset:
-    manifest = json.loads((folder / "manifest.json").read_text())
-    if manifest.get("format") != FORMAT:
-        raise UserError(
-            f"{folder} was prepared in data format {manifest.get('format')}, this mmtool writes format {FORMAT} "
-            f"(run `mmtool prep {cfg.name} --force` with the same data.* settings)"
-        )
-    path = folder / "data.npz"
-    blob = path.read_bytes() if path.is_file() else b""
-    if hashlib.sha256(blob).hexdigest() != manifest["files"]["data.npz"]:
-        raise UserError(f"{path} is missing or does not match its manifest (re-run `mmtool prep {cfg.name} --force`)")
-    with np.load(path) as npz:
-        arrays = {k: npz[k] for k in npz.files}
+    manifest, arrays = read_verified_arrays(cfg, folder, FORMAT)
     idx = split_indices(manifest["n"], cfg.seed, cfg.test_fraction, cfg.val_fraction)
     per_modality = {m: split_arrays(arrays, idx, m) for m in MODALITIES}
     splits = {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import numpy as np
 import torch
 
 from mmtool.config import DataConfig
-from mmtool.data import DATASETS, Dataset, DatasetSpec, Split, save_arrays, split_indices
+from mmtool.data import DATASETS, Dataset, DatasetSpec, Split, read_verified_arrays, save_arrays, split_indices
 from mmtool.data.synthetic import GENERATORS
 from mmtool.errors import UserError
 
@@ -55,20 +54,8 @@ def _prepare(cfg: DataConfig, out: Path) -> dict:
 
 
 def _load(cfg: DataConfig, folder: Path) -> Dataset:
-    import json
-
-    manifest = json.loads((folder / "manifest.json").read_text())
-    if manifest.get("format") != FORMAT:
-        raise UserError(
-            f"{folder} was prepared in data format {manifest.get('format')}, this mmtool writes format {FORMAT} "
-            f"(run `mmtool prep {cfg.name} --force` with the same data.* settings)"
-        )
-    path = folder / "data.npz"
-    blob = path.read_bytes() if path.is_file() else b""
-    if hashlib.sha256(blob).hexdigest() != manifest["files"]["data.npz"]:
-        raise UserError(f"{path} is missing or does not match its manifest (re-run `mmtool prep {cfg.name} --force`)")
-    with np.load(path) as npz:
-        arrays = {k: torch.from_numpy(npz[k]) for k in npz.files}
+    manifest, raw = read_verified_arrays(cfg, folder, FORMAT)
+    arrays = {k: torch.from_numpy(v) for k, v in raw.items()}
     idx = split_indices(manifest["n"], cfg.seed, cfg.test_fraction, cfg.val_fraction)
     splits = {
         name: Split({m: arrays[m][ix] for m in MODALITIES}, arrays["y"][ix])
