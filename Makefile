@@ -8,7 +8,12 @@ QS := runs/quickstart
 LZ := runs/laziness
 LAZY_SETS ?= synth-lazy digits-colored
 
-.PHONY: install test lint quickstart table20 laziness bench clean
+MT := runs/methods
+METHOD_SETS ?= synth-lazy digits-colored digits-twoview
+PLAIN_METHODS := naive naive_linear naive_attention aux_ce gblending ogm_ge dropout modality_dropout mla ume
+TEACHER_METHODS := umt umt_m1 umt_m2 finetune
+
+.PHONY: install test lint quickstart table20 laziness methods bench clean
 
 install:
 	$(PYTHON) -m pip install -c constraints.txt -e ".[dev]"
@@ -56,6 +61,28 @@ laziness:
 	  done; \
 	done; done
 	$(PYTHON) -m mmtool.analysis.laziness $(LZ) results/laziness.md
+
+# Every method on the CPU datasets (Table 5/9 analogue), over $(SEEDS) -> results/methods.md.
+# The method recipes are written for the synthetic sets; on the digits sets X adds what their own recipes set.
+methods:
+	rm -rf $(MT) && mkdir -p $(MT)
+	set -e; for s in $(SEEDS); do for d in $(METHOD_SETS); do \
+	  echo "methods: $$d seed $$s (log: $(MT)/log.txt)" >&2; \
+	  case $$d in digits-*) X="model.hidden=[64,32] optim.lr=0.02";; *) X="";; esac; \
+	  R=$(MT)/$$d/seed$$s; A="data.name=$$d data.seed=$$s train.seed=$$s $$X"; \
+	  $(MMTOOL) prep $$d data.seed=$$s > /dev/null 2>> $(MT)/log.txt; \
+	  $(MMTOOL) pretrain-unimodal -r recipes/synth-gamma/pretrain.yaml $$A --run-dir $$R/unimodal > /dev/null 2>> $(MT)/log.txt; \
+	  for m in $(PLAIN_METHODS); do \
+	    $(MMTOOL) train -r recipes/synth-gamma/$$m.yaml $$A --run-dir $$R/$$m > /dev/null 2>> $(MT)/log.txt; \
+	  done; \
+	  for m in $(TEACHER_METHODS); do \
+	    $(MMTOOL) train -r recipes/synth-gamma/$$m.yaml $$A --teachers $$R/unimodal --run-dir $$R/$$m > /dev/null 2>> $(MT)/log.txt; \
+	  done; \
+	  $(MMTOOL) train -r recipes/synth-gamma/self_distill.yaml $$A method.teacher_run=$$R/naive \
+	    --run-dir $$R/self_distill > /dev/null 2>> $(MT)/log.txt; \
+	  $(MMTOOL) ensemble -r recipes/synth-gamma/ensemble.yaml $$A --teachers $$R/unimodal --run-dir $$R/ume_ensemble > /dev/null 2>> $(MT)/log.txt; \
+	done; done
+	$(PYTHON) -m mmtool.analysis.methods_table $(MT) results/methods.md
 
 bench:
 	$(PYTHON) benchmarks/bench_loop.py

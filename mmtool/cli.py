@@ -138,7 +138,8 @@ def train(
     list_methods: Annotated[bool, typer.Option("--list", help="List the registered methods.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Train a multi-modal model with a registered method (umt, naive, ume, ...).
+    """Train a multi-modal model with a registered method (umt, naive, ume, ...); with --recipe the
+    METHOD may be left out (the recipe names it).
 
     Example: mmtool train umt --dataset synth-gamma --teachers runs/pretrain/synth-gamma-unimodal-...
     """
@@ -157,10 +158,10 @@ def train(
                 raise UserError("--from-decision names its own recipe; drop --recipe/--dataset")
             cfg = _from_decision(from_decision, method, overrides, teachers)
         else:
-            if method is None:
-                raise UserError("give a METHOD (see `mmtool train --list`) or --from-decision")
+            if method is None and recipe is None:
+                raise UserError("give a METHOD (see `mmtool train --list`), --recipe, or --from-decision")
             cfg = _load(recipe, dataset, f"{method}.yaml", overrides, teachers=teachers)
-            if method != cfg.method.name:
+            if method is not None and method != cfg.method.name:
                 raise UserError(f"{cfg.source}: the recipe trains method {cfg.method.name!r}, not {method!r}")
         _expect_stage(cfg, "train")
         path = start_run(cfg, "train", cfg.method.name, run_dir)

@@ -41,3 +41,17 @@ def test_laziness_gap_and_share_closed(tmp_path):
     assert "| gap (uni − naive) | +30.0 |" in text
     assert f"| closed by UMT | {20 / 30:.0%} |" in text
     assert "| Naive fusion (MM baseline) | 60.5 ± 0.7 |" in text
+
+
+def test_methods_table_rows_from_run_folders(tmp_path):
+    from mmtool.analysis import methods_table
+
+    for seed, shift in ((0, 0.0), (1, 2.0)):
+        root = tmp_path / "digits-twoview" / f"seed{seed}"
+        _write(root / "unimodal", {"stage": "pretrain", "modalities": {"m1": {"test_accuracy": 80.0 + shift}}})
+        _write(root / "umt", {"stage": "train", "test_accuracy": 90.0 + shift})
+        _write(root / "ume_ensemble", {"stage": "ensemble", "test_accuracy": 88.0})
+    text = methods_table.render(*methods_table.collect(tmp_path))
+    assert f"| uni-modal m1 | 81.0 ± {statistics.stdev([80.0, 82.0]):.1f} |" in text
+    assert "| umt | 91.0 ± 1.4 |" in text and "| ume_ensemble | 88.0 ± 0.0 |" in text
+    assert text.index("uni-modal m1") < text.index("| umt")

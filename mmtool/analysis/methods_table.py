@@ -1,0 +1,67 @@
+"""Methods table (paper 000, Tables 5 and 9 analogue) from finished runs.
+
+Expects ``<root>/<dataset>/seed<k>/<run>/results.json`` (what `make methods` writes); every run folder
+becomes a row, labelled by its name, with the test accuracy as mean ± std over seeds per dataset.
+``unimodal`` runs contribute one row per modality.
+
+Usage: python -m mmtool.analysis.methods_table RUNS_ROOT OUT.md
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from pathlib import Path
+
+from mmtool.runs import atomic_write_text, read_json
+
+
+def collect(root: Path) -> tuple[list[str], dict[str, dict[str, list[float]]]]:
+    """(datasets, ``{row: {dataset: [test accuracy per seed]}}``) in first-seen row order."""
+    datasets = sorted(p.name for p in root.iterdir() if p.is_dir())
+    rows: dict[str, dict[str, list[float]]] = {}
+    for ds in datasets:
+        for seed in sorted((root / ds).glob("seed*")):
+            for run in sorted(p for p in seed.iterdir() if (p / "results.json").is_file()):
+                result = read_json(run / "results.json")
+                if result.get("stage") == "pretrain":
+                    for m, r in result["modalities"].items():
+                        rows.setdefault(f"uni-modal {m}", {}).setdefault(ds, []).append(r["test_accuracy"])
+                elif "test_accuracy" in result:
+                    rows.setdefault(run.name, {}).setdefault(ds, []).append(result["test_accuracy"])
+    return datasets, rows
+
+
+def _fmt(values: list[float]) -> str:
+    if not values:
+        return "—"
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.1f} ± {std:.1f}"
+
+
+def render(datasets: list[str], rows: dict[str, dict[str, list[float]]]) -> str:
+    seeds = max((len(v) for r in rows.values() for v in r.values()), default=0)
+    lines = [
+        "# Methods on the CPU datasets (paper 000, Tables 5 and 9 analogue)",
+        "",
+        f"Test accuracy (%), mean ± std over {seeds} seeds; checkpoints selected on validation.",
+        "",
+        "| method | " + " | ".join(datasets) + " |",
+        "|---" * (len(datasets) + 1) + "|",
+    ]
+    for name in sorted(rows, key=lambda r: (not r.startswith("uni-modal"), r)):
+        lines.append(f"| {name} | " + " | ".join(_fmt(rows[name].get(ds, [])) for ds in datasets) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = argv if argv is not None else sys.argv[1:]
+    if len(args) != 2:
+        raise SystemExit("usage: python -m mmtool.analysis.methods_table RUNS_ROOT OUT.md")
+    text = render(*collect(Path(args[0])))
+    atomic_write_text(Path(args[1]), text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
