@@ -51,12 +51,13 @@ def _analyse(stage: str, tag: str, recipe, dataset, overrides, run_dir, as_json:
     """Shared body of the commands that read earlier runs and write one new run (no training resume)."""
     import importlib
 
-    from mmtool.stages.common import start_run
+    from mmtool.stages.common import new_run
 
     cfg = _load(recipe, dataset, f"{stage}.yaml", overrides, **extra)
     _expect_stage(cfg, stage)
     module = importlib.import_module(f"mmtool.stages.{stage}")
-    emit(module.run(cfg, start_run(cfg, stage, tag, run_dir)), as_json)
+    with new_run(cfg, stage, tag, run_dir) as path:
+        emit(module.run(cfg, path), as_json)
 
 
 def emit(result: dict, as_json: bool) -> None:
@@ -112,15 +113,15 @@ def pretrain_unimodal(
     Example: mmtool pretrain-unimodal --dataset synth-gamma train.seed=1
     """
     from mmtool.stages import pretrain as stage
-    from mmtool.stages.common import resume_run, start_run
+    from mmtool.stages.common import new_run, resume_run
 
     if resume is not None:
         path, cfg = resume_run(resume)
-    else:
-        cfg = _load(recipe, dataset, "pretrain.yaml", overrides)
-        _expect_stage(cfg, "pretrain")
-        path = start_run(cfg, "pretrain", "unimodal", run_dir)
-    emit(stage.run(cfg, path, resume=resume is not None), as_json)
+        return emit(stage.run(cfg, path, resume=True), as_json)
+    cfg = _load(recipe, dataset, "pretrain.yaml", overrides)
+    _expect_stage(cfg, "pretrain")
+    with new_run(cfg, "pretrain", "unimodal", run_dir) as path:
+        emit(stage.run(cfg, path), as_json)
 
 
 @app.command()
@@ -144,7 +145,7 @@ def train(
     Example: mmtool train umt --dataset synth-gamma --teachers runs/pretrain/synth-gamma-unimodal-...
     """
     from mmtool.stages import train as stage
-    from mmtool.stages.common import resume_run, start_run
+    from mmtool.stages.common import new_run, resume_run
 
     if list_methods:
         return _list_methods(as_json)
@@ -152,20 +153,20 @@ def train(
         overrides, method = [method, *(overrides or [])], None
     if resume is not None:
         path, cfg = resume_run(resume)
+        return emit(stage.run(cfg, path, resume=True), as_json)
+    if from_decision is not None:
+        if recipe is not None or dataset is not None:
+            raise UserError("--from-decision names its own recipe; drop --recipe/--dataset")
+        cfg = _from_decision(from_decision, method, overrides, teachers)
     else:
-        if from_decision is not None:
-            if recipe is not None or dataset is not None:
-                raise UserError("--from-decision names its own recipe; drop --recipe/--dataset")
-            cfg = _from_decision(from_decision, method, overrides, teachers)
-        else:
-            if method is None and recipe is None:
-                raise UserError("give a METHOD (see `mmtool train --list`), --recipe, or --from-decision")
-            cfg = _load(recipe, dataset, f"{method}.yaml", overrides, teachers=teachers)
-            if method is not None and method != cfg.method.name:
-                raise UserError(f"{cfg.source}: the recipe trains method {cfg.method.name!r}, not {method!r}")
-        _expect_stage(cfg, "train")
-        path = start_run(cfg, "train", cfg.method.name, run_dir)
-    emit(stage.run(cfg, path, resume=resume is not None), as_json)
+        if method is None and recipe is None:
+            raise UserError("give a METHOD (see `mmtool train --list`), --recipe, or --from-decision")
+        cfg = _load(recipe, dataset, f"{method}.yaml", overrides, teachers=teachers)
+        if method is not None and method != cfg.method.name:
+            raise UserError(f"{cfg.source}: the recipe trains method {cfg.method.name!r}, not {method!r}")
+    _expect_stage(cfg, "train")
+    with new_run(cfg, "train", cfg.method.name, run_dir) as path:
+        emit(stage.run(cfg, path), as_json)
 
 
 def _from_decision(source: str, method: str | None, overrides: list[str] | None, teachers: Path | None):

@@ -6,7 +6,9 @@ checkpoints, results.json), read through the functions here.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -29,6 +31,20 @@ def start_run(recipe: Recipe, stage: str, tag: str, run_dir: str | Path | None) 
     save_recipe(recipe, path / "config.yaml")
     write_env(path, recipe.train.seed, str(resolve_device(recipe.train.device)))
     return path
+
+
+@contextmanager
+def new_run(recipe: Recipe, stage: str, tag: str, run_dir: str | Path | None) -> Iterator[Path]:
+    """:func:`start_run` for a ``with`` block: if a user error stops the stage before it trained or wrote
+    results, the directory this call created is removed again, so bad input leaves no half-run behind."""
+    existed = run_dir is not None and Path(run_dir).exists()
+    path = start_run(recipe, stage, tag, run_dir)
+    try:
+        yield path
+    except UserError:
+        if not existed and not (path / "results.json").exists() and not (path / "checkpoints").exists():
+            shutil.rmtree(path, ignore_errors=True)
+        raise
 
 
 def resume_run(run_dir: str | Path) -> tuple[Path, Recipe]:
@@ -150,7 +166,7 @@ def _is_fusion_run(path: Path) -> bool:
 
 def check_same_data(recipe: Recipe, run_dir: str | Path, key: str) -> None:
     """Refuse to combine runs trained on a different dataset or split than ``recipe`` uses."""
-    other = load_recipe(Path(run_dir) / "config.yaml").data
+    other = load_recipe(require_run(run_dir, "this stage", key) / "config.yaml").data
     mine = recipe.data
     if (other.name, other.seed, other.n, other.test_fraction, other.val_fraction) != (
         mine.name,

@@ -11,6 +11,9 @@ from mmtool.stages.common import check_same_data, finish, load_unimodal_models, 
 
 
 def run(recipe: Recipe, run_dir: Path, resume: bool = False) -> dict:
+    teacher_run = recipe.method.params.get("teacher_run")
+    if teacher_run:  # a method distilling from another run must see the same data and split
+        check_same_data(recipe, teacher_run, "method.teacher_run")
     data = load_dataset(recipe.data)
     modalities = modalities_of(recipe, data)
     teachers = {}

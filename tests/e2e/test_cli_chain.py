@@ -156,6 +156,10 @@ def test_unknown_method_and_missing_teachers_exit_2(chain):
     assert mmtool(chain, "train", "nosuch", "--dataset", "tiny", check=False).returncode == 2
     proc = mmtool(chain, "decide", "--dataset", "tiny", "--teachers", "does-not-exist", check=False)
     assert proc.returncode == 2 and "does-not-exist" in proc.stderr
+    assert not list((chain / "runs" / "decide").glob("*")), "a refused run leaves no directory behind"
+    other = mmtool(chain, "train", "self_distill", "-d", "synth-gamma", "data.n=600", "data.seed=5",
+                   "method.teacher_run=pre", check=False)  # fmt: skip
+    assert other.returncode == 2 and "method.teacher_run" in other.stderr
 
 
 def test_killed_run_resumes_from_last_checkpoint(chain):
