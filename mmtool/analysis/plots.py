@@ -98,3 +98,15 @@ def probe_curves(points: list[dict], reference: list[dict], out: Path, title: st
     ax.legend(fontsize=8)
     fig.tight_layout()
     return _save(fig, plt, out)
+
+
+def histogram(values: list[float], out: Path, title: str, xlabel: str, bins: int = 20) -> Path:
+    """Histogram of a per-run quantity (e.g. d_util over seeds or learning rates, paper 002 Fig. 2)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.hist(values, bins=bins, range=(-1, 1), color="tab:blue", edgecolor="white", label=f"{len(values)} runs")
+    ax.axvline(0, color="grey", linestyle=":")
+    ax.set(xlabel=xlabel, ylabel="runs", title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, plt, out)

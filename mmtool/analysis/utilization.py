@@ -69,3 +69,25 @@ def utilization_rates(model: MultiModalNet, train, test, device) -> dict:
         f"u({a}|{b})": u_a_given_b,
         "d_util": u_b_given_a - u_a_given_b,
     }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m mmtool.analysis.utilization OUT.png RUN...``: histogram of d_util over utilization runs
+    (paper 002, Fig. 2), e.g. one `mmtool utilization` run per seed or learning rate."""
+    import json
+    import sys
+    from pathlib import Path
+
+    from mmtool.analysis.plots import histogram
+    from mmtool.runs import read_json
+
+    args = argv if argv is not None else sys.argv[1:]
+    if len(args) < 2:
+        raise SystemExit("usage: python -m mmtool.analysis.utilization OUT.png UTILIZATION_RUN...")
+    values = [read_json(Path(run) / "results.json")["d_util"] for run in args[1:]]
+    histogram(values, Path(args[0]), "imbalance in utilization", "d_util = u(m2|m1) - u(m1|m2)")
+    print(json.dumps({"d_util": values, "plot": args[0]}))
+
+
+if __name__ == "__main__":
+    main()

@@ -55,3 +55,15 @@ def test_methods_table_rows_from_run_folders(tmp_path):
     assert f"| uni-modal m1 | 81.0 ± {statistics.stdev([80.0, 82.0]):.1f} |" in text
     assert "| umt | 91.0 ± 1.4 |" in text and "| ume_ensemble | 88.0 ± 0.0 |" in text
     assert text.index("uni-modal m1") < text.index("| umt")
+
+
+def test_d_util_histogram_from_utilization_runs(tmp_path, capsys):
+    from mmtool.analysis import utilization
+
+    runs = []
+    for i, d in enumerate((-0.4, -0.35, 0.1)):
+        _write(tmp_path / f"u{i}", {"stage": "utilization", "d_util": d})
+        runs.append(str(tmp_path / f"u{i}"))
+    utilization.main([str(tmp_path / "hist.png"), *runs])
+    assert json.loads(capsys.readouterr().out)["d_util"] == [-0.4, -0.35, 0.1]
+    assert (tmp_path / "hist.png").read_bytes()[:4] == b"\x89PNG"
