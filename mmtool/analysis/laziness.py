@@ -11,19 +11,12 @@ Usage: python -m mmtool.analysis.laziness RUNS_ROOT OUT.md
 from __future__ import annotations
 
 import statistics
-import sys
 from pathlib import Path
 
-from mmtool.runs import atomic_write_text, read_json
+from mmtool.analysis.tables import mean_std, table_main
+from mmtool.runs import read_json
 
 RUNS = {"unimodal": "Uni-modal training", "naive": "Naive fusion (MM baseline)", "umt": "UMT"}
-
-
-def _fmt(values: list[float]) -> str:
-    if not values:
-        return "—"
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.1f} ± {std:.1f}"
 
 
 def collect(root: Path) -> dict[str, dict]:
@@ -58,24 +51,23 @@ def render(data: dict[str, dict]) -> str:
         lines += [f"## {ds} ({d['seeds']} seeds)", "", "| encoder from | " + " | ".join(mods) + " |"]
         lines.append("|---" * (len(mods) + 1) + "|")
         for run, label in RUNS.items():
-            lines.append(f"| {label} | " + " | ".join(_fmt(d["probe"][run].get(m, [])) for m in mods) + " |")
+            lines.append(f"| {label} | " + " | ".join(mean_std(d["probe"][run].get(m, [])) for m in mods) + " |")
         gaps, closed = [], []
         for m in mods:
             uni, naive, umt = (statistics.mean(d["probe"][r][m]) for r in RUNS)
             gaps.append(f"{uni - naive:+.1f}")
             closed.append(f"{(umt - naive) / (uni - naive):.0%}" if uni - naive > 0 else "—")
         lines += ["| gap (uni − naive) | " + " | ".join(gaps) + " |", "| closed by UMT | " + " | ".join(closed) + " |"]
-        lines += ["", "Test accuracy of the models: " + ", ".join(f"{k} {_fmt(v)}" for k, v in d["test"].items()), ""]
+        lines += [
+            "",
+            "Test accuracy of the models: " + ", ".join(f"{k} {mean_std(v)}" for k, v in d["test"].items()),
+            "",
+        ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = argv if argv is not None else sys.argv[1:]
-    if len(args) != 2:
-        raise SystemExit("usage: python -m mmtool.analysis.laziness RUNS_ROOT OUT.md")
-    text = render(collect(Path(args[0])))
-    atomic_write_text(Path(args[1]), text)
-    print(text)
+    table_main(argv, "mmtool.analysis.laziness", lambda root: render(collect(root)))
 
 
 if __name__ == "__main__":

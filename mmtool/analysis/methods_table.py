@@ -9,11 +9,10 @@ Usage: python -m mmtool.analysis.methods_table RUNS_ROOT OUT.md
 
 from __future__ import annotations
 
-import statistics
-import sys
 from pathlib import Path
 
-from mmtool.runs import atomic_write_text, read_json
+from mmtool.analysis.tables import mean_std, table_main
+from mmtool.runs import read_json
 
 
 def collect(root: Path) -> tuple[list[str], dict[str, dict[str, list[float]]]]:
@@ -32,13 +31,6 @@ def collect(root: Path) -> tuple[list[str], dict[str, dict[str, list[float]]]]:
     return datasets, rows
 
 
-def _fmt(values: list[float]) -> str:
-    if not values:
-        return "—"
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.1f} ± {std:.1f}"
-
-
 def render(datasets: list[str], rows: dict[str, dict[str, list[float]]]) -> str:
     seeds = max((len(v) for r in rows.values() for v in r.values()), default=0)
     lines = [
@@ -50,17 +42,12 @@ def render(datasets: list[str], rows: dict[str, dict[str, list[float]]]) -> str:
         "|---" * (len(datasets) + 1) + "|",
     ]
     for name in sorted(rows, key=lambda r: (not r.startswith("uni-modal"), r)):
-        lines.append(f"| {name} | " + " | ".join(_fmt(rows[name].get(ds, [])) for ds in datasets) + " |")
+        lines.append(f"| {name} | " + " | ".join(mean_std(rows[name].get(ds, [])) for ds in datasets) + " |")
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = argv if argv is not None else sys.argv[1:]
-    if len(args) != 2:
-        raise SystemExit("usage: python -m mmtool.analysis.methods_table RUNS_ROOT OUT.md")
-    text = render(*collect(Path(args[0])))
-    atomic_write_text(Path(args[1]), text)
-    print(text)
+    table_main(argv, "mmtool.analysis.methods_table", lambda root: render(*collect(root)))
 
 
 if __name__ == "__main__":

@@ -10,10 +10,10 @@ Usage: python -m mmtool.analysis.table20 RUNS_ROOT OUT.md
 from __future__ import annotations
 
 import statistics
-import sys
 from pathlib import Path
 
-from mmtool.runs import atomic_write_text, read_json
+from mmtool.analysis.tables import mean_std, table_main
+from mmtool.runs import read_json
 
 DATASETS = ("synth-alpha", "synth-beta", "synth-gamma")
 # What the paper reports (Table 20 / Table 21), shown for comparison only; our columns are computed.
@@ -42,13 +42,6 @@ def collect(root: Path) -> dict[str, dict[str, list[float]]]:
     return rows
 
 
-def _fmt(values: list[float]) -> str:
-    if not values:
-        return "—"
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.1f} ± {std:.1f}"
-
-
 def _row_percent(cm: list[list[int]]) -> list[list[float]]:
     return [[100.0 * c / max(sum(row), 1) for c in row] for row in cm]
 
@@ -66,7 +59,7 @@ def render(rows: dict) -> str:
         "|---|---|---|---|",
     ]
     for row, paper in PAPER_T20.items():
-        cells = [f"{_fmt(rows[row][ds])} [{p:g}]" for ds, p in zip(DATASETS, paper, strict=True)]
+        cells = [f"{mean_std(rows[row][ds])} [{p:g}]" for ds, p in zip(DATASETS, paper, strict=True)]
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     lines += ["", "## Table 21: uni-modal confusion matrix on γ (row %, mean over seeds; paper in brackets)", ""]
     for m, mats in rows["_confusion"].items():
@@ -88,12 +81,7 @@ def render(rows: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = argv if argv is not None else sys.argv[1:]
-    if len(args) != 2:
-        raise SystemExit("usage: python -m mmtool.analysis.table20 RUNS_ROOT OUT.md")
-    text = render(collect(Path(args[0])))
-    atomic_write_text(Path(args[1]), text)
-    print(text)
+    table_main(argv, "mmtool.analysis.table20", lambda root: render(collect(root)))
 
 
 if __name__ == "__main__":
