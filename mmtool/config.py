@@ -47,6 +47,7 @@ class ModelConfig:
     hidden: tuple[int, ...] = (100,)  # mlp encoder: hidden widths; the last one is the feature size
     head: str = "linear"
     head_hidden: int = 200  # mlp head only
+    fusion: str = "late"  # late: encoders meet in the head; mmtm: MMTM modules between encoder blocks
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Conditional utilization rates (Wu et al. 2022, Def. 4.1) adapted to late fusion.
+"""Conditional utilization rates (Wu et al. 2022, Def. 4.1): as written for MMTM intermediate fusion,
+and adapted to late fusion.
 
 The paper derives single-modality variants of an intermediate-fusion network by feeding every fusion
 module the training-set mean of the other branch's activations. In a late-fusion network the only place
@@ -19,6 +20,7 @@ import torch
 
 from mmtool.engine.evaluate import accuracy
 from mmtool.models import MultiModalNet
+from mmtool.models.mmtm import MMTMNet
 
 
 @torch.no_grad()
@@ -52,7 +54,49 @@ def accuracy_with_mean(
     return accuracy(torch.cat(logits), torch.cat(targets))
 
 
+@torch.no_grad()
+def _branch_accuracies(model: MMTMNet, split, device, override: dict | None) -> dict[str, float]:
+    """Accuracy of each branch's own prediction, with some modalities' MMTM inputs overridden."""
+    model.eval()
+    logits: dict[str, list] = {}
+    targets = []
+    for batch in split.batches(4096):
+        batch = batch.to(device)
+        out = model.fuse(model.encode(batch.inputs, squeeze_override=override))
+        for m, z in out["unimodal_logits"].items():
+            logits.setdefault(m, []).append(z.float().cpu())
+        targets.append(batch.target.cpu())
+    target = torch.cat(targets)
+    return {m: accuracy(torch.cat(v), target) for m, v in logits.items()}
+
+
+def intermediate_rates(model: MMTMNet, train, test, device) -> dict:
+    """Paper 002, Def. 4.1 as written: ``f_a'`` is branch a's prediction when every MMTM sees the training
+    mean of the other modality's squeezed activations (Eq. 7), ``u(b|a) = (A(f_a) - A(f_a')) / A(f_a)``."""
+    a, b = model.modalities
+    means = model.squeeze_means(train, device)
+    full = _branch_accuracies(model, test, device, None)
+    only_a = _branch_accuracies(model, test, device, {b: means[b]})[a]  # branch a, b's information cut
+    only_b = _branch_accuracies(model, test, device, {a: means[a]})[b]
+    u_b_given_a = (full[a] - only_a) / full[a]
+    u_a_given_b = (full[b] - only_b) / full[b]
+    return {
+        "modalities": [a, b],
+        "fusion": "mmtm",
+        "accuracy": accuracy_with_mean(model, test, device, None, {}),
+        f"accuracy_branch_{a}": full[a],
+        f"accuracy_branch_{b}": full[b],
+        f"accuracy_only_{a}": only_a,
+        f"accuracy_only_{b}": only_b,
+        f"u({b}|{a})": u_b_given_a,
+        f"u({a}|{b})": u_a_given_b,
+        "d_util": u_b_given_a - u_a_given_b,
+    }
+
+
 def utilization_rates(model: MultiModalNet, train, test, device) -> dict:
+    if isinstance(model, MMTMNet):
+        return intermediate_rates(model, train, test, device)
     a, b = model.modalities[:2]
     means = mean_features(model, train, device)
     acc = accuracy_with_mean(model, test, device, None, means)

@@ -1,10 +1,14 @@
-"""Models: late-fusion networks assembled from registered encoders and heads.
+"""Models: multi-modal networks assembled from registered encoders and heads.
 
 A model is described by a *spec*, a plain dict saved in every checkpoint, so any later stage can rebuild
 it from a run directory without the recipe that trained it::
 
     {"modalities": {"m1": 200, "m2": 100}, "num_classes": 3,
-     "encoder": "mlp", "encoder_args": {"hidden": [100]}, "head": "linear", "head_args": {}}
+     "encoder": "mlp", "encoder_args": {"hidden": [100]}, "head": "linear", "head_args": {},
+     "fusion": "late"}
+
+``fusion`` picks how the encoders are connected: ``late`` (:class:`MultiModalNet`, they meet in the
+head) or ``mmtm`` (:class:`~mmtool.models.mmtm.MMTMNet`, MMTM modules between encoder blocks).
 """
 
 from __future__ import annotations
@@ -12,41 +16,14 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-import torch
-from torch import nn
-
 from mmtool.config import ModelConfig
+from mmtool.errors import UserError
+from mmtool.models.base import MultiModalNet
 from mmtool.models.encoders import ENCODERS
 from mmtool.models.heads import HEADS
+from mmtool.models.mmtm import MMTMNet
 
-
-class MultiModalNet(nn.Module):
-    """Late fusion: one encoder per modality, then a fusion head.
-
-    ``forward`` returns ``{"logits": (B, C), "features": {m: (B, D_m)}}`` plus ``"unimodal_logits"``
-    when the head is a sum of per-modality parts. ``encode`` and ``fuse`` are exposed separately so
-    analyses can replace a modality's features (utilization) or reuse cached features (probes).
-    """
-
-    def __init__(self, encoders: dict[str, nn.Module], head: nn.Module) -> None:
-        super().__init__()
-        self.encoders = nn.ModuleDict(encoders)
-        self.head = head
-
-    @property
-    def modalities(self) -> list[str]:
-        return list(self.encoders)
-
-    def encode(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {m: enc(inputs[m]) for m, enc in self.encoders.items()}
-
-    def fuse(self, features: dict[str, torch.Tensor]) -> dict[str, Any]:
-        out = dict(self.head(features))
-        out["features"] = features
-        return out
-
-    def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, Any]:
-        return self.fuse(self.encode(inputs))
+FUSIONS = {"late": MultiModalNet, "mmtm": MMTMNet}  # how the encoders are connected
 
 
 def _accepted(cls: type, candidates: dict[str, Any]) -> dict[str, Any]:
@@ -66,6 +43,7 @@ def model_spec(
         "encoder_args": _accepted(encoder_cls, {"hidden": list(cfg.hidden)}),
         "head": cfg.head,
         "head_args": _accepted(head_cls, {"hidden": cfg.head_hidden}),
+        "fusion": cfg.fusion,
     }
 
 
@@ -75,4 +53,7 @@ def build_model(spec: dict) -> MultiModalNet:
     encoders = {m: encoder_cls(d, **spec["encoder_args"]) for m, d in spec["modalities"].items()}
     dims = {m: e.out_dim for m, e in encoders.items()}
     head = HEADS.get(spec["head"])(dims, spec["num_classes"], **spec["head_args"])
-    return MultiModalNet(encoders, head)
+    fusion = spec.get("fusion", "late")
+    if fusion not in FUSIONS:
+        raise UserError(f"model.fusion: unknown fusion {fusion!r} (known: {', '.join(FUSIONS)})")
+    return FUSIONS[fusion](encoders, head)

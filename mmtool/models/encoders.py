@@ -34,6 +34,15 @@ class MLPEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, in_dim) -> (B, out_dim)
         return self.net(x)
 
+    @property
+    def blocks(self) -> list[nn.Module]:
+        """The Linear+ReLU pairs in order: where intermediate fusion modules (MMTM) can sit between."""
+        return [self.net[i : i + 2] for i in range(0, len(self.net), 2)]
+
+    @property
+    def block_dims(self) -> list[int]:
+        return [self.net[i].out_features for i in range(0, len(self.net), 2)]
+
 
 @ENCODERS.register("identity")
 class IdentityEncoder(nn.Module):

@@ -1,0 +1,105 @@
+"""Intermediate fusion with multi-modal transfer modules (MMTM; Joze et al. 2020), as paper 002 uses it.
+
+Two uni-modal branches run block by block; after every block but the last, an MMTM squeezes each
+branch's activations to a vector (``h_m``: the activations themselves for vectors, their spatial mean
+for feature maps), computes ``w0, w1 = g([h0, h1])`` with ``g`` = FC + ReLU, then one FC per branch
+(paper 002, Eq. 1), and rescales each branch channel-wise, ``A_m <- 2 sigmoid(w_m) * A_m`` (Eq. 2).
+Each branch ends in its own classifier; the prediction averages the two (``head: ensemble``), and the
+training loss is the sum of the branch losses (Eq. 4; method ``ume``).
+
+``encode(inputs, squeeze_override)`` can replace a modality's squeezed vectors by fixed ones (its
+training-set means): that is how paper 002 derives the single-modality variants for conditional
+utilization rates (Eq. 6-8).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mmtool.errors import UserError
+from mmtool.models.base import MultiModalNet
+
+
+def squeeze(a: torch.Tensor) -> torch.Tensor:
+    """(B, C, ...) -> (B, C): global average over every spatial dimension."""
+    return a.flatten(2).mean(-1) if a.dim() > 2 else a
+
+
+def excite(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``2 * sigmoid(w) * a`` channel-wise; ``w`` is (B, C)."""
+    scale = 2 * torch.sigmoid(w)
+    return a * scale.view(*scale.shape, *([1] * (a.dim() - 2)))
+
+
+class MMTM(nn.Module):
+    """``w0, w1 = g([h0, h1])``: a shared FC + ReLU, then one FC per branch (paper 002, Eq. 1).
+
+    ``shared`` lies on the path to both branches' predictions, ``to_w[0]`` only on branch 0's and
+    ``to_w[1]`` only on branch 1's (the green, green/blue and green/red blocks of paper 002, Fig. 1).
+    """
+
+    def __init__(self, c0: int, c1: int, reduction: int = 4) -> None:
+        super().__init__()
+        hidden = max(1, (c0 + c1) // reduction)  # MMTM's bottleneck; reduction 4 as in Joze et al.
+        self.shared = nn.Sequential(nn.Linear(c0 + c1, hidden), nn.ReLU())
+        self.to_w = nn.ModuleList([nn.Linear(hidden, c0), nn.Linear(hidden, c1)])
+
+    def forward(self, h0: torch.Tensor, h1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.shared(torch.cat([h0, h1], dim=1))
+        return self.to_w[0](z), self.to_w[1](z)
+
+
+class MMTMNet(MultiModalNet):
+    """Two branches (encoders exposing ``blocks``/``block_dims``) linked by MMTMs, then a fusion head."""
+
+    def __init__(self, encoders: dict[str, nn.Module], head: nn.Module) -> None:
+        super().__init__(encoders, head)
+        if len(encoders) != 2:
+            raise UserError(f"model.fusion: mmtm links exactly two modalities, got {list(encoders)}")
+        dims = [getattr(e, "block_dims", None) for e in encoders.values()]
+        if any(d is None for d in dims) or len(dims[0]) != len(dims[1]) or len(dims[0]) < 2:
+            raise UserError(
+                "model.fusion: mmtm needs encoders with the same number (>= 2) of blocks, e.g. model.hidden=[64,32]"
+            )
+        self.mmtm = nn.ModuleList([MMTM(c0, c1) for c0, c1 in zip(dims[0][:-1], dims[1][:-1], strict=True)])
+
+    def encode(
+        self,
+        inputs: dict[str, torch.Tensor],
+        squeeze_override: dict[str, list[torch.Tensor]] | None = None,
+        record: dict[str, list[torch.Tensor]] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Branch features after every MMTM. ``squeeze_override`` replaces a modality's squeezed vectors
+        (one per MMTM) before ``g``; ``record`` collects the squeezed vectors ``{m: [(B, C_k)]}``."""
+        m0, m1 = self.modalities
+        blocks = {m: enc.blocks for m, enc in self.encoders.items()}
+        a = {m: inputs[m] for m in (m0, m1)}
+        for k in range(len(blocks[m0])):
+            a = {m: blocks[m][k](a[m]) for m in (m0, m1)}
+            if k == len(self.mmtm):
+                break
+            h = {m: squeeze(a[m]) for m in (m0, m1)}
+            if record is not None:
+                for m in (m0, m1):
+                    record.setdefault(m, []).append(h[m].detach().float())
+            for m, means in (squeeze_override or {}).items():
+                h[m] = means[k].to(h[m].dtype).expand_as(h[m])
+            w0, w1 = self.mmtm[k](h[m0], h[m1])
+            a = {m0: excite(a[m0], w0), m1: excite(a[m1], w1)}
+        return a
+
+    @torch.no_grad()
+    def squeeze_means(self, split, device) -> dict[str, list[torch.Tensor]]:
+        """Training-set mean of every MMTM's squeezed input, per modality: ``{m: [(C_k,) per MMTM]}``."""
+        sums: dict[str, list[torch.Tensor]] = {}
+        n = 0
+        for batch in split.batches(4096):
+            batch = batch.to(device)
+            record: dict[str, list[torch.Tensor]] = {}
+            self.encode(batch.inputs, record=record)
+            for m, hs in record.items():
+                totals = [h.sum(0) for h in hs]
+                sums[m] = [a + b for a, b in zip(sums[m], totals, strict=True)] if m in sums else totals
+            n += len(batch)
+        return {m: [s / n for s in v] for m, v in sums.items()}

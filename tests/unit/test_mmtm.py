@@ -1,0 +1,95 @@
+"""MMTM intermediate fusion: information crosses branches, and can be cut with squeeze overrides."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mmtool.analysis.utilization import utilization_rates
+from mmtool.config import ModelConfig
+from mmtool.engine.evaluate import accuracy
+from mmtool.engine.loop import fit
+from mmtool.errors import UserError
+from mmtool.methods import MethodContext, build_method
+from mmtool.models import build_model, model_spec
+from mmtool.models.mmtm import MMTMNet, excite
+
+DIMS = {"m1": 200, "m2": 100}
+
+
+def mmtm_model(hidden=(16, 8), num_classes=2, seed=0):
+    cfg = ModelConfig(encoder="mlp", hidden=hidden, head="ensemble", fusion="mmtm")
+    spec = model_spec(cfg, DIMS, num_classes, ["m1", "m2"])
+    torch.manual_seed(seed)
+    return build_model(spec), spec
+
+
+def test_branches_exchange_information_and_override_cuts_it(alpha_splits):
+    model, spec = mmtm_model()
+    assert isinstance(model, MMTMNet) and len(model.mmtm) == 1 and spec["fusion"] == "mmtm"
+    x = alpha_splits["val"].inputs
+    other = {"m1": x["m1"], "m2": torch.randn_like(x["m2"])}
+    with torch.no_grad():
+        base = model.fuse(model.encode(x))["unimodal_logits"]["m1"]
+        moved = model.fuse(model.encode(other))["unimodal_logits"]["m1"]
+        assert not torch.allclose(base, moved)  # m2 reaches branch m1 through the MMTM
+        means = model.squeeze_means(alpha_splits["train"], "cpu")
+        cut = model.fuse(model.encode(x, squeeze_override={"m2": means["m2"]}))["unimodal_logits"]["m1"]
+        cut_moved = model.fuse(model.encode(other, squeeze_override={"m2": means["m2"]}))["unimodal_logits"]["m1"]
+        assert torch.allclose(cut, cut_moved)  # with m2's squeeze at its mean, branch m1 sees m1 only
+
+
+def test_squeeze_means_are_training_means(alpha_splits):
+    model, _ = mmtm_model()
+    train = alpha_splits["train"]
+    with torch.no_grad():
+        h1 = model.encoders["m1"].blocks[0](train.inputs["m1"])  # first block, before any MMTM
+        means = model.squeeze_means(train, "cpu")
+    assert torch.allclose(means["m1"][0], h1.mean(0), atol=1e-6)
+
+
+def test_excite_at_zero_is_identity():
+    a = torch.randn(4, 3, 5, 5)
+    assert torch.allclose(excite(a, torch.zeros(4, 3)), a)
+
+
+def test_utilization_follows_def_4_1(alpha_splits):
+    model, _ = mmtm_model()
+    train, test = alpha_splits["train"], alpha_splits["val"]
+    rates = utilization_rates(model, train, test, "cpu")
+    means = model.squeeze_means(train, "cpu")
+    with torch.no_grad():
+        full = model.fuse(model.encode(test.inputs))["unimodal_logits"]["m1"]
+        cut = model.fuse(model.encode(test.inputs, squeeze_override={"m2": means["m2"]}))["unimodal_logits"]["m1"]
+    a_full, a_cut = accuracy(full, test.target), accuracy(cut, test.target)
+    assert rates["u(m2|m1)"] == pytest.approx((a_full - a_cut) / a_full)
+    assert rates["d_util"] == pytest.approx(rates["u(m2|m1)"] - rates["u(m1|m2)"])
+
+
+def test_trains_with_the_sum_of_branch_losses(alpha_splits, train_cfgs, tmp_path):
+    model, spec = mmtm_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    method = build_method("ume", {}, MethodContext(num_classes=2, modalities=("m1", "m2")))
+    optim, schedule, cfg = train_cfgs(epochs=3, lr=0.1)
+    fit(
+        model,
+        method,
+        alpha_splits["train"],
+        alpha_splits["val"],
+        spec,
+        tmp_path,
+        optim,
+        schedule,
+        cfg,
+        torch.device("cpu"),
+    )
+    after = model.state_dict()
+    assert all(not torch.equal(before[k], after[k]) for k in before if k.startswith("mmtm."))
+
+
+def test_needs_two_blocks_and_two_modalities():
+    with pytest.raises(UserError, match="blocks"):
+        mmtm_model(hidden=(16,))
+    cfg = ModelConfig(encoder="mlp", hidden=(8, 4), head="ensemble", fusion="mmtm")
+    with pytest.raises(UserError, match="two modalities"):
+        build_model(model_spec(cfg, DIMS, 2, ["m1"]))
