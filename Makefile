@@ -63,26 +63,31 @@ laziness:
 	$(PYTHON) -m mmtool.analysis.laziness $(LZ) results/laziness.md
 
 # Every method on the CPU datasets (Table 5/9 analogue), over $(SEEDS) -> results/methods.md.
-# The method recipes are written for the synthetic sets; on the digits sets X adds what their own recipes set.
+# (dataset, seed) jobs run two at a time with one thread each: the models are small, the cores are two.
+METHOD_JOBS := $(foreach d,$(METHOD_SETS),$(foreach s,$(SEEDS),methods-job/$(d)/$(s)))
+
 methods:
 	rm -rf $(MT) && mkdir -p $(MT)
-	set -e; for s in $(SEEDS); do for d in $(METHOD_SETS); do \
-	  echo "methods: $$d seed $$s (log: $(MT)/log.txt)" >&2; \
-	  case $$d in digits-*) X="model.hidden=[64,32] optim.lr=0.02";; *) X="";; esac; \
-	  R=$(MT)/$$d/seed$$s; A="data.name=$$d data.seed=$$s train.seed=$$s $$X"; \
-	  $(MMTOOL) prep $$d data.seed=$$s > /dev/null 2>> $(MT)/log.txt; \
-	  $(MMTOOL) pretrain-unimodal -r recipes/synth-gamma/pretrain.yaml $$A --run-dir $$R/unimodal > /dev/null 2>> $(MT)/log.txt; \
-	  for m in $(PLAIN_METHODS); do \
-	    $(MMTOOL) train -r recipes/synth-gamma/$$m.yaml $$A --run-dir $$R/$$m > /dev/null 2>> $(MT)/log.txt; \
-	  done; \
-	  for m in $(TEACHER_METHODS); do \
-	    $(MMTOOL) train -r recipes/synth-gamma/$$m.yaml $$A --teachers $$R/unimodal --run-dir $$R/$$m > /dev/null 2>> $(MT)/log.txt; \
-	  done; \
-	  $(MMTOOL) train -r recipes/synth-gamma/self_distill.yaml $$A method.teacher_run=$$R/naive \
-	    --run-dir $$R/self_distill > /dev/null 2>> $(MT)/log.txt; \
-	  $(MMTOOL) ensemble -r recipes/synth-gamma/ensemble.yaml $$A --teachers $$R/unimodal --run-dir $$R/ume_ensemble > /dev/null 2>> $(MT)/log.txt; \
-	done; done
+	$(MAKE) --no-print-directory -j2 $(METHOD_JOBS)
 	$(PYTHON) -m mmtool.analysis.methods_table $(MT) results/methods.md
+
+# The method recipes are written for the synthetic sets; on the digits sets X adds what their own recipes set.
+methods-job/%:
+	@d=$(word 1,$(subst /, ,$*)); s=$(word 2,$(subst /, ,$*)); R=$(MT)/$$d/seed$$s; L=$(MT)/log-$$d-$$s.txt; \
+	case $$d in digits-*) X="model.hidden=[64,32] optim.lr=0.02";; *) X="";; esac; \
+	A="data.name=$$d data.seed=$$s train.seed=$$s $$X"; export OMP_NUM_THREADS=1; set -e; \
+	echo "methods: $$d seed $$s (log: $$L)" >&2; \
+	$(MMTOOL) prep $$d data.seed=$$s > /dev/null 2>> $$L; \
+	$(MMTOOL) pretrain-unimodal -r recipes/synth-gamma/pretrain.yaml $$A --run-dir $$R/unimodal > /dev/null 2>> $$L; \
+	for m in $(PLAIN_METHODS); do \
+	  $(MMTOOL) train -r recipes/synth-gamma/$$m.yaml $$A --run-dir $$R/$$m > /dev/null 2>> $$L; \
+	done; \
+	for m in $(TEACHER_METHODS); do \
+	  $(MMTOOL) train -r recipes/synth-gamma/$$m.yaml $$A --teachers $$R/unimodal --run-dir $$R/$$m > /dev/null 2>> $$L; \
+	done; \
+	$(MMTOOL) train -r recipes/synth-gamma/self_distill.yaml $$A method.teacher_run=$$R/naive \
+	  --run-dir $$R/self_distill > /dev/null 2>> $$L; \
+	$(MMTOOL) ensemble -r recipes/synth-gamma/ensemble.yaml $$A --teachers $$R/unimodal --run-dir $$R/ume_ensemble > /dev/null 2>> $$L
 
 bench:
 	$(PYTHON) benchmarks/bench_loop.py
