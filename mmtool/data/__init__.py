@@ -144,6 +144,30 @@ def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def write_array_cache(
+    cfg: DataConfig, out: Path, build: Callable[[int, int], dict[str, np.ndarray]], n: int, data_format: int
+) -> tuple[dict[str, np.ndarray], dict]:
+    """Generate ``build(seed, n)``, save it as ``data.npz`` and return (arrays, the manifest's common part:
+    sizes, label counts, split sizes for the given fractions, checksum, timing)."""
+    started = time.perf_counter()
+    arrays = build(cfg.seed, n)
+    seconds = time.perf_counter() - started
+    sha = save_arrays(out / "data.npz", arrays)
+    idx = split_indices(n, cfg.seed, cfg.test_fraction, cfg.val_fraction)
+    return arrays, {
+        "dataset": cfg.name,
+        "format": data_format,
+        "seed": cfg.seed,
+        "n": n,
+        "split_sizes": {k: len(v) for k, v in idx.items()},
+        "split_note": "splits are drawn at load time from data.seed, data.test_fraction, data.val_fraction; "
+        "per-split figures here are for the fractions given to prep",
+        "files": {"data.npz": sha},
+        "generate_seconds": round(seconds, 4),
+        "skipped": [],
+    }
+
+
 def read_verified_arrays(cfg: DataConfig, folder: Path, data_format: int) -> tuple[dict, dict[str, np.ndarray]]:
     """The manifest and ``data.npz`` arrays of a cache, after checking its data format and checksum."""
     manifest = json.loads((folder / "manifest.json").read_text())

@@ -14,7 +14,6 @@ other splits ``<m>_eval``. Both versions exist for every sample because splits a
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,16 @@ import numpy as np
 import torch
 
 from mmtool.config import DataConfig
-from mmtool.data import DATASETS, Dataset, DatasetSpec, Split, lazy, read_verified_arrays, save_arrays, split_indices
+from mmtool.data import (
+    DATASETS,
+    Dataset,
+    DatasetSpec,
+    Split,
+    lazy,
+    read_verified_arrays,
+    split_indices,
+    write_array_cache,
+)
 from mmtool.data import digits as digits_mod
 from mmtool.errors import UserError
 
@@ -142,29 +150,16 @@ def _key(cfg: DataConfig) -> str:
 
 def _prepare(cfg: DataConfig, out: Path) -> dict:
     family = FAMILIES[cfg.name]
-    n = _size(cfg)
-    started = time.perf_counter()
-    arrays = family.build(cfg.seed, n)
-    seconds = time.perf_counter() - started
-    sha = save_arrays(out / "data.npz", arrays)
-    idx = split_indices(n, cfg.seed, cfg.test_fraction, cfg.val_fraction)
+    arrays, manifest = write_array_cache(cfg, out, family.build, _size(cfg), FORMAT)
     y = arrays["y"]
+    idx = split_indices(manifest["n"], cfg.seed, cfg.test_fraction, cfg.val_fraction)
     return {
-        "dataset": cfg.name,
-        "format": FORMAT,
-        "seed": cfg.seed,
-        "n": n,
+        **manifest,
         "modalities": {m: int(arrays[m].shape[1]) for m in MODALITIES},
         "eval_versions": sorted(m for m in MODALITIES if m + EVAL_SUFFIX in arrays),
         "num_classes": family.num_classes,
         "class_counts": np.bincount(y, minlength=family.num_classes).tolist(),
-        "split_sizes": {k: len(v) for k, v in idx.items()},
-        "split_note": "splits are drawn at load time from data.seed, data.test_fraction, data.val_fraction; "
-        "per-split figures here are for the fractions given to prep",
         **family.describe(arrays, idx),
-        "files": {"data.npz": sha},
-        "generate_seconds": round(seconds, 4),
-        "skipped": [],
     }
 
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from mmtool.config import DataConfig
-from mmtool.data import DATASETS, Dataset, DatasetSpec, Split, read_verified_arrays, save_arrays, split_indices
+from mmtool.data import DATASETS, Dataset, DatasetSpec, Split, read_verified_arrays, split_indices, write_array_cache
 from mmtool.data.synthetic import GENERATORS
 from mmtool.errors import UserError
 
@@ -30,26 +29,13 @@ def _key(cfg: DataConfig) -> str:
 
 def _prepare(cfg: DataConfig, out: Path) -> dict:
     generate, _ = GENERATORS[cfg.name]
-    n = _size(cfg)
-    started = time.perf_counter()
-    arrays = generate(cfg.seed, n)
-    seconds = time.perf_counter() - started
-    sha = save_arrays(out / "data.npz", arrays)
-    idx = split_indices(n, cfg.seed, cfg.test_fraction, cfg.val_fraction)
+    arrays, manifest = write_array_cache(cfg, out, generate, _size(cfg), FORMAT)
     y = arrays["y"]
     return {
-        "dataset": cfg.name,
-        "format": FORMAT,
-        "seed": cfg.seed,
-        "n": n,
+        **manifest,
         "modalities": {m: int(arrays[m].shape[1]) for m in MODALITIES},
         "num_classes": int(y.max()) + 1,
         "class_counts": np.bincount(y).tolist(),
-        "split_sizes": {k: len(v) for k, v in idx.items()},
-        "split_note": "splits are drawn at load time from data.seed, data.test_fraction, data.val_fraction",
-        "files": {"data.npz": sha},
-        "generate_seconds": round(seconds, 4),
-        "skipped": [],
     }
 
 
