@@ -184,6 +184,25 @@ def read_verified_arrays(cfg: DataConfig, folder: Path, data_format: int) -> tup
         return manifest, {k: npz[k] for k in npz.files}
 
 
+EVAL_SUFFIX = "_eval"  # "<m>_eval" in a cache: the version of modality m that validation and test read
+
+
+def dataset_from_arrays(
+    cfg: DataConfig, manifest: dict, arrays: dict[str, np.ndarray], modalities: tuple[str, ...]
+) -> Dataset:
+    """Split cached arrays by ``data.seed``/fractions; val and test read ``<m>_eval`` where it is stored."""
+    idx = split_indices(manifest["n"], cfg.seed, cfg.test_fraction, cfg.val_fraction)
+
+    def part(m: str, split: str, ix: np.ndarray) -> torch.Tensor:
+        source = arrays[m] if split == "train" else arrays.get(m + EVAL_SUFFIX, arrays[m])
+        return torch.from_numpy(source[ix])
+
+    splits = {
+        k: Split({m: part(m, k, ix) for m in modalities}, torch.from_numpy(arrays["y"][ix])) for k, ix in idx.items()
+    }
+    return Dataset(cfg.name, modalities, manifest["num_classes"], dict(manifest["modalities"]), splits)
+
+
 # register the built-in families
 import mmtool.data.registry_laziness  # noqa: E402,F401
 from mmtool.data import registry_synthetic  # noqa: E402,F401

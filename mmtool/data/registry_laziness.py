@@ -19,14 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from mmtool.config import DataConfig
 from mmtool.data import (
     DATASETS,
+    EVAL_SUFFIX,
     Dataset,
     DatasetSpec,
-    Split,
+    dataset_from_arrays,
     lazy,
     read_verified_arrays,
     split_indices,
@@ -36,7 +36,6 @@ from mmtool.data import digits as digits_mod
 from mmtool.errors import UserError
 
 MODALITIES = ("m1", "m2")
-EVAL_SUFFIX = "_eval"
 FORMAT = 1  # bump when a builder's output changes
 MIN_N = 30
 
@@ -49,12 +48,6 @@ class _Family:
     num_classes: int
     describe: Callable[[dict[str, np.ndarray], dict[str, np.ndarray]], dict]  # (arrays, split idx) -> manifest
     description: str
-
-
-def split_arrays(arrays: dict[str, np.ndarray], idx: dict[str, np.ndarray], modality: str) -> dict[str, np.ndarray]:
-    """``{split: (n_split, D)}`` of one modality, the evaluation version for val/test when stored."""
-    ev = arrays.get(modality + EVAL_SUFFIX, arrays[modality])
-    return {k: (arrays[modality] if k == "train" else ev)[ix] for k, ix in idx.items()}
 
 
 def _describe_lazy(arrays: dict[str, np.ndarray], idx: dict[str, np.ndarray]) -> dict:
@@ -165,19 +158,7 @@ def _prepare(cfg: DataConfig, out: Path) -> dict:
 
 def _load(cfg: DataConfig, folder: Path) -> Dataset:
     manifest, arrays = read_verified_arrays(cfg, folder, FORMAT)
-    idx = split_indices(manifest["n"], cfg.seed, cfg.test_fraction, cfg.val_fraction)
-    per_modality = {m: split_arrays(arrays, idx, m) for m in MODALITIES}
-    splits = {
-        k: Split({m: torch.from_numpy(per_modality[m][k]) for m in MODALITIES}, torch.from_numpy(arrays["y"][ix]))
-        for k, ix in idx.items()
-    }
-    return Dataset(
-        name=cfg.name,
-        modalities=MODALITIES,
-        num_classes=manifest["num_classes"],
-        input_dims=dict(manifest["modalities"]),
-        splits=splits,
-    )
+    return dataset_from_arrays(cfg, manifest, arrays, MODALITIES)
 
 
 for _name, _family in FAMILIES.items():

@@ -5,10 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from mmtool.config import DataConfig
-from mmtool.data import DATASETS, Dataset, DatasetSpec, Split, read_verified_arrays, split_indices, write_array_cache
+from mmtool.data import (
+    DATASETS,
+    Dataset,
+    DatasetSpec,
+    dataset_from_arrays,
+    read_verified_arrays,
+    write_array_cache,
+)
 from mmtool.data.synthetic import GENERATORS
 from mmtool.errors import UserError
 
@@ -40,20 +46,8 @@ def _prepare(cfg: DataConfig, out: Path) -> dict:
 
 
 def _load(cfg: DataConfig, folder: Path) -> Dataset:
-    manifest, raw = read_verified_arrays(cfg, folder, FORMAT)
-    arrays = {k: torch.from_numpy(v) for k, v in raw.items()}
-    idx = split_indices(manifest["n"], cfg.seed, cfg.test_fraction, cfg.val_fraction)
-    splits = {
-        name: Split({m: arrays[m][ix] for m in MODALITIES}, arrays["y"][ix])
-        for name, ix in ((k, torch.from_numpy(v)) for k, v in idx.items())
-    }
-    return Dataset(
-        name=cfg.name,
-        modalities=MODALITIES,
-        num_classes=manifest["num_classes"],
-        input_dims=dict(manifest["modalities"]),
-        splits=splits,
-    )
+    manifest, arrays = read_verified_arrays(cfg, folder, FORMAT)
+    return dataset_from_arrays(cfg, manifest, arrays, MODALITIES)
 
 
 _DESCRIPTIONS = {
