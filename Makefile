@@ -13,7 +13,10 @@ METHOD_SETS ?= synth-lazy digits-colored digits-twoview
 PLAIN_METHODS := naive naive_linear naive_attention aux_ce gblending ogm_ge dropout modality_dropout mla ume
 TEACHER_METHODS := umt umt_m1 umt_m2 finetune
 
-.PHONY: install test lint quickstart table20 laziness methods bench clean
+GR := runs/greedy
+GREEDY := vanilla guided random
+
+.PHONY: install test lint quickstart table20 laziness methods greedy bench clean
 
 install:
 	$(PYTHON) -m pip install -c constraints.txt -e ".[dev]"
@@ -88,6 +91,20 @@ methods-job/%:
 	$(MMTOOL) train -r recipes/synth-gamma/self_distill.yaml $$A method.teacher_run=$$R/naive \
 	  --run-dir $$R/self_distill > /dev/null 2>> $$L; \
 	$(MMTOOL) ensemble -r recipes/synth-gamma/ensemble.yaml $$A --teachers $$R/unimodal --run-dir $$R/ume_ensemble > /dev/null 2>> $$L
+
+# Paper 002, Sec. 6.4: vanilla vs guided vs random balanced learning on MMTM fusion of colored-and-gray
+# digits, over $(SEEDS) -> results/greedy.md (+ results/greedy.png)
+greedy:
+	rm -rf $(GR) && mkdir -p $(GR)
+	set -e; for s in $(SEEDS); do \
+	  $(MMTOOL) prep digits-colored data.seed=$$s > /dev/null 2>> $(GR)/log.txt; \
+	  for a in $(GREEDY); do \
+	    echo "greedy: $$a seed $$s (log: $(GR)/log.txt)" >&2; R=$(GR)/$$a/seed$$s; A="data.seed=$$s train.seed=$$s"; \
+	    $(MMTOOL) train -r recipes/digits-colored/balanced.yaml method.mode=$$a $$A --run-dir $$R/train > /dev/null 2>> $(GR)/log.txt; \
+	    $(MMTOOL) utilization -r recipes/digits-colored/utilization.yaml $$A --run $$R/train --run-dir $$R/utilization > /dev/null 2>> $(GR)/log.txt; \
+	  done; \
+	done
+	$(PYTHON) -m mmtool.analysis.greedy $(GR) results/greedy.md
 
 bench:
 	$(PYTHON) benchmarks/bench_loop.py

@@ -22,7 +22,9 @@ def training_curves(metrics_path: Path, out: Path, title: str) -> Path | None:
         return None
     plt = _pyplot()
     epochs = [r["epoch"] for r in records]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    speeds = sorted({k for r in records for k in r if k == "d_speed" or k.startswith("s(")})
+    fig, axes = plt.subplots(1, 3 if speeds else 2, figsize=(15 if speeds else 10, 4))
+    ax_loss, ax_acc = axes[:2]
     parts = sorted({k for r in records for k in r if k.startswith("train_") and k.endswith("_loss")} - {"train_loss"})
     loss_keys = parts + (["train_loss"] if len(parts) > 1 else [])  # the total only when it differs
     for key in loss_keys:
@@ -39,6 +41,13 @@ def training_curves(metrics_path: Path, out: Path, title: str) -> Path | None:
             ax_acc.axvline(best, color="grey", linestyle=":", label=f"selected (epoch {best})")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="validation accuracy")
     ax_acc.legend(fontsize=8)
+    if speeds:  # conditional learning speeds (paper 002, Def. 5.1), logged by method `balanced`
+        for key in speeds:
+            ax = axes[2]
+            ax.plot(epochs, [r.get(key, float("nan")) for r in records], "k-" if key == "d_speed" else "--", label=key)
+        axes[2].axhline(0, color="grey", linestyle=":")
+        axes[2].set(xlabel="epoch", ylabel="log ratio", title="conditional learning speed")
+        axes[2].legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, plt, out)
@@ -108,5 +117,30 @@ def histogram(values: list[float], out: Path, title: str, xlabel: str, bins: int
     ax.axvline(0, color="grey", linestyle=":")
     ax.set(xlabel=xlabel, ylabel="runs", title=title)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, plt, out)
+
+
+def greedy_summary(
+    curves: dict[str, list[tuple[list[int], list[float]]]], d_util: dict[str, list[float]], out: Path
+) -> Path:
+    """Left: d_speed over training, one line per run, coloured by algorithm. Right: d_util of every run
+    per algorithm (paper 002, Fig. 5 and 6)."""
+    plt = _pyplot()
+    fig, (ax_speed, ax_util) = plt.subplots(1, 2, figsize=(11, 4))
+    colors = dict(zip(d_util, ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"], strict=False))
+    for name, runs in curves.items():
+        for k, (epochs, values) in enumerate(runs):
+            ax_speed.plot(epochs, values, color=colors.get(name, "black"), alpha=0.8, label=name if k == 0 else None)
+    ax_speed.axhline(0, color="grey", linestyle=":")
+    ax_speed.set(xlabel="epoch", ylabel="d_speed", title="imbalance in conditional learning speed")
+    ax_speed.legend(fontsize=8)
+    for i, (name, values) in enumerate(d_util.items()):
+        label = f"{name} ({len(values)} runs)"
+        ax_util.plot([i] * len(values), values, "o", color=colors[name], alpha=0.8, label=label)
+    ax_util.axhline(0, color="grey", linestyle=":")
+    ax_util.set_xticks(range(len(d_util)), list(d_util))
+    ax_util.set(xlabel="algorithm", ylabel="d_util", title="imbalance in conditional utilization (test)")
+    ax_util.legend(fontsize=8)
     fig.tight_layout()
     return _save(fig, plt, out)

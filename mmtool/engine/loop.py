@@ -142,6 +142,8 @@ def _train_epoch(model, method, train, opt, gen, cfg: TrainConfig, device) -> di
         if hasattr(method, "after_backward"):
             method.after_backward(model, step)
         opt.step()
+        if hasattr(method, "after_step"):
+            method.after_step(model, step)
         n = len(batch)
         seen += n
         for k, v in losses.items():

@@ -11,6 +11,7 @@ A method is a class registered in :data:`METHODS` with
   ``param_groups(model) -> list[dict]`` to give parts of the model their own learning rate;
   ``on_epoch_start(model, epoch)`` (epochs count from 1);
   ``after_backward(model, step)`` between backward and the optimizer step (gradient modulation);
+  ``after_step(model, step)`` after the optimizer step, gradients still in place (update statistics);
   ``epoch_metrics() -> dict`` extra numbers logged in metrics.jsonl at evaluation epochs;
   ``state_dict()`` / ``load_state_dict(state)`` for resumable method state.
 
@@ -38,6 +39,7 @@ class MethodContext:
     splits: dict[str, Any] = field(default_factory=dict)  # "train"/"val" splits, for methods that measure
     epochs: int = 0  # total training epochs
     lr: float | None = None  # the recipe's optim.lr, for methods whose param_groups scale it for a part
+    seed: int = 0  # the recipe's train.seed, for methods that draw random numbers of their own
 
 
 def build_method(name: str, params: dict[str, Any], context: MethodContext) -> Any:
@@ -52,6 +54,7 @@ def describe() -> list[tuple[str, str, str]]:
 
 from mmtool.methods import (  # noqa: E402,F401  (registration)
     aux_ce,
+    balanced,
     dropout,
     finetune,
     gblending,

@@ -9,7 +9,9 @@ training loss is the sum of the branch losses (Eq. 4; method ``ume``).
 
 ``encode(inputs, squeeze_override)`` can replace a modality's squeezed vectors by fixed ones (its
 training-set means): that is how paper 002 derives the single-modality variants for conditional
-utilization rates (Eq. 6-8).
+utilization rates (Eq. 6-8). ``encode(inputs, excite_override)`` replaces a modality's excitation
+``w_m`` by a fixed vector instead (its mean over earlier steps): the re-balancing steps of balanced
+multi-modal learning (paper 002, Eq. 13-14; method ``balanced``).
 """
 
 from __future__ import annotations
@@ -69,9 +71,14 @@ class MMTMNet(MultiModalNet):
         inputs: dict[str, torch.Tensor],
         squeeze_override: dict[str, list[torch.Tensor]] | None = None,
         record: dict[str, list[torch.Tensor]] | None = None,
+        excite_override: dict[str, list[torch.Tensor]] | None = None,
+        excite_record: dict[str, list[torch.Tensor]] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Branch features after every MMTM. ``squeeze_override`` replaces a modality's squeezed vectors
-        (one per MMTM) before ``g``; ``record`` collects the squeezed vectors ``{m: [(B, C_k)]}``."""
+        (one per MMTM) before ``g``; ``record`` collects the squeezed vectors ``{m: [(B, C_k)]}``.
+        ``excite_override`` replaces a modality's excitation ``w_m`` (before the sigmoid; one (C_k,)
+        vector per MMTM) for every sample, which cuts the path from the other modality to this branch;
+        ``excite_record`` collects the excitations ``{m: [(B, C_k)]}``, detached."""
         m0, m1 = self.modalities
         blocks = {m: enc.blocks for m, enc in self.encoders.items()}
         a = {m: inputs[m] for m in (m0, m1)}
@@ -85,8 +92,13 @@ class MMTMNet(MultiModalNet):
                     record.setdefault(m, []).append(h[m].detach().float())
             for m, means in (squeeze_override or {}).items():
                 h[m] = means[k].to(h[m].dtype).expand_as(h[m])
-            w0, w1 = self.mmtm[k](h[m0], h[m1])
-            a = {m0: excite(a[m0], w0), m1: excite(a[m1], w1)}
+            w = dict(zip((m0, m1), self.mmtm[k](h[m0], h[m1]), strict=True))
+            if excite_record is not None:
+                for m in (m0, m1):
+                    excite_record.setdefault(m, []).append(w[m].detach().float())
+            for m, fixed in (excite_override or {}).items():
+                w[m] = fixed[k].to(w[m].dtype).expand_as(w[m])
+            a = {m: excite(a[m], w[m]) for m in (m0, m1)}
         return a
 
     @torch.no_grad()

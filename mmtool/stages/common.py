@@ -97,6 +97,7 @@ def train_and_evaluate(
         splits={k: splits[k] for k in ("train", "val")},
         epochs=recipe.train.epochs,
         lr=recipe.optim.lr,
+        seed=recipe.train.seed,
     )
     method = build_method(recipe.method.name, recipe.method.params, context)
     fitted = fit(model, method, splits["train"], splits["val"], spec, out_dir, recipe.optim, recipe.schedule,

@@ -1,0 +1,175 @@
+"""Balanced multi-modal learning (Wu et al. 2022, "Characterizing and overcoming the greedy nature of
+learning in multi-modal deep neural networks"; paper 002, Sec. 5, Alg. 1), on MMTM intermediate fusion.
+
+Conditional learning speed (Def. 5.1). For modalities (a, b) = the model's (m0, m1):
+
+* θ_a: branch a's parameters, its encoder and its classifier; θ_b likewise;
+* θ'_a: the fusion parameters on the path into branch a, every MMTM's shared FC and its FC to ``w_a``;
+  θ'_b: the shared FCs and the FCs to ``w_b`` (the shared FCs are in both, paper 002, footnote 2);
+* μ(θ; i) = ||∂L/∂θ||² / ||θ(i)||² at step i, with the norms over the whole group and θ(i) the value
+  *after* the step; M_θ = Σ_i μ(θ; i) over the regular steps so far;
+* s(b|a) = log(M_θ'a / M_θa), s(a|b) = log(M_θ'b / M_θb), d_speed = s(b|a) − s(a|b) (natural log, as
+  Eq. 11-12 are written; the authors' code uses log10, which scales d_speed and so α by 1/ln 10).
+
+Algorithm 1. The first ``warmup_epochs`` epochs take regular steps only. Then every regular step updates
+d_speed, and ``|d_speed| > alpha`` opens a window of ``window`` (Q) re-balancing steps before the next
+regular step (the text: "we take Q re-balancing steps"; the pseudo-code's counter would take Q − 1).
+d_speed > 0 (the model learns b faster relative to a) accelerates a, else b. A re-balancing step that
+accelerates modality m trains on the same loss with m's excitation in every MMTM fixed to w̄_m, the mean
+of w_m over the samples of all earlier regular steps (Eq. 13-14): branch m then sees nothing of the other
+modality and has to learn from its own input, while the other branch is rescaled as usual. The mean is
+taken over ``w`` before the sigmoid, as Eq. 13 is written (the authors' code averages σ(w)).
+
+Modes: ``guided`` is Algorithm 1; ``random`` is the paper's random variant, which the paper does not
+spell out: after the warm-up each step is, with probability 1/3 each, a regular step or a re-balancing
+step for one of the two modalities (as the authors' released code does); ``vanilla`` takes regular
+steps only -- conventional training (the ``ume`` loss) with d_speed logged.
+
+The loss is the sum of the branches' cross-entropies (paper 002, Eq. 4), as ``ume``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from mmtool.data import Batch
+from mmtool.errors import UserError
+from mmtool.methods import METHODS, MethodContext
+from mmtool.methods.naive import UniModalEnsemble
+from mmtool.models import MultiModalNet
+from mmtool.models.mmtm import MMTMNet
+
+MODES = ("guided", "random", "vanilla")
+REGULAR = "regular"
+
+
+def speed_groups(model: MMTMNet) -> dict[str, list[torch.nn.Parameter]]:
+    """The parameter groups of Def. 5.1: ``{"branch:<m>": θ_m, "fusion:<m>": θ'_m}`` for both modalities."""
+    groups: dict[str, list[torch.nn.Parameter]] = {}
+    for k, m in enumerate(model.modalities):
+        groups[f"branch:{m}"] = [*model.encoders[m].parameters(), *model.head.proj[m].parameters()]
+        groups[f"fusion:{m}"] = [p for t in model.mmtm for p in (*t.shared.parameters(), *t.to_w[k].parameters())]
+    return groups
+
+
+@torch.no_grad()
+def effective_update(params: list[torch.nn.Parameter]) -> float:
+    """μ(θ) = ||G||² / ||θ||² over the whole group (parameters without a gradient count as zero)."""
+    grad = sum(float(p.grad.float().pow(2).sum()) for p in params if p.grad is not None)
+    weight = sum(float(p.float().pow(2).sum()) for p in params)
+    return grad / max(weight, 1e-30)
+
+
+def conditional_speeds(sums: dict[str, float], a: str, b: str) -> dict[str, float]:
+    """s(b|a), s(a|b) and d_speed from the accumulated μ of the four groups (Eq. 11-12)."""
+
+    def log_ratio(m: str) -> float:
+        fusion, branch = sums.get(f"fusion:{m}", 0.0), sums.get(f"branch:{m}", 0.0)
+        return math.log(fusion / branch) if fusion > 0 and branch > 0 else math.nan
+
+    s_b_a, s_a_b = log_ratio(a), log_ratio(b)
+    return {f"s({b}|{a})": s_b_a, f"s({a}|{b})": s_a_b, "d_speed": s_b_a - s_a_b}
+
+
+@METHODS.register("balanced")
+class BalancedMultiModal(UniModalEnsemble):
+    """Sum of branch losses on an MMTM model; re-balancing steps when the conditional speeds drift apart."""
+
+    summary = "greedy-learning fix: MMTM re-balancing steps guided by d_speed (guided/random/vanilla)"
+    reference = "Wu et al. 2022 (paper 002), Sec. 5 and Alg. 1"
+
+    @dataclass(frozen=True)
+    class Params:
+        mode: str = "guided"  # guided | random | vanilla
+        alpha: float = 0.1  # imbalance tolerance: paper 002 uses 0.1 on Colored-and-gray MNIST, 0.01 on ModelNet40
+        window: int = 5  # Q, re-balancing steps per window (paper 002: 5 on every dataset)
+        warmup_epochs: int = 1  # regular steps only (paper 002: the first epoch)
+
+    def __init__(self, params: Params, context: MethodContext) -> None:
+        if params.mode not in MODES:
+            raise UserError(f"method.mode must be one of {', '.join(MODES)}, got {params.mode!r}")
+        if params.alpha < 0 or params.window < 1 or params.warmup_epochs < 0:
+            raise UserError("method.alpha must be >= 0, method.window >= 1 and method.warmup_epochs >= 0")
+        self.params = params
+        self.gen = torch.Generator().manual_seed(context.seed)
+        self.epoch = 1
+        self.kind = REGULAR  # what the current step is: "regular" or the modality being accelerated
+        self.pending: list[str] = []  # the re-balancing steps still to take in the current window
+        self.sums: dict[str, float] = {}  # M_θ per speed group, over all regular steps
+        self.excite_sum: dict[str, list[torch.Tensor]] = {}  # Σ w_m(x) over the samples of regular steps
+        self.excite_count = 0
+        self.speeds: dict[str, float] = {}
+        self._recorded: dict[str, list[torch.Tensor]] = {}
+        self._epoch_kinds: dict[str, int] = {}
+        self.modalities: list[str] = []
+
+    def check_model(self, model: MultiModalNet) -> None:
+        if not isinstance(model, MMTMNet) or type(model.head).__name__ != "EnsembleHead":
+            raise UserError("method 'balanced' needs model.fusion: mmtm and model.head: ensemble (paper 002, Sec. 3)")
+        self.modalities = list(model.modalities)
+
+    def on_epoch_start(self, model: MultiModalNet, epoch: int) -> None:
+        self.epoch = epoch
+        self._epoch_kinds = {}
+
+    def _next_kind(self, modalities: list[str]) -> str:
+        if self.params.mode == "vanilla" or self.epoch <= self.params.warmup_epochs or self.excite_count == 0:
+            return REGULAR
+        if self.params.mode == "random":
+            return [REGULAR, *modalities][int(torch.randint(3, (1,), generator=self.gen))]
+        return self.pending.pop(0) if self.pending else REGULAR
+
+    def training_step(self, model: MultiModalNet, batch: Batch) -> dict[str, torch.Tensor]:
+        self.kind = self._next_kind(model.modalities)
+        self._epoch_kinds[self.kind] = self._epoch_kinds.get(self.kind, 0) + 1
+        if self.kind == REGULAR:
+            self._recorded = {}
+            features = model.encode(batch.inputs, excite_record=self._recorded)
+        else:
+            means = [s / self.excite_count for s in self.excite_sum[self.kind]]
+            features = model.encode(batch.inputs, excite_override={self.kind: means})
+        out = model.fuse(features)
+        return {f"ce_{m}_loss": torch.nn.functional.cross_entropy(z, batch.target)
+                for m, z in out["unimodal_logits"].items()}  # fmt: skip
+
+    def after_step(self, model: MultiModalNet, step: int) -> None:
+        if self.kind != REGULAR:
+            return
+        for name, params in speed_groups(model).items():
+            self.sums[name] = self.sums.get(name, 0.0) + effective_update(params)
+        for m, ws in self._recorded.items():
+            totals = [w.sum(0) for w in ws]
+            previous = self.excite_sum.get(m)
+            self.excite_sum[m] = totals if previous is None else [s + t for s, t in zip(previous, totals, strict=True)]
+        self.excite_count += len(next(iter(self._recorded.values()))[0])
+        a, b = model.modalities
+        self.speeds = conditional_speeds(self.sums, a, b)
+        d = self.speeds["d_speed"]
+        if self.params.mode == "guided" and self.epoch > self.params.warmup_epochs and abs(d) > self.params.alpha:
+            self.pending = [a if d > 0 else b] * self.params.window
+
+    def epoch_metrics(self) -> dict[str, float]:
+        steps = max(sum(self._epoch_kinds.values()), 1)
+        shares = {f"rebalance_{m}_share": self._epoch_kinds.get(m, 0) / steps for m in self.modalities}
+        return {**self.speeds, **shares}
+
+    def state_dict(self) -> dict:
+        return {
+            "gen": self.gen.get_state(),
+            "pending": list(self.pending),
+            "sums": dict(self.sums),
+            "excite_sum": {m: [t.clone() for t in v] for m, v in self.excite_sum.items()},
+            "excite_count": self.excite_count,
+            "speeds": dict(self.speeds),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.gen.set_state(state["gen"])
+        self.pending = list(state["pending"])
+        self.sums = dict(state["sums"])
+        self.excite_sum = {m: list(v) for m, v in state["excite_sum"].items()}
+        self.excite_count = state["excite_count"]
+        self.speeds = dict(state["speeds"])
