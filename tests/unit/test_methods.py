@@ -93,6 +93,18 @@ def _mla(make_model, naive_run, splits=None):
     return model, spec, build_method("mla", {}, MethodContext(num_classes=2, modalities=TWO)), {"task_loss"}
 
 
+def _balanced(make_model, naive_run, splits=None):
+    from mmtool.config import ModelConfig
+    from mmtool.models import build_model, model_spec
+
+    cfg = ModelConfig(encoder="mlp", hidden=(16, 8), head="ensemble", fusion="mmtm")
+    spec = model_spec(cfg, {"m1": 200, "m2": 100}, 2, list(TWO))
+    torch.manual_seed(0)
+    ctx = MethodContext(num_classes=2, modalities=TWO)
+    method = build_method("balanced", {"alpha": 0.0, "window": 1}, ctx)  # a re-balancing step after every regular one
+    return build_model(spec), spec, method, {"ce_m1_loss", "ce_m2_loss"}
+
+
 SETUPS = {
     "naive": _naive,
     "unimodal": _unimodal,
@@ -106,6 +118,7 @@ SETUPS = {
     "ogm_ge": _ogm_ge,
     "gblending": _gblending,
     "mla": _mla,
+    "balanced": _balanced,
 }
 
 
