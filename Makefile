@@ -16,7 +16,7 @@ TEACHER_METHODS := umt umt_m1 umt_m2 finetune
 GR := runs/greedy
 GREEDY := vanilla guided random
 
-.PHONY: install test lint quickstart table20 laziness methods greedy bench clean
+.PHONY: install test lint quickstart table20 laziness methods probes greedy bench clean
 
 install:
 	$(PYTHON) -m pip install -c constraints.txt -e ".[dev]"
@@ -105,6 +105,24 @@ greedy:
 	  done; \
 	done
 	$(PYTHON) -m mmtool.analysis.greedy $(GR) results/greedy.md
+
+# Linear probes of every encoder that `make methods` trained (Tables 1/7 across methods) -> results/probes.md
+PROBED := unimodal $(PLAIN_METHODS) $(TEACHER_METHODS) self_distill
+PROBE_JOBS := $(foreach d,$(METHOD_SETS),$(foreach s,$(SEEDS),probes-job/$(d)/$(s)))
+
+probes:
+	@test -d $(MT) || { echo "make probes: no $(MT); run make methods first" >&2; exit 2; }
+	$(MAKE) --no-print-directory -j2 $(PROBE_JOBS)
+	$(PYTHON) -m mmtool.analysis.probe_table $(MT) results/probes.md
+
+probes-job/%:
+	@d=$(word 1,$(subst /, ,$*)); s=$(word 2,$(subst /, ,$*)); R=$(MT)/$$d/seed$$s; L=$(MT)/log-probes-$$d-$$s.txt; \
+	A="data.name=$$d data.seed=$$s train.seed=$$s"; export OMP_NUM_THREADS=1; set -e; \
+	echo "probes: $$d seed $$s (log: $$L)" >&2; \
+	for r in $(PROBED); do \
+	  rm -rf $$R/probe-$$r; \
+	  $(MMTOOL) probe -r recipes/synth-gamma/probe.yaml $$A --run $$R/$$r --run-dir $$R/probe-$$r > /dev/null 2>> $$L; \
+	done
 
 bench:
 	$(PYTHON) benchmarks/bench_loop.py

@@ -73,7 +73,7 @@ class Dataset:
     name: str
     modalities: tuple[str, ...]
     num_classes: int
-    input_dims: dict[str, int]
+    input_dims: dict[str, int | list[int]]  # per-sample shape: an int for vectors, else e.g. [C, H, W]
     splits: dict[str, Split]
 
 
@@ -142,6 +142,12 @@ def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> str:
     data = buf.getvalue()
     atomic_write_bytes(path, data)
     return hashlib.sha256(data).hexdigest()
+
+
+def input_shape(array: np.ndarray) -> int | list[int]:
+    """Per-sample input shape of an (N, ...) array as models read it: an int for vectors (N, D), else the
+    list of dimensions, e.g. [3, 8, 8] for images (N, 3, 8, 8)."""
+    return int(array.shape[1]) if array.ndim == 2 else [int(d) for d in array.shape[1:]]
 
 
 def write_array_cache(

@@ -2,15 +2,15 @@
 
 ``sklearn.datasets.load_digits()`` ships the UCI optical-recognition digits inside scikit-learn: 8x8
 images with integer intensities 0..16 and labels 0..9 (about 180 per class). Intensities are scaled to
-[0, 1] and images flattened row-major, because the MLP encoders take (N, D) vectors.
+[0, 1]; every modality is stored as an image batch (N, C, H, W), which the CNN encoders read as is and
+the MLP encoders flatten.
 
 ``digits-colored`` — Colored-and-gray digits, the construction of Wu et al. 2022 (Colored-and-gray MNIST,
 after Kim et al. 2019) on the small digits:
 
-* m1 (192-d): the digit painted in one color, ``color[c] * gray[p]`` for channel c and pixel p, flattened
-  channel-major (3, 8, 8). The color is one of ten palette colors (hues 0, 36, ..., 324 degrees at full
-  saturation) plus per-channel jitter N(0, 0.05^2), clipped to [0, 1]; the background stays black.
-* m2 (64-d): the gray digit itself.
+* m1 (3, 8, 8): the digit painted in one color, ``color[c] * gray[p]`` for channel c and pixel p. The
+  color is one of ten palette colors (hues 0, 36, ..., 324 degrees at full saturation) plus per-channel jitter N(0, 0.05^2), clipped to [0, 1]; the background stays black.
+* m2 (1, 8, 8): the gray digit itself.
 * Color and label: in the *training* regime the color is the label's palette color with probability 0.95
   (otherwise a palette color drawn uniformly), so color predicts the digit almost perfectly; in the
   *evaluation* regime the probability is 0.1, so color agrees with the label on about 19% of samples
@@ -19,7 +19,7 @@ after Kim et al. 2019) on the small digits:
   learn shapes in either modality.
 
 ``digits-twoview`` — the ModelNet40 front/rear analogue: m1 is the left half of the image (columns 0-3),
-m2 the right half (columns 4-7), each flattened row-major from (8, 4) to 32 values. Each half names the
+m2 the right half (columns 4-7), each (1, 8, 4). Each half names the
 digit well on its own (roughly 85-90% with a linear classifier), and they concatenate back to the image.
 
 Why both regimes are generated for every sample: splits are drawn when a cache is *loaded* (from
@@ -76,16 +76,16 @@ def draw_colors(rng: np.random.Generator, y: np.ndarray, agree: float) -> tuple[
 
 
 def paint(gray: np.ndarray, rgb: np.ndarray) -> np.ndarray:
-    """Colored digits (N, 3 * 64), channel-major, from gray (N, 64) and colors (N, 3)."""
-    return (rgb[:, :, None] * gray[:, None, :]).reshape(len(gray), -1).astype(np.float32)
+    """Colored digits (N, 3, H, W) from gray digits (N, 1, H, W) and colors (N, 3)."""
+    return (rgb[:, :, None, None] * gray).astype(np.float32)
 
 
 def build_colored(seed: int, n: int | None = None) -> dict[str, np.ndarray]:
-    """``{"m1", "m1_eval": (n, 192), "m2": (n, 64), "y": (n,), "color", "color_eval": (n,) palette
+    """``{"m1", "m1_eval": (n, 3, 8, 8), "m2": (n, 1, 8, 8), "y": (n,), "color", "color_eval": (n,) palette
     indices}`` (see module doc)."""
     images, labels = bundled_digits()
     idx = subsample(len(labels), n, seed)
-    gray = images[idx].reshape(len(idx), -1)  # (n, 64)
+    gray = images[idx][:, None]  # (n, 1, 8, 8)
     y = labels[idx]  # a copy: fancy indexing
     rng = np.random.default_rng(seed)
     color, rgb = draw_colors(rng, y, COLOR_AGREE_TRAIN)
@@ -101,12 +101,12 @@ def build_colored(seed: int, n: int | None = None) -> dict[str, np.ndarray]:
 
 
 def build_twoview(seed: int, n: int | None = None) -> dict[str, np.ndarray]:
-    """``{"m1": (n, 32) left halves, "m2": (n, 32) right halves, "y": (n,)}`` (see module doc)."""
+    """``{"m1": (n, 1, 8, 4) left halves, "m2": (n, 1, 8, 4) right halves, "y": (n,)}`` (see module doc)."""
     images, labels = bundled_digits()
     idx = subsample(len(labels), n, seed)
     half = SIDE // 2
     return {
-        "m1": images[idx, :, :half].reshape(len(idx), -1),
-        "m2": images[idx, :, half:].reshape(len(idx), -1),
+        "m1": images[idx, None, :, :half].copy(),
+        "m2": images[idx, None, :, half:].copy(),
         "y": labels[idx].copy(),
     }

@@ -27,6 +27,7 @@ from mmtool.data import (
     Dataset,
     DatasetSpec,
     dataset_from_arrays,
+    input_shape,
     lazy,
     read_verified_arrays,
     split_indices,
@@ -36,7 +37,7 @@ from mmtool.data import digits as digits_mod
 from mmtool.errors import UserError
 
 MODALITIES = ("m1", "m2")
-FORMAT = 1  # bump when a builder's output changes
+FORMAT = 2  # bump when a builder's output changes (2: digits stored as images, (N, C, H, W))
 MIN_N = 30
 
 
@@ -70,8 +71,8 @@ def _describe_colored(arrays: dict[str, np.ndarray], idx: dict[str, np.ndarray])
     return {
         "source": _source(),
         "construction": {
-            "m1": "colored digit, channel-major (3, 8, 8): palette color x gray intensity",
-            "m2": "gray digit (8, 8), intensities / 16",
+            "m1": "colored digit (3, 8, 8): palette color x gray intensity",
+            "m2": "gray digit (1, 8, 8), intensities / 16",
             "palette_rgb": np.round(digits_mod.PALETTE, 4).tolist(),
             "color_is_label_color": {"train": digits_mod.COLOR_AGREE_TRAIN, "eval": digits_mod.COLOR_AGREE_EVAL},
             "color_jitter_std": digits_mod.COLOR_JITTER,
@@ -87,8 +88,8 @@ def _describe_twoview(arrays: dict[str, np.ndarray], idx: dict[str, np.ndarray])
     return {
         "source": _source(),
         "construction": {
-            "m1": "left half of the image: columns 0-3, (8, 4) row-major, intensities / 16",
-            "m2": "right half of the image: columns 4-7, (8, 4) row-major, intensities / 16",
+            "m1": "left half of the image: columns 0-3, (1, 8, 4), intensities / 16",
+            "m2": "right half of the image: columns 4-7, (1, 8, 4), intensities / 16",
         },
     }
 
@@ -148,7 +149,7 @@ def _prepare(cfg: DataConfig, out: Path) -> dict:
     idx = split_indices(manifest["n"], cfg.seed, cfg.test_fraction, cfg.val_fraction)
     return {
         **manifest,
-        "modalities": {m: int(arrays[m].shape[1]) for m in MODALITIES},
+        "modalities": {m: input_shape(arrays[m]) for m in MODALITIES},
         "eval_versions": sorted(m for m in MODALITIES if m + EVAL_SUFFIX in arrays),
         "num_classes": family.num_classes,
         "class_counts": np.bincount(y, minlength=family.num_classes).tolist(),

@@ -12,6 +12,7 @@ from mmtool.data import (
     Dataset,
     DatasetSpec,
     dataset_from_arrays,
+    input_shape,
     read_verified_arrays,
     write_array_cache,
 )
@@ -39,7 +40,7 @@ def _prepare(cfg: DataConfig, out: Path) -> dict:
     y = arrays["y"]
     return {
         **manifest,
-        "modalities": {m: int(arrays[m].shape[1]) for m in MODALITIES},
+        "modalities": {m: input_shape(arrays[m]) for m in MODALITIES},
         "num_classes": int(y.max()) + 1,
         "class_counts": np.bincount(y).tolist(),
     }

@@ -18,6 +18,7 @@ from typing import Any
 
 from mmtool.config import ModelConfig
 from mmtool.errors import UserError
+from mmtool.models import cnn  # noqa: F401  (registers the CNN encoders)
 from mmtool.models.base import MultiModalNet
 from mmtool.models.encoders import ENCODERS
 from mmtool.models.heads import HEADS
@@ -32,12 +33,16 @@ def _accepted(cls: type, candidates: dict[str, Any]) -> dict[str, Any]:
 
 
 def model_spec(
-    cfg: ModelConfig, input_dims: dict[str, int], num_classes: int, modalities: list[str] | tuple[str, ...]
+    cfg: ModelConfig,
+    input_dims: dict[str, int | list[int]],
+    num_classes: int,
+    modalities: list[str] | tuple[str, ...],
 ) -> dict:
-    """Turn the recipe's model section into a spec for the given modalities (flat numbers and names)."""
+    """Turn the recipe's model section into a spec for the given modalities (flat numbers and names).
+    An input is an int (a vector's size) or a list (a shape such as [C, H, W])."""
     encoder_cls, head_cls = ENCODERS.get(cfg.encoder), HEADS.get(cfg.head)
     return {
-        "modalities": {m: int(input_dims[m]) for m in modalities},
+        "modalities": {m: _shape(input_dims[m]) for m in modalities},
         "num_classes": int(num_classes),
         "encoder": cfg.encoder,
         "encoder_args": _accepted(encoder_cls, {"hidden": list(cfg.hidden)}),
@@ -45,6 +50,10 @@ def model_spec(
         "head_args": _accepted(head_cls, {"hidden": cfg.head_hidden}),
         "fusion": cfg.fusion,
     }
+
+
+def _shape(d: int | list[int] | tuple[int, ...]) -> int | list[int]:
+    return [int(x) for x in d] if isinstance(d, (list, tuple)) else int(d)
 
 
 def build_model(spec: dict) -> MultiModalNet:

@@ -53,18 +53,29 @@ class MMTM(nn.Module):
 
 
 class MMTMNet(MultiModalNet):
-    """Two branches (encoders exposing ``blocks``/``block_dims``) linked by MMTMs, then a fusion head."""
+    """Two branches linked by MMTMs, then a fusion head.
+
+    Encoders expose ``blocks`` (their stages in order), ``block_dims`` (channels out of each) and
+    ``mmtm_after`` (the block indices an MMTM follows; both encoders must agree), and optionally ``pool``
+    (last block's output -> (B, D) features; CNN encoders pool globally). MLP encoders put an MMTM after
+    every block but the last; ResNet-18 / R3D-18 after layer2, layer3 and layer4, as paper 002 does.
+    """
 
     def __init__(self, encoders: dict[str, nn.Module], head: nn.Module) -> None:
         super().__init__(encoders, head)
         if len(encoders) != 2:
             raise UserError(f"model.fusion: mmtm links exactly two modalities, got {list(encoders)}")
-        dims = [getattr(e, "block_dims", None) for e in encoders.values()]
-        if any(d is None for d in dims) or len(dims[0]) != len(dims[1]) or len(dims[0]) < 2:
+        encs = list(encoders.values())
+        if not all(hasattr(e, "blocks") and hasattr(e, "mmtm_after") for e in encs):
+            raise UserError("model.fusion: mmtm needs encoders made of blocks (mlp, cnn, resnet18, r3d18)")
+        points = [tuple(e.mmtm_after) for e in encs]
+        if points[0] != points[1] or not points[0]:
             raise UserError(
-                "model.fusion: mmtm needs encoders with the same number (>= 2) of blocks, e.g. model.hidden=[64,32]"
+                "model.fusion: mmtm needs the same fusion points in both encoders and at least one "
+                f"(got {points[0]} and {points[1]}; for mlp encoders give >= 2 widths, e.g. model.hidden=[64,32])"
             )
-        self.mmtm = nn.ModuleList([MMTM(c0, c1) for c0, c1 in zip(dims[0][:-1], dims[1][:-1], strict=True)])
+        self.points = points[0]
+        self.mmtm = nn.ModuleList([MMTM(encs[0].block_dims[k], encs[1].block_dims[k]) for k in self.points])
 
     def encode(
         self,
@@ -82,10 +93,11 @@ class MMTMNet(MultiModalNet):
         m0, m1 = self.modalities
         blocks = {m: enc.blocks for m, enc in self.encoders.items()}
         a = {m: inputs[m] for m in (m0, m1)}
-        for k in range(len(blocks[m0])):
-            a = {m: blocks[m][k](a[m]) for m in (m0, m1)}
-            if k == len(self.mmtm):
-                break
+        for b in range(len(blocks[m0])):
+            a = {m: blocks[m][b](a[m]) for m in (m0, m1)}
+            if b not in self.points:
+                continue
+            k = self.points.index(b)  # which MMTM
             h = {m: squeeze(a[m]) for m in (m0, m1)}
             if record is not None:
                 for m in (m0, m1):
@@ -99,7 +111,7 @@ class MMTMNet(MultiModalNet):
             for m, fixed in (excite_override or {}).items():
                 w[m] = fixed[k].to(w[m].dtype).expand_as(w[m])
             a = {m: excite(a[m], w[m]) for m in (m0, m1)}
-        return a
+        return {m: self.encoders[m].pool(a[m]) if hasattr(self.encoders[m], "pool") else a[m] for m in (m0, m1)}
 
     @torch.no_grad()
     def squeeze_means(self, split, device) -> dict[str, list[torch.Tensor]]:

@@ -31,7 +31,11 @@ from mmtool.data.lazy import (
 from mmtool.errors import UserError
 
 NAMES = ("synth-lazy", "digits-colored", "digits-twoview")
-DIMS = {"synth-lazy": (200, 100), "digits-colored": (192, 64), "digits-twoview": (32, 32)}
+DIMS = {"synth-lazy": (200, 100), "digits-colored": ([3, 8, 8], [1, 8, 8]), "digits-twoview": ([1, 8, 4], [1, 8, 4])}
+
+
+def per_sample(d):
+    return tuple(d) if isinstance(d, list) else (d,)
 TOL = 1e-3  # latents are recovered from float32 data
 
 
@@ -49,8 +53,11 @@ def lstsq(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def fit_score(x_train, y_train, x_test=None, y_test=None) -> tuple[float, float | None]:
+    """Logistic regression on flattened inputs: (train accuracy, test accuracy or None)."""
+    x_train = np.asarray(x_train).reshape(len(x_train), -1)
     clf = LogisticRegression(C=100.0, max_iter=2000).fit(x_train, y_train)
-    return clf.score(x_train, y_train), (clf.score(x_test, y_test) if x_test is not None else None)
+    test = clf.score(np.asarray(x_test).reshape(len(x_test), -1), y_test) if x_test is not None else None
+    return clf.score(x_train, y_train), test
 
 
 def gray_images(idx: np.ndarray) -> np.ndarray:
@@ -67,7 +74,8 @@ def test_registered():
 def test_shapes_and_dtypes(name):
     data = build(name, 0, 200)
     d1, d2 = DIMS[name]
-    assert data["m1"].shape == (200, d1) and data["m2"].shape == (200, d2) and data["y"].shape == (200,)
+    assert data["m1"].shape == (200, *per_sample(d1)) and data["m2"].shape == (200, *per_sample(d2))
+    assert data["y"].shape == (200,)
     for key, x in data.items():
         if key.startswith("m"):
             assert x.dtype == np.float32 and np.isfinite(x).all(), key
@@ -184,6 +192,7 @@ def test_lazy_m1_is_linearly_separable_on_train_m2_is_not(tmp_path):
 def recovered_color_index(m1: np.ndarray, gray: np.ndarray) -> np.ndarray:
     """Palette index of each sample's color, solved from colored = color x gray."""
     colored = m1.reshape(len(m1), 3, -1).astype(np.float64)  # (n, 3, 64)
+    gray = gray.reshape(len(gray), -1)  # (n, 64)
     rgb = np.einsum("ncp,np->nc", colored, gray) / np.einsum("np,np->n", gray, gray)[:, None]  # (n, 3)
     np.testing.assert_allclose(colored, rgb[:, :, None] * gray[:, None, :], atol=1e-5)  # one color per digit
     return np.argmin(((rgb[:, None, :] - PALETTE[None]) ** 2).sum(-1), axis=1)
@@ -203,7 +212,7 @@ def test_colored_digits_agree_with_label_in_train_only(tmp_path):
     assert agreement == pytest.approx(manifest["color_label_agreement"], abs=1e-3)
     # m2 is the bundled gray digit, in the order of the (full) data set
     idx = split_indices(1797, c.seed, c.test_fraction, c.val_fraction)
-    np.testing.assert_array_equal(ds.splits["test"].inputs["m2"].numpy(), gray_images(idx["test"]).reshape(-1, 64))
+    np.testing.assert_array_equal(ds.splits["test"].inputs["m2"].numpy(), gray_images(idx["test"])[:, None])
 
 
 def test_colored_color_indices_match_the_images():
@@ -217,7 +226,8 @@ def test_colored_color_indices_match_the_images():
 def test_twoview_halves_concatenate_to_the_image():
     images, labels = bundled_digits()
     data = build_twoview(0, None)
-    whole = np.concatenate([data["m1"].reshape(-1, 8, 4), data["m2"].reshape(-1, 8, 4)], axis=2)
+    assert data["m1"].shape[1:] == data["m2"].shape[1:] == (1, 8, 4)
+    whole = np.concatenate([data["m1"][:, 0], data["m2"][:, 0]], axis=2)
     np.testing.assert_array_equal(whole, images)
     np.testing.assert_array_equal(data["y"], labels)
 

@@ -88,8 +88,11 @@ def test_trains_with_the_sum_of_branch_losses(alpha_splits, train_cfgs, tmp_path
 
 
 def test_needs_two_blocks_and_two_modalities():
-    with pytest.raises(UserError, match="blocks"):
+    with pytest.raises(UserError, match="fusion points"):
         mmtm_model(hidden=(16,))
+    cfg = ModelConfig(encoder="identity", head="ensemble", fusion="mmtm")
+    with pytest.raises(UserError, match="made of blocks"):
+        build_model(model_spec(cfg, DIMS, 2, ["m1", "m2"]))
     cfg = ModelConfig(encoder="mlp", hidden=(8, 4), head="ensemble", fusion="mmtm")
     with pytest.raises(UserError, match="two modalities"):
         build_model(model_spec(cfg, DIMS, 2, ["m1"]))

@@ -65,7 +65,7 @@ def test_build_model_same_seed_same_weights_and_spec_is_plain():
 
 def test_unknown_encoder_or_head_raises_user_error():
     with pytest.raises(UserError, match="encoder"):
-        model_spec(ModelConfig(encoder="cnn"), DIMS, 2, ["m1"])
+        model_spec(ModelConfig(encoder="no-such-encoder"), DIMS, 2, ["m1"])
     with pytest.raises(UserError, match="head"):
         model_spec(ModelConfig(head="transformer"), DIMS, 2, ["m1"])
 

@@ -67,3 +67,21 @@ def test_d_util_histogram_from_utilization_runs(tmp_path, capsys):
     utilization.main([str(tmp_path / "hist.png"), *runs])
     assert json.loads(capsys.readouterr().out)["d_util"] == [-0.4, -0.35, 0.1]
     assert (tmp_path / "hist.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_probe_table_rows_deltas_and_lazy_encoders(tmp_path):
+    from mmtool.analysis import probe_table
+
+    probes = {"unimodal": (90.0, 80.0), "naive": (60.0, 79.0), "umt": (88.0, 81.0)}
+    for seed in (0, 1):
+        for run, (a, b) in probes.items():
+            root = tmp_path / "digits-colored" / f"seed{seed}" / f"probe-{run}"
+            _write(root, {"stage": "probe", "probes": {"m1": {"test_accuracy": a + seed}, "m2": {"test_accuracy": b}}})
+        _write(tmp_path / "digits-colored" / f"seed{seed}" / "naive", {"stage": "train", "test_accuracy": 70.0})
+    text = probe_table.render(*probe_table.collect(tmp_path))
+    assert "| encoder from | digits-colored m1 | digits-colored m2 |" in text
+    assert f"| unimodal | 90.5 ± {statistics.stdev([90.0, 91.0]):.1f} | 80.0 ± 0.0 |" in text
+    assert f"| naive | 60.5 ± {statistics.stdev([60.0, 61.0]):.1f} (-30.0) | 79.0 ± 0.0 (-1.0) |" in text
+    assert "| umt | 88.5 ± 0.7 (-2.0) | 81.0 ± 0.0 (+1.0) |" in text
+    assert text.index("| unimodal") < text.index("| naive") < text.index("| umt")
+    assert "below uni-modal: naive on digits-colored m1." in text
