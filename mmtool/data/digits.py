@@ -9,7 +9,8 @@ the MLP encoders flatten.
 after Kim et al. 2019) on the small digits:
 
 * m1 (3, 8, 8): the digit painted in one color, ``color[c] * gray[p]`` for channel c and pixel p. The
-  color is one of ten palette colors (hues 0, 36, ..., 324 degrees at full saturation) plus per-channel jitter N(0, 0.05^2), clipped to [0, 1]; the background stays black.
+  color is one of ten palette colors (hues 0, 36, ..., 324 degrees at full saturation) plus per-channel
+  jitter N(0, 0.05^2), clipped to [0, 1]; the background stays black.
 * m2 (1, 8, 8): the gray digit itself.
 * Color and label: in the *training* regime the color is the label's palette color with probability 0.95
   (otherwise a palette color drawn uniformly), so color predicts the digit almost perfectly; in the
