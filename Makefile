@@ -93,16 +93,18 @@ methods-job/%:
 	$(MMTOOL) ensemble -r recipes/synth-gamma/ensemble.yaml $$A --teachers $$R/unimodal --run-dir $$R/ume_ensemble > /dev/null 2>> $$L
 
 # Paper 002, Sec. 6.4: vanilla vs guided vs random balanced learning on MMTM fusion of colored-and-gray
-# digits, over $(SEEDS) -> results/greedy.md (+ results/greedy.png)
+# digits, MLP and CNN branches, over $(SEEDS) -> results/greedy.md (+ results/greedy_<encoder>.png)
 greedy:
 	rm -rf $(GR) && mkdir -p $(GR)
 	set -e; for s in $(SEEDS); do \
 	  $(MMTOOL) prep digits-colored data.seed=$$s > /dev/null 2>> $(GR)/log.txt; \
-	  for a in $(GREEDY); do \
-	    echo "greedy: $$a seed $$s (log: $(GR)/log.txt)" >&2; R=$(GR)/$$a/seed$$s; A="data.seed=$$s train.seed=$$s"; \
-	    $(MMTOOL) train -r recipes/digits-colored/balanced.yaml method.mode=$$a $$A --run-dir $$R/train > /dev/null 2>> $(GR)/log.txt; \
-	    $(MMTOOL) utilization -r recipes/digits-colored/utilization.yaml $$A --run $$R/train --run-dir $$R/utilization > /dev/null 2>> $(GR)/log.txt; \
-	  done; \
+	  for e in mlp cnn; do for a in $(GREEDY); do \
+	    echo "greedy: $$e $$a seed $$s (log: $(GR)/log.txt)" >&2; R=$(GR)/$$e/$$a/seed$$s; A="data.seed=$$s train.seed=$$s"; \
+	    case $$e in mlp) F=balanced.yaml;; *) F=balanced_$$e.yaml;; esac; \
+	    $(MMTOOL) train -r recipes/digits-colored/$$F method.mode=$$a $$A --run-dir $$R/train > /dev/null 2>> $(GR)/log.txt; \
+	    $(MMTOOL) utilization -r recipes/digits-colored/utilization.yaml $$A --run $$R/train --run-dir $$R/utilization \
+	      > /dev/null 2>> $(GR)/log.txt; \
+	  done; done; \
 	done
 	$(PYTHON) -m mmtool.analysis.greedy $(GR) results/greedy.md
 

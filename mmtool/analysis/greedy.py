@@ -1,13 +1,15 @@
 """Greedy-learning table (paper 002, Sec. 6.4: Fig. 5 and Table 1) from finished runs.
 
-Expects ``<root>/<algorithm>/seed<k>/train`` (a `mmtool train balanced` run) and
-``<root>/<algorithm>/seed<k>/utilization`` (its `mmtool utilization` run), as `make greedy` writes, with
-algorithms ``vanilla``, ``guided`` and ``random``. Per algorithm, mean ± std over seeds of: the test
+Expects ``<root>/<encoder>/<algorithm>/seed<k>/train`` (a `mmtool train balanced` run) and
+``<root>/<encoder>/<algorithm>/seed<k>/utilization`` (its `mmtool utilization` run), as `make greedy`
+writes, with algorithms ``vanilla``, ``guided`` and ``random``; one section per encoder (the branches'
+architecture, e.g. ``mlp`` and ``cnn``). Per algorithm, mean ± std over seeds of: the test
 accuracy of the fused prediction and of each branch, d_util and |d_util| on test, d_speed at the selected
 (best-validation) epoch as paper 002 reports it, and the share of re-balancing steps. The last lines
-compare guided with vanilla; a PNG beside the table shows d_speed over training and d_util per run.
+compare guided with vanilla; a PNG per encoder beside the table shows d_speed over training and d_util
+per run.
 
-Usage: python -m mmtool.analysis.greedy RUNS_ROOT OUT.md  (the PNG is OUT with the suffix .png)
+Usage: python -m mmtool.analysis.greedy RUNS_ROOT OUT.md  (PNGs: OUT's name + _<encoder>.png)
 """
 
 from __future__ import annotations
@@ -69,32 +71,38 @@ def _fmt(column: str, values: list[float]) -> str:
     return f"{statistics.mean(values):{sign}.3f} ± {std:.3f}"
 
 
-def render(data: dict[str, dict], plot_name: str) -> str:
-    seeds = max((len(d["curves"]) for d in data.values()), default=0)
-    columns = list(next(iter(data.values()))["values"]) if data else []
+def render(sections: dict[str, dict[str, dict]], plots_by_encoder: dict[str, str]) -> str:
     lines = [
         "# Greedy learning: vanilla vs balanced multi-modal learning (paper 002, Sec. 6.4)",
         "",
-        f"MMTM fusion on digits-colored, mean ± std over {seeds} seeds. Accuracies (%) on test, of the fused",
-        "prediction and of each branch's own classifier; d_util = u(b|a) − u(a|b) on test (Def. 4.1);",
-        "d_speed = s(b|a) − s(a|b) at the epoch selected on validation (Def. 5.1); re-balancing = share",
-        f"of the training steps that accelerated that modality. Plot: {plot_name}.",
-        "",
-        "| algorithm | " + " | ".join(columns) + " |",
-        "|---" * (len(columns) + 1) + "|",
+        "MMTM fusion on digits-colored (m1 colored, m2 gray), mean ± std over seeds. Accuracies (%) on test,",
+        "of the fused prediction and of each branch's own classifier; d_util = u(b|a) − u(a|b) on test",
+        "(Def. 4.1); d_speed = s(b|a) − s(a|b) at the epoch selected on validation (Def. 5.1); re-balancing =",
+        "share of the training steps that accelerated that modality.",
     ]
-    for name, d in data.items():
-        lines.append(f"| {name} | " + " | ".join(_fmt(c, d["values"][c]) for c in columns) + " |")
-    if "vanilla" in data and "guided" in data:
-        van, gui = data["vanilla"]["values"], data["guided"]["values"]
-        du_v, du_g = statistics.mean(van["abs(d_util)"]), statistics.mean(gui["abs(d_util)"])
-        acc_v, acc_g = statistics.mean(van["test"]), statistics.mean(gui["test"])
+    for encoder, data in sections.items():
+        seeds = max((len(d["curves"]) for d in data.values()), default=0)
+        columns = list(next(iter(data.values()))["values"]) if data else []
         lines += [
             "",
-            f"- guided vs vanilla, mean |d_util|: {du_g:.3f} vs {du_v:.3f} ({'lower' if du_g < du_v else 'not lower'})",
-            f"- guided vs vanilla, mean test accuracy: {acc_g:.2f} vs {acc_v:.2f} "
-            f"({'higher' if acc_g > acc_v else 'not higher'})",
+            f"## {encoder} branches ({seeds} seeds; plot: {plots_by_encoder.get(encoder, '—')})",
+            "",
+            "| algorithm | " + " | ".join(columns) + " |",
+            "|---" * (len(columns) + 1) + "|",
         ]
+        for name, d in data.items():
+            lines.append(f"| {name} | " + " | ".join(_fmt(c, d["values"][c]) for c in columns) + " |")
+        if "vanilla" in data and "guided" in data:
+            van, gui = data["vanilla"]["values"], data["guided"]["values"]
+            du_v, du_g = statistics.mean(van["abs(d_util)"]), statistics.mean(gui["abs(d_util)"])
+            acc_v, acc_g = statistics.mean(van["test"]), statistics.mean(gui["test"])
+            lines += [
+                "",
+                f"- guided vs vanilla, mean |d_util|: {du_g:.3f} vs {du_v:.3f} "
+                f"({'lower' if du_g < du_v else 'not lower'})",
+                f"- guided vs vanilla, mean test accuracy: {acc_g:.2f} vs {acc_v:.2f} "
+                f"({'higher' if acc_g > acc_v else 'not higher'})",
+            ]
     return "\n".join(lines) + "\n"
 
 
@@ -102,12 +110,15 @@ def main(argv: list[str] | None = None) -> None:
     args = argv if argv is not None else sys.argv[1:]
     if len(args) != 2:
         raise SystemExit("usage: python -m mmtool.analysis.greedy RUNS_ROOT OUT.md")
-    out = Path(args[1])
-    data = collect(Path(args[0]))
-    png = out.with_suffix(".png")
-    curves = {n: d["curves"] for n, d in data.items()}
-    plots.greedy_summary(curves, {n: d["values"]["d_util"] for n, d in data.items()}, png)
-    text = render(data, png.name)
+    root, out = Path(args[0]), Path(args[1])
+    sections = {p.name: collect(p) for p in sorted(root.iterdir()) if p.is_dir()}
+    pngs = {}
+    for encoder, data in sections.items():
+        png = out.with_name(f"{out.stem}_{encoder}.png")
+        curves = {n: d["curves"] for n, d in data.items()}
+        plots.greedy_summary(curves, {n: d["values"]["d_util"] for n, d in data.items()}, png, f"{encoder} branches")
+        pngs[encoder] = png.name
+    text = render(sections, pngs)
     atomic_write_text(out, text)
     print(text)
 

@@ -122,7 +122,7 @@ def histogram(values: list[float], out: Path, title: str, xlabel: str, bins: int
 
 
 def greedy_summary(
-    curves: dict[str, list[tuple[list[int], list[float]]]], d_util: dict[str, list[float]], out: Path
+    curves: dict[str, list[tuple[list[int], list[float]]]], d_util: dict[str, list[float]], out: Path, title: str = ""
 ) -> Path:
     """Left: d_speed over training, one line per run, coloured by algorithm. Right: d_util of every run
     per algorithm (paper 002, Fig. 5 and 6)."""
@@ -142,5 +142,7 @@ def greedy_summary(
     ax_util.set_xticks(range(len(d_util)), list(d_util))
     ax_util.set(xlabel="algorithm", ylabel="d_util", title="imbalance in conditional utilization (test)")
     ax_util.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, plt, out)

@@ -18,7 +18,7 @@ def test_greedy_chain_writes_table_and_plots(tmp_path):
     mmtool(tmp_path, "prep", "digits-colored")
     results = {}
     for algorithm in greedy.ORDER:
-        run = tmp_path / "greedy" / algorithm / "seed0"
+        run = tmp_path / "greedy" / "mlp" / algorithm / "seed0"
         args = ["-r", str(REPO / RECIPE), f"method.mode={algorithm}", *SHORT]
         results[algorithm] = json.loads(mmtool(tmp_path, "train", *args, "--run-dir", str(run / "train")).stdout)
         util = ["-r", str(REPO / "recipes/digits-colored/utilization.yaml"), "--run", str(run / "train")]
@@ -36,4 +36,5 @@ def test_greedy_chain_writes_table_and_plots(tmp_path):
     for algorithm, res in results.items():
         assert f"| {algorithm} | {res['test_accuracy']:.1f} ± 0.0 |" in text
     assert "guided vs vanilla, mean |d_util|" in text
-    assert (tmp_path / "results" / "greedy.png").read_bytes()[:4] == b"\x89PNG"
+    assert "## mlp branches (1 seeds; plot: greedy_mlp.png)" in text
+    assert (tmp_path / "results" / "greedy_mlp.png").read_bytes()[:4] == b"\x89PNG"

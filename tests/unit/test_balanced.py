@@ -225,3 +225,27 @@ def test_checks_model_and_params():
     late = build_model(model_spec(cfg, DIMS, 2, list(TWO)))
     with pytest.raises(UserError, match="mmtm"):
         balanced().check_model(late)
+
+
+def test_balanced_trains_cnn_branches(train_cfgs, tmp_path):
+    """The same algorithm on CNN branches: images in, MMTMs on feature maps, every parameter learns."""
+    from mmtool.data import Split
+
+    torch.manual_seed(0)
+    y = torch.randint(0, 3, (96,))
+    gray = torch.rand(96, 1, 8, 8) * 0.2 + y.view(-1, 1, 1, 1) * 0.3
+    split = Split({"m1": gray.expand(-1, 3, -1, -1) * torch.rand(96, 3, 1, 1), "m2": gray}, y)
+    cfg = ModelConfig(encoder="cnn", hidden=(8, 16), head="ensemble", fusion="mmtm")
+    spec = model_spec(cfg, {"m1": [3, 8, 8], "m2": [1, 8, 8]}, 3, list(TWO))
+    torch.manual_seed(0)
+    model = build_model(spec)
+    before = {k: v.clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+    optim, schedule, train_cfg = train_cfgs(epochs=3, lr=0.05, batch_size=32)
+    method = balanced(alpha=0.0, window=1)
+    fit(model, method, split, split, spec, tmp_path, optim, schedule, train_cfg, torch.device("cpu"))
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["d_speed"]) for r in rows)
+    shares = [r["rebalance_m1_share"] + r["rebalance_m2_share"] for r in rows]
+    assert shares[0] == 0.0 and all(0.0 < s < 1.0 for s in shares[1:])  # warm-up, then regular and Q = 1 alternate
+    after = model.state_dict()
+    assert all(not torch.equal(v, after[k]) for k, v in before.items()), "a parameter or BN statistic did not move"

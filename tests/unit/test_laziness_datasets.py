@@ -36,6 +36,8 @@ DIMS = {"synth-lazy": (200, 100), "digits-colored": ([3, 8, 8], [1, 8, 8]), "dig
 
 def per_sample(d):
     return tuple(d) if isinstance(d, list) else (d,)
+
+
 TOL = 1e-3  # latents are recovered from float32 data
 
 

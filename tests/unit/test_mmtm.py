@@ -96,3 +96,42 @@ def test_needs_two_blocks_and_two_modalities():
     cfg = ModelConfig(encoder="mlp", hidden=(8, 4), head="ensemble", fusion="mmtm")
     with pytest.raises(UserError, match="two modalities"):
         build_model(model_spec(cfg, DIMS, 2, ["m1"]))
+
+
+def cnn_model(encoder="cnn", hidden=(8, 16), dims=None, seed=0):
+    cfg = ModelConfig(encoder=encoder, hidden=hidden, head="ensemble", fusion="mmtm")
+    spec = model_spec(cfg, dims or {"m1": [3, 8, 8], "m2": [1, 8, 8]}, 3, ["m1", "m2"])
+    torch.manual_seed(seed)
+    return build_model(spec), spec
+
+
+def test_mmtm_on_cnn_feature_maps_exchanges_and_cuts_information():
+    model, spec = cnn_model()
+    assert spec["modalities"] == {"m1": [3, 8, 8], "m2": [1, 8, 8]}
+    assert [t.to_w[0].out_features for t in model.mmtm] == [8, 16]  # one MMTM after each conv block
+    model.eval()
+    x = {"m1": torch.rand(6, 3, 8, 8), "m2": torch.rand(6, 1, 8, 8)}
+    other = {"m1": x["m1"], "m2": torch.rand(6, 1, 8, 8)}
+    with torch.no_grad():
+        base = model.fuse(model.encode(x))["unimodal_logits"]["m1"]
+        assert base.shape == (6, 3)
+        assert not torch.allclose(base, model.fuse(model.encode(other))["unimodal_logits"]["m1"])
+        record: dict = {}
+        model.encode(x, record=record)
+        assert [h.shape for h in record["m2"]] == [(6, 8), (6, 16)]  # squeezed: spatial means of the maps
+        means = {"m2": [h.mean(0) for h in record["m2"]]}
+        cut = [model.fuse(model.encode(v, squeeze_override=means))["unimodal_logits"]["m1"] for v in (x, other)]
+        torch.testing.assert_close(cut[0], cut[1])
+        fixed = {"m1": [torch.zeros(8), torch.zeros(16)]}
+        cut = [model.fuse(model.encode(v, excite_override=fixed))["unimodal_logits"]["m1"] for v in (x, other)]
+        torch.testing.assert_close(cut[0], cut[1])
+
+
+def test_mmtm_on_resnet18_sits_after_layer2_3_4():
+    model, _ = cnn_model("resnet18", dims={"m1": [3, 32, 32], "m2": [1, 32, 32]})
+    widths = [(t.to_w[0].out_features, t.to_w[1].out_features) for t in model.mmtm]
+    assert widths == [(128, 128), (256, 256), (512, 512)]
+    model.eval()
+    with torch.no_grad():
+        out = model({"m1": torch.rand(2, 3, 32, 32), "m2": torch.rand(2, 1, 32, 32)})
+    assert out["logits"].shape == (2, 3) and torch.isfinite(out["logits"]).all()
