@@ -85,6 +85,7 @@ class DatasetSpec:
     load: Callable[[DataConfig, Path], Dataset]
     cache_key: Callable[[DataConfig], str]
     description: str
+    data_format: int | None = None  # a cache whose manifest names another format is rebuilt by `prep`
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
@@ -95,12 +96,16 @@ def cache_dir(cfg: DataConfig) -> Path:
 
 
 def prepare(cfg: DataConfig, force: bool = False) -> tuple[Path, dict]:
-    """Build the cache for ``cfg`` unless a complete one exists; returns (folder, manifest)."""
+    """Build the cache for ``cfg`` unless a complete one in the current data format exists; returns
+    (folder, manifest). A cache written by an older format is rebuilt in place."""
     spec = DATASETS.get(cfg.name)
     out = cache_dir(cfg)
     manifest_path = out / "manifest.json"
     if manifest_path.is_file() and not force:
-        return out, json.loads(manifest_path.read_text())
+        manifest = json.loads(manifest_path.read_text())
+        if spec.data_format is None or manifest.get("format") == spec.data_format:
+            return out, manifest
+        manifest_path.unlink()  # stale: the cache is incomplete until the new manifest is written
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     manifest = spec.prepare(cfg, out)

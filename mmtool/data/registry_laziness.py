@@ -163,4 +163,7 @@ def _load(cfg: DataConfig, folder: Path) -> Dataset:
 
 
 for _name, _family in FAMILIES.items():
-    DATASETS.register(_name)(DatasetSpec(prepare=_prepare, load=_load, cache_key=_key, description=_family.description))
+    spec = DatasetSpec(
+        prepare=_prepare, load=_load, cache_key=_key, description=_family.description, data_format=FORMAT
+    )
+    DATASETS.register(_name)(spec)

@@ -59,5 +59,5 @@ _DESCRIPTIONS = {
 
 for _name in GENERATORS:
     DATASETS.register(_name)(
-        DatasetSpec(prepare=_prepare, load=_load, cache_key=_key, description=_DESCRIPTIONS[_name])
+        DatasetSpec(prepare=_prepare, load=_load, cache_key=_key, description=_DESCRIPTIONS[_name], data_format=FORMAT)
     )

@@ -138,6 +138,25 @@ def test_format_and_checksum_are_checked(tmp_path, monkeypatch):
         load_dataset(c)
 
 
+def test_prep_rebuilds_a_cache_of_an_older_format(tmp_path, monkeypatch):
+    """`prep` without --force must not report an old-format cache as ready: it rebuilds it."""
+    import dataclasses
+
+    from mmtool.data import DATASETS
+
+    c = cfg(tmp_path, "digits-twoview")
+    folder, old = prepare(c)
+    assert prepare(c)[1] == old  # current format: reused as is
+    newer = reg.FORMAT + 1
+    monkeypatch.setattr(reg, "FORMAT", newer)
+    monkeypatch.setitem(
+        DATASETS._items, "digits-twoview", dataclasses.replace(DATASETS.get("digits-twoview"), data_format=newer)
+    )
+    _, manifest = prepare(c)
+    assert manifest["format"] == newer == json.loads((folder / "manifest.json").read_text())["format"]
+    assert len(load_dataset(c).splits["train"]) == old["split_sizes"]["train"]
+
+
 @pytest.mark.parametrize("name, n", [("synth-lazy", 10), ("digits-colored", 10), ("digits-twoview", 1798)])
 def test_bad_sizes_are_refused(tmp_path, name, n):
     with pytest.raises(UserError, match="data.n"):
