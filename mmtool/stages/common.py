@@ -22,6 +22,7 @@ from mmtool.engine.loop import fit
 from mmtool.errors import UserError
 from mmtool.methods import MethodContext, build_method
 from mmtool.models import MultiModalNet, build_model, model_spec
+from mmtool.models.mmtm import MMTMNet
 from mmtool.runs import new_run_dir, read_json, require_run, write_env, write_json
 
 
@@ -137,8 +138,18 @@ def load_encoders(run_dir: str | Path | None) -> dict[str, torch.nn.Module]:
     path = require_run(run_dir, "this stage", "run")
     if _is_fusion_run(path):
         model, _ = load_model(path)
-        return dict(model.encoders)
+        return _separable_encoders(model, path)
     return {m: model.encoders[m] for m, model in load_unimodal_models(path, "run").items()}
+
+
+def _separable_encoders(model: MultiModalNet, path: Path) -> dict[str, torch.nn.Module]:
+    """A late-fusion model's encoders; an MMTM model's branches are not functions of one modality."""
+    if isinstance(model, MMTMNet):
+        raise UserError(
+            f"run: {path} fuses its branches with MMTMs, so an encoder alone is not what the model computes; "
+            "use `mmtool utilization --run` for each branch's accuracy with the other modality cut"
+        )
+    return dict(model.encoders)
 
 
 def encoder_snapshots(run_dir: str | Path | None) -> Iterator[tuple[int, dict[str, torch.nn.Module]]]:
@@ -150,7 +161,7 @@ def encoder_snapshots(run_dir: str | Path | None) -> Iterator[tuple[int, dict[st
     path = require_run(run_dir, "this stage", "run")
     if _is_fusion_run(path):
         for epoch, ckpt in list_snapshots(path / "checkpoints"):
-            yield epoch, dict(model_from_checkpoint(ckpt)[0].encoders)
+            yield epoch, _separable_encoders(model_from_checkpoint(ckpt)[0], path)
         return
     modalities = read_json(path / "results.json")["modalities"] if (path / "results.json").is_file() else {}
     per_epoch: dict[int, dict[str, Path]] = {}

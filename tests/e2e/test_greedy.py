@@ -38,3 +38,14 @@ def test_greedy_chain_writes_table_and_plots(tmp_path):
     assert "guided vs vanilla, mean |d_util|" in text
     assert "## mlp branches (1 seeds; plot: greedy_mlp.png)" in text
     assert (tmp_path / "results" / "greedy_mlp.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_probe_refuses_mmtm_branches_with_one_line(tmp_path):
+    from tests.e2e.test_cli_chain import REPO
+
+    mmtool(tmp_path, "prep", "digits-colored", "data.n=200")
+    args = ["-r", str(REPO / RECIPE), "data.n=200", "train.epochs=1"]
+    mmtool(tmp_path, "train", *args, "--run-dir", "mmtm")
+    proc = mmtool(tmp_path, "probe", "-d", "digits-colored", "data.n=200", "--run", "mmtm", check=False)
+    assert proc.returncode == 2
+    assert "MMTM" in proc.stderr and "mmtool utilization" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
