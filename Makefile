@@ -129,6 +129,7 @@ probes-job/%:
 bench:
 	$(PYTHON) benchmarks/bench_loop.py
 	$(PYTHON) benchmarks/bench_synthetic.py
+	$(PYTHON) benchmarks/bench_resnet.py
 
 clean:
 	rm -rf runs data .pytest_cache
