@@ -111,12 +111,21 @@ def probe_curves(points: list[dict], reference: list[dict], out: Path, title: st
 
 def histogram(values: list[float], out: Path, title: str, xlabel: str, bins: int = 20) -> Path:
     """Histogram of a per-run quantity (e.g. d_util over seeds or learning rates, paper 002 Fig. 2)."""
+    return histograms({xlabel: values}, out, title, bins)
+
+
+def histograms(panels: dict[str, list[float]], out: Path, title: str, bins: int = 20) -> Path:
+    """One histogram per named per-run quantity, side by side (paper 002, Fig. 2: d_util and d_speed)."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.hist(values, bins=bins, range=(-1, 1), color="tab:blue", edgecolor="white", label=f"{len(values)} runs")
-    ax.axvline(0, color="grey", linestyle=":")
-    ax.set(xlabel=xlabel, ylabel="runs", title=title)
-    ax.legend(fontsize=8)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    for ax, (xlabel, values) in zip(axes[0], panels.items(), strict=True):
+        finite = [v for v in values if v == v]  # drop NaN
+        low, high = min([-1.0, *finite]), max([1.0, *finite])
+        ax.hist(finite, bins=bins, range=(low, high), color="tab:blue", edgecolor="white", label=f"{len(finite)} runs")
+        ax.axvline(0, color="grey", linestyle=":")
+        ax.set(xlabel=xlabel, ylabel="runs")
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, plt, out)
 

@@ -117,20 +117,43 @@ def utilization_rates(model: MultiModalNet, train, test, device) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m mmtool.analysis.utilization OUT.png RUN...``: histogram of d_util over utilization runs
-    (paper 002, Fig. 2), e.g. one `mmtool utilization` run per seed or learning rate."""
+    (paper 002, Fig. 2), e.g. one `mmtool utilization` run per seed or learning rate. When the analysed
+    training runs logged d_speed (method ``balanced``), its value at their selected epoch is shown beside."""
     import json
     import sys
     from pathlib import Path
 
-    from mmtool.analysis.plots import histogram
+    from mmtool.analysis.plots import histograms
     from mmtool.runs import read_json
 
     args = argv if argv is not None else sys.argv[1:]
     if len(args) < 2:
         raise SystemExit("usage: python -m mmtool.analysis.utilization OUT.png UTILIZATION_RUN...")
-    values = [read_json(Path(run) / "results.json")["d_util"] for run in args[1:]]
-    histogram(values, Path(args[0]), "imbalance in utilization", "d_util = u(m2|m1) - u(m1|m2)")
-    print(json.dumps({"d_util": values, "plot": args[0]}))
+    results = [read_json(Path(run) / "results.json") for run in args[1:]]
+    values = [r["d_util"] for r in results]
+    speeds = [s for s in (_d_speed_at_best(r.get("source")) for r in results) if s is not None]
+    panels = {"d_util = u(m2|m1) - u(m1|m2)": values}
+    if speeds:
+        panels["d_speed = s(m2|m1) - s(m1|m2), at the selected epoch"] = speeds
+    histograms(panels, Path(args[0]), f"imbalance in utilization over {len(values)} runs")
+    print(json.dumps({"d_util": values, "d_speed": speeds, "plot": args[0]}))
+
+
+def _d_speed_at_best(source: str | None) -> float | None:
+    """d_speed logged by a training run at its selected (best-validation) epoch, if it logged one."""
+    import json
+    from pathlib import Path
+
+    from mmtool.runs import read_json
+
+    if not source or not (Path(source) / "results.json").is_file() or not (Path(source) / "metrics.jsonl").is_file():
+        return None
+    best = read_json(Path(source) / "results.json").get("best_epoch")
+    for line in (Path(source) / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line) if line.strip() else {}
+        if row.get("epoch") == best and "d_speed" in row:
+            return float(row["d_speed"])
+    return None
 
 
 if __name__ == "__main__":

@@ -65,8 +65,27 @@ def test_d_util_histogram_from_utilization_runs(tmp_path, capsys):
         _write(tmp_path / f"u{i}", {"stage": "utilization", "d_util": d})
         runs.append(str(tmp_path / f"u{i}"))
     utilization.main([str(tmp_path / "hist.png"), *runs])
-    assert json.loads(capsys.readouterr().out)["d_util"] == [-0.4, -0.35, 0.1]
+    out = json.loads(capsys.readouterr().out)
+    assert out["d_util"] == [-0.4, -0.35, 0.1] and out["d_speed"] == []
     assert (tmp_path / "hist.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_d_speed_beside_d_util_from_the_training_runs(tmp_path, capsys):
+    """For runs that logged d_speed, the value at the selected epoch (not the last) is plotted beside d_util."""
+    from mmtool.analysis import utilization
+
+    runs = []
+    for i, (d_util, best) in enumerate(((0.2, 2), (-0.1, 3))):
+        train = tmp_path / f"train{i}"
+        _write(train, {"stage": "train", "best_epoch": best})
+        rows = [{"epoch": e, "d_speed": 0.1 * e + i} for e in (1, 2, 3)]
+        (train / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        _write(tmp_path / f"u{i}", {"stage": "utilization", "d_util": d_util, "source": str(train)})
+        runs.append(str(tmp_path / f"u{i}"))
+    utilization.main([str(tmp_path / "hist.png"), *runs])
+    out = json.loads(capsys.readouterr().out)
+    assert out["d_util"] == [0.2, -0.1]
+    assert out["d_speed"] == [0.2, 0.1 * 3 + 1]
 
 
 def test_probe_table_rows_deltas_and_lazy_encoders(tmp_path):
