@@ -78,7 +78,7 @@ def render(sections: dict[str, dict[str, dict]], plots_by_encoder: dict[str, str
         "MMTM fusion on digits-colored (m1 colored, m2 gray), mean ± std over seeds. Accuracies (%) on test,",
         "of the fused prediction and of each branch's own classifier; d_util = u(b|a) − u(a|b) on test",
         "(Def. 4.1); d_speed = s(b|a) − s(a|b) at the epoch selected on validation (Def. 5.1); re-balancing =",
-        "share of the training steps that accelerated that modality.",
+        "share of an epoch's training steps that accelerated that modality, averaged over the logged epochs.",
     ]
     for encoder, data in sections.items():
         seeds = max((len(d["curves"]) for d in data.values()), default=0)

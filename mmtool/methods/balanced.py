@@ -57,10 +57,13 @@ def speed_groups(model: MMTMNet) -> dict[str, list[torch.nn.Parameter]]:
 
 @torch.no_grad()
 def effective_update(params: list[torch.nn.Parameter]) -> float:
-    """μ(θ) = ||G||² / ||θ||² over the whole group (parameters without a gradient count as zero)."""
-    grad = sum(float(p.grad.float().pow(2).sum()) for p in params if p.grad is not None)
-    weight = sum(float(p.float().pow(2).sum()) for p in params)
-    return grad / max(weight, 1e-30)
+    """μ(θ) = ||G||² / ||θ||² over the whole group (parameters without a gradient count as zero).
+    One device-to-host transfer per group, not one per tensor."""
+    grads = [p.grad.float().pow(2).sum() for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    grad, weight = torch.stack([torch.stack(grads).sum(), torch.stack([p.float().pow(2).sum() for p in params]).sum()])
+    return float(grad) / max(float(weight), 1e-30)
 
 
 def conditional_speeds(sums: dict[str, float], a: str, b: str) -> dict[str, float]:
@@ -101,7 +104,6 @@ class BalancedMultiModal(UniModalEnsemble):
         self.sums: dict[str, float] = {}  # M_θ per speed group, over all regular steps
         self.excite_sum: dict[str, list[torch.Tensor]] = {}  # Σ w_m(x) over the samples of regular steps
         self.excite_count = 0
-        self.speeds: dict[str, float] = {}
         self._recorded: dict[str, list[torch.Tensor]] = {}
         self._epoch_kinds: dict[str, int] = {}
         self.modalities: list[str] = []
@@ -131,9 +133,7 @@ class BalancedMultiModal(UniModalEnsemble):
         else:
             means = [s / self.excite_count for s in self.excite_sum[self.kind]]
             features = model.encode(batch.inputs, excite_override={self.kind: means})
-        out = model.fuse(features)
-        return {f"ce_{m}_loss": torch.nn.functional.cross_entropy(z, batch.target)
-                for m, z in out["unimodal_logits"].items()}  # fmt: skip
+        return self.branch_losses(model.fuse(features), batch.target)
 
     def after_step(self, model: MultiModalNet, step: int) -> None:
         if self.kind != REGULAR:
@@ -146,15 +146,15 @@ class BalancedMultiModal(UniModalEnsemble):
             self.excite_sum[m] = totals if previous is None else [s + t for s, t in zip(previous, totals, strict=True)]
         self.excite_count += len(next(iter(self._recorded.values()))[0])
         a, b = model.modalities
-        self.speeds = conditional_speeds(self.sums, a, b)
-        d = self.speeds["d_speed"]
+        d = conditional_speeds(self.sums, a, b)["d_speed"]
         if self.params.mode == "guided" and self.epoch > self.params.warmup_epochs and abs(d) > self.params.alpha:
             self.pending = [a if d > 0 else b] * self.params.window
 
     def epoch_metrics(self) -> dict[str, float]:
         steps = max(sum(self._epoch_kinds.values()), 1)
         shares = {f"rebalance_{m}_share": self._epoch_kinds.get(m, 0) / steps for m in self.modalities}
-        return {**self.speeds, **shares}
+        speeds = conditional_speeds(self.sums, *self.modalities) if self.sums else {}
+        return {**speeds, **shares}
 
     def state_dict(self) -> dict:
         return {
@@ -163,7 +163,6 @@ class BalancedMultiModal(UniModalEnsemble):
             "sums": dict(self.sums),
             "excite_sum": {m: [t.clone() for t in v] for m, v in self.excite_sum.items()},
             "excite_count": self.excite_count,
-            "speeds": dict(self.speeds),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -172,4 +171,3 @@ class BalancedMultiModal(UniModalEnsemble):
         self.sums = dict(state["sums"])
         self.excite_sum = {m: list(v) for m, v in state["excite_sum"].items()}
         self.excite_count = state["excite_count"]
-        self.speeds = dict(state["speeds"])

@@ -62,5 +62,9 @@ class UniModalEnsemble(NaiveFusion):
             raise UserError("method 'ume' needs model.head: ensemble (independent per-modality classifiers)")
 
     def training_step(self, model: MultiModalNet, batch: Batch) -> dict[str, torch.Tensor]:
-        out = model(batch.inputs)
-        return {f"ce_{m}_loss": F.cross_entropy(z, batch.target) for m, z in out["unimodal_logits"].items()}
+        return self.branch_losses(model(batch.inputs), batch.target)
+
+    @staticmethod
+    def branch_losses(out: dict, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One CE per modality's own prediction: ``{"ce_<m>_loss": ...}``."""
+        return {f"ce_{m}_loss": F.cross_entropy(z, target) for m, z in out["unimodal_logits"].items()}

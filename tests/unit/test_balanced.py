@@ -100,7 +100,7 @@ def test_regular_step_accumulates_mu_of_the_updated_weights(alpha_splits):
     take_steps(model, method, [batch], epoch=1)
     for k in groups:
         assert method.sums[k] == pytest.approx(grads[k] / weights[k], rel=1e-4)
-    assert method.speeds["d_speed"] == pytest.approx(
+    assert method.epoch_metrics()["d_speed"] == pytest.approx(
         math.log(method.sums["fusion:m1"] / method.sums["branch:m1"])
         - math.log(method.sums["fusion:m2"] / method.sums["branch:m2"])
     )
@@ -128,7 +128,7 @@ def test_guided_windows_have_q_steps_and_accelerate_the_slower_modality(alpha_sp
     # with alpha 0 every regular step opens a window; its modality follows the sign of d_speed then
     method.pending = []
     take_steps(model, method, batches(alpha_splits["train"])[:1], epoch=3)  # one regular step
-    d = method.speeds["d_speed"]
+    d = method.epoch_metrics()["d_speed"]
     assert method.pending == [("m1" if d > 0 else "m2")] * 3
 
 
