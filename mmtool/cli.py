@@ -84,19 +84,29 @@ def emit(result: dict, as_json: bool) -> None:
 def prep(
     dataset: Annotated[str, typer.Argument(help="Dataset name (see `mmtool recipes`).")],
     root: Annotated[str, typer.Option(help="Where prepared datasets live.")] = "data",
+    raw: Annotated[
+        str | None, typer.Option("--raw", help="Folder with the dataset's published layout (real datasets).")
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes decoding in parallel (real datasets).")] = 0,
+    max_skip_frac: Annotated[
+        float, typer.Option("--max-skip-frac", help="Broken inputs allowed before prep fails, as a fraction.")
+    ] = 0.05,
     force: Annotated[bool, typer.Option(help="Rebuild even if a complete cache exists.")] = False,
     overrides: Overrides = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Build a dataset's loader-ready cache and manifest.
 
-    Example: mmtool prep synth-gamma data.seed=1
+    Example: mmtool prep synth-gamma data.seed=1   (real data: mmtool prep ucf101 --raw DIR --workers 8)
     """
     from mmtool.config import apply_overrides, build_recipe
+    from mmtool.data import PrepOptions
     from mmtool.stages import prep as stage
 
-    raw = apply_overrides({"stage": "prep", "data": {"name": dataset, "root": root}}, overrides, "command line")
-    emit(stage.run(build_recipe(raw, "command line"), force=force), as_json)
+    data = {"name": dataset, "root": root, **({"raw": raw} if raw is not None else {})}
+    raw_cfg = apply_overrides({"stage": "prep", "data": data}, overrides, "command line")
+    options = PrepOptions(workers=workers, max_skip_frac=max_skip_frac)
+    emit(stage.run(build_recipe(raw_cfg, "command line"), force=force, options=options), as_json)
 
 
 @app.command("pretrain-unimodal")
@@ -183,6 +193,8 @@ def _from_decision(source: str, method: str | None, overrides: list[str] | None,
         raise UserError(f"--from-decision says {decision['method']!r} but METHOD is {method!r}")
     typer.echo(f"decision: {decision['verdict']} -> {decision['recipe']}", err=True)
     base = [f"teachers={teachers or decision['teachers']}", *decision.get("data_overrides", [])]
+    if decision["verdict"] == "UME":  # the paper's UME: average the teachers decide compared, train nothing
+        base.append("method.from_teachers=true")
     return load_recipe(decision["recipe"], [*base, *(overrides or [])])
 
 

@@ -1,7 +1,7 @@
 """Recipes: YAML files validated into typed, frozen dataclasses.
 
-A recipe may name a ``base:`` recipe (path relative to itself); the two are deep-merged, the child
-winning. ``key=value`` overrides from the command line are applied after merging, with values parsed as
+A recipe may name a ``base:`` recipe, or a list of them (paths relative to itself: a dataset fragment and
+a method fragment combine); they are deep-merged in order, later ones and then the child winning. ``key=value`` overrides from the command line are applied after merging, with values parsed as
 YAML (``optim.lr=0.1``, ``model.hidden=[64,64]``). Validation is strict: an unknown key, a value of the
 wrong type or a missing file raises :class:`~mmtool.errors.UserError` naming the file and the dotted key,
 which the CLI prints on one line with exit code 2.
@@ -18,7 +18,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Literal, Union
 
 import yaml
 
@@ -35,16 +35,42 @@ class DataConfig:
     root: str = "data"
     seed: int = 0  # generation + split seed (synthetic sets)
     n: int | None = None  # total samples; None = the paper's size
-    test_fraction: float = 0.2  # App. A.10: 80/20 train/test
+    test_fraction: float = 0.2  # App. A.10: 80/20 train/test (array sets; real sets have official test splits)
     val_fraction: float = 0.1  # carved from train, used for model selection only
+    raw: str | None = None  # prep input of real datasets: the folder holding the published layout
+    split: int = 1  # ucf101: official train/test split 1, 2 or 3
+    image_size: int = 224  # real sets: side of the square frames the encoders see (App. A.1: 224)
+    store_size: int = 256  # vggsound prep: frames stored store_size x store_size (App. A.1: 256)
+    clip_frames: int = 32  # vggsound prep: frames sampled uniformly per clip (App. A.1: 32)
+    flow_stack: int = 10  # ucf101: x and y flow frames per sample (App. A.1: 10 each, 20 channels)
+    rgb_source: str = "auto"  # ucf101 prep: frames (jpegs_256/), video (UCF-101/*.avi) or auto (frames if present)
+    audio_seconds: float = 10.0  # vggsound prep: audio cropped or tiled to this length (App. A.1: 10 s)
+    sample_rate: int = 16000  # vggsound prep: audio resampled to this rate (App. A.1: 16 kHz)
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """One modality's encoder: registry name, its arguments, an input transform, optional weights."""
+
+    name: str = "mlp"
+    hidden: tuple[int, ...] = ()  # mlp/cnn widths; empty = model.hidden
+    args: dict[str, Any] = field(default_factory=dict)  # other constructor arguments of the encoder
+    transform: str | None = None  # input transform run on the training device before the encoder (e.g. stft)
+    transform_args: dict[str, Any] = field(default_factory=dict)
+    pretrained: str | None = None  # a local file of torchvision-format weights (relative to the recipe)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Encoder per modality and fusion head, by registry name."""
+    """Encoder per modality and fusion head, by registry name.
+
+    ``encoder``/``hidden`` give every modality the same encoder; ``encoders`` maps a modality to its own
+    (VGG-Sound: r3d18 for video, resnet18 on spectrograms for audio) and wins where it names one.
+    """
 
     encoder: str = "mlp"
     hidden: tuple[int, ...] = (100,)  # mlp encoder: hidden widths; the last one is the feature size
+    encoders: dict[str, EncoderConfig] = field(default_factory=dict)
     head: str = "linear"
     head_hidden: int = 200  # mlp head only
     fusion: str = "late"  # late: encoders meet in the head; mmtm: MMTM modules between encoder blocks
@@ -75,9 +101,12 @@ class TrainConfig:
     checkpoint_every: int = 10  # epochs between resumable checkpoints; 0 = only at the end
     snapshot_every: int = 0  # keep the weights every k epochs (checkpoints/epoch_*.pt) for probes over training
     seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "fp32"  # fp32 | bf16 (autocast)
-    channels_last: bool = False
+    device: str = "auto"  # auto | cpu | cuda | cuda:N  (auto: CUDA when present)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"  # auto: bf16 where the hardware runs it fast
+    channels_last: bool = False  # channels_last memory format for 4-D (and channels_last_3d for 5-D) tensors
+    workers: int = 0  # DataLoader worker processes of on-disk datasets (0: read in the training process)
+    eval_batch_size: int = 0  # evaluation batch size; 0 = the dataset's default
+    log_every: int = 50  # steps between reading the running losses back from the device (progress only)
 
 
 @dataclass(frozen=True)
@@ -210,10 +239,13 @@ def _merged_raw(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     base = raw.pop("base", None)
     if base is None:
         return raw
-    if not isinstance(base, str):
-        raise UserError(f"{path}: key 'base' expects a path string")
-    parent = _merged_raw(path.parent / base, (*seen, path))
-    return deep_merge(parent, raw)
+    bases = [base] if isinstance(base, str) else base
+    if not isinstance(bases, list) or not bases or not all(isinstance(b, str) for b in bases):
+        raise UserError(f"{path}: key 'base' expects a path string or a list of them")
+    merged: dict[str, Any] = {}
+    for b in bases:  # later fragments win over earlier ones, the recipe over all of them
+        merged = deep_merge(merged, _merged_raw(path.parent / b, (*seen, path)))
+    return deep_merge(merged, raw)
 
 
 def deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
@@ -325,7 +357,15 @@ def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise _type_error(source, key, tp, value)
+        _, value_tp = typing.get_args(tp)
+        if dataclasses.is_dataclass(value_tp):
+            return {k: _build(value_tp, v, source, f"{key}.{k}.") for k, v in value.items()}
         return dict(value)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value in allowed:
+            return value
+        raise UserError(f"{source}: key '{key}' must be one of {', '.join(map(str, allowed))}, got {value!r}")
     if tp is Any:
         return value
     if tp is float:

@@ -114,7 +114,8 @@ def git_sha() -> str | None:
     return out.stdout.strip() or None
 
 
-def write_env(run_dir: Path, seed: int, device: str) -> None:
+def write_env(run_dir: Path, seed: int, runtime: dict[str, Any]) -> None:
+    """Versions, git SHA, the runtime in force (device, precision, ...), seed and command line."""
     import torch
 
     from mmtool import __version__
@@ -127,8 +128,7 @@ def write_env(run_dir: Path, seed: int, device: str) -> None:
             "torch": torch.__version__,
             "platform": platform.platform(),
             "git_sha": git_sha(),
-            "device": device,
-            "cuda": torch.cuda.get_device_name(0) if device.startswith("cuda") else None,
+            **runtime,
             "seed": seed,
             "argv": sys.argv,
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from mmtool.config import OptimConfig, ProbeConfig, ScheduleConfig, TrainConfig
-from mmtool.data import Split
+from mmtool.data import ArraySource
 from mmtool.engine.checkpoint import load_model
 from mmtool.engine.loop import fit
 from mmtool.methods import MethodContext, build_method
@@ -15,9 +15,11 @@ from mmtool.models import MultiModalNet, build_model
 
 
 def train_linear_classifier(
-    features: dict[str, Split], num_classes: int, cfg: ProbeConfig, seed: int, out_dir: Path, device: torch.device
+    features: dict[str, ArraySource], num_classes: int, cfg: ProbeConfig, seed: int, out_dir: Path
 ) -> MultiModalNet:
     """Fit a linear head on cached features (all modalities in ``features``), select on validation.
+
+    The features are small and in memory, so the classifier trains on the CPU whatever device extracted them.
 
     With several modalities this is the paper's multi-modal linear classifier on frozen encoders
     (Sec. 3.3); its per-modality blocks are the split-out uni-modal classifiers of Table 4.
@@ -44,8 +46,8 @@ def train_linear_classifier(
         OptimConfig(name=cfg.optim, lr=cfg.lr, weight_decay=cfg.weight_decay),
         ScheduleConfig(name="none"),
         TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, eval_every=1, checkpoint_every=0, seed=seed),
-        device,
+        "cpu",
         label="linear probe",
     )
     best, _ = load_model(out_dir)
-    return best.to(device)
+    return best

@@ -19,71 +19,61 @@ from __future__ import annotations
 import torch
 
 from mmtool.engine.evaluate import accuracy
+from mmtool.engine.inference import run_inference
 from mmtool.models import MultiModalNet
 from mmtool.models.mmtm import MMTMNet
 
 
-@torch.no_grad()
-def mean_features(model: MultiModalNet, split, device) -> dict[str, torch.Tensor]:
+def mean_features(model: MultiModalNet, split, runtime=None) -> dict[str, torch.Tensor]:
     """Training-set mean of every modality's encoder features: ``{m: (D,)}``."""
-    model.eval()
-    sums: dict[str, torch.Tensor] = {}
-    n = 0
-    for batch in split.batches(4096):
-        batch = batch.to(device)
-        for m, f in model.encode(batch.inputs).items():
-            sums[m] = sums.get(m, 0) + f.float().sum(0)
-        n += len(batch)
-    return {m: s / n for m, s in sums.items()}
+
+    def forward(net: MultiModalNet, inputs: dict) -> dict:
+        return {"features": net.encode(inputs)}
+
+    feats = run_inference(model, split, runtime, want=("features",), forward=forward)["features"]
+    return {m: f.sum(0) / len(f) for m, f in feats.items()}
 
 
-@torch.no_grad()
 def accuracy_with_mean(
-    model: MultiModalNet, split, device, replace: str | None, means: dict[str, torch.Tensor]
+    model: MultiModalNet, split, runtime, replace: str | None, means: dict[str, torch.Tensor]
 ) -> float:
     """Accuracy when modality ``replace``'s features are set to their training mean (None: unchanged)."""
-    model.eval()
-    logits, targets = [], []
-    for batch in split.batches(4096):
-        batch = batch.to(device)
-        feats = model.encode(batch.inputs)
+
+    def forward(net: MultiModalNet, inputs: dict) -> dict:
+        feats = net.encode(inputs)
         if replace is not None:
-            feats[replace] = means[replace].to(feats[replace].dtype).expand_as(feats[replace])
-        logits.append(model.fuse(feats)["logits"].float().cpu())
-        targets.append(batch.target.cpu())
-    return accuracy(torch.cat(logits), torch.cat(targets))
+            mean = means[replace].to(feats[replace].device, feats[replace].dtype)
+            feats[replace] = mean.expand_as(feats[replace])
+        return net.fuse(feats)
+
+    pred = run_inference(model, split, runtime, want=("logits",), forward=forward)
+    return accuracy(pred["logits"], pred["target"])
 
 
-@torch.no_grad()
-def _branch_accuracies(model: MMTMNet, split, device, override: dict | None) -> dict[str, float]:
+def _branch_accuracies(model: MMTMNet, split, runtime, override: dict | None) -> dict[str, float]:
     """Accuracy of each branch's own prediction, with some modalities' MMTM inputs overridden."""
-    model.eval()
-    logits: dict[str, list] = {}
-    targets = []
-    for batch in split.batches(4096):
-        batch = batch.to(device)
-        out = model.fuse(model.encode(batch.inputs, squeeze_override=override))
-        for m, z in out["unimodal_logits"].items():
-            logits.setdefault(m, []).append(z.float().cpu())
-        targets.append(batch.target.cpu())
-    target = torch.cat(targets)
-    return {m: accuracy(torch.cat(v), target) for m, v in logits.items()}
+
+    def forward(net: MMTMNet, inputs: dict) -> dict:
+        return net.fuse(net.encode(inputs, squeeze_override=override))
+
+    pred = run_inference(model, split, runtime, want=("unimodal_logits",), forward=forward)
+    return {m: accuracy(z, pred["target"]) for m, z in pred["unimodal_logits"].items()}
 
 
-def intermediate_rates(model: MMTMNet, train, test, device) -> dict:
+def intermediate_rates(model: MMTMNet, train, test, runtime=None) -> dict:
     """Paper 002, Def. 4.1 as written: ``f_a'`` is branch a's prediction when every MMTM sees the training
     mean of the other modality's squeezed activations (Eq. 7), ``u(b|a) = (A(f_a) - A(f_a')) / A(f_a)``."""
     a, b = model.modalities
-    means = model.squeeze_means(train, device)
-    full = _branch_accuracies(model, test, device, None)
-    only_a = _branch_accuracies(model, test, device, {b: means[b]})[a]  # branch a, b's information cut
-    only_b = _branch_accuracies(model, test, device, {a: means[a]})[b]
+    means = model.squeeze_means(train, runtime)
+    full = _branch_accuracies(model, test, runtime, None)
+    only_a = _branch_accuracies(model, test, runtime, {b: means[b]})[a]  # branch a, b's information cut
+    only_b = _branch_accuracies(model, test, runtime, {a: means[a]})[b]
     u_b_given_a = (full[a] - only_a) / full[a]
     u_a_given_b = (full[b] - only_b) / full[b]
     return {
         "modalities": [a, b],
         "fusion": "mmtm",
-        "accuracy": accuracy_with_mean(model, test, device, None, {}),
+        "accuracy": accuracy_with_mean(model, test, runtime, None, {}),
         f"accuracy_branch_{a}": full[a],
         f"accuracy_branch_{b}": full[b],
         f"accuracy_only_{a}": only_a,
@@ -94,14 +84,14 @@ def intermediate_rates(model: MMTMNet, train, test, device) -> dict:
     }
 
 
-def utilization_rates(model: MultiModalNet, train, test, device) -> dict:
+def utilization_rates(model: MultiModalNet, train, test, runtime=None) -> dict:
     if isinstance(model, MMTMNet):
-        return intermediate_rates(model, train, test, device)
+        return intermediate_rates(model, train, test, runtime)
     a, b = model.modalities[:2]
-    means = mean_features(model, train, device)
-    acc = accuracy_with_mean(model, test, device, None, means)
-    only_a = accuracy_with_mean(model, test, device, b, means)  # b's features := mean
-    only_b = accuracy_with_mean(model, test, device, a, means)
+    means = mean_features(model, train, runtime)
+    acc = accuracy_with_mean(model, test, runtime, None, means)
+    only_a = accuracy_with_mean(model, test, runtime, b, means)  # b's features := mean
+    only_b = accuracy_with_mean(model, test, runtime, a, means)
     u_b_given_a = (acc - only_a) / acc
     u_a_given_b = (acc - only_b) / acc
     return {

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,52 +18,18 @@ import numpy as np
 import torch
 
 from mmtool.config import DataConfig
+from mmtool.data.pipeline import JOURNAL
+from mmtool.data.source import ArraySource, Batch, DiskSource, Shard, SplitSource
 from mmtool.errors import UserError
 from mmtool.registry import Registry
 from mmtool.runs import atomic_write_bytes, write_json
 
+__all__ = ["ArraySource", "Batch", "DiskSource", "Shard", "SplitSource", "Split", "Dataset", "DATASETS"]
+
 SPLITS = ("train", "val", "test")
 
 
-@dataclass
-class Batch:
-    """One mini-batch: ``inputs`` maps modality -> (B, ...) tensor; ``target`` is (B,) class indices."""
-
-    inputs: dict[str, torch.Tensor]
-    target: torch.Tensor
-
-    def to(self, device: torch.device | str) -> Batch:
-        return Batch({m: x.to(device, non_blocking=True) for m, x in self.inputs.items()}, self.target.to(device))
-
-    def __len__(self) -> int:
-        return len(self.target)
-
-
-@dataclass
-class Split:
-    """A whole split held in memory (synthetic and feature datasets)."""
-
-    inputs: dict[str, torch.Tensor]
-    target: torch.Tensor
-
-    def __len__(self) -> int:
-        return len(self.target)
-
-    def select(self, modalities: list[str]) -> Split:
-        return Split({m: self.inputs[m] for m in modalities}, self.target)
-
-    def batches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Batch]:
-        """Yield batches; ``batch_size`` 0 means the whole split; shuffled when a generator is given."""
-        n = len(self)
-        if batch_size <= 0 or batch_size >= n:
-            if generator is None:
-                yield Batch(self.inputs, self.target)
-                return
-            batch_size = n
-        order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-        for start in range(0, n, batch_size):
-            idx = order[start : start + batch_size]
-            yield Batch({m: x[idx] for m, x in self.inputs.items()}, self.target[idx])
+Split = ArraySource  # the in-memory split (name kept for the array families and their tests)
 
 
 @dataclass
@@ -74,14 +40,23 @@ class Dataset:
     modalities: tuple[str, ...]
     num_classes: int
     input_dims: dict[str, int | list[int]]  # per-sample shape: an int for vectors, else e.g. [C, H, W]
-    splits: dict[str, Split]
+    splits: dict[str, SplitSource]
+    class_names: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class PrepOptions:
+    """How ``prep`` runs (not what it produces): worker processes and the failure budget."""
+
+    workers: int = 0
+    max_skip_frac: float = 0.05  # skipped (broken) inputs allowed, as a fraction of the listed ones
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
     """How a dataset family is prepared (raw -> cache) and loaded (cache -> :class:`Dataset`)."""
 
-    prepare: Callable[[DataConfig, Path], dict]
+    prepare: Callable[[DataConfig, Path, PrepOptions], dict]
     load: Callable[[DataConfig, Path], Dataset]
     cache_key: Callable[[DataConfig], str]
     description: str
@@ -95,7 +70,7 @@ def cache_dir(cfg: DataConfig) -> Path:
     return Path(cfg.root) / cfg.name / DATASETS.get(cfg.name).cache_key(cfg)
 
 
-def prepare(cfg: DataConfig, force: bool = False) -> tuple[Path, dict]:
+def prepare(cfg: DataConfig, force: bool = False, options: PrepOptions | None = None) -> tuple[Path, dict]:
     """Build the cache for ``cfg`` unless a complete one in the current data format exists; returns
     (folder, manifest). A cache written by an older format is rebuilt in place."""
     spec = DATASETS.get(cfg.name)
@@ -104,14 +79,17 @@ def prepare(cfg: DataConfig, force: bool = False) -> tuple[Path, dict]:
     if manifest_path.is_file() and not force:
         manifest = json.loads(manifest_path.read_text())
         if spec.data_format is None or manifest.get("format") == spec.data_format:
-            return out, manifest
-        manifest_path.unlink()  # stale: the cache is incomplete until the new manifest is written
+            return out, {**manifest, "run": {"reused": "all", "seconds": 0.0}}
+    manifest_path.unlink(missing_ok=True)  # stale or forced: incomplete until the new manifest is written
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    manifest = spec.prepare(cfg, out)
-    manifest["prepare_seconds"] = round(time.perf_counter() - started, 3)
+    manifest = spec.prepare(cfg, out, options or PrepOptions())
+    # how this prep ran (time, work reused after an interruption) is reported, not stored: the cache's
+    # bytes depend on the data only, however often prep was interrupted
+    run = {**manifest.pop("run", {}), "seconds": round(time.perf_counter() - started, 3)}
     write_json(manifest_path, manifest)  # written last: its presence marks a complete cache
-    return out, manifest
+    (out / JOURNAL).unlink(missing_ok=True)  # kept until now: a kill before the manifest redoes nothing
+    return out, {**manifest, "run": run}
 
 
 def load_dataset(cfg: DataConfig) -> Dataset:
@@ -216,4 +194,4 @@ def dataset_from_arrays(
 
 # register the built-in families
 import mmtool.data.registry_laziness  # noqa: E402,F401
-from mmtool.data import registry_synthetic  # noqa: E402,F401
+from mmtool.data import registry_synthetic, ucf101, vggsound  # noqa: E402,F401

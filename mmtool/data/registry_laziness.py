@@ -142,7 +142,7 @@ def _key(cfg: DataConfig) -> str:
     return f"seed{cfg.seed}-n{_size(cfg)}"
 
 
-def _prepare(cfg: DataConfig, out: Path) -> dict:
+def _prepare(cfg: DataConfig, out: Path, options: object = None) -> dict:
     family = FAMILIES[cfg.name]
     arrays, manifest = write_array_cache(cfg, out, family.build, _size(cfg), FORMAT)
     y = arrays["y"]

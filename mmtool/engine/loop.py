@@ -5,6 +5,13 @@ sum and logs each one. It evaluates on the validation split every ``eval_every``
 best model by validation accuracy (never test), writes ``metrics.jsonl``, and writes a resumable
 ``last.pt`` every ``checkpoint_every`` epochs (atomically: a killed run resumes from its last complete
 checkpoint, and metrics logged after that checkpoint are dropped and recomputed).
+
+Data comes from the split's own loader, shuffled by (train.seed, epoch), so a resumed epoch reads the
+same batches. Device, precision (autocast, fp16 gradient scaling) and memory format come from the
+:class:`~mmtool.engine.runtime.Runtime`. The loop never waits for the device inside an epoch: losses are
+summed on the device and read back every ``train.log_every`` steps and at the end of the epoch; a
+non-finite loss is noticed then, and reported with the epoch, the first bad step and the loss terms
+that were not finite, before anything is validated or saved.
 """
 
 from __future__ import annotations
@@ -19,8 +26,9 @@ import torch
 
 from mmtool.config import OptimConfig, ScheduleConfig, TrainConfig
 from mmtool.engine.checkpoint import BEST, COMPLETE, LAST, load_checkpoint, save_checkpoint, snapshot_path
-from mmtool.engine.evaluate import autocast, evaluate
+from mmtool.engine.evaluate import evaluate
 from mmtool.engine.optim import build_optimizer, build_scheduler
+from mmtool.engine.runtime import Runtime
 from mmtool.models import MultiModalNet
 from mmtool.runs import MetricsWriter, write_json
 
@@ -43,34 +51,34 @@ def fit(
     optim: OptimConfig,
     schedule: ScheduleConfig,
     cfg: TrainConfig,
-    device: torch.device,
+    runtime: Runtime | torch.device | str,
     resume: bool = False,
     label: str = "train",
 ) -> FitResult:
     """Train ``model`` with ``method`` on ``train``; select on ``val``; write everything under ``out_dir``.
 
-    ``train`` and ``val`` provide ``batches(batch_size, generator=None)`` and ``len()``. ``spec`` is the
-    model spec stored in checkpoints so later stages can rebuild the model.
+    ``train`` and ``val`` are split sources (:class:`~mmtool.data.source.SplitSource`). ``spec`` is the
+    model spec stored in checkpoints so later stages can rebuild the model. ``runtime`` may be a bare
+    device, for callers that need no more than that.
     """
+    runtime = as_runtime(runtime, cfg)
     ckpt_dir = out_dir / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     metrics = MetricsWriter(out_dir / "metrics.jsonl")
-    model.to(device)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
+    runtime.prepare_model(model)
     if hasattr(method, "check_model"):
         method.check_model(model)
     groups = method.param_groups(model) if hasattr(method, "param_groups") else model.parameters()
     opt = build_optimizer(groups, optim)
     sched = build_scheduler(opt, schedule)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    scaler = runtime.grad_scaler()
     state = _State(best_epoch=0, best_val={"accuracy": -math.inf}, start=1)
     resumed = None
     if resume:
         if (ckpt_dir / COMPLETE).exists():
             return _finished(ckpt_dir)
         if (ckpt_dir / LAST).exists():
-            resumed = _restore(load_checkpoint(ckpt_dir / LAST), model, opt, sched, gen, method, state)
+            resumed = _restore(load_checkpoint(ckpt_dir / LAST), model, opt, sched, scaler, method, state)
             metrics.truncate_after(resumed)
             _rewind_best(ckpt_dir, state, spec)
         else:
@@ -80,12 +88,12 @@ def fit(
         for epoch in range(state.start, cfg.epochs + 1):
             if hasattr(method, "on_epoch_start"):
                 method.on_epoch_start(model, epoch)
-            train_losses = _train_epoch(model, method, train, opt, gen, cfg, device)
+            train_losses = _train_epoch(model, method, train, opt, scaler, epoch, cfg, runtime)
             record: dict[str, Any] = {"epoch": epoch, "lr": opt.param_groups[0]["lr"], **train_losses}
             if hasattr(method, "epoch_metrics"):
                 record.update(method.epoch_metrics())
             if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
-                record.update(_validate(model, val, spec, epoch, ckpt_dir, state, cfg, device))
+                record.update(_validate(model, val, spec, epoch, ckpt_dir, state, runtime))
                 metrics.write(record)
             _step_scheduler(sched, record)
             if cfg.snapshot_every and epoch % cfg.snapshot_every == 0:
@@ -93,9 +101,9 @@ def fit(
                     snapshot_path(ckpt_dir, epoch), {"model": model.state_dict(), "spec": spec, "epoch": epoch}
                 )
             if cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0 and epoch < cfg.epochs:
-                _save_last(ckpt_dir, epoch, model, opt, sched, gen, method, state, spec)
+                _save_last(ckpt_dir, epoch, model, opt, sched, scaler, method, state, spec)
             advance(record)
-    _save_last(ckpt_dir, cfg.epochs, model, opt, sched, gen, method, state, spec)
+    _save_last(ckpt_dir, cfg.epochs, model, opt, sched, scaler, method, state, spec)
     write_json(ckpt_dir / COMPLETE, {"epochs": cfg.epochs, "best_epoch": state.best_epoch, "best_val": state.best_val})
     return FitResult(state.best_epoch, state.best_val, cfg.epochs, resumed)
 
@@ -125,39 +133,96 @@ def _rewind_best(ckpt_dir: Path, state: _State, spec: dict) -> None:
     save_checkpoint(best, {"model": state.best_weights, "spec": spec, "epoch": state.best_epoch, "val": state.best_val})
 
 
-def _train_epoch(model, method, train, opt, gen, cfg: TrainConfig, device) -> dict[str, float]:
+def as_runtime(runtime: Runtime | torch.device | str, cfg: TrainConfig) -> Runtime:
+    """A :class:`Runtime` as given, or one on the given device with the recipe's other settings."""
+    if isinstance(runtime, Runtime):
+        return runtime
+    device = torch.device(runtime)
+    precision = "fp32" if cfg.precision == "auto" else cfg.precision
+    return Runtime(device, precision, cfg.channels_last, cfg.workers, cfg.eval_batch_size, max(1, cfg.log_every))
+
+
+def _train_epoch(model, method, train, opt, scaler, epoch: int, cfg: TrainConfig, runtime: Runtime) -> dict[str, float]:
     model.train()
-    sums: dict[str, float] = {}
-    seen = 0
-    for step, batch in enumerate(train.batches(cfg.batch_size, generator=gen)):
-        batch = batch.to(device)
-        with autocast(device, cfg.precision):
+    sums = _DeviceSums(runtime.device)
+    batches = train.loader(cfg.batch_size, train=True, seed=cfg.seed, epoch=epoch, workers=runtime.workers,
+                           shard=runtime.shard, pin_memory=runtime.pin_memory)  # fmt: skip
+    for step, batch in enumerate(batches):
+        batch = runtime.to_device(batch)
+        with runtime.autocast():
             losses = method.training_step(model, batch)
         total = sum(losses.values())
-        if not torch.isfinite(total):
-            detail = {k: float(v.detach()) for k, v in losses.items()}
-            raise FloatingPointError(f"non-finite loss {float(total.detach())} ({detail})")
         opt.zero_grad(set_to_none=True)
-        total.backward()
+        if scaler is not None:
+            scaler.scale(total).backward()
+            scaler.unscale_(opt)  # methods that rescale or project gradients see their true values
+        else:
+            total.backward()
         if hasattr(method, "after_backward"):
             method.after_backward(model, step)
-        opt.step()
+        if scaler is not None:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
         if hasattr(method, "after_step"):
             method.after_step(model, step)
-        n = len(batch)
-        seen += n
-        for k, v in losses.items():
-            sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
-        sums["loss"] = sums.get("loss", 0.0) + float(total.detach()) * n
-    return {f"train_{k}": v / max(seen, 1) for k, v in sums.items()}
+        sums.add(step, losses, total, len(batch))
+        if (step + 1) % runtime.log_every == 0:
+            sums.check(epoch)
+    sums.check(epoch)
+    return sums.means()
 
 
-def _validate(model, val, spec, epoch, ckpt_dir: Path, state: _State, cfg: TrainConfig, device) -> dict[str, float]:
+class _DeviceSums:
+    """Running, sample-weighted loss sums kept on the device, plus the first step whose loss was not
+    finite; :meth:`check` is the only place the host waits for them."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.names: list[str] | None = None
+        self.sums: torch.Tensor | None = None  # (K + 1,): each named loss, then their total
+        self.seen = 0
+        self.bad_step = torch.full((), -1, dtype=torch.long, device=device)
+        self.bad_values: torch.Tensor | None = None
+
+    def add(self, step: int, losses: dict[str, torch.Tensor], total: torch.Tensor, n: int) -> None:
+        if self.names is None:
+            self.names = [*losses, "loss"]
+            self.sums = torch.zeros(len(self.names), dtype=torch.float64, device=self.device)
+            self.bad_values = torch.zeros(len(self.names), dtype=torch.float32, device=self.device)
+        values = torch.stack([v.detach().float() for v in (*losses.values(), total)])  # (K + 1,)
+        first = (self.bad_step < 0) & ~torch.isfinite(values).all()
+        self.bad_step = torch.where(first, torch.full_like(self.bad_step, step), self.bad_step)
+        self.bad_values = torch.where(first, values, self.bad_values)
+        self.sums += values.double() * n
+        self.seen += n
+
+    def check(self, epoch: int) -> None:
+        step = int(self.bad_step)
+        if step < 0:
+            return
+        values = dict(zip(self.names or [], self.bad_values.tolist(), strict=True))
+        bad = [k for k, v in values.items() if not math.isfinite(v) and k != "loss"] or ["loss"]
+        detail = ", ".join(f"{k}={values[k]}" for k in values)
+        raise FloatingPointError(
+            f"non-finite loss at epoch {epoch}, step {step} in {', '.join(bad)} ({detail}); "
+            "lower optim.lr or check the inputs"
+        )
+
+    def means(self) -> dict[str, float]:
+        if self.names is None:
+            return {"train_loss": float("nan")}
+        totals = self.sums.tolist()
+        return {f"train_{k}": v / max(self.seen, 1) for k, v in zip(self.names, totals, strict=True)}
+
+
+def _validate(model, val, spec, epoch, ckpt_dir: Path, state: _State, runtime: Runtime) -> dict[str, float]:
     if val is None or len(val) == 0:  # no validation split: the last epoch is the selected one
         _mark_best(state, model, epoch, {"accuracy": float("nan")}, spec, ckpt_dir)
         return {}
-    result = evaluate(model, val, device, cfg.precision)
-    if result["accuracy"] > state.best_val["accuracy"]:
+    result = evaluate(model, val, runtime)
+    if math.isfinite(result["loss"]) and result["accuracy"] > state.best_val["accuracy"]:
         _mark_best(state, model, epoch, result, spec, ckpt_dir)
     return {"val_loss": result["loss"], "val_accuracy": result["accuracy"], "best_epoch": state.best_epoch}
 
@@ -172,7 +237,7 @@ def _step_scheduler(sched, record: dict[str, Any]) -> None:
         sched.step()
 
 
-def _save_last(ckpt_dir, epoch, model, opt, sched, gen, method, state: _State, spec) -> None:
+def _save_last(ckpt_dir, epoch, model, opt, sched, scaler, method, state: _State, spec) -> None:
     save_checkpoint(
         ckpt_dir / LAST,
         {
@@ -180,7 +245,7 @@ def _save_last(ckpt_dir, epoch, model, opt, sched, gen, method, state: _State, s
             "model": model.state_dict(),
             "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict() if sched is not None else {},
-            "generator": gen.get_state(),
+            "scaler": scaler.state_dict() if scaler is not None else {},
             "torch_rng": torch.get_rng_state(),
             "method": method.state_dict() if hasattr(method, "state_dict") else {},
             "best_epoch": state.best_epoch,
@@ -191,12 +256,13 @@ def _save_last(ckpt_dir, epoch, model, opt, sched, gen, method, state: _State, s
     )
 
 
-def _restore(ckpt, model, opt, sched, gen, method, state: _State) -> int:
+def _restore(ckpt, model, opt, sched, scaler, method, state: _State) -> int:
     model.load_state_dict(ckpt["model"])
     opt.load_state_dict(ckpt["optimizer"])
     if sched is not None and ckpt["scheduler"]:
         sched.load_state_dict(ckpt["scheduler"])
-    gen.set_state(ckpt["generator"])
+    if scaler is not None and ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
     torch.set_rng_state(ckpt["torch_rng"])
     if hasattr(method, "load_state_dict"):
         method.load_state_dict(ckpt["method"])

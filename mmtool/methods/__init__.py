@@ -20,6 +20,7 @@ The loop never asks which method it runs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +37,9 @@ class MethodContext:
     num_classes: int = 0
     modalities: tuple[str, ...] = ()
     device: str = "cpu"
-    splits: dict[str, Any] = field(default_factory=dict)  # "train"/"val" splits, for methods that measure
+    # measure(model, split_name, forward, want) -> run_inference's result on the "train" or "val" split:
+    # how a method that measures data (G-Blending) reaches it without holding the splits
+    measure: Callable[[Any, str, Callable, tuple[str, ...]], dict[str, Any]] | None = None
     epochs: int = 0  # total training epochs
     lr: float | None = None  # the recipe's optim.lr, for methods whose param_groups scale it for a part
     seed: int = 0  # the recipe's train.seed, for methods that draw random numbers of their own

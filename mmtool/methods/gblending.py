@@ -65,9 +65,10 @@ class GradientBlending(AuxiliaryCE):
             raise UserError("method.super_epoch must be >= 1")
         super().__init__(AuxiliaryCE.Params(), context)
         self.params = params
-        self.splits = context.splits
-        if "train" not in self.splits or "val" not in self.splits:
-            raise UserError("method 'gblending' needs the train and validation splits in its context")
+        if context.measure is None:
+            raise UserError("method 'gblending' measures losses on the train and validation splits: it needs a stage "
+                            "that provides them")
+        self.measure = context.measure
         self.weights: dict[str, float] = {}
         self.measured: dict[str, tuple[float, float]] = {}
 
@@ -84,25 +85,19 @@ class GradientBlending(AuxiliaryCE):
             self.weights = blend_weights(self.measured, now, self.params.eps) or self.weights
         self.measured = now
 
-    @torch.no_grad()
     def _losses(self, model: MultiModalNet) -> list[tuple[str, float, float]]:
         """(head, train loss, held-out loss) for the fused head and every auxiliary head."""
-        was_training = model.training
-        model.eval()
-        device = next(model.parameters()).device
+        heads = self._heads()
+
+        def forward(net: MultiModalNet, inputs: dict) -> dict:
+            out = net(inputs)
+            return {"logits": out["logits"], "aux": {m: h(out["features"][m]) for m, h in heads.items()}}
+
         per_split = {}
         for name in ("train", "val"):
-            sums: dict[str, float] = {}
-            n = 0
-            for batch in self.splits[name].batches(4096):
-                batch = batch.to(device)
-                out = model(batch.inputs)
-                logits = {FUSED: out["logits"], **{m: h(out["features"][m]) for m, h in self._heads().items()}}
-                for k, z in logits.items():
-                    sums[k] = sums.get(k, 0.0) + float(F.cross_entropy(z.float(), batch.target, reduction="sum"))
-                n += len(batch)
-            per_split[name] = {k: v / n for k, v in sums.items()}
-        model.train(was_training)
+            pred = self.measure(model, name, forward, ("logits", "aux"))
+            logits = {FUSED: pred["logits"], **pred["aux"]}
+            per_split[name] = {k: float(F.cross_entropy(z, pred["target"])) for k, z in logits.items()}
         return [(k, per_split["train"][k], per_split["val"][k]) for k in per_split["train"]]
 
     def training_step(self, model: MultiModalNet, batch: Batch) -> dict[str, torch.Tensor]:

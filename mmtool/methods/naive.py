@@ -57,6 +57,12 @@ class UniModalEnsemble(NaiveFusion):
     summary = "UME: independent uni-modal models, predictions averaged (needs head: ensemble)"
     reference = "paper 000, Sec. 3.3 / App. A.2"
 
+    @dataclass(frozen=True)
+    class Params:
+        # build the ensemble from the uni-modal models of `teachers` as they are, and train nothing
+        # (what `train --from-decision` does with a UME verdict)
+        from_teachers: bool = False
+
     def check_model(self, model: MultiModalNet) -> None:
         if type(model.head).__name__ != "EnsembleHead":
             raise UserError("method 'ume' needs model.head: ensemble (independent per-modality classifiers)")

@@ -3,9 +3,15 @@
 A model is described by a *spec*, a plain dict saved in every checkpoint, so any later stage can rebuild
 it from a run directory without the recipe that trained it::
 
-    {"modalities": {"m1": 200, "m2": 100}, "num_classes": 3,
-     "encoder": "mlp", "encoder_args": {"hidden": [100]}, "head": "linear", "head_args": {},
-     "fusion": "late"}
+    {"modalities": {"video": [3, 32, 224, 224], "audio": [160000]}, "num_classes": 309,
+     "encoders": {"video": {"name": "r3d18", "args": {}},
+                  "audio": {"name": "resnet18", "args": {}, "transform": "stft", "transform_args": {}}},
+     "head": "linear", "head_args": {}, "fusion": "late"}
+
+``modalities`` holds each modality's per-sample input shape as the data delivers it; an input
+``transform`` (:mod:`mmtool.models.transforms`, e.g. the STFT of a waveform) runs on the training device
+before the encoder, and the encoder is built for the transform's output shape. Specs of older runs, with
+one ``encoder``/``encoder_args`` for every modality, still build.
 
 ``fusion`` picks how the encoders are connected: ``late`` (:class:`MultiModalNet`, they meet in the
 head) or ``mmtm`` (:class:`~mmtool.models.mmtm.MMTMNet`, MMTM modules between encoder blocks).
@@ -16,7 +22,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from mmtool.config import ModelConfig
+from mmtool.config import EncoderConfig, ModelConfig
 from mmtool.errors import UserError
 from mmtool.models import cnn  # noqa: F401  (registers the CNN encoders)
 from mmtool.models.base import MultiModalNet
@@ -32,6 +38,32 @@ def _accepted(cls: type, candidates: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in candidates.items() if k in params}
 
 
+def encoder_config(cfg: ModelConfig, modality: str) -> EncoderConfig:
+    """The encoder of ``modality``: its own entry in ``model.encoders``, else ``model.encoder``."""
+    own = cfg.encoders.get(modality)
+    if own is None:
+        return EncoderConfig(name=cfg.encoder, hidden=tuple(cfg.hidden))
+    return own if own.hidden else EncoderConfig(**{**own.__dict__, "hidden": tuple(cfg.hidden)})
+
+
+def _encoder_entry(ec: EncoderConfig, modality: str) -> dict:
+    cls = ENCODERS.get(ec.name)
+    params = inspect.signature(cls.__init__).parameters
+    unknown = sorted(set(ec.args) - set(params))
+    if unknown:
+        raise UserError(f"model.encoders.{modality}.args: encoder {ec.name!r} takes no {unknown}")
+    entry: dict[str, Any] = {"name": ec.name, "args": {**_accepted(cls, {"hidden": list(ec.hidden)}), **ec.args}}
+    if ec.transform is not None:
+        from mmtool.models.transforms import INPUT_TRANSFORMS
+
+        accepted = inspect.signature(INPUT_TRANSFORMS.get(ec.transform).__init__).parameters
+        unknown = sorted(set(ec.transform_args) - set(accepted) - {"in_shape"})
+        if unknown:
+            raise UserError(f"model.encoders.{modality}.transform_args: transform {ec.transform!r} takes no {unknown}")
+        entry["transform"], entry["transform_args"] = ec.transform, dict(ec.transform_args)
+    return entry
+
+
 def model_spec(
     cfg: ModelConfig,
     input_dims: dict[str, int | list[int]],
@@ -40,12 +72,14 @@ def model_spec(
 ) -> dict:
     """Turn the recipe's model section into a spec for the given modalities (flat numbers and names).
     An input is an int (a vector's size) or a list (a shape such as [C, H, W])."""
-    encoder_cls, head_cls = ENCODERS.get(cfg.encoder), HEADS.get(cfg.head)
+    unknown = sorted(set(cfg.encoders) - set(input_dims))
+    if unknown:
+        raise UserError(f"model.encoders: {unknown} are not modalities of this dataset ({list(input_dims)})")
+    head_cls = HEADS.get(cfg.head)
     return {
         "modalities": {m: _shape(input_dims[m]) for m in modalities},
         "num_classes": int(num_classes),
-        "encoder": cfg.encoder,
-        "encoder_args": _accepted(encoder_cls, {"hidden": list(cfg.hidden)}),
+        "encoders": {m: _encoder_entry(encoder_config(cfg, m), m) for m in modalities},
         "head": cfg.head,
         "head_args": _accepted(head_cls, {"hidden": cfg.head_hidden}),
         "fusion": cfg.fusion,
@@ -56,13 +90,29 @@ def _shape(d: int | list[int] | tuple[int, ...]) -> int | list[int]:
     return [int(x) for x in d] if isinstance(d, (list, tuple)) else int(d)
 
 
+def _entries(spec: dict) -> dict[str, dict]:
+    """Per-modality encoder entries of a spec, old (one encoder for all) or new."""
+    if "encoders" in spec:
+        return spec["encoders"]
+    return {m: {"name": spec["encoder"], "args": spec["encoder_args"]} for m in spec["modalities"]}
+
+
 def build_model(spec: dict) -> MultiModalNet:
     """Build a :class:`MultiModalNet` from a spec (see module docstring)."""
-    encoder_cls = ENCODERS.get(spec["encoder"])
-    encoders = {m: encoder_cls(d, **spec["encoder_args"]) for m, d in spec["modalities"].items()}
+    encoders, transforms = {}, {}
+    for m, entry in _entries(spec).items():
+        in_dim = spec["modalities"][m]
+        if entry.get("transform"):
+            from mmtool.models.transforms import INPUT_TRANSFORMS
+
+            transforms[m] = INPUT_TRANSFORMS.get(entry["transform"])(in_dim, **entry.get("transform_args", {}))
+            in_dim = transforms[m].out_shape
+        encoders[m] = ENCODERS.get(entry["name"])(in_dim, **entry["args"])
     dims = {m: e.out_dim for m, e in encoders.items()}
     head = HEADS.get(spec["head"])(dims, spec["num_classes"], **spec["head_args"])
     fusion = spec.get("fusion", "late")
     if fusion not in FUSIONS:
         raise UserError(f"model.fusion: unknown fusion {fusion!r} (known: {', '.join(FUSIONS)})")
-    return FUSIONS[fusion](encoders, head)
+    model = FUSIONS[fusion](encoders, head, transforms)
+    model.spec = spec  # what rebuilds it: later stages combine models by their specs
+    return model

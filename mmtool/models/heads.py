@@ -72,6 +72,27 @@ class EnsembleHead(nn.Module):
         return {"logits": average_log_probs(list(uni.values())), "unimodal_logits": uni}
 
 
+@HEADS.register("members")
+class MemberHeads(nn.Module):
+    """The heads of separately trained one-modality models, side by side; the fused prediction averages
+    their softmax probabilities. This is UME assembled from uni-modal runs (paper 000, App. A.2: "we
+    directly average the uni-modal models' predictions and no additional training is added").
+
+    Args:
+        heads: ``{modality: {"name": head name, "args": {...}}}``, each built on that modality alone.
+    """
+
+    def __init__(self, feature_dims: dict[str, int], num_classes: int, heads: dict[str, dict]) -> None:
+        super().__init__()
+        self.members = nn.ModuleDict(
+            {m: HEADS.get(h["name"])({m: feature_dims[m]}, num_classes, **h.get("args", {})) for m, h in heads.items()}
+        )
+
+    def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | dict]:
+        uni = {m: head({m: features[m]})["logits"] for m, head in self.members.items()}
+        return {"logits": average_log_probs(list(uni.values())), "unimodal_logits": uni}
+
+
 @HEADS.register("attention")
 class AttentionHead(nn.Module):
     """Parameter-free self-attention across modalities, then one linear layer (Table 11's attention head:

@@ -61,8 +61,10 @@ class MMTMNet(MultiModalNet):
     every block but the last; ResNet-18 / R3D-18 after layer2, layer3 and layer4, as paper 002 does.
     """
 
-    def __init__(self, encoders: dict[str, nn.Module], head: nn.Module) -> None:
-        super().__init__(encoders, head)
+    def __init__(
+        self, encoders: dict[str, nn.Module], head: nn.Module, transforms: dict[str, nn.Module] | None = None
+    ) -> None:
+        super().__init__(encoders, head, transforms)
         if len(encoders) != 2:
             raise UserError(f"model.fusion: mmtm links exactly two modalities, got {list(encoders)}")
         encs = list(encoders.values())
@@ -92,7 +94,7 @@ class MMTMNet(MultiModalNet):
         ``excite_record`` collects the excitations ``{m: [(B, C_k)]}``, detached."""
         m0, m1 = self.modalities
         blocks = {m: enc.blocks for m, enc in self.encoders.items()}
-        a = {m: inputs[m] for m in (m0, m1)}
+        a = self.transform_inputs({m: inputs[m] for m in (m0, m1)})
         for b in range(len(blocks[m0])):
             a = {m: blocks[m][b](a[m]) for m in (m0, m1)}
             if b not in self.points:
@@ -113,17 +115,14 @@ class MMTMNet(MultiModalNet):
             a = {m: excite(a[m], w[m]) for m in (m0, m1)}
         return {m: self.encoders[m].pool(a[m]) if hasattr(self.encoders[m], "pool") else a[m] for m in (m0, m1)}
 
-    @torch.no_grad()
-    def squeeze_means(self, split, device) -> dict[str, list[torch.Tensor]]:
+    def squeeze_means(self, split, runtime=None) -> dict[str, list[torch.Tensor]]:
         """Training-set mean of every MMTM's squeezed input, per modality: ``{m: [(C_k,) per MMTM]}``."""
-        sums: dict[str, list[torch.Tensor]] = {}
-        n = 0
-        for batch in split.batches(4096):
-            batch = batch.to(device)
+        from mmtool.engine.inference import run_inference  # models do not depend on the engine otherwise
+
+        def forward(model: MMTMNet, inputs: dict) -> dict:
             record: dict[str, list[torch.Tensor]] = {}
-            self.encode(batch.inputs, record=record)
-            for m, hs in record.items():
-                totals = [h.sum(0) for h in hs]
-                sums[m] = [a + b for a, b in zip(sums[m], totals, strict=True)] if m in sums else totals
-            n += len(batch)
-        return {m: [s / n for s in v] for m, v in sums.items()}
+            model.encode(inputs, record=record)
+            return {"squeezed": {f"{m}/{k}": h for m, hs in record.items() for k, h in enumerate(hs)}}
+
+        squeezed = run_inference(self, split, runtime, want=("squeezed",), forward=forward)["squeezed"]
+        return {m: [squeezed[f"{m}/{k}"].mean(0) for k in range(len(self.points))] for m in self.modalities}

@@ -14,23 +14,27 @@ from pathlib import Path
 import torch
 
 from mmtool.analysis import plots
-from mmtool.config import Recipe, load_recipe, save_recipe
-from mmtool.data import Dataset, Split, load_dataset
+from mmtool.config import Recipe, load_recipe, relative_to_recipe, save_recipe
+from mmtool.data import ArraySource, Dataset, load_dataset
 from mmtool.engine.checkpoint import list_snapshots, load_model, model_from_checkpoint
-from mmtool.engine.evaluate import evaluate_splits, predict, resolve_device
+from mmtool.engine.evaluate import evaluate_splits
+from mmtool.engine.inference import run_inference
 from mmtool.engine.loop import fit
+from mmtool.engine.runtime import Runtime
 from mmtool.errors import UserError
 from mmtool.methods import MethodContext, build_method
-from mmtool.models import MultiModalNet, build_model, model_spec
+from mmtool.models import MultiModalNet, build_model, encoder_config, model_spec
 from mmtool.models.mmtm import MMTMNet
 from mmtool.runs import new_run_dir, read_json, require_run, write_env, write_json
 
 
 def start_run(recipe: Recipe, stage: str, tag: str, run_dir: str | Path | None) -> Path:
-    """Create the run directory and write config.yaml and env.json into it."""
+    """Create the run directory and write config.yaml and env.json into it. The runtime is checked
+    first: a device or precision this machine lacks stops the command before any folder exists."""
+    runtime = Runtime.from_config(recipe.train)
     path = new_run_dir(recipe.runs_root, stage, recipe.data.name, tag, run_dir)
     save_recipe(recipe, path / "config.yaml")
-    write_env(path, recipe.train.seed, str(resolve_device(recipe.train.device)))
+    write_env(path, recipe.train.seed, runtime.describe())
     return path
 
 
@@ -85,29 +89,45 @@ def train_and_evaluate(
 ) -> dict:
     """Build the recipe's model on ``modalities``, train it with the recipe's method through the loop,
     reload the checkpoint selected on validation and score it on every split (training curves PNG too)."""
-    device = resolve_device(recipe.train.device)
+    runtime = Runtime.from_config(recipe.train)
     seed_everything(recipe.train.seed)
     spec = model_spec(recipe.model, data.input_dims, data.num_classes, modalities)
     model = build_model(spec)
+    if not resume:
+        init_pretrained(recipe, model)
     splits = {k: s.select(modalities) for k, s in data.splits.items()}
+
+    def measure(net: MultiModalNet, name: str, forward, want: tuple[str, ...]) -> dict:
+        return run_inference(net, splits[name], runtime, want=want, forward=forward)
+
     context = MethodContext(
         teachers=teachers or {},
         num_classes=data.num_classes,
         modalities=tuple(modalities),
-        device=str(device),
-        splits={k: splits[k] for k in ("train", "val")},
+        device=str(runtime.device),
+        measure=measure,
         epochs=recipe.train.epochs,
         lr=recipe.optim.lr,
         seed=recipe.train.seed,
     )
     method = build_method(recipe.method.name, recipe.method.params, context)
     fitted = fit(model, method, splits["train"], splits["val"], spec, out_dir, recipe.optim, recipe.schedule,
-                 recipe.train, device, resume=resume, label=label)  # fmt: skip
+                 recipe.train, runtime, resume=resume, label=label)  # fmt: skip
     best, _ = load_model(out_dir)
     plots.training_curves(out_dir / "metrics.jsonl", out_dir / "plots" / "curves.png", f"{label} on {data.name}")
-    scores = evaluate_splits(best.to(device), splits, data.num_classes, device)
+    scores = evaluate_splits(runtime.prepare_model(best), splits, data.num_classes, runtime)
     plots.confusion(scores["test_confusion"], out_dir / "plots" / "confusion.png", f"{label} on {data.name}, test")
     return {"best_epoch": fitted.best_epoch, **scores}
+
+
+def init_pretrained(recipe: Recipe, model: MultiModalNet) -> None:
+    """Load the ``pretrained:`` weights files the recipe names into their modalities' encoders."""
+    from mmtool.models.pretrained import load_pretrained
+
+    for m in model.modalities:
+        path = encoder_config(recipe.model, m).pretrained
+        if path:
+            load_pretrained(model.encoders[m], relative_to_recipe(recipe, path), f"model.encoders.{m}.pretrained")
 
 
 def load_unimodal_models(run_dir: str | Path | None, key: str = "teachers") -> dict[str, MultiModalNet]:
@@ -123,37 +143,39 @@ def load_unimodal_models(run_dir: str | Path | None, key: str = "teachers") -> d
     return models
 
 
-def teachers_and_data(recipe: Recipe) -> tuple[Dataset, torch.device, dict[str, MultiModalNet]]:
-    """The dataset, the device and the uni-modal models of ``recipe.teachers`` for the chosen modalities,
+def teachers_and_data(recipe: Recipe) -> tuple[Dataset, Runtime, dict[str, MultiModalNet]]:
+    """The dataset, the runtime and the uni-modal models of ``recipe.teachers`` for the chosen modalities,
     after checking that the teachers were trained on the same data and split."""
     data = load_dataset(recipe.data)
     check_same_data(recipe, recipe.teachers, "teachers")
     models = load_unimodal_models(recipe.teachers)
     chosen = {m: models[m] for m in modalities_of(recipe, data) if m in models}
-    return data, resolve_device(recipe.train.device), chosen
+    return data, Runtime.from_config(recipe.train), chosen
 
 
-def load_encoders(run_dir: str | Path | None) -> dict[str, torch.nn.Module]:
-    """Encoders of a pretrain run (one per modality) or of a fusion run (taken out of the model)."""
+def load_encoders(run_dir: str | Path | None) -> tuple[dict[str, MultiModalNet], dict[str, Path]]:
+    """The models whose encoders a pretrain run (one per modality) or a fusion run (one for all) holds:
+    ``({modality: model}, {modality: folder of its checkpoint, where its features are cached})``."""
     path = require_run(run_dir, "this stage", "run")
     if _is_fusion_run(path):
         model, _ = load_model(path)
-        return _separable_encoders(model, path)
-    return {m: model.encoders[m] for m, model in load_unimodal_models(path, "run").items()}
+        _check_separable(model, path)
+        return {m: model for m in model.modalities}, {m: path for m in model.modalities}
+    models = load_unimodal_models(path, "run")
+    return models, {m: path / m for m in models}
 
 
-def _separable_encoders(model: MultiModalNet, path: Path) -> dict[str, torch.nn.Module]:
-    """A late-fusion model's encoders; an MMTM model's branches are not functions of one modality."""
+def _check_separable(model: MultiModalNet, path: Path) -> None:
+    """A late-fusion model's encoders stand alone; an MMTM model's branches are not functions of one modality."""
     if isinstance(model, MMTMNet):
         raise UserError(
             f"run: {path} fuses its branches with MMTMs, so an encoder alone is not what the model computes; "
             "use `mmtool utilization --run` for each branch's accuracy with the other modality cut"
         )
-    return dict(model.encoders)
 
 
-def encoder_snapshots(run_dir: str | Path | None) -> Iterator[tuple[int, dict[str, torch.nn.Module]]]:
-    """``(epoch, {modality: encoder})`` for every snapshot a run kept (``train.snapshot_every``), in order.
+def encoder_snapshots(run_dir: str | Path | None) -> Iterator[tuple[int, dict[str, MultiModalNet]]]:
+    """``(epoch, {modality: model})`` for every snapshot a run kept (``train.snapshot_every``), in order.
 
     Works for fusion runs and for pretrain runs (whose modalities train in sub-folders); an epoch is
     yielded with the modalities that have a snapshot at that epoch.
@@ -161,7 +183,9 @@ def encoder_snapshots(run_dir: str | Path | None) -> Iterator[tuple[int, dict[st
     path = require_run(run_dir, "this stage", "run")
     if _is_fusion_run(path):
         for epoch, ckpt in list_snapshots(path / "checkpoints"):
-            yield epoch, _separable_encoders(model_from_checkpoint(ckpt)[0], path)
+            model = model_from_checkpoint(ckpt)[0]
+            _check_separable(model, path)
+            yield epoch, {m: model for m in model.modalities}
         return
     modalities = read_json(path / "results.json")["modalities"] if (path / "results.json").is_file() else {}
     per_epoch: dict[int, dict[str, Path]] = {}
@@ -169,7 +193,7 @@ def encoder_snapshots(run_dir: str | Path | None) -> Iterator[tuple[int, dict[st
         for epoch, ckpt in list_snapshots(path / m / "checkpoints"):
             per_epoch.setdefault(epoch, {})[m] = ckpt
     for epoch in sorted(per_epoch):
-        yield epoch, {m: model_from_checkpoint(p)[0].encoders[m] for m, p in per_epoch[epoch].items()}
+        yield epoch, {m: model_from_checkpoint(p)[0] for m, p in per_epoch[epoch].items()}
 
 
 def _is_fusion_run(path: Path) -> bool:
@@ -193,22 +217,99 @@ def check_same_data(recipe: Recipe, run_dir: str | Path, key: str) -> None:
         )
 
 
-@torch.no_grad()
-def feature_splits(encoders: dict[str, torch.nn.Module], dataset: Dataset, device: torch.device) -> dict[str, Split]:
-    """Frozen features of every split: ``{split: Split({m: (N, D)}, target)}``."""
-    out = {}
-    for name, split in dataset.splits.items():
-        feats: dict[str, list] = {m: [] for m in encoders}
-        for batch in split.batches(4096):
-            batch = batch.to(device)
-            for m, enc in encoders.items():
-                feats[m].append(enc.to(device).eval()(batch.inputs[m]).float().cpu())
-        out[name] = Split({m: torch.cat(v) for m, v in feats.items()}, split.target)
-    return out
+FEATURES_FORMAT = 1
+
+
+def frozen_features(
+    recipe: Recipe,
+    models: dict[str, MultiModalNet],
+    data: Dataset,
+    runtime: Runtime,
+    cache: dict[str, Path] | None = None,
+) -> dict[str, ArraySource]:
+    """Features of frozen encoders on every split, ``{split: ArraySource({m: (N, D)}, targets)}``.
+
+    ``models`` maps a modality to the model whose encoder to read (a one-modality model of a pretrain run,
+    or a fusion model for several modalities; each model is run once per split, on its modalities only).
+    ``cache`` maps a modality to the run folder to keep its features in (``features/<key>/``): they are
+    extracted once per (run, checkpoint, data) in one streamed pass and reused by later probes and
+    decisions; a cache that does not match the checkpoint or the data is rebuilt.
+    """
+    key = data_key(recipe, data)
+    per_model: dict[int, tuple[MultiModalNet, list[str]]] = {}
+    for m, model in models.items():
+        per_model.setdefault(id(model), (model, []))[1].append(m)
+    out: dict[str, dict[str, torch.Tensor]] = {name: {} for name in data.splits}
+    for model, mods in per_model.values():
+        folder = (cache or {}).get(mods[0])
+        for name, split in data.splits.items():
+            feats = _cached(folder, key, name, mods) if folder else None
+            if feats is None:
+                runtime.prepare_model(model)
+                feats = run_inference(model, split.select(mods), runtime, want=("features",),
+                                      forward=_encode_only)["features"]  # fmt: skip
+                if folder:
+                    _store(folder, key, name, feats)
+            out[name].update(feats)
+    return {name: ArraySource(feats, data.splits[name].targets()) for name, feats in out.items()}
+
+
+def _encode_only(model: MultiModalNet, inputs: dict[str, torch.Tensor]) -> dict:
+    return {"features": model.encode(inputs)}
+
+
+def data_key(recipe: Recipe, data: Dataset) -> str:
+    """A short fingerprint of what the splits' samples are (the data settings and the split sizes)."""
+    import dataclasses
+    import hashlib
+    import json
+
+    facts = {"data": dataclasses.asdict(recipe.data), "sizes": {k: len(s) for k, s in data.splits.items()}}
+    return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _fingerprint(folder: Path) -> dict:
+    """Which checkpoint the features come from: its size and modification time (no hashing)."""
+    ckpt = folder / "checkpoints" / "best.pt"
+    st = ckpt.stat()
+    return {"checkpoint": str(ckpt), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "format": FEATURES_FORMAT}
+
+
+def _cached(folder: Path, key: str, split: str, mods: list[str]) -> dict[str, torch.Tensor] | None:
+    import json
+
+    import numpy as np
+
+    base = folder / "features" / key
+    meta = base / f"{split}.json"
+    if not meta.is_file() or json.loads(meta.read_text()) != {**_fingerprint(folder), "modalities": mods}:
+        return None
+    try:
+        return {m: torch.from_numpy(np.load(base / f"{split}-{m}.npy")) for m in mods}
+    except (OSError, ValueError):
+        return None
+
+
+def _store(folder: Path, key: str, split: str, feats: dict[str, torch.Tensor]) -> None:
+    """Write the features (then their metadata, which marks them complete); a read-only run folder only
+    means no cache."""
+    from mmtool.data.pipeline import save_npy
+
+    base = folder / "features" / key
+    try:
+        for m, f in feats.items():
+            save_npy(base / f"{split}-{m}.npy", f.numpy())
+        write_json(base / f"{split}.json", {**_fingerprint(folder), "modalities": list(feats)})
+    except OSError:
+        return
 
 
 def unimodal_predictions(
-    models: dict[str, MultiModalNet], split: Split, device: torch.device
+    models: dict[str, MultiModalNet], split, runtime: Runtime | None = None
 ) -> dict[str, torch.Tensor]:
     """Logits of each one-modality model on its own modality: ``{m: (N, C)}``."""
-    return {m: predict(model.to(device), split.select([m]), device)["logits"] for m, model in models.items()}
+    runtime = Runtime.of(runtime)
+    return {
+        m: run_inference(runtime.prepare_model(model), split.select([m]), runtime, want=("logits",))["logits"]
+        for m, model in models.items()
+    }

@@ -17,28 +17,23 @@ from mmtool.analysis import plots
 from mmtool.analysis.bootstrap import paired_bootstrap_diff
 from mmtool.analysis.linear_probe import train_linear_classifier
 from mmtool.config import Recipe, relative_to_recipe
-from mmtool.engine.evaluate import accuracy, predict
+from mmtool.engine.evaluate import accuracy
+from mmtool.engine.inference import run_inference
 from mmtool.models.heads import average_log_probs
-from mmtool.stages.common import (
-    feature_splits,
-    finish,
-    teachers_and_data,
-    unimodal_predictions,
-)
+from mmtool.stages.common import finish, frozen_features, teachers_and_data, unimodal_predictions
 
 
 def run(recipe: Recipe, run_dir: Path) -> dict:
-    data, device, models = teachers_and_data(recipe)
+    data, runtime, models = teachers_and_data(recipe)
     test = data.splits["test"]
-    target = test.target
+    target = test.targets()
 
-    uni_logits = unimodal_predictions(models, test, device)  # {m: (N, C)}
+    uni_logits = unimodal_predictions(models, test, runtime)  # {m: (N, C)}
     avg_logits = average_log_probs(list(uni_logits.values()))
-    features = feature_splits({m: model.encoders[m] for m, model in models.items()}, data, device)
-    clf = train_linear_classifier(
-        features, data.num_classes, recipe.probe, recipe.train.seed, run_dir / "mm_linear", device
-    )
-    clf_pred = predict(clf, features["test"], device)
+    cache = {m: Path(recipe.teachers) / m for m in models}  # features kept beside each teacher's checkpoint
+    features = frozen_features(recipe, models, data, runtime, cache)
+    clf = train_linear_classifier(features, data.num_classes, recipe.probe, recipe.train.seed, run_dir / "mm_linear")
+    clf_pred = run_inference(clf, features["test"], want=("logits", "unimodal_logits"))
 
     acc_clf, acc_avg = accuracy(clf_pred["logits"], target), accuracy(avg_logits, target)
     ci = paired_bootstrap_diff(

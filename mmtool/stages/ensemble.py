@@ -16,7 +16,8 @@ from mmtool.analysis import plots
 from mmtool.analysis.per_class import compare_classes, markdown, per_class_accuracy
 from mmtool.config import Recipe
 from mmtool.engine.checkpoint import load_model
-from mmtool.engine.evaluate import accuracy, confusion_matrix, predict
+from mmtool.engine.evaluate import accuracy, confusion_matrix
+from mmtool.engine.inference import run_inference
 from mmtool.errors import UserError
 from mmtool.models.heads import average_log_probs, entropy_weighted_logits
 from mmtool.runs import atomic_write_text, require_run
@@ -24,40 +25,41 @@ from mmtool.stages.common import check_same_data, finish, teachers_and_data, uni
 
 
 def run(recipe: Recipe, run_dir: Path) -> dict:
-    data, device, models = teachers_and_data(recipe)
+    data, runtime, models = teachers_and_data(recipe)
     modalities = list(models)
     weights = _weights(recipe, modalities)
     result = {"stage": "ensemble", "dataset": data.name, "members": modalities, "combine": recipe.ensemble.combine}
     if recipe.ensemble.combine == "mean":
         result["weights"] = weights
     for split in ("val", "test"):
-        target = data.splits[split].target
-        logits = unimodal_predictions(models, data.splits[split], device)
+        target = data.splits[split].targets()
+        logits = unimodal_predictions(models, data.splits[split], runtime)
         fused = _combine(recipe, list(logits.values()), weights)
         result[f"{split}_member_accuracy"] = {m: accuracy(z, target) for m, z in logits.items()}
         result[f"{split}_accuracy"] = accuracy(fused, target)
         if split == "test":
             result["test_confusion"] = confusion_matrix(fused, target, data.num_classes)
     if recipe.run is not None:
-        result["per_class"] = _per_class(recipe, data, device, models, run_dir)
+        result["per_class"] = _per_class(recipe, data, runtime, models, run_dir)
     plots.confusion(result["test_confusion"], run_dir / "plots" / "confusion.png", f"UME on {data.name}, test")
     members = ", ".join(f"{m} {a:.2f}%" for m, a in result["test_member_accuracy"].items())
     result["summary"] = [f"UME on {data.name}: test {result['test_accuracy']:.2f}%  (members: {members})"]
     return finish(run_dir, result)
 
 
-def _per_class(recipe: Recipe, data, device, models: dict, run_dir: Path) -> dict:
+def _per_class(recipe: Recipe, data, runtime, models: dict, run_dir: Path) -> dict:
     source = require_run(recipe.run, "ensemble", "run")
     check_same_data(recipe, source, "run")
     fusion, _ = load_model(source)
     test = data.splits["test"]
-    members = unimodal_predictions(models, test, device)
-    fused = predict(fusion.to(device), test.select(fusion.modalities), device)["logits"]
-    rows = {f"uni-modal {m}": per_class_accuracy(z, test.target, data.num_classes) for m, z in members.items()}
+    target = test.targets()
+    members = unimodal_predictions(models, test, runtime)
+    fused = run_inference(runtime.prepare_model(fusion), test.select(fusion.modalities), runtime, want=("logits",))
+    rows = {f"uni-modal {m}": per_class_accuracy(z, target, data.num_classes) for m, z in members.items()}
     rows["ensemble"] = per_class_accuracy(
-        _combine(recipe, list(members.values()), _weights(recipe, list(members))), test.target, data.num_classes
+        _combine(recipe, list(members.values()), _weights(recipe, list(members))), target, data.num_classes
     )
-    rows["fusion"] = per_class_accuracy(fused, test.target, data.num_classes)
+    rows["fusion"] = per_class_accuracy(fused["logits"], target, data.num_classes)
     found = compare_classes(rows, [f"uni-modal {m}" for m in members], "fusion", "ensemble")
     text = "# Per-class test accuracy (%)\n\n" + markdown(rows)
     for title, key in (("Fusion beats the sum of the uni-modal models", "fusion_beats_sum_of_unimodal"),

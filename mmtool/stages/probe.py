@@ -9,19 +9,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from mmtool.analysis import plots
 from mmtool.analysis.linear_probe import train_linear_classifier
 from mmtool.config import Recipe
 from mmtool.data import Dataset, load_dataset
-from mmtool.engine.evaluate import accuracy, predict, resolve_device
+from mmtool.engine.evaluate import accuracy
+from mmtool.engine.inference import run_inference
+from mmtool.engine.runtime import Runtime
 from mmtool.errors import UserError
+from mmtool.models import MultiModalNet
 from mmtool.stages.common import (
     check_same_data,
     encoder_snapshots,
-    feature_splits,
     finish,
+    frozen_features,
     load_encoders,
     modalities_of,
 )
@@ -29,11 +30,11 @@ from mmtool.stages.common import (
 
 def run(recipe: Recipe, run_dir: Path) -> dict:
     data = load_dataset(recipe.data)
-    device = resolve_device(recipe.train.device)
+    runtime = Runtime.from_config(recipe.train)
     check_same_data(recipe, recipe.run, "run")
     if recipe.probe.over_training:
-        return finish(run_dir, _over_training(recipe, data, run_dir, device))
-    probes = probe_encoders(recipe, data, load_encoders(recipe.run), run_dir / "probes", device)
+        return finish(run_dir, _over_training(recipe, data, run_dir, runtime))
+    probes = probe_encoders(recipe, data, *load_encoders(recipe.run), run_dir / "probes", runtime)
     summary = [
         f"probe {m}: train {p['train_accuracy']:.2f}%  test {p['test_accuracy']:.2f}%" for m, p in probes.items()
     ]
@@ -42,37 +43,43 @@ def run(recipe: Recipe, run_dir: Path) -> dict:
 
 
 def probe_encoders(
-    recipe: Recipe, data: Dataset, encoders: dict[str, torch.nn.Module], out_dir: Path, device: torch.device
+    recipe: Recipe,
+    data: Dataset,
+    models: dict[str, MultiModalNet],
+    cache: dict[str, Path] | None,
+    out_dir: Path,
+    runtime: Runtime,
 ) -> dict[str, dict[str, float]]:
-    """A linear classifier per modality on its frozen encoder; accuracy on every split."""
-    chosen = [m for m in modalities_of(recipe, data) if m in encoders]
-    features = feature_splits({m: encoders[m] for m in chosen}, data, device)
+    """A linear classifier per modality on its frozen encoder (``models[m].encode``); accuracy on every
+    split. Features come from :func:`frozen_features` (cached in the source run when ``cache`` says where)."""
+    chosen = [m for m in modalities_of(recipe, data) if m in models]
+    features = frozen_features(recipe, {m: models[m] for m in chosen}, data, runtime, cache)
     probes = {}
     for m in chosen:
         feats = {k: s.select([m]) for k, s in features.items()}
-        clf = train_linear_classifier(feats, data.num_classes, recipe.probe, recipe.train.seed, out_dir / m, device)
-        probes[m] = {f"{k}_accuracy": _acc(clf, s, device) for k, s in feats.items()}
+        clf = train_linear_classifier(feats, data.num_classes, recipe.probe, recipe.train.seed, out_dir / m)
+        probes[m] = {f"{k}_accuracy": _acc(clf, s) for k, s in feats.items()}
     return probes
 
 
-def _curves(recipe: Recipe, data: Dataset, source, out_dir: Path, device) -> dict[str, list[dict]]:
+def _curves(recipe: Recipe, data: Dataset, source, out_dir: Path, runtime: Runtime) -> dict[str, list[dict]]:
     curves: dict[str, list[dict]] = {}
-    for epoch, encoders in encoder_snapshots(source):
-        for m, scores in probe_encoders(recipe, data, encoders, out_dir / f"epoch_{epoch}", device).items():
+    for epoch, models in encoder_snapshots(source):
+        for m, scores in probe_encoders(recipe, data, models, None, out_dir / f"epoch_{epoch}", runtime).items():
             curves.setdefault(m, []).append({"epoch": epoch, **scores})
     return curves
 
 
-def _over_training(recipe: Recipe, data: Dataset, run_dir: Path, device) -> dict:
-    curves = _curves(recipe, data, recipe.run, run_dir / "probes", device)
+def _over_training(recipe: Recipe, data: Dataset, run_dir: Path, runtime: Runtime) -> dict:
+    curves = _curves(recipe, data, recipe.run, run_dir / "probes", runtime)
     if not curves:
         raise UserError(f"run: {recipe.run} kept no snapshots (train it with train.snapshot_every=K)")
     reference: dict[str, list[dict]] = {}
     if recipe.teachers:
         check_same_data(recipe, recipe.teachers, "teachers")
-        reference = _curves(recipe, data, recipe.teachers, run_dir / "reference", device)
+        reference = _curves(recipe, data, recipe.teachers, run_dir / "reference", runtime)
         if not reference:  # no snapshots: the final encoders, drawn as a level line
-            final = probe_encoders(recipe, data, load_encoders(recipe.teachers), run_dir / "reference", device)
+            final = probe_encoders(recipe, data, *load_encoders(recipe.teachers), run_dir / "reference", runtime)
             reference = {m: [{"epoch": None, **s}] for m, s in final.items()}
     for m, points in curves.items():
         plots.probe_curves(
@@ -94,6 +101,6 @@ def _over_training(recipe: Recipe, data: Dataset, run_dir: Path, device) -> dict
     }
 
 
-def _acc(model, split, device) -> float:
-    pred = predict(model, split, device)
+def _acc(model, split) -> float:
+    pred = run_inference(model, split, want=("logits",))
     return accuracy(pred["logits"], pred["target"])

@@ -1,12 +1,24 @@
-"""`mmtool train METHOD`: train a multi-modal model with a registered method through the shared loop."""
+"""`mmtool train METHOD`: train a multi-modal model with a registered method through the shared loop.
+
+``ume`` with ``method.from_teachers: true`` (what a UME verdict of `mmtool decide` pipes in) trains
+nothing: the run's model is the teachers' uni-modal models side by side, their predictions averaged
+(paper 000, App. A.2), saved as an ordinary fusion checkpoint so every later stage reads it like any
+other run, and scored on every split.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from mmtool.analysis import plots
 from mmtool.config import Recipe
-from mmtool.data import load_dataset
-from mmtool.engine.evaluate import resolve_device
+from mmtool.data import Dataset, load_dataset
+from mmtool.engine.checkpoint import BEST, COMPLETE, save_checkpoint
+from mmtool.engine.evaluate import evaluate_splits
+from mmtool.engine.runtime import Runtime
+from mmtool.errors import UserError
+from mmtool.models import MultiModalNet, build_model
+from mmtool.runs import write_json
 from mmtool.stages.common import check_same_data, finish, load_unimodal_models, modalities_of, train_and_evaluate
 
 
@@ -19,13 +31,58 @@ def run(recipe: Recipe, run_dir: Path, resume: bool = False) -> dict:
     teachers = {}
     if recipe.teachers:
         check_same_data(recipe, recipe.teachers, "teachers")
-        device = resolve_device(recipe.train.device)
-        teachers = {m: t.to(device) for m, t in load_unimodal_models(recipe.teachers).items() if m in modalities}
+        runtime = Runtime.from_config(recipe.train)
+        teachers = {m: runtime.prepare_model(t) for m, t in load_unimodal_models(recipe.teachers).items()
+                    if m in modalities}  # fmt: skip
     name = recipe.method.name
-    scores = train_and_evaluate(recipe, data, modalities, run_dir, resume, name, teachers)
+    if name == "ume" and recipe.method.params.get("from_teachers"):
+        scores = assemble_ensemble(recipe, data, modalities, teachers, run_dir)
+    else:
+        scores = train_and_evaluate(recipe, data, modalities, run_dir, resume, name, teachers)
     summary = [
         f"{name} on {data.name}: test {scores['test_accuracy']:.2f}%  "
         f"(val {scores['val_accuracy']:.2f}%, best epoch {scores['best_epoch']})"
     ]
     result = {"stage": "train", "dataset": data.name, "method": name, **scores, "summary": summary}
     return finish(run_dir, result)
+
+
+def assemble_ensemble(
+    recipe: Recipe, data: Dataset, modalities: list[str], teachers: dict[str, MultiModalNet], run_dir: Path
+) -> dict:
+    """UME from trained uni-modal models: their encoders and heads under one ``members`` head."""
+    if not teachers:
+        raise UserError(f"{recipe.source}: method.from_teachers needs teachers=RUN (a pretrain-unimodal run)")
+    absent = [m for m in modalities if m not in teachers]
+    if absent:
+        raise UserError(f"teachers: {recipe.teachers} has no uni-modal model for {absent}")
+    spec = ensemble_spec({m: teachers[m] for m in modalities})
+    model = build_model(spec)
+    for m in modalities:
+        model.encoders[m].load_state_dict(teachers[m].encoders[m].state_dict())
+        model.head.members[m].load_state_dict(teachers[m].head.state_dict())
+    ckpt_dir = run_dir / "checkpoints"
+    save_checkpoint(ckpt_dir / BEST, {"model": model.state_dict(), "spec": spec, "epoch": 0, "val": {}})
+    write_json(ckpt_dir / COMPLETE, {"epochs": 0, "best_epoch": 0, "best_val": {}, "assembled_from": recipe.teachers})
+    runtime = Runtime.from_config(recipe.train)
+    splits = {k: s.select(modalities) for k, s in data.splits.items()}
+    scores = evaluate_splits(runtime.prepare_model(model.eval()), splits, data.num_classes, runtime)
+    plots.confusion(scores["test_confusion"], run_dir / "plots" / "confusion.png", f"UME on {data.name}, test")
+    return {"best_epoch": 0, "assembled_from": str(recipe.teachers), **scores}
+
+
+def ensemble_spec(teachers: dict[str, MultiModalNet]) -> dict:
+    """The spec of a model holding each teacher's encoder and head (read from the teachers' checkpoints)."""
+    specs = {m: t.spec for m, t in teachers.items()}
+    encoders = {}
+    for m, s in specs.items():
+        entries = s.get("encoders") or {m: {"name": s["encoder"], "args": s["encoder_args"]}}
+        encoders[m] = entries[m]
+    return {
+        "modalities": {m: s["modalities"][m] for m, s in specs.items()},
+        "num_classes": next(iter(specs.values()))["num_classes"],
+        "encoders": encoders,
+        "head": "members",
+        "head_args": {"heads": {m: {"name": s["head"], "args": s["head_args"]} for m, s in specs.items()}},
+        "fusion": "late",
+    }

@@ -9,7 +9,7 @@ from mmtool.analysis.utilization import utilization_rates
 from mmtool.config import Recipe
 from mmtool.data import load_dataset
 from mmtool.engine.checkpoint import load_model
-from mmtool.engine.evaluate import resolve_device
+from mmtool.engine.runtime import Runtime
 from mmtool.errors import UserError
 from mmtool.runs import require_run
 from mmtool.stages.common import check_same_data, finish
@@ -21,13 +21,13 @@ def run(recipe: Recipe, run_dir: Path) -> dict:
         raise UserError(f"run: {source} has no fusion model (checkpoints/best.pt); give a `mmtool train` run")
     check_same_data(recipe, source, "run")
     data = load_dataset(recipe.data)
-    device = resolve_device(recipe.train.device)
+    runtime = Runtime.from_config(recipe.train)
     model, _ = load_model(source)
     if len(model.modalities) != 2:
         raise UserError(f"run: utilization rates need a two-modality model, {source} has {model.modalities}")
-    model.to(device)
+    runtime.prepare_model(model)
     splits = {k: s.select(model.modalities) for k, s in data.splits.items()}
-    rates = utilization_rates(model, splits["train"], splits["test"], device)
+    rates = utilization_rates(model, splits["train"], splits["test"], runtime)
     a, b = rates["modalities"]
     summary = [
         f"A(f) {rates['accuracy']:.2f}%  only {a} {rates[f'accuracy_only_{a}']:.2f}%  "

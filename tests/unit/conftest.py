@@ -112,6 +112,16 @@ def naive_run(make_model, alpha_splits, train_cfgs, tmp_path):
     return make
 
 
+def measure_on(splits: dict) -> object:
+    """A ``MethodContext.measure`` over in-memory splits (what the training stages provide)."""
+    from mmtool.engine.inference import run_inference
+
+    def measure(model, name, forward, want):
+        return run_inference(model, splits[name], want=want, forward=forward)
+
+    return measure
+
+
 def state_copy(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 

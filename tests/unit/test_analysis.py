@@ -11,7 +11,8 @@ from mmtool.analysis.linear_probe import train_linear_classifier
 from mmtool.analysis.utilization import mean_features, utilization_rates
 from mmtool.config import ProbeConfig
 from mmtool.data import Split
-from mmtool.engine.evaluate import accuracy, confusion_matrix, evaluate, predict
+from mmtool.engine.evaluate import accuracy, confusion_matrix, evaluate
+from mmtool.engine.inference import run_inference
 from mmtool.models import MultiModalNet
 from mmtool.models.encoders import IdentityEncoder
 from mmtool.models.heads import LinearHead
@@ -141,7 +142,7 @@ def test_linear_probe_learns_separable_features(tmp_path):
 
     feats = {"train": split(300), "val": split(100), "test": split(200)}
     cfg = ProbeConfig(epochs=60, optim="adam", lr=0.05)
-    model = train_linear_classifier(feats, 3, cfg, seed=0, out_dir=tmp_path, device=CPU)
+    model = train_linear_classifier(feats, 3, cfg, seed=0, out_dir=tmp_path)
     assert (tmp_path / "checkpoints" / "best.pt").is_file()
     assert not model.training
     acc = evaluate(model, feats["test"])["accuracy"]
@@ -159,11 +160,11 @@ def test_accuracy_and_confusion_matrix():
     assert np.isnan(accuracy(logits[:0], target[:0]))
 
 
-def test_predict_concatenates_batches_and_restores_mode(make_model, alpha_splits):
+def test_inference_concatenates_batches_and_restores_mode(make_model, alpha_splits):
     model, _ = make_model(head="ensemble")
     model.train()
     split = alpha_splits["val"]
-    small = predict(model, split, batch_size=7)
+    small = run_inference(model, split, batch_size=7)
     assert model.training  # mode restored
     with torch.no_grad():
         out = model(split.inputs)

@@ -32,7 +32,7 @@ def balanced(**params):
 
 
 def batches(split, size=64, seed=0):
-    return list(split.batches(size, generator=torch.Generator().manual_seed(seed)))
+    return list(split.loader(size, train=True, seed=seed, epoch=1))
 
 
 def take_steps(model, method, batch_list, epoch, lr=0.1):

@@ -281,7 +281,7 @@ def test_save_then_load_round_trips(tmp_path):
     r = load_recipe(write(tmp_path / "r.yaml", FULL), ["data.n=null"])
     out = tmp_path / "run" / "config.yaml"
     save_recipe(r, out)
-    assert "source" not in out.read_text()
+    assert "\nsource:" not in out.read_text()
     again = load_recipe(out)
     assert again.source == str(out)
     assert dataclasses.replace(again, source=r.source) == r

@@ -143,23 +143,50 @@ def test_too_small_or_unknown_dataset_raises(tmp_path):
         prepare(cfg(tmp_path, name="synth-delta"))
 
 
-def test_split_batches():
+def test_array_source_loader():
     x = torch.arange(10.0).view(10, 1)
     split = Split({"m1": x, "m2": -x}, torch.arange(10))
-    whole = list(split.batches(0))
-    assert len(whole) == 1 and torch.equal(whole[0].target, split.target)
-    parts = list(split.batches(4))
+    whole = list(split.loader(0, train=False))
+    assert len(whole) == 1 and torch.equal(whole[0].target, split.targets())
+    assert torch.equal(whole[0].ids, torch.arange(10))
+    parts = list(split.loader(4, train=False))
     assert [len(b) for b in parts] == [4, 4, 2]
-    assert torch.equal(torch.cat([b.target for b in parts]), torch.arange(10))  # in order without a generator
-    shuffled = list(split.batches(3, generator=torch.Generator().manual_seed(0)))
+    assert torch.equal(torch.cat([b.target for b in parts]), torch.arange(10))  # in order for evaluation
+    shuffled = list(split.loader(3, train=True, seed=0, epoch=1))
     order = torch.cat([b.target for b in shuffled])
     assert sorted(order.tolist()) == list(range(10)) and order.tolist() != list(range(10))
-    for b in shuffled:  # modalities and targets stay aligned
+    for b in shuffled:  # modalities, targets and ids stay aligned
         assert torch.equal(b.inputs["m1"].view(-1), b.target.float())
         assert torch.equal(b.inputs["m2"], -b.inputs["m1"])
-    full_shuffled = list(split.batches(0, generator=torch.Generator().manual_seed(0)))
+        assert torch.equal(b.ids, b.target)
+    full_shuffled = list(split.loader(0, train=True, seed=0, epoch=1))
     assert len(full_shuffled) == 1 and sorted(full_shuffled[0].target.tolist()) == list(range(10))
     assert split.select(["m2"]).inputs.keys() == {"m2"}
+
+
+def test_array_source_epochs_are_a_function_of_seed_and_epoch():
+    """Epoch k is the k-th permutation of a generator seeded with the seed (mmtool's order since its first
+    release), whether the epochs before it were drawn in this process or not (a resumed run)."""
+    x = torch.arange(50.0).view(50, 1)
+    gen = torch.Generator().manual_seed(7)
+    expected = [torch.randperm(50, generator=gen) for _ in range(4)]
+    running = Split({"m1": x}, torch.arange(50))
+    seen = [torch.cat([b.ids for b in running.loader(16, train=True, seed=7, epoch=e)]) for e in (1, 2, 3, 4)]
+    assert all(torch.equal(a, b) for a, b in zip(seen, expected, strict=True))
+    resumed = Split({"m1": x}, torch.arange(50))
+    assert torch.equal(torch.cat([b.ids for b in resumed.loader(16, train=True, seed=7, epoch=3)]), expected[2])
+    assert torch.equal(torch.cat([b.ids for b in resumed.loader(16, train=True, seed=7, epoch=2)]), expected[1])
+
+
+def test_shards_cover_the_epoch_once_when_evaluating_and_evenly_when_training():
+    from mmtool.data import Shard
+
+    split = Split({"m1": torch.arange(10.0).view(10, 1)}, torch.arange(10))
+    evals = [torch.cat([b.ids for b in split.loader(3, train=False, shard=Shard(r, 3))]) for r in range(3)]
+    assert sorted(torch.cat(evals).tolist()) == list(range(10))
+    trains = [torch.cat([b.ids for b in split.loader(3, train=True, seed=1, shard=Shard(r, 3))]) for r in range(3)]
+    assert [len(t) for t in trains] == [4, 4, 4]  # padded by wrapping, as DistributedSampler does
+    assert set(torch.cat(trains).tolist()) == set(range(10))
 
 
 def test_cache_written_by_an_older_generator_format_is_refused(tmp_path, monkeypatch):

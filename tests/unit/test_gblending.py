@@ -10,6 +10,7 @@ from mmtool.data import Batch
 from mmtool.errors import UserError
 from mmtool.methods import MethodContext, build_method
 from mmtool.methods.gblending import blend_weights
+from tests.unit.conftest import measure_on
 
 
 def test_blend_weights_formula():
@@ -30,7 +31,7 @@ def _losses_by_hand(model, heads, split):
 
 def test_weights_follow_measured_ratio(make_model, alpha_splits):
     model, _ = make_model(head="linear")
-    ctx = MethodContext(num_classes=2, modalities=("m1", "m2"), splits=alpha_splits)
+    ctx = MethodContext(num_classes=2, modalities=("m1", "m2"), measure=measure_on(alpha_splits))
     method = build_method("gblending", {"super_epoch": 3}, ctx)
     method.check_model(model)
     assert method.weights == pytest.approx({"fused": 1 / 3, "m1": 1 / 3, "m2": 1 / 3})

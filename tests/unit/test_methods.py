@@ -13,6 +13,7 @@ from mmtool.data import Batch
 from mmtool.engine.loop import fit
 from mmtool.errors import UserError
 from mmtool.methods import METHODS, MethodContext, build_method, describe
+from tests.unit.conftest import measure_on
 
 
 def make_teachers(make_model, hidden=(16,), seed=10):
@@ -84,7 +85,7 @@ def _ogm_ge(make_model, naive_run, splits=None):
 
 def _gblending(make_model, naive_run, splits=None):
     model, spec = make_model(head="mlp")
-    ctx = MethodContext(num_classes=2, modalities=TWO, splits=splits)
+    ctx = MethodContext(num_classes=2, modalities=TWO, measure=measure_on(splits))
     return model, spec, build_method("gblending", {}, ctx), {"task_loss", "aux_m1_loss", "aux_m2_loss"}
 
 

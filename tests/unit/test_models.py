@@ -24,7 +24,7 @@ def inputs(batch: int = 7, seed: int = 0) -> dict[str, torch.Tensor]:
 def test_build_model_from_spec_forward_shapes(head):
     spec = model_spec(ModelConfig(encoder="mlp", hidden=(16, 8), head=head, head_hidden=10), DIMS, 3, ["m1", "m2"])
     assert spec["modalities"] == {"m1": 20, "m2": 12} and spec["num_classes"] == 3
-    assert spec["encoder_args"] == {"hidden": [16, 8]}
+    assert spec["encoders"] == {m: {"name": "mlp", "args": {"hidden": [16, 8]}} for m in ("m1", "m2")}
     assert spec["head_args"] == ({"hidden": 10} if head == "mlp" else {})
     model = build_model(spec)
     assert isinstance(model, MultiModalNet) and model.modalities == ["m1", "m2"]
@@ -43,7 +43,7 @@ def test_build_model_from_spec_forward_shapes(head):
 
 def test_spec_only_selected_modalities_and_identity_encoder():
     spec = model_spec(ModelConfig(encoder="identity", head="linear"), DIMS, 2, ["m2"])
-    assert spec["modalities"] == {"m2": 12} and spec["encoder_args"] == {}
+    assert spec["modalities"] == {"m2": 12} and spec["encoders"] == {"m2": {"name": "identity", "args": {}}}
     model = build_model(spec)
     x = inputs()
     out = model({"m2": x["m2"]})

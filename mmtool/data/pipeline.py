@@ -1,0 +1,310 @@
+"""The prep pipeline of on-disk datasets: parallel, resumable, atomic, with a failure budget.
+
+A dataset family lists its samples as :class:`PrepItem` s and gives a ``process(item, out) -> record``
+function that decodes one sample's raw files and writes its loader-ready outputs under ``out``
+(atomically: :func:`save_npy`, :func:`atomic_dir`). :func:`run_pipeline` then
+
+* runs ``process`` over the items in ``workers`` processes (inline with 0), a bounded number in flight;
+* shows a progress bar with ETA on a terminal, and a plain line every few percent otherwise;
+* journals every finished item in ``out/.journal.jsonl`` (the main process appends one line per item),
+  so a killed prep, re-run, reuses what was finished and decodes nothing twice;
+* turns a broken input into a skip: ``process`` raises :class:`SkipSample` with one of the
+  :data:`REASONS`; anything else it raises is recorded as reason ``error`` with the exception's text;
+* stops with "too many failures (x/y); see skipped.jsonl" once skipped items exceed ``max_skip_frac`` of
+  the items (clips listed but absent on disk are *missing*, reported apart, and never count: deleted
+  YouTube videos make every real VGG-Sound or Kinetics copy incomplete);
+* writes ``skipped.jsonl`` and ``missing.jsonl`` sorted by key, so the final outputs are byte-identical
+  whatever the completion order, the number of workers, or how often prep was interrupted (the journal
+  is removed by :func:`mmtool.data.prepare` once the manifest is written);
+* survives a decoder that crashes its worker process: the items that were in flight are retried one
+  by one in a fresh process each, and the one that crashes again is skipped as ``error``.
+
+Outputs must be deterministic bytes: ``.npy`` (header + data) and plain files, never ``np.savez`` (zip
+entries carry the write time) or ``torch.save`` (a random serialization id).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmtool.errors import UserError
+from mmtool.faults import fault_point
+from mmtool.runs import atomic_write_bytes, atomic_write_text
+
+REASONS = {
+    "zero_byte": "the file is empty (0 bytes)",
+    "not_media": "no audio/video container could be recognised (e.g. a text or HTML file)",
+    "truncated": "the file ends before its streams do (an interrupted download)",
+    "corrupt": "the container opened but a frame or packet could not be decoded",
+    "no_video": "the file has no video stream",
+    "no_audio": "the file has no audio stream",
+    "unreadable": "the path exists but cannot be read (permissions, or not a regular file)",
+    "too_short": "fewer frames or seconds than a sample needs",
+    "error": "an unexpected error while decoding (message recorded)",
+}
+JOURNAL = ".journal.jsonl"
+
+
+class SkipSample(Exception):
+    """Raised by a ``process`` function: this sample is broken in a known way (``reason`` in REASONS)."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        if reason not in REASONS:
+            raise ValueError(f"unknown skip reason {reason!r} (known: {', '.join(REASONS)})")
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason, self.detail = reason, detail
+
+
+@dataclass(frozen=True)
+class PrepItem:
+    """One sample to prepare. ``key`` is unique and file-name safe (outputs are named after it)."""
+
+    key: str
+    split: str
+    label: int
+    sources: tuple[str, ...]  # the raw files or folders read (recorded with a skip)
+    meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+
+@dataclass
+class PipelineResult:
+    records: list[dict]  # one per prepared item, sorted by key (what ``process`` returned)
+    skipped: list[dict]  # {key, split, label, sources, reason, detail}, sorted by key
+    missing: list[dict]  # as given, sorted by key
+    reused: int  # items taken from the journal of an interrupted earlier run
+    seconds: float
+
+
+# --------------------------------------------------------------------------------------------- outputs
+def save_npy(path: Path, array: np.ndarray) -> str:
+    """Write ``array`` as ``.npy`` atomically; returns the file's sha256 (deterministic bytes)."""
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    data = buf.getvalue()
+    atomic_write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+@contextmanager
+def atomic_dir(path: Path) -> Iterator[Path]:
+    """Fill a temporary sibling folder, then rename it to ``path``: a reader never sees half a folder."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_jsonl(path: Path, rows: Sequence[dict]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    if not Path(path).is_file():
+        return []
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+# --------------------------------------------------------------------------------------------- running
+def run_pipeline(
+    items: Sequence[PrepItem],
+    process: Callable[[PrepItem, Path], dict],
+    out: Path,
+    *,
+    workers: int = 0,
+    max_skip_frac: float = 0.05,
+    missing: Sequence[dict] = (),
+    label: str = "prep",
+) -> PipelineResult:
+    """Prepare ``items`` into ``out`` (see the module docstring). ``process`` must be picklable when
+    ``workers`` > 0 (a module-level function or a ``functools.partial`` of one)."""
+    if not 0 <= max_skip_frac <= 1:
+        raise UserError(f"--max-skip-frac must be in [0, 1], got {max_skip_frac}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    done = _read_journal(out / JOURNAL, {it.key for it in items})
+    todo = [it for it in items if it.key not in done]
+    budget = max_skip_frac * len(items)
+    skipped = sum(1 for e in done.values() if "reason" in e)
+    progress = Progress(len(items), label, already=len(done))
+    with open(out / JOURNAL, "a") as journal:
+        for entry in _run(todo, process, out, workers):
+            journal.write(json.dumps(entry, sort_keys=True) + "\n")
+            journal.flush()
+            done[entry["key"]] = entry
+            skipped += "reason" in entry
+            progress.advance()
+            fault_point("prep_item")
+            if skipped > budget:
+                break
+    progress.close()
+    skips = sorted((e for e in done.values() if "reason" in e), key=lambda e: e["key"])
+    write_jsonl(out / "skipped.jsonl", skips)
+    write_jsonl(out / "missing.jsonl", sorted(missing, key=lambda m: m["key"]))
+    if len(skips) > budget:
+        raise UserError(
+            f"too many failures ({len(skips)}/{len(items)}); see {out / 'skipped.jsonl'} "
+            f"(allowed: {max_skip_frac:.0%}, --max-skip-frac)"
+        )
+    records = sorted((e["record"] for e in done.values() if "record" in e), key=lambda r: r["key"])
+    return PipelineResult(records, skips, sorted(missing, key=lambda m: m["key"]), len(items) - len(todo),
+                          round(time.perf_counter() - started, 3))  # fmt: skip
+
+
+def _read_journal(path: Path, keys: set[str]) -> dict[str, dict]:
+    """Entries of an interrupted run; a line cut by the kill is ignored (that item is redone)."""
+    done: dict[str, dict] = {}
+    if not path.is_file():
+        return done
+    text = path.read_text()
+    lines = text.splitlines()
+    if text and not text.endswith("\n"):
+        lines = lines[:-1]
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if entry.get("key") in keys:
+            done[entry["key"]] = entry
+    atomic_write_text(path, "".join(json.dumps(e, sort_keys=True) + "\n" for e in done.values()))
+    return done
+
+
+def _attempt(process: Callable[[PrepItem, Path], dict], item: PrepItem, out: Path) -> dict:
+    """One item -> its journal entry: {"key", "record"} or {"key", "reason", ...}."""
+    try:
+        record = process(item, out)
+    except SkipSample as skip:
+        return _skip_entry(item, skip.reason, skip.detail)
+    except Exception as err:  # noqa: BLE001  (an unknown failure of one file must not end a day-long prep)
+        return _skip_entry(item, "error", clean_detail(f"{type(err).__name__}: {err}"))
+    return {"key": item.key, "record": {"key": item.key, **record}}
+
+
+def clean_detail(text: str) -> str:
+    """An error message without what changes from run to run (clock stamps, absolute paths, addresses),
+    so skipped.jsonl stays byte-identical; the first line only."""
+    import re
+
+    text = text.strip().splitlines()[0] if text.strip() else ""
+    text = re.sub(r"\[\d{2}:\d{2}:\d{2}\]\s*", "", text)
+    text = re.sub(r"0x[0-9a-fA-F]+", "0x…", text)
+    return re.sub(r"(/[^\s:'\"]+)+", lambda m: Path(m.group(0)).name, text)
+
+
+def _skip_entry(item: PrepItem, reason: str, detail: str) -> dict:
+    return {"key": item.key, "split": item.split, "label": item.label, "sources": list(item.sources),
+            "reason": reason, "detail": detail[:500]}  # fmt: skip
+
+
+def _run(todo: list[PrepItem], process, out: Path, workers: int) -> Iterator[dict]:
+    if workers <= 0:
+        for item in todo:
+            yield _attempt(process, item, out)
+        return
+    queue = list(reversed(todo))  # popped from the end: original order
+    while queue:
+        crashed = yield from _pool_pass(queue, process, out, workers)
+        for item in crashed:  # one at a time, each in a fresh process: find the file that kills decoders
+            survivors = yield from _pool_pass([item], process, out, 1)
+            for culprit in survivors:
+                yield _skip_entry(culprit, "error", "the decoder crashed its worker process")
+
+
+def _pool_pass(queue: list[PrepItem], process, out: Path, workers: int):
+    """Run items popped from ``queue`` in a pool until it is empty or the pool breaks; yields entries and
+    returns the items that were in flight when a worker died."""
+    import multiprocessing as mp
+    from concurrent.futures.process import BrokenProcessPool
+
+    method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+    pending: dict[Future, PrepItem] = {}
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context(method)) as pool:
+        try:
+            while queue or pending:
+                while queue and len(pending) < 4 * workers:
+                    item = queue.pop()
+                    pending[pool.submit(_attempt, process, item, out)] = item
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    entry = fut.result()
+                    del pending[fut]
+                    yield entry
+        except BrokenProcessPool:
+            return list(pending.values())
+        finally:
+            for fut in pending:
+                fut.cancel()
+    return []
+
+
+class Progress:
+    """A rich bar with ETA on a terminal; otherwise a line on stderr every ``step`` percent."""
+
+    def __init__(self, total: int, label: str, already: int = 0, step: int = 5) -> None:
+        self.total, self.label, self.count, self.step = total, label, already, step
+        self.start, self.start_count = time.perf_counter(), already
+        self.next_pct = (already * 100 // max(total, 1)) // step * step + step
+        self.bar = None
+        if sys.stderr.isatty() and total:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                                console=Console(stderr=True), transient=True)  # fmt: skip
+            self.bar.start()
+            self.task = self.bar.add_task(label, total=total, completed=already)
+        elif already:
+            print(f"{label}: resuming, {already}/{total} already done", file=sys.stderr, flush=True)
+
+    def advance(self) -> None:
+        self.count += 1
+        if self.bar is not None:
+            self.bar.update(self.task, advance=1)
+            return
+        pct = self.count * 100 // max(self.total, 1)
+        if pct >= self.next_pct or self.count == self.total:
+            self.next_pct = (pct // self.step) * self.step + self.step
+            print(self.line(), file=sys.stderr, flush=True)
+
+    def line(self) -> str:
+        elapsed = time.perf_counter() - self.start
+        rate = (self.count - self.start_count) / elapsed if elapsed > 0 else 0.0
+        left = (self.total - self.count) / rate if rate > 0 else float("nan")
+        eta = time.strftime("%H:%M:%S", time.gmtime(left)) if left == left else "?"
+        pct = self.count * 100 // max(self.total, 1)
+        return f"{self.label}: {pct}% ({self.count}/{self.total}), {rate:.1f}/s, ETA {eta}"
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()

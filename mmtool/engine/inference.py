@@ -1,0 +1,94 @@
+"""The one evaluation pass: a model over a split, streamed, returning what was asked for in sample order.
+
+Every stage and method that needs a model's outputs on data — validation in the training loop, test
+scores, probes' features, decide's and the ensemble's predictions, utilization rates, G-Blending's loss
+measurements, MMTM statistics — goes through :func:`run_inference`. It reads the split batch by batch
+through the split's own loader (so on-disk data is decoded by workers and never held whole), runs the
+forward under the runtime's autocast, and gathers the requested outputs on the CPU in float32.
+
+``forward(model, inputs) -> dict`` replaces ``model(inputs)`` where an analysis needs another view of the
+model (features with a modality replaced by its mean, MMTM overrides); by default the model's own
+forward. Each entry of its output named in ``want`` is collected: a tensor (B, ...) or a dict of tensors
+``{m: (B, ...)}`` (features, unimodal_logits).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from mmtool.engine.runtime import Runtime
+
+Forward = Callable[[nn.Module, dict[str, torch.Tensor]], dict[str, Any]]
+DEFAULT_WANT = ("logits", "features", "unimodal_logits")
+
+
+def _model_forward(model: nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, Any]:
+    return model(inputs)
+
+
+@torch.no_grad()
+def run_inference(
+    model: nn.Module,
+    source: Any,
+    runtime: Runtime | torch.device | str | None = None,
+    *,
+    want: Iterable[str] = DEFAULT_WANT,
+    forward: Forward | None = None,
+    batch_size: int | None = None,
+) -> dict[str, Any]:
+    """Outputs of ``model`` on every sample of ``source`` (a :class:`~mmtool.data.source.SplitSource`).
+
+    Returns ``{"target": (N,), "ids": (N,)}`` plus each name in ``want`` that the forward produced:
+    ``logits`` (N, C), ``features`` {m: (N, D)}, ``unimodal_logits`` {m: (N, C)}, ... — float32 on the
+    CPU, in sample order. The model is put in eval mode and restored afterwards.
+    """
+    runtime = Runtime.of(runtime)
+    forward = forward or _model_forward
+    want = tuple(want)
+    size = batch_size or runtime.eval_batch_size or source.eval_batch_size
+    was_training = model.training
+    model.eval()
+    parts: dict[str, Any] = {}
+    targets, ids = [], []
+    try:
+        loader = source.loader(size, train=False, workers=runtime.workers, shard=runtime.shard,
+                               pin_memory=runtime.pin_memory)  # fmt: skip
+        for batch in loader:
+            batch = runtime.to_device(batch)
+            with runtime.autocast():
+                out = forward(model, batch.inputs)
+            for key in want:
+                if key in out:
+                    _collect(parts, key, out[key])
+            targets.append(batch.target.cpu())
+            ids.append(batch.ids)
+    finally:
+        model.train(was_training)
+    result: dict[str, Any] = {k: _cat(v) for k, v in parts.items()}
+    result["target"], result["ids"] = torch.cat(targets), torch.cat(ids)
+    return _in_id_order(result)
+
+
+def _collect(parts: dict[str, Any], key: str, value: Any) -> None:
+    if isinstance(value, dict):
+        slot = parts.setdefault(key, {})
+        for m, t in value.items():
+            slot.setdefault(m, []).append(t.detach().float().cpu())
+    else:
+        parts.setdefault(key, []).append(value.detach().float().cpu())
+
+
+def _cat(value: Any) -> Any:
+    return {m: torch.cat(v) for m, v in value.items()} if isinstance(value, dict) else torch.cat(value)
+
+
+def _in_id_order(result: dict[str, Any]) -> dict[str, Any]:
+    ids = result["ids"]
+    if len(ids) < 2 or bool((ids[1:] > ids[:-1]).all()):
+        return result
+    order = torch.argsort(ids)
+    return {k: ({m: t[order] for m, t in v.items()} if isinstance(v, dict) else v[order]) for k, v in result.items()}

@@ -1,0 +1,204 @@
+"""Where and how numbers are computed: device, precision, memory format, loader workers, ranks.
+
+Every stage builds one :class:`Runtime` from the recipe's ``train:`` section before it creates its run
+directory, so an impossible request (``train.device=cuda`` on a machine without CUDA, ``fp16`` on a CPU)
+is a one-line error that leaves nothing behind. The training loop, the inference pass and the loaders
+take their device, autocast, gradient scaler, pinning and sharding from it; nothing else in mmtool
+asks which hardware it runs on.
+
+``precision: auto`` picks bf16 only where the hardware runs it fast: a CUDA device that supports bf16, or
+a CPU with AMX tiles (Sapphire Rapids and later). On CPUs without AMX, bf16 is emulated and several times
+*slower* than fp32, so auto picks fp32 there. The choice is by capability, read at run time, never by a
+CPU model name. ``fp16`` exists for CUDA only (with dynamic gradient scaling).
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from mmtool.data.source import Batch, Shard
+from mmtool.errors import UserError
+
+Precision = Literal["fp32", "bf16", "fp16"]
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    precision: Precision = "fp32"
+    channels_last: bool = False
+    workers: int = 0
+    eval_batch_size: int = 0  # 0: each source's own default
+    log_every: int = 50
+    rank: int = 0
+    world_size: int = 1
+
+    @classmethod
+    def from_config(cls, train: Any) -> Runtime:
+        """The runtime a recipe's ``train:`` section asks for; a user error when this machine can't."""
+        device = resolve_device(train.device)
+        precision = resolve_precision(train.precision, device)
+        if train.workers < 0:
+            raise UserError(f"train.workers must be >= 0, got {train.workers}")
+        runtime = cls(device, precision, bool(train.channels_last), int(train.workers), int(train.eval_batch_size),
+                      max(1, int(train.log_every)))  # fmt: skip
+        runtime.apply_backend_flags()
+        return runtime
+
+    @classmethod
+    def cpu(cls) -> Runtime:
+        return cls(torch.device("cpu"))
+
+    @classmethod
+    def of(cls, value: Runtime | torch.device | str | None) -> Runtime:
+        """``value`` itself, or an fp32 runtime on the given device (CPU when None)."""
+        if isinstance(value, Runtime):
+            return value
+        return cls(torch.device(value or "cpu"))
+
+    # ------------------------------------------------------------------------------------------ compute
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def shard(self) -> Shard:
+        return Shard(self.rank, self.world_size)
+
+    @property
+    def pin_memory(self) -> bool:
+        return self.device.type == "cuda"
+
+    def autocast(self):
+        """Mixed-precision context of the forward pass (a no-op for fp32)."""
+        if self.precision == "fp32":
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=_DTYPES[self.precision])
+
+    def grad_scaler(self) -> torch.amp.GradScaler | None:
+        """A dynamic loss scaler for fp16 (bf16 and fp32 need none)."""
+        return torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
+
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        """Move ``model`` to the device; with ``channels_last`` convert its 4-D weights to channels_last and
+        its 5-D (video) weights to channels_last_3d (``Module.to(memory_format=channels_last)`` refuses
+        5-D tensors)."""
+        model.to(self.device)
+        if self.channels_last:
+            with torch.no_grad():
+                for p in [*model.parameters(), *model.buffers()]:
+                    if p.dim() == 4:
+                        p.data = p.data.contiguous(memory_format=torch.channels_last)
+                    elif p.dim() == 5:
+                        p.data = p.data.contiguous(memory_format=torch.channels_last_3d)
+        return model
+
+    def to_device(self, batch: Batch) -> Batch:
+        """The batch on the device, in the model's memory format, copied asynchronously from pinned memory."""
+        return batch.to(self.device, non_blocking=self.pin_memory, channels_last=self.channels_last)
+
+    def apply_backend_flags(self) -> None:
+        """TF32 matmuls/convolutions and cuDNN autotuning on CUDA (fixed input shapes make autotuning pay)."""
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+            torch.backends.cudnn.benchmark = True
+
+    def describe(self) -> dict[str, Any]:
+        """What env.json records."""
+        return {
+            "device": str(self.device),
+            "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else cpu_name(),
+            "precision": self.precision,
+            "channels_last": self.channels_last,
+            "cpu_amx": cpu_has_amx(),
+            "threads": torch.get_num_threads(),
+            "workers": self.workers,
+            "world_size": self.world_size,
+        }
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` -> a device this machine has, or a user error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"train.device: {name!r} is not a device (use auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(
+                f"train.device={name}: CUDA is not available here (torch {torch.__version__}); "
+                "use train.device=cpu or auto"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"train.device={name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type != "cpu":
+        raise UserError(f"train.device: {name!r} is not supported (use auto, cpu, cuda or cuda:N)")
+    return device
+
+
+def resolve_precision(precision: str, device: torch.device) -> Precision:
+    if precision == "auto":
+        return "bf16" if bf16_is_fast(device) else "fp32"
+    if precision == "fp16" and device.type != "cuda":
+        raise UserError(
+            f"train.precision=fp16 needs a CUDA device (it trains with gradient scaling); on {device.type} "
+            "use bf16 or fp32"
+        )
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise UserError(f"train.precision must be one of auto, fp32, bf16, fp16, got {precision!r}")
+    return precision  # type: ignore[return-value]
+
+
+def bf16_is_fast(device: torch.device) -> bool:
+    """bf16 runs natively: a CUDA device with bf16 support, or a CPU with AMX tiles."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return cpu_has_amx()
+
+
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX bf16 tiles (``MMTOOL_CPU_AMX=0/1`` overrides, for tests)."""
+    forced = os.environ.get("MMTOOL_CPU_AMX")
+    if forced in ("0", "1"):
+        return forced == "1"
+    probe = getattr(torch._C._cpu, "_is_amx_tile_supported", None)
+    if probe is not None:
+        try:
+            return bool(probe())
+        except RuntimeError:
+            pass
+    return "amx_bf16" in _cpu_flags()
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "cpu"

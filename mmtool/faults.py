@@ -1,0 +1,33 @@
+"""Deterministic fault injection for tests: ``MMTOOL_FAULT=<point>:<count>:<action>``.
+
+Code calls :func:`fault_point` at places where a real run can die (after a prep sample is recorded,
+after a training step). When the environment names that point, the ``count``-th call (1-based) performs
+the action: ``kill`` ends the process at once as ``kill -9`` would (``os._exit(137)``, no cleanup, no
+flushing), ``raise`` raises :class:`InjectedFault`. Without the variable a call costs one dict lookup.
+"""
+
+from __future__ import annotations
+
+import os
+
+_counts: dict[str, int] = {}
+
+
+class InjectedFault(RuntimeError):
+    """Raised by a ``raise`` fault."""
+
+
+def fault_point(name: str) -> None:
+    spec = os.environ.get("MMTOOL_FAULT")
+    if not spec:
+        return
+    point, _, rest = spec.partition(":")
+    if point != name:
+        return
+    count, _, action = rest.partition(":")
+    _counts[name] = _counts.get(name, 0) + 1
+    if _counts[name] != int(count or 1):
+        return
+    if action == "raise":
+        raise InjectedFault(f"injected fault at {name} #{_counts[name]}")
+    os._exit(137)
