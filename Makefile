@@ -74,23 +74,23 @@ methods:
 	$(MAKE) --no-print-directory -j2 $(METHOD_JOBS)
 	$(PYTHON) -m mmtool.analysis.methods_table $(MT) results/methods.md
 
-# The method recipes are written for the synthetic sets; on the digits sets X adds what their own recipes set.
+# The method recipes are written for synth-gamma; recipes/_base/data/<set>.yaml, merged after them, moves
+# each one to another set with that set's own settings (a dataset fragment; nothing is injected here).
 methods-job/%:
 	@d=$(word 1,$(subst /, ,$*)); s=$(word 2,$(subst /, ,$*)); R=$(MT)/$$d/seed$$s; L=$(MT)/log-$$d-$$s.txt; \
-	case $$d in digits-*) X="model.hidden=[64,32] optim.lr=0.02";; *) X="";; esac; \
-	A="data.name=$$d data.seed=$$s train.seed=$$s $$X"; export OMP_NUM_THREADS=1; set -e; \
+	D="-r recipes/_base/data/$$d.yaml"; A="data.seed=$$s train.seed=$$s"; export OMP_NUM_THREADS=1; set -e; \
 	echo "methods: $$d seed $$s (log: $$L)" >&2; \
 	$(MMTOOL) prep $$d data.seed=$$s > /dev/null 2>> $$L; \
-	$(MMTOOL) pretrain-unimodal -r recipes/synth-gamma/pretrain.yaml $$A --run-dir $$R/unimodal > /dev/null 2>> $$L; \
+	$(MMTOOL) pretrain-unimodal -r recipes/synth-gamma/pretrain.yaml $$D $$A --run-dir $$R/unimodal > /dev/null 2>> $$L; \
 	for m in $(PLAIN_METHODS); do \
-	  $(MMTOOL) train -r recipes/synth-gamma/$$m.yaml $$A --run-dir $$R/$$m > /dev/null 2>> $$L; \
+	  $(MMTOOL) train -r recipes/synth-gamma/$$m.yaml $$D $$A --run-dir $$R/$$m > /dev/null 2>> $$L; \
 	done; \
 	for m in $(TEACHER_METHODS); do \
-	  $(MMTOOL) train -r recipes/synth-gamma/$$m.yaml $$A --teachers $$R/unimodal --run-dir $$R/$$m > /dev/null 2>> $$L; \
+	  $(MMTOOL) train -r recipes/synth-gamma/$$m.yaml $$D $$A --teachers $$R/unimodal --run-dir $$R/$$m > /dev/null 2>> $$L; \
 	done; \
-	$(MMTOOL) train -r recipes/synth-gamma/self_distill.yaml $$A method.teacher_run=$$R/naive \
+	$(MMTOOL) train -r recipes/synth-gamma/self_distill.yaml $$D $$A method.teacher_run=$$R/naive \
 	  --run-dir $$R/self_distill > /dev/null 2>> $$L; \
-	$(MMTOOL) ensemble -r recipes/synth-gamma/ensemble.yaml $$A --teachers $$R/unimodal --run-dir $$R/ume_ensemble > /dev/null 2>> $$L
+	$(MMTOOL) ensemble -r recipes/synth-gamma/ensemble.yaml $$D $$A --teachers $$R/unimodal --run-dir $$R/ume_ensemble > /dev/null 2>> $$L
 
 # Paper 002, Sec. 6.4: vanilla vs guided vs random balanced learning on MMTM fusion of colored-and-gray
 # digits, MLP and CNN branches, over $(SEEDS) -> results/greedy.md (+ results/greedy_<encoder>.png)
@@ -119,7 +119,7 @@ probes:
 
 probes-job/%:
 	@d=$(word 1,$(subst /, ,$*)); s=$(word 2,$(subst /, ,$*)); R=$(MT)/$$d/seed$$s; L=$(MT)/log-probes-$$d-$$s.txt; \
-	A="data.name=$$d data.seed=$$s train.seed=$$s"; export OMP_NUM_THREADS=1; set -e; \
+	A="-r recipes/_base/data/$$d.yaml data.seed=$$s train.seed=$$s"; export OMP_NUM_THREADS=1; set -e; \
 	echo "probes: $$d seed $$s (log: $$L)" >&2; \
 	for r in $(PROBED); do \
 	  rm -rf $$R/probe-$$r; \

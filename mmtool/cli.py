@@ -25,7 +25,10 @@ app = typer.Typer(
     help="mmtool: measure and fix modality laziness in multi-modal learning (UMT / UME).",
 )
 
-RecipeOpt = Annotated[Path | None, typer.Option("--recipe", "-r", help="Recipe YAML (see `mmtool recipes`).")]
+RecipeOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--recipe", "-r", help="Recipe YAML (see `mmtool recipes`); repeat to merge fragments in order."),
+]
 DatasetOpt = Annotated[str | None, typer.Option("--dataset", "-d", help="Shortcut for recipes/<dataset>/<stage>.yaml.")]
 Overrides = Annotated[list[str] | None, typer.Argument(help="key=value recipe overrides, e.g. optim.lr=0.1")]
 RunDirOpt = Annotated[Path | None, typer.Option("--run-dir", help="Write the run here instead of runs/<stage>/...")]
@@ -35,7 +38,7 @@ TeachersOpt = Annotated[Path | None, typer.Option("--teachers", help="A `mmtool 
 SourceOpt = Annotated[Path | None, typer.Option("--run", help="The run directory to analyse.")]
 
 
-def _load(recipe: Path | None, dataset: str | None, stage_file: str, overrides: list[str] | None, **extra):
+def _load(recipe: list[Path] | None, dataset: str | None, stage_file: str, overrides: list[str] | None, **extra):
     from mmtool.config import load_recipe, resolve_recipe
 
     extra_overrides = [f"{k}={v}" for k, v in extra.items() if v is not None]
@@ -165,11 +168,11 @@ def train(
         path, cfg = resume_run(resume)
         return emit(stage.run(cfg, path, resume=True), as_json)
     if from_decision is not None:
-        if recipe is not None or dataset is not None:
+        if recipe or dataset is not None:
             raise UserError("--from-decision names its own recipe; drop --recipe/--dataset")
         cfg = _from_decision(from_decision, method, overrides, teachers)
     else:
-        if method is None and recipe is None:
+        if method is None and not recipe:
             raise UserError("give a METHOD (see `mmtool train --list`), --recipe, or --from-decision")
         cfg = _load(recipe, dataset, f"{method}.yaml", overrides, teachers=teachers)
         if method is not None and method != cfg.method.name:

@@ -192,10 +192,17 @@ def recipes_dir() -> Path:
     return Path(__file__).resolve().parents[1] / "recipes"
 
 
-def resolve_recipe(recipe: str | Path | None, dataset: str | None, stage_file: str) -> Path:
-    """A recipe path from ``--recipe`` or the ``--dataset`` shortcut ``recipes/<dataset>/<stage_file>``."""
+def resolve_recipe(
+    recipe: str | Path | list[Path] | None, dataset: str | None, stage_file: str
+) -> Path | list[Path]:
+    """Recipe path(s) from ``--recipe`` (repeatable) or the ``--dataset`` shortcut
+    ``recipes/<dataset>/<stage_file>``."""
+    if isinstance(recipe, list):
+        recipe = recipe or None
+        if recipe is not None and len(recipe) == 1:
+            recipe = recipe[0]
     if recipe is not None:
-        return Path(recipe)
+        return recipe if isinstance(recipe, list) else Path(recipe)
     if dataset is None:
         raise UserError("give --recipe PATH or --dataset NAME (see `mmtool recipes`)")
     path = recipes_dir() / dataset / stage_file
@@ -279,11 +286,16 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | None, origin: st
     return out
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Read, merge, override and validate a recipe file."""
-    path = Path(path)
-    raw = apply_overrides(_merged_raw(path), overrides, str(path))
-    return build_recipe(raw, str(path))
+def load_recipe(path: str | Path | list[str | Path], overrides: list[str] | None = None) -> Recipe:
+    """Read, merge, override and validate a recipe file, or several merged in order (later ones win;
+    ``-r recipes/synth-gamma/aux_ce.yaml -r recipes/_base/data/digits-colored.yaml`` runs a method's
+    recipe on another dataset with that dataset's own settings)."""
+    paths = [Path(p) for p in (path if isinstance(path, list) else [path])]
+    raw: dict[str, Any] = {}
+    for p in paths:
+        raw = deep_merge(raw, _merged_raw(p))
+    raw = apply_overrides(raw, overrides, str(paths[0]))
+    return build_recipe(raw, str(paths[0]))
 
 
 def build_recipe(raw: dict[str, Any], source: str) -> Recipe:

@@ -1,9 +1,9 @@
 """Every shipped recipe validates; every fragment under _base/ is used by a recipe."""
 
-import re
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from mmtool.cli import app
@@ -23,17 +23,52 @@ def test_recipe_validates(path):
 
 
 def _bases(path: Path) -> set[Path]:
-    m = re.search(r"^base:\s*(\S+)", path.read_text(), re.M)
-    if not m:
+    base = (yaml.safe_load(path.read_text()) or {}).get("base")
+    if not base:
         return set()
-    parent = (path.parent / m.group(1)).resolve()
-    return {parent} | _bases(parent)
+    parents = {(path.parent / b).resolve() for b in ([base] if isinstance(base, str) else base)}
+    return parents.union(*(_bases(p) for p in parents))
+
+
+MAKEFILE = (RECIPES.parent / "Makefile").read_text()
 
 
 @pytest.mark.parametrize("fragment", FRAGMENTS, ids=lambda p: str(p.relative_to(RECIPES)))
 def test_fragment_is_used(fragment):
+    """Every fragment is a base of a recipe, or merged by a Make target (``-r recipes/_base/...``)."""
     used = set().union(*(_bases(p) for p in FULL))
+    used |= set().union(*(_bases(f) | {f.resolve()} for f in FRAGMENTS if _named_in_makefile(f)))
     assert fragment.resolve() in used
+
+
+def _named_in_makefile(fragment: Path) -> bool:
+    rel = fragment.relative_to(RECIPES.parent).as_posix()
+    return rel in MAKEFILE or rel.replace(fragment.stem, "$$d") in MAKEFILE
+
+
+DATA_FRAGMENTS = sorted((RECIPES / "_base" / "data").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("fragment", DATA_FRAGMENTS, ids=lambda p: p.stem)
+def test_dataset_fragment_moves_every_method_recipe(fragment):
+    """``-r recipes/synth-gamma/M.yaml -r recipes/_base/data/D.yaml`` runs method M on dataset D with D's
+    own settings, as `make methods` does; nothing is injected on the command line."""
+    for method in sorted((RECIPES / "synth-gamma").glob("*.yaml")):
+        recipe = load_recipe([method, fragment])
+        assert recipe.data.name == fragment.stem
+        if fragment.stem.startswith("digits-"):
+            assert recipe.model.hidden == (64, 32) and recipe.optim.lr == 0.02
+
+
+def test_base_list_merges_in_order(tmp_path):
+    (tmp_path / "a.yaml").write_text("optim: {lr: 0.5, momentum: 0.9}\n")
+    (tmp_path / "b.yaml").write_text("optim: {lr: 0.1}\n")
+    (tmp_path / "r.yaml").write_text("stage: train\nbase: [a.yaml, b.yaml]\ntrain: {epochs: 3}\n")
+    recipe = load_recipe(tmp_path / "r.yaml")
+    assert (recipe.optim.lr, recipe.optim.momentum, recipe.train.epochs) == (0.1, 0.9, 3)
+    (tmp_path / "bad.yaml").write_text("stage: train\nbase: [a.yaml, 3]\n")
+    with pytest.raises(UserError, match="base' expects a path string or a list"):
+        load_recipe(tmp_path / "bad.yaml")
 
 
 def test_decide_recipes_point_at_train_recipes():

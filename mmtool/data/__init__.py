@@ -166,11 +166,40 @@ def read_verified_arrays(cfg: DataConfig, folder: Path, data_format: int) -> tup
             f"{data_format} (run `mmtool prep {cfg.name} --force` with the same data.* settings)"
         )
     path = folder / "data.npz"
-    blob = path.read_bytes() if path.is_file() else b""
-    if hashlib.sha256(blob).hexdigest() != manifest["files"]["data.npz"]:
-        raise UserError(f"{path} is missing or does not match its manifest (re-run `mmtool prep {cfg.name} --force`)")
+    if not _verified_before(path, manifest["files"]["data.npz"]):
+        blob = path.read_bytes() if path.is_file() else b""
+        if hashlib.sha256(blob).hexdigest() != manifest["files"]["data.npz"]:
+            raise UserError(
+                f"{path} is missing or does not match its manifest (re-run `mmtool prep {cfg.name} --force`)"
+            )
+        _remember_verified(path, manifest["files"]["data.npz"])
     with np.load(path) as npz:
         return manifest, {k: npz[k] for k in npz.files}
+
+
+VERIFIED = ".verified.json"  # (size, mtime, sha256) of a file whose checksum was checked once
+
+
+def _stat_key(path: Path, sha: str) -> dict:
+    st = path.stat()
+    return {"file": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha}
+
+
+def _verified_before(path: Path, sha: str) -> bool:
+    """Whether ``path`` was hashed against ``sha`` before and has not changed since (size and mtime):
+    a cache is hashed once, not on every run."""
+    stamp = path.parent / VERIFIED
+    try:
+        return path.is_file() and json.loads(stamp.read_text()) == _stat_key(path, sha)
+    except (OSError, ValueError):
+        return False
+
+
+def _remember_verified(path: Path, sha: str) -> None:
+    try:
+        write_json(path.parent / VERIFIED, _stat_key(path, sha))
+    except OSError:  # a read-only dataset folder: hash again next time
+        pass
 
 
 EVAL_SUFFIX = "_eval"  # "<m>_eval" in a cache: the version of modality m that validation and test read

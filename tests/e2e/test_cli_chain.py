@@ -197,3 +197,41 @@ def test_killed_run_resumes_from_last_checkpoint(chain):
     epochs = [json.loads(line)["epoch"] for line in (chain / "killed" / "metrics.jsonl").read_text().splitlines()]
     assert epochs == list(range(50, 4001, 50))  # every evaluation exactly once, none lost, none doubled
     assert out["best_epoch"] in epochs
+
+
+def test_ume_verdict_assembles_the_teachers_and_scores_what_decide_reported(chain):
+    """paper 000, App. A.2: UME "directly average[s] the uni-modal models' predictions and no additional
+    training is added". A linear classifier that cannot learn (lr 1e-9) makes decide pick UME; the run that
+    train builds from the verdict trains nothing and scores exactly decide's averaged-predictions accuracy."""
+    decide = mmtool(chain, "decide", "-d", "tiny", "--teachers", "pre", "--run-dir", "decide-ume", "probe.lr=1.0e-9")
+    verdict = json.loads(decide.stdout)
+    assert verdict["verdict"] == "UME"
+    before = {m: sha(chain / "pre" / m / "checkpoints" / "best.pt") for m in ("m1", "m2")}
+    out = json.loads(mmtool(chain, "train", "--from-decision", "-", "--run-dir", "ume", stdin=decide.stdout).stdout)
+    assert out["method"] == "ume" and out["assembled_from"] == "pre"
+    assert out["test_accuracy"] == verdict["average_accuracy"]  # exactly: the same computation
+    assert {m: a["test"] for m, a in out["unimodal_head_accuracy"].items()} == verdict["unimodal_accuracy"]
+    assert not (chain / "ume" / "metrics.jsonl").exists()  # nothing was trained
+    assert {m: sha(chain / "pre" / m / "checkpoints" / "best.pt") for m in ("m1", "m2")} == before
+    probe = json.loads(mmtool(chain, "probe", "-d", "tiny", "--run", "ume", "--run-dir", "probe-ume").stdout)
+    assert set(probe["probes"]) == {"m1", "m2"}  # an ordinary fusion run to every later stage
+
+
+def test_decide_extracts_features_once_per_teacher(chain):
+    first = json.loads(mmtool(chain, "decide", "-d", "tiny", "--teachers", "pre", "--run-dir", "dec-a").stdout)
+    cached = sorted((chain / "pre" / "m1" / "features").rglob("*.npy"))
+    assert [p.name for p in cached] == ["test-m1.npy", "train-m1.npy", "val-m1.npy"]
+    stamps = [p.stat().st_mtime_ns for p in cached]
+    again = json.loads(mmtool(chain, "decide", "-d", "tiny", "--teachers", "pre", "--run-dir", "dec-b").stdout)
+    assert [p.stat().st_mtime_ns for p in cached] == stamps  # read back, not extracted again
+    assert again["mm_linear_accuracy"] == first["mm_linear_accuracy"]
+
+
+@pytest.mark.parametrize("setting", ["train.precision=fp16", "train.device=cuda"])
+def test_impossible_runtime_exits_2_and_leaves_no_run(tmp_path, setting):
+    if setting.endswith("cuda") and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    proc = mmtool(tmp_path, "train", "naive", "-d", "tiny", setting, "--run-dir", "run", check=False)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("error: train.")
+    assert not (tmp_path / "run").exists() and not (tmp_path / "runs").exists()

@@ -121,6 +121,60 @@ def test_non_finite_loss_raises(make_model, alpha_splits, train_cfgs, tmp_path):
         fit(model, naive(), alpha_splits["train"], alpha_splits["val"], spec, tmp_path, optim, schedule, cfg, CPU)
 
 
+class _PoisonAt:
+    """naive fusion whose loss becomes NaN at one (epoch, step): a deterministic non-finite loss."""
+
+    def __init__(self, epoch: int, step: int) -> None:
+        self.inner, self.at, self.epoch, self.step = naive(), (epoch, step), 0, -1
+
+    def on_epoch_start(self, model, epoch: int) -> None:
+        self.epoch, self.step = epoch, -1
+
+    def training_step(self, model, batch):
+        self.step += 1
+        losses = self.inner.training_step(model, batch)
+        if (self.epoch, self.step) == self.at:
+            losses["poison_loss"] = torch.tensor(float("nan"))
+        else:
+            losses["poison_loss"] = torch.zeros(())
+        return losses
+
+
+def test_non_finite_loss_names_epoch_step_and_term_and_keeps_checkpoints(
+    make_model, alpha_splits, train_cfgs, snapshot, tmp_path
+):
+    model, spec = make_model()
+    optim, schedule, cfg = train_cfgs(epochs=4, batch_size=50, checkpoint_every=1, log_every=2)
+    with pytest.raises(FloatingPointError, match=r"epoch 3, step 4 in poison_loss"):
+        fit(model, _PoisonAt(3, 4), alpha_splits["train"], alpha_splits["val"], spec, tmp_path, optim, schedule,
+            cfg, CPU)  # fmt: skip
+    assert load_checkpoint(tmp_path / "checkpoints" / LAST)["epoch"] == 2  # the last good epoch's state
+    assert all(math.isfinite(v) for k, v in load_checkpoint(tmp_path / "checkpoints" / BEST)["val"].items())
+    assert [r["epoch"] for r in json_lines(tmp_path / "metrics.jsonl")] == [1, 2]
+
+
+def test_nan_validation_is_never_best(make_model, alpha_splits, train_cfgs, tmp_path, monkeypatch):
+    import mmtool.engine.loop as loop
+
+    real = loop.evaluate
+    calls = iter([False, True, False])  # epoch 2's validation "diverges"
+
+    def flaky(model, split, runtime=None):
+        out = real(model, split, runtime)
+        return {"loss": float("nan"), "accuracy": 100.0} if next(calls) else out
+
+    monkeypatch.setattr(loop, "evaluate", flaky)
+    model, spec = make_model()
+    optim, schedule, cfg = train_cfgs(epochs=3)
+    result = fit(model, naive(), alpha_splits["train"], alpha_splits["val"], spec, tmp_path, optim, schedule, cfg, CPU)
+    assert result.best_epoch in (1, 3)
+    assert load_checkpoint(tmp_path / "checkpoints" / BEST)["epoch"] != 2
+
+
+def json_lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def test_unknown_optimizer_raises_user_error(make_model, alpha_splits, train_cfgs, tmp_path):
     from mmtool.config import OptimConfig
 
