@@ -1,10 +1,11 @@
 """Recipes: YAML files validated into typed, frozen dataclasses.
 
 A recipe may name a ``base:`` recipe, or a list of them (paths relative to itself: a dataset fragment and
-a method fragment combine); they are deep-merged in order, later ones and then the child winning. ``key=value`` overrides from the command line are applied after merging, with values parsed as
-YAML (``optim.lr=0.1``, ``model.hidden=[64,64]``). Validation is strict: an unknown key, a value of the
-wrong type or a missing file raises :class:`~mmtool.errors.UserError` naming the file and the dotted key,
-which the CLI prints on one line with exit code 2.
+a method fragment combine); they are deep-merged in order, later ones and then the child winning.
+``key=value`` overrides from the command line are applied after merging, with values parsed as YAML
+(``optim.lr=0.1``, ``model.hidden=[64,64]``). Validation is strict: an unknown key, a value of the
+wrong type or a missing file raises :class:`~mmtool.errors.UserError` naming the file and the dotted
+key, which the CLI prints on one line with exit code 2.
 
 The ``method:`` section is validated against the parameter dataclass that the named method registers
 (see :mod:`mmtool.methods`), so each method's options are typed without a catch-all dictionary.

@@ -79,7 +79,7 @@ def prepare(cfg: DataConfig, force: bool = False, options: PrepOptions | None = 
     if manifest_path.is_file() and not force:
         manifest = json.loads(manifest_path.read_text())
         if spec.data_format is None or manifest.get("format") == spec.data_format:
-            return out, {**manifest, "run": {"reused": "all", "seconds": 0.0}}
+            return out, {**manifest, "run": {"cached": True}}
     manifest_path.unlink(missing_ok=True)  # stale or forced: incomplete until the new manifest is written
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

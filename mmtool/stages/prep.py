@@ -24,6 +24,7 @@ def run(recipe: Recipe, force: bool = False, options: PrepOptions | None = None)
         "summary": [
             f"{recipe.data.name}: {manifest['n']} samples, classes {shown}, splits {sizes} -> {folder}",
             f"skipped (broken): {n_skipped}, missing on disk: {manifest.get('missing', 0)}, "
-            f"reused from an interrupted prep: {run.get('reused', 0)}",
+            + ("the cache was already complete" if run.get("cached") else
+               f"reused from an interrupted prep: {run.get('reused', 0)}"),
         ],
     }

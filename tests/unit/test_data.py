@@ -31,7 +31,7 @@ def test_prepare_writes_manifest_and_data(tmp_path):
     folder, manifest = prepare(c)
     assert folder == cache_dir(c) == tmp_path / "data" / "synth-gamma" / "seed0-n300"
     on_disk = json.loads((folder / "manifest.json").read_text())
-    assert on_disk == manifest
+    assert on_disk == {k: v for k, v in manifest.items() if k != "run"}  # how prep ran is reported, not stored
     assert manifest["dataset"] == "synth-gamma" and manifest["n"] == 300 and manifest["seed"] == 0
     assert manifest["modalities"] == {"m1": 200, "m2": 100}
     assert manifest["num_classes"] == 3
@@ -49,7 +49,8 @@ def test_prepare_is_cached_unless_forced_and_deterministic(tmp_path):
     sha = first["files"]["data.npz"]
     (folder / "data.npz").unlink()
     _, again = prepare(c)  # complete cache (manifest present): nothing regenerated
-    assert again == first and not (folder / "data.npz").exists()
+    assert again["run"] == {"cached": True} and not (folder / "data.npz").exists()
+    assert {k: v for k, v in again.items() if k != "run"} == {k: v for k, v in first.items() if k != "run"}
     _, forced = prepare(c, force=True)
     assert forced["files"]["data.npz"] == sha  # same seed, same bytes
     assert (folder / "data.npz").exists()
