@@ -219,7 +219,7 @@ def clean_detail(text: str) -> str:
     text = text.strip().splitlines()[0] if text.strip() else ""
     text = re.sub(r"\[\d{2}:\d{2}:\d{2}\]\s*", "", text)
     text = re.sub(r"0x[0-9a-fA-F]+", "0x…", text)
-    return re.sub(r"(/[^\s:'\"]+)+", lambda m: Path(m.group(0)).name, text)
+    return re.sub(r"(/[^\s:'\"]+)+", lambda m: Path(m.group(0)).name, text).strip()
 
 
 def _skip_entry(item: PrepItem, reason: str, detail: str) -> dict:
