@@ -176,13 +176,18 @@ def interleaved(plain: Callable[[], None], mm: Callable[[], None], reps: int) ->
 
 
 # ------------------------------------------------------------------------------------------ attribution
-def _where(obj: object) -> str:
-    """``path:line`` of a function's definition, relative to the repository."""
-    fn = inspect.unwrap(obj)  # type: ignore[arg-type]
-    path = Path(inspect.getsourcefile(fn) or "?")
+def _rel(path: str | None) -> str:
     root = Path(__file__).resolve().parents[1]
-    rel = path.relative_to(root) if path.is_relative_to(root) else path
-    return f"{rel}:{inspect.getsourcelines(fn)[1]}"
+    resolved = Path(path or "?").resolve()
+    return str(resolved.relative_to(root) if resolved.is_relative_to(root) else resolved)
+
+
+def where(fn: object, text: str | None = None) -> str:
+    """``path:line`` of ``fn``'s definition, or of the first line of its source that contains ``text``."""
+    fn = inspect.unwrap(fn)  # type: ignore[arg-type]
+    lines, first = inspect.getsourcelines(fn)  # type: ignore[arg-type]
+    offset = next((i for i, line in enumerate(lines) if text in line), 0) if text else 0
+    return f"{_rel(inspect.getsourcefile(fn))}:{first + offset}"  # type: ignore[arg-type]
 
 
 def per_call_us(fn: Callable[[], object], n: int = 2000) -> float:
@@ -204,15 +209,18 @@ def attribute(sides: Sides) -> list[dict]:
     total = sum(losses.values())
     sums = loop._DeviceSums(sides.runtime.device)
     step = iter(range(10**9))
-    pieces = [
-        ("Runtime.to_device -> Batch.to", Runtime.to_device, lambda: sides.runtime.to_device(batch)),
-        ("_DeviceSums.add (per-step loss sums)", loop._DeviceSums.add,
+    epoch = loop._train_epoch
+    pieces = [  # (what, where it is called in the loop, where it is defined, one call)
+        ("batch to device", where(epoch, "runtime.to_device("), where(Batch.to),
+         lambda: sides.runtime.to_device(batch)),
+        ("device-side loss sums", where(epoch, "sums.add("), where(loop._DeviceSums.add),
          lambda: sums.add(next(step), losses, total, len(batch))),
-        ("sum(losses.values()) (loss total)", loop._train_epoch, lambda: sum(losses.values())),
-        ("hasattr hook checks (after_backward, after_step)", loop._train_epoch,
+        ("loss total", where(epoch, "sum(losses.values())"), "", lambda: sum(losses.values())),
+        ("hook checks", where(epoch, 'hasattr(method, "after_backward")'), "",
          lambda: (hasattr(method, "after_backward"), hasattr(method, "after_step"))),
     ]  # fmt: skip
-    return [{"piece": name, "where": _where(fn), "us_per_step": per_call_us(call)} for name, fn, call in pieces]
+    return [{"piece": name, "called_at": at, "defined_at": defined, "us_per_step": per_call_us(call)}
+            for name, at, defined, call in pieces]  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------- report
@@ -255,7 +263,8 @@ def print_result(r: dict) -> None:
     if not r["pass"]:
         print(f"  mmtool spends {r['overhead_us_per_step']:.0f} us more per step; the loop's own pieces, timed alone:")
         for piece in r["attribution"]:
-            print(f"    {piece['us_per_step']:8.1f} us  {piece['piece']:<50} {piece['where']}")
+            defined = f" (defined at {piece['defined_at']})" if piece["defined_at"] else ""
+            print(f"    {piece['us_per_step']:8.1f} us  {piece['piece']:<22} {piece['called_at']}{defined}")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
