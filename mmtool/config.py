@@ -196,20 +196,18 @@ def recipes_dir() -> Path:
 def resolve_recipe(
     recipe: str | Path | list[Path] | None, dataset: str | None, stage_file: str
 ) -> Path | list[Path]:
-    """Recipe path(s) from ``--recipe`` (repeatable) or the ``--dataset`` shortcut
-    ``recipes/<dataset>/<stage_file>``."""
-    if isinstance(recipe, list):
-        recipe = recipe or None
-        if recipe is not None and len(recipe) == 1:
-            recipe = recipe[0]
-    if recipe is not None:
-        return recipe if isinstance(recipe, list) else Path(recipe)
-    if dataset is None:
+    """Recipe path(s) from ``--recipe`` (repeatable), the ``--dataset`` shortcut
+    ``recipes/<dataset>/<stage_file>``, or both: the dataset's recipe, then the ``--recipe`` files merged
+    over it (``-d ucf101 -r recipes/_base/smoke/ucf101.yaml``)."""
+    files = [Path(r) for r in (recipe if isinstance(recipe, list) else [recipe] if recipe is not None else [])]
+    if dataset is not None:
+        path = recipes_dir() / dataset / stage_file
+        if not path.is_file():
+            raise UserError(f"no recipe {path} for dataset {dataset!r} (see `mmtool recipes`)")
+        files.insert(0, path)
+    if not files:
         raise UserError("give --recipe PATH or --dataset NAME (see `mmtool recipes`)")
-    path = recipes_dir() / dataset / stage_file
-    if not path.is_file():
-        raise UserError(f"no recipe {path} for dataset {dataset!r} (see `mmtool recipes`)")
-    return path
+    return files[0] if len(files) == 1 else files
 
 
 class _StrictLoader(yaml.SafeLoader):

@@ -297,3 +297,19 @@ def test_shipped_recipes_round_trip(tmp_path, path):
     save_recipe(r, tmp_path / "config.yaml")
     again = load_recipe(tmp_path / "config.yaml")
     assert dataclasses.replace(again, source=r.source) == r
+
+
+def test_dataset_recipe_then_recipe_fragments(tmp_path, monkeypatch):
+    from mmtool.config import resolve_recipe
+
+    (tmp_path / "toy").mkdir()
+    (tmp_path / "toy" / "train.yaml").write_text("stage: train\noptim: {lr: 0.5}\ntrain: {epochs: 9}\n")
+    (tmp_path / "smoke.yaml").write_text("train: {epochs: 1}\n")
+    monkeypatch.setenv("MMTOOL_RECIPES", str(tmp_path))
+    files = resolve_recipe([tmp_path / "smoke.yaml"], "toy", "train.yaml")
+    assert files == [tmp_path / "toy" / "train.yaml", tmp_path / "smoke.yaml"]
+    recipe = load_recipe(files, ["optim.lr=0.1"])
+    assert (recipe.train.epochs, recipe.optim.lr) == (1, 0.1)  # fragment over the dataset recipe, overrides last
+    assert resolve_recipe(None, "toy", "train.yaml") == tmp_path / "toy" / "train.yaml"
+    with pytest.raises(UserError, match="give --recipe PATH or --dataset NAME"):
+        resolve_recipe([], None, "train.yaml")
