@@ -99,7 +99,7 @@ def test_deterministic_by_seed_and_seeds_differ(name):
 def test_prepare_load_round_trip(tmp_path, name):
     c = cfg(tmp_path, name)
     folder, manifest = prepare(c)
-    assert json.loads((folder / "manifest.json").read_text()) == manifest
+    assert json.loads((folder / "manifest.json").read_text()) == {k: v for k, v in manifest.items() if k != "run"}
     assert manifest["dataset"] == name and manifest["n"] == 300 and manifest["format"] == reg.FORMAT
     assert manifest["files"]["data.npz"] == hashlib.sha256((folder / "data.npz").read_bytes()).hexdigest()
     assert tuple(manifest["modalities"].values()) == DIMS[name]
@@ -141,7 +141,7 @@ def test_prep_rebuilds_a_cache_of_an_older_format(tmp_path, monkeypatch):
 
     c = cfg(tmp_path, "digits-twoview")
     folder, old = prepare(c)
-    assert prepare(c)[1] == old  # current format: reused as is
+    assert prepare(c)[1] == {**old, "run": {"cached": True}}  # current format: reused as is
     newer = reg.FORMAT + 1
     monkeypatch.setattr(reg, "FORMAT", newer)
     monkeypatch.setitem(

@@ -159,7 +159,7 @@ def test_prep_outputs_layout_and_missing(raw, prepared):
     assert manifest["n"] == 9 and manifest["num_classes"] == 3
     assert manifest["class_names"] == sorted(CLASSES) == raw["labels"]
     assert manifest["class_counts"] == [3, 3, 3] and manifest["split_sizes"] == {"train": 6, "test": 3}
-    assert manifest["missing"] == 2 and manifest["skipped"] == [] and manifest["run"]["reused"] == 0
+    assert manifest["missing"] == 2 and manifest["skipped"] == [] and "run" not in manifest  # reported, not stored
     missing = read_jsonl(folder / "missing.jsonl")
     assert sorted(m["youtube_id"] for m in missing) == sorted(raw["missing"])
     variants = Counter("canonical" if r["variant"] == "split_dir" else r["variant"] for r in raw["rows"])
