@@ -168,9 +168,9 @@ def train(
         path, cfg = resume_run(resume)
         return emit(stage.run(cfg, path, resume=True), as_json)
     if from_decision is not None:
-        if recipe or dataset is not None:
-            raise UserError("--from-decision names its own recipe; drop --recipe/--dataset")
-        cfg = _from_decision(from_decision, method, overrides, teachers)
+        if dataset is not None:
+            raise UserError("--from-decision names its own recipe; drop --dataset (-r adds fragments over it)")
+        cfg = _from_decision(from_decision, method, overrides, teachers, recipe or [])
     else:
         if method is None and not recipe:
             raise UserError("give a METHOD (see `mmtool train --list`), --recipe, or --from-decision")
@@ -182,7 +182,11 @@ def train(
         emit(stage.run(cfg, path), as_json)
 
 
-def _from_decision(source: str, method: str | None, overrides: list[str] | None, teachers: Path | None):
+def _from_decision(
+    source: str, method: str | None, overrides: list[str] | None, teachers: Path | None, fragments: list[Path]
+):
+    """The training recipe a `decide` result names, with its teachers and data, then ``-r`` fragments and
+    key=value overrides over it."""
     from mmtool.config import load_recipe
 
     text = sys.stdin.read() if source == "-" else _read(source)
@@ -198,7 +202,7 @@ def _from_decision(source: str, method: str | None, overrides: list[str] | None,
     base = [f"teachers={teachers or decision['teachers']}", *decision.get("data_overrides", [])]
     if decision["verdict"] == "UME":  # the paper's UME: average the teachers decide compared, train nothing
         base.append("method.from_teachers=true")
-    return load_recipe(decision["recipe"], [*base, *(overrides or [])])
+    return load_recipe([Path(decision["recipe"]), *fragments], [*base, *(overrides or [])])
 
 
 def _read(path: str) -> str:

@@ -69,7 +69,7 @@ class AlternatingUnimodalAdaptation:
 
     def training_step(self, model: MultiModalNet, batch: Batch) -> dict[str, torch.Tensor]:
         m = self.current()
-        features = model.encoders[m](batch.inputs[m])  # (B, s)
+        features = model.encode({m: batch.inputs[m]})[m]  # (B, s): the input transform, then the encoder
         self._mean_feature = features.detach().float().mean(0)  # Eq. 4
         return {"task_loss": F.cross_entropy(model.head.classify(features), batch.target)}  # modality m only
 

@@ -53,7 +53,7 @@ class UniModalTeacher:
         losses = {"task_loss": self.params.task_weight * F.cross_entropy(out["logits"], batch.target)}
         for m, teacher in self.teachers.items():
             with torch.no_grad():
-                target = teacher.encoders[m](batch.inputs[m])  # (B, D) frozen uni-modal features
+                target = teacher.encode({m: batch.inputs[m]})[m]  # (B, D) frozen uni-modal features
             student = out["features"][m].float()
             losses[f"distill_{m}_loss"] = self.params.distill_weight * F.mse_loss(student, target.float())
         return losses

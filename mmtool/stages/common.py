@@ -200,21 +200,18 @@ def _is_fusion_run(path: Path) -> bool:
     return (path / "checkpoints" / "best.pt").is_file()
 
 
+SAMPLE_FIELDS = ("name", "seed", "n", "test_fraction", "val_fraction", "split")  # what decides which samples
+
+
 def check_same_data(recipe: Recipe, run_dir: str | Path, key: str) -> None:
-    """Refuse to combine runs trained on a different dataset or split than ``recipe`` uses."""
+    """Refuse to combine runs trained on another dataset or split than ``recipe`` uses: a teacher that saw
+    this recipe's validation or test samples would leak them."""
     other = load_recipe(require_run(run_dir, "this stage", key) / "config.yaml").data
     mine = recipe.data
-    if (other.name, other.seed, other.n, other.test_fraction, other.val_fraction) != (
-        mine.name,
-        mine.seed,
-        mine.n,
-        mine.test_fraction,
-        mine.val_fraction,
-    ):
-        raise UserError(
-            f"{key}: {run_dir} was trained on {other.name} (seed {other.seed}, n {other.n}), "
-            f"but this recipe uses {mine.name} (seed {mine.seed}, n {mine.n}); pass matching data.* overrides"
-        )
+    differ = [f for f in SAMPLE_FIELDS if getattr(other, f) != getattr(mine, f)]
+    if differ:
+        diff = ", ".join(f"data.{f} {getattr(other, f)!r} there, {getattr(mine, f)!r} here" for f in differ)
+        raise UserError(f"{key}: {run_dir} was trained on other samples ({diff}); pass matching data.* overrides")
 
 
 FEATURES_FORMAT = 1

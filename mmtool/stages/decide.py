@@ -72,16 +72,15 @@ def run(recipe: Recipe, run_dir: Path) -> dict:
 
 
 def _data_overrides(recipe: Recipe) -> list[str]:
-    """The data.* settings the chosen training recipe must use to match these teachers."""
-    d = recipe.data
-    out = [
-        f"data.name={d.name}",
-        f"data.root={d.root}",
-        f"data.seed={d.seed}",
-        f"data.test_fraction={d.test_fraction}",
-        f"data.val_fraction={d.val_fraction}",
-    ]
-    return out + ([f"data.n={d.n}"] if d.n is not None else [])
+    """Every data.* setting of the teachers, for the chosen training recipe: the same samples, split and
+    inputs (image size, frames, ...) as the models decide compared."""
+    import dataclasses
+
+    return [f"data.{k}={_yaml_value(v)}" for k, v in dataclasses.asdict(recipe.data).items() if v is not None]
+
+
+def _yaml_value(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _summary(r: dict) -> list[str]:
