@@ -17,7 +17,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from mmtool.engine.evaluate import autocast
+from mmtool.engine.runtime import Runtime
 from mmtool.models import build_model
 
 SPEC = {
@@ -34,14 +34,14 @@ def steps_per_second(steps: int, batch: int, precision: str, channels_last: bool
     torch.manual_seed(0)
     model = build_model(SPEC)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model.to(memory_format=fmt)
+    runtime = Runtime(torch.device("cpu"), precision, channels_last)
+    runtime.prepare_model(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     inputs = {m: torch.randn(batch, *shape).contiguous(memory_format=fmt) for m, shape in SPEC["modalities"].items()}
     target = torch.randint(0, SPEC["num_classes"], (batch,))
-    device = torch.device("cpu")
 
     def step() -> None:
-        with autocast(device, precision):
+        with runtime.autocast():
             loss = F.cross_entropy(model(inputs)["logits"].float(), target)
         opt.zero_grad(set_to_none=True)
         loss.backward()

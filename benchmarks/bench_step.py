@@ -19,13 +19,14 @@ hits both sides alike. Goal: mmtool/plain >= 0.95. Because both sides do the sam
 numbers, their weights agree at the end; the report prints the largest difference as a check that the
 comparison is like for like.
 
-When a case misses the goal the script times the loop's own per-step pieces in isolation (moving the
-batch, the device-side loss sums, the loss total) and prints each with its file and line, so the
-overhead can be attributed without a profiler. Whole-run costs of ``fit`` (validation, checkpoints) are
-per epoch, not per step, and are what ``bench_loop.py`` measures.
+When a case misses the goal the script attributes the gap to the loop's own per-step pieces (moving the
+batch, the device-side loss sums, the loss total, the hook checks), each printed with its file and line:
+timed inside the real loop by running epochs with the piece replaced by a no-op (interleaved with the real
+loop), and alone in a tight loop of calls (cache-hot, so usually less). Whole-run costs of ``fit``
+(validation, checkpoints) are per epoch, not per step, and are what ``bench_loop.py`` measures.
 
 Usage: python benchmarks/bench_step.py [--quick] [--precision fp32|bf16] [--cases resnet18,mlp]
-       [--image-size N] [--reps N] [--json OUT]
+       [--image-size N] [--reps N] [--threads N] [--json OUT]
 """
 
 from __future__ import annotations
@@ -34,11 +35,12 @@ import argparse
 import copy
 import inspect
 import json
+import os
 import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,10 +150,10 @@ class Sides:
     def plain(self) -> None:
         plain_epoch(self.plain_model, self.plain_opt, self.batches, self.precision)
 
-    def mmtool(self) -> None:
+    def mmtool(self, runtime: Runtime | None = None) -> None:
         self.epoch += 1
         loop._train_epoch(self.mm_model, self.method, self.source, self.mm_opt, None, self.epoch, self.cfg,
-                          self.runtime)  # fmt: skip
+                          runtime or self.runtime)  # fmt: skip
 
     def weight_difference(self) -> float:
         """Largest absolute difference between the two models' parameters (0 when they did the same work)."""
@@ -201,26 +203,73 @@ def per_call_us(fn: Callable[[], object], n: int = 2000) -> float:
     return statistics.median(rounds)
 
 
-def attribute(sides: Sides) -> list[dict]:
-    """Microseconds per step of the pieces of ``_train_epoch`` that the plain loop does not have."""
+class _NoSums:
+    """Stand-in for the loop's device-side loss sums that keeps nothing (for the ablation only)."""
+
+    def __init__(self, device: torch.device) -> None:
+        pass
+
+    def add(self, *args: object) -> None:
+        pass
+
+    def check(self, epoch: int) -> None:
+        pass
+
+    def means(self) -> dict[str, float]:
+        return {}
+
+
+class _BatchStays(Runtime):
+    """A runtime whose ``to_device`` hands the batch back untouched (for the ablation only)."""
+
+    def to_device(self, batch: Batch) -> Batch:
+        return batch
+
+
+@contextmanager
+def _without_sums() -> Iterator[None]:
+    kept = loop._DeviceSums
+    loop._DeviceSums = _NoSums  # type: ignore[misc,assignment]
+    try:
+        yield
+    finally:
+        loop._DeviceSums = kept  # type: ignore[misc]
+
+
+def attribute(sides: Sides, reps: int) -> list[dict]:
+    """Cost per step of the pieces of ``_train_epoch`` that the plain loop does not have, two ways: inside the
+    real loop (epochs with the piece vs. without it, interleaved) and alone (a tight loop of calls, cache-hot,
+    so usually less)."""
     batch = sides.batches[0]
-    model, method = sides.mm_model, sides.method
-    losses = method.training_step(model, batch)
+    losses = sides.method.training_step(sides.mm_model, batch)
     total = sum(losses.values())
     sums = loop._DeviceSums(sides.runtime.device)
     step = iter(range(10**9))
     epoch = loop._train_epoch
-    pieces = [  # (what, where it is called in the loop, where it is defined, one call)
-        ("batch to device", where(epoch, "runtime.to_device("), where(Batch.to),
-         lambda: sides.runtime.to_device(batch)),
+    staying = _BatchStays(sides.runtime.device, sides.runtime.precision)
+
+    def cut_sums() -> None:
+        with _without_sums():
+            sides.mmtool()
+
+    pieces = [  # (what, where the loop calls it, where it is defined, one call alone, an epoch without it)
         ("device-side loss sums", where(epoch, "sums.add("), where(loop._DeviceSums.add),
-         lambda: sums.add(next(step), losses, total, len(batch))),
-        ("loss total", where(epoch, "sum(losses.values())"), "", lambda: sum(losses.values())),
+         lambda: sums.add(next(step), losses, total, len(batch)), cut_sums),
+        ("batch to device", where(epoch, "runtime.to_device("), where(Batch.to),
+         lambda: sides.runtime.to_device(batch), lambda: sides.mmtool(staying)),
+        ("loss total", where(epoch, "sum(losses.values())"), "", lambda: sum(losses.values()), None),
         ("hook checks", where(epoch, 'hasattr(method, "after_backward")'), "",
-         lambda: (hasattr(method, "after_backward"), hasattr(method, "after_step"))),
+         lambda: (hasattr(sides.method, "after_backward"), hasattr(sides.method, "after_step")), None),
     ]  # fmt: skip
-    return [{"piece": name, "called_at": at, "defined_at": defined, "us_per_step": per_call_us(call)}
-            for name, at, defined, call in pieces]  # fmt: skip
+    out = []
+    for name, at, defined, call, without in pieces:
+        in_loop = None
+        if without is not None:
+            full, cut = interleaved(sides.mmtool, without, reps)
+            in_loop = 1e6 * (statistics.median(full) - statistics.median(cut)) / len(sides.batches)
+        out.append({"piece": name, "called_at": at, "defined_at": defined, "alone_us_per_step": per_call_us(call),
+                    "in_loop_us_per_step": in_loop})  # fmt: skip
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- report
@@ -230,24 +279,27 @@ def run_case(name: str, case: Case, precision: str, reps: int | None) -> dict:
     n = case.reps if reps is None else reps
     plain_s, mm_s = interleaved(sides.plain, sides.mmtool, n)
     samples = case.steps * case.batch
-    plain_rate, mm_rate = samples / statistics.median(plain_s), samples / statistics.median(mm_s)
+    paired = sorted(p / m for p, m in zip(plain_s, mm_s, strict=True))  # mmtool/plain speed, adjacent epochs
+    ratio = statistics.median(paired)
     result = {
         "case": name,
         "batch": case.batch,
         "steps_per_epoch": case.steps,
         "reps": n,
         "input_shapes": case.dims,
-        "plain_samples_per_s": plain_rate,
-        "mmtool_samples_per_s": mm_rate,
-        "ratio": mm_rate / plain_rate,
-        "pass": mm_rate / plain_rate >= GOAL,
+        "plain_samples_per_s": samples / statistics.median(plain_s),
+        "mmtool_samples_per_s": samples / statistics.median(mm_s),
+        "ratio": ratio,  # median over the pairs of adjacent epochs: slow drifts of the machine cancel
+        "ratio_range": [paired[0], paired[-1]],
+        "plain_spread": (max(plain_s) - min(plain_s)) / statistics.median(plain_s),  # the machine's noise
+        "pass": ratio >= GOAL,
         "plain_step_ms": 1e3 * statistics.median(plain_s) / case.steps,
         "mmtool_step_ms": 1e3 * statistics.median(mm_s) / case.steps,
         "max_weight_difference": sides.weight_difference(),
     }
     if not result["pass"]:
         result["overhead_us_per_step"] = 1e3 * (result["mmtool_step_ms"] - result["plain_step_ms"])
-        result["attribution"] = attribute(sides)
+        result["attribution"] = attribute(sides, n)
     return result
 
 
@@ -257,14 +309,33 @@ def print_result(r: dict) -> None:
         f"{r['case']:<9} batch {r['batch']:>3} x {r['steps_per_epoch']:>3} steps, {r['reps']} reps  "
         f"plain {r['plain_samples_per_s']:9.1f}/s ({r['plain_step_ms']:.3f} ms/step)  "
         f"mmtool {r['mmtool_samples_per_s']:9.1f}/s ({r['mmtool_step_ms']:.3f} ms/step)  "
-        f"mmtool/plain {r['ratio']:.3f}  goal >= {GOAL}: {verdict}  "
-        f"(max weight difference {r['max_weight_difference']:.2g})"
+        f"mmtool/plain {r['ratio']:.3f} [{r['ratio_range'][0]:.2f}-{r['ratio_range'][1]:.2f}]  "
+        f"goal >= {GOAL}: {verdict}"
     )
+    print(f"  plain epochs varied by {100 * r['plain_spread']:.0f}% of their median (machine noise); "
+          f"max weight difference after training {r['max_weight_difference']:.2g} (0: the same work)")  # fmt: skip
     if not r["pass"]:
-        print(f"  mmtool spends {r['overhead_us_per_step']:.0f} us more per step; the loop's own pieces, timed alone:")
+        gap = r["overhead_us_per_step"]
+        print(f"  mmtool's median step is {gap:.0f} us longer. Pieces of the loop the plain one lacks, us per step "
+              "(inside the loop: epochs with vs. without the piece; alone: a tight loop of calls):")  # fmt: skip
         for piece in r["attribution"]:
+            inside = piece["in_loop_us_per_step"]
+            inside_text = "       -" if inside is None else f"{inside:8.1f}"
             defined = f" (defined at {piece['defined_at']})" if piece["defined_at"] else ""
-            print(f"    {piece['us_per_step']:8.1f} us  {piece['piece']:<22} {piece['called_at']}{defined}")
+            print(f"    inside {inside_text}  alone {piece['alone_us_per_step']:6.1f}  {piece['piece']:<22} "
+                  f"{piece['called_at']}{defined}")  # fmt: skip
+        own = sum(p["in_loop_us_per_step"] or p["alone_us_per_step"] for p in r["attribution"])
+        if gap > 0 and own < 0.5 * gap:
+            print(f"  these {own:.0f} us explain {100 * own / gap:.0f}% of the gap: the rest is noise of this "
+                  "machine (rerun on a quiet machine or with more --reps)")  # fmt: skip
+
+
+def load_average() -> float:
+    """The 1-minute load average (0 where the platform has none): other jobs make every rate noisier."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return 0.0
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -288,14 +359,15 @@ def main(argv: list[str] | None = None) -> dict:
     unknown = sorted(set(names) - set(available))
     if unknown:
         raise SystemExit(f"--cases: unknown {unknown} (known: {', '.join(available)})")
+    load = load_average()
     print(f"mmtool _train_epoch vs plain PyTorch loop, {args.precision}, {torch.get_num_threads()} torch threads, "
-          f"interleaved repetitions, medians")  # fmt: skip
+          f"interleaved repetitions, medians; load average {load:.1f}")  # fmt: skip
     results = []
     for name in names:
         results.append(run_case(name, available[name], args.precision, args.reps))
         print_result(results[-1])
     report = {"benchmark": "bench_step", "precision": args.precision, "threads": torch.get_num_threads(),
-              "goal": GOAL, "quick": args.quick, "cases": results}  # fmt: skip
+              "goal": GOAL, "quick": args.quick, "load_average": load, "cases": results}  # fmt: skip
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")

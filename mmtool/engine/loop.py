@@ -175,46 +175,50 @@ def _train_epoch(model, method, train, opt, scaler, epoch: int, cfg: TrainConfig
 
 
 class _DeviceSums:
-    """Running, sample-weighted loss sums kept on the device, plus the first step whose loss was not
-    finite; :meth:`check` is the only place the host waits for them."""
+    """Running, sample-weighted loss sums and the first step whose loss was not finite. A step only keeps
+    references to its (detached) loss tensors; :meth:`check` stacks them, folds them into the sums and is
+    the only place the host waits for the device."""
 
     def __init__(self, device: torch.device) -> None:
-        self.device = device
         self.names: list[str] | None = None
-        self.sums: torch.Tensor | None = None  # (K + 1,): each named loss, then their total
+        self.sums: list[float] | None = None  # each named loss, then their total
         self.seen = 0
-        self.bad_step = torch.full((), -1, dtype=torch.long, device=device)
-        self.bad_values: torch.Tensor | None = None
+        self.pending: list[tuple[int, list[torch.Tensor], int]] = []
 
     def add(self, step: int, losses: dict[str, torch.Tensor], total: torch.Tensor, n: int) -> None:
         if self.names is None:
             self.names = [*losses, "loss"]
-            self.sums = torch.zeros(len(self.names), dtype=torch.float64, device=self.device)
-            self.bad_values = torch.zeros(len(self.names), dtype=torch.float32, device=self.device)
-        values = torch.stack([v.detach().float() for v in (*losses.values(), total)])  # (K + 1,)
-        first = (self.bad_step < 0) & ~torch.isfinite(values).all()
-        self.bad_step = torch.where(first, torch.full_like(self.bad_step, step), self.bad_step)
-        self.bad_values = torch.where(first, values, self.bad_values)
-        self.sums += values.double() * n
-        self.seen += n
+        self.pending.append((step, [v.detach() for v in (*losses.values(), total)], n))
 
     def check(self, epoch: int) -> None:
-        step = int(self.bad_step)
-        if step < 0:
+        if not self.pending:
             return
-        values = dict(zip(self.names or [], self.bad_values.tolist(), strict=True))
+        values = torch.stack([torch.stack(v).float() for _, v, _ in self.pending])  # (S, K + 1)
+        finite = torch.isfinite(values).all(dim=1)
+        if not bool(finite.all()):
+            first = int((~finite).nonzero()[0, 0])
+            self._raise(epoch, self.pending[first][0], values[first].tolist())
+        rows = values.double().tolist()  # one transfer; summed in order, in float64, as the steps came
+        sums = self.sums or [0.0] * len(rows[0])
+        for row, (_, _, n) in zip(rows, self.pending, strict=True):
+            sums = [acc + v * n for acc, v in zip(sums, row, strict=True)]
+            self.seen += n
+        self.sums = sums
+        self.pending.clear()
+
+    def _raise(self, epoch: int, step: int, row: list[float]) -> None:
+        values = dict(zip(self.names or [], row, strict=True))
         bad = [k for k, v in values.items() if not math.isfinite(v) and k != "loss"] or ["loss"]
-        detail = ", ".join(f"{k}={values[k]}" for k in values)
+        detail = ", ".join(f"{k}={v}" for k, v in values.items())
         raise FloatingPointError(
             f"non-finite loss at epoch {epoch}, step {step} in {', '.join(bad)} ({detail}); "
             "lower optim.lr or check the inputs"
         )
 
     def means(self) -> dict[str, float]:
-        if self.names is None:
+        if self.names is None or self.sums is None:
             return {"train_loss": float("nan")}
-        totals = self.sums.tolist()
-        return {f"train_{k}": v / max(self.seen, 1) for k, v in zip(self.names, totals, strict=True)}
+        return {f"train_{k}": v / max(self.seen, 1) for k, v in zip(self.names, self.sums, strict=True)}
 
 
 def _validate(model, val, spec, epoch, ckpt_dir: Path, state: _State, runtime: Runtime) -> dict[str, float]:
