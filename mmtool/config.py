@@ -47,6 +47,7 @@ class DataConfig:
     rgb_source: str = "auto"  # ucf101 prep: frames (jpegs_256/), video (UCF-101/*.avi) or auto (frames if present)
     audio_seconds: float = 10.0  # vggsound prep: audio cropped or tiled to this length (App. A.1: 10 s)
     sample_rate: int = 16000  # vggsound prep: audio resampled to this rate (App. A.1: 16 kHz)
+    augment: bool = True  # real sets: random crops and flips in training (UCF101: App. A.1; VGG-Sound: none)
 
 
 @dataclass(frozen=True)

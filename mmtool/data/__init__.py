@@ -76,8 +76,14 @@ def prepare(cfg: DataConfig, force: bool = False, options: PrepOptions | None = 
     spec = DATASETS.get(cfg.name)
     out = cache_dir(cfg)
     manifest_path = out / "manifest.json"
+    raw = str(Path(cfg.raw).expanduser().resolve()) if cfg.raw else None
     if manifest_path.is_file() and not force:
         manifest = json.loads(manifest_path.read_text())
+        if raw and manifest.get("raw") not in (None, raw):
+            raise UserError(
+                f"{out} was prepared from {manifest['raw']}, not {raw}: give another --root, or --force to "
+                "rebuild it from the new folder"
+            )
         if spec.data_format is None or manifest.get("format") == spec.data_format:
             return out, {**manifest, "run": {"cached": True}}
     manifest_path.unlink(missing_ok=True)  # stale or forced: incomplete until the new manifest is written
@@ -87,6 +93,8 @@ def prepare(cfg: DataConfig, force: bool = False, options: PrepOptions | None = 
     # how this prep ran (time, work reused after an interruption) is reported, not stored: the cache's
     # bytes depend on the data only, however often prep was interrupted
     run = {**manifest.pop("run", {}), "seconds": round(time.perf_counter() - started, 3)}
+    if raw:
+        manifest["raw"] = raw  # what a later `prep --raw` is checked against
     write_json(manifest_path, manifest)  # written last: its presence marks a complete cache
     (out / JOURNAL).unlink(missing_ok=True)  # kept until now: a kill before the manifest redoes nothing
     return out, {**manifest, "run": run}

@@ -527,10 +527,11 @@ class ClipReader:
         flow_stack: flow frames per sample (each gives a u and a v channel).
     """
 
-    def __init__(self, clips: Sequence[ClipFiles], image_size: int, flow_stack: int) -> None:
+    def __init__(self, clips: Sequence[ClipFiles], image_size: int, flow_stack: int, augment: bool = True) -> None:
         self.clips = list(clips)
         self.size = (image_size, image_size)
         self.flow_stack = flow_stack
+        self.augment = augment  # False: training frames are resized like test frames (random frame kept)
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -563,8 +564,9 @@ class ClipReader:
         return x.contiguous()  # (2L, S, S)
 
     def _view(self, x: torch.Tensor, train: bool, rng: np.random.Generator) -> tuple[torch.Tensor, bool]:
-        """Train: rescale (short side S * 256/224), random S x S crop, random flip; eval: resize to S x S."""
-        if not train:
+        """Train: rescale (short side S * 256/224), random S x S crop, random flip; eval (and training
+        without ``augment``): resize to S x S."""
+        if not (train and self.augment):
             return resize(x, self.size), False
         h, w = x.shape[-2:]
         scale = round(self.size[0] * TRAIN_SCALE) / min(h, w)
@@ -624,7 +626,7 @@ def _load(cfg: DataConfig, folder: Path) -> Dataset:
     parts = carve_splits(rows, cfg.split, cfg.val_fraction, cfg.seed)
     splits = {}
     for name, positions in parts.items():
-        reader = ClipReader([files[i] for i in positions], size, manifest["flow_stack"])
+        reader = ClipReader([files[i] for i in positions], size, manifest["flow_stack"], cfg.augment)
         targets = torch.tensor([rows[i]["label"] for i in positions], dtype=torch.long)
         splits[name] = DiskSource(reader, targets, modalities, EVAL_BATCH)
     dims = {m: [int(shape[0]), size, size] for m, shape in manifest["modalities"].items()}

@@ -41,6 +41,7 @@ import json
 import math
 import os
 import re
+import zlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -591,17 +592,22 @@ class VGGSoundReader:
     Holds paths and numbers only (it is pickled into loader workers) and opens a clip's two files per read.
     Video: the stored (T, S0, S0) frames -> float32 (3, T, S, S), in training one random S x S crop for all
     frames and a random horizontal flip, otherwise resized to S x S; ImageNet-normalised. Audio: float32
-    (L,) with :func:`fit_audio`. Each modality draws from its own child of the sample's ``rng``, so its
-    augmentation is the same whichever modalities are read.
+    (L,) with :func:`fit_audio`: a random window per epoch in training, the centred one in evaluation.
+    Each modality draws from its own child of the sample's ``rng``, so its augmentation is the same
+    whichever modalities are read. Without ``augment`` (the paper's setting: "we do not use any kinds of
+    data augmentation", paper 001 Sec. 4.1) video is resized in training too, and each clip keeps one
+    random audio window, drawn from ``seed`` and the clip, in every epoch and at test: the paper's
+    "randomly cropped or tiled" preprocessing, done once per clip.
     """
 
     def __init__(
         self, folder: str, frames: Sequence[str], audio: Sequence[str], *, stored_frames: int, store_size: int,
-        image_size: int, audio_samples: int,
+        image_size: int, audio_samples: int, augment: bool = True, seed: int = 0,
     ) -> None:  # fmt: skip
         self.folder, self.frames, self.audio = folder, list(frames), list(audio)
         self.stored_frames, self.store_size = stored_frames, store_size
         self.image_size, self.audio_samples = image_size, audio_samples
+        self.augment, self.seed = augment, seed
 
     def read(self, index: int, modalities: Sequence[str], train: bool, rng: np.random.Generator) -> dict:
         video_rng, audio_rng = (np.random.default_rng(s) for s in rng.integers(0, 2**62, size=2))
@@ -609,8 +615,15 @@ class VGGSoundReader:
         if "video" in modalities:
             out["video"] = self.video(index, train, video_rng)
         if "audio" in modalities:
-            out["audio"] = self.audio_wave(index, train, audio_rng)
+            if self.augment:
+                out["audio"] = self.audio_wave(index, train, audio_rng)
+            else:  # the paper's preprocessing: one random window per clip, the same in every epoch and at test
+                out["audio"] = self.audio_wave(index, True, self._clip_rng(index))
         return out
+
+    def _clip_rng(self, index: int) -> np.random.Generator:
+        """A stream fixed per clip (by its file name, not its position in a split) and ``data.seed``."""
+        return np.random.default_rng([self.seed, zlib.crc32(self.audio[index].encode())])
 
     def video(self, index: int, train: bool, rng: np.random.Generator) -> torch.Tensor:
         """(3, T, S, S) float32, normalised."""
@@ -620,7 +633,7 @@ class VGGSoundReader:
             stacked = np.array(image.convert("RGB"))  # (T*S0, S0, 3), writable for torch
         t, s0, s = self.stored_frames, self.store_size, self.image_size
         clip = torch.from_numpy(stacked.reshape(t, s0, s0, 3)).permute(3, 0, 1, 2)  # (3, T, S0, S0) uint8
-        if train:
+        if train and self.augment:
             clip = random_crop(clip, (s, s), rng)
             clip = hflip(clip) if rng.random() < 0.5 else clip
         else:
@@ -683,7 +696,8 @@ def load(cfg: DataConfig, folder: Path) -> Dataset:
     for name, part in parts.items():
         reader = VGGSoundReader(str(folder), [r["frames"] for r in part], [r["audio"] for r in part],
                                 stored_frames=settings["clip_frames"], store_size=settings["store_size"],
-                                image_size=cfg.image_size, audio_samples=n_audio)  # fmt: skip
+                                image_size=cfg.image_size, audio_samples=n_audio, augment=cfg.augment,
+                                seed=cfg.seed)  # fmt: skip
         targets = torch.tensor([r["label"] for r in part], dtype=torch.long)
         splits[name] = DiskSource(reader, targets, MODALITIES, eval_batch_size=EVAL_BATCH)
     dims = {"video": [3, settings["clip_frames"], cfg.image_size, cfg.image_size], "audio": [n_audio]}

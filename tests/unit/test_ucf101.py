@@ -273,3 +273,13 @@ def test_killed_prep_resumes_to_byte_identical_outputs(tmp_path):
     assert got == want  # every file, the manifest included, byte for byte
     run = json.loads(resumed.stdout)["manifest"]["run"]
     assert (run["reused"], run["processed"]) == (3, 13)  # the 3 clips finished before the kill are not redone
+
+
+def test_a_complete_cache_is_not_passed_off_as_another_raw_folder(tmp_path):
+    first = write_ucf101(tmp_path / "raw1", groups=GROUPS, videos=False)["root"]
+    second = write_ucf101(tmp_path / "raw2", groups=GROUPS, videos=False, seed=1)["root"]
+    prepare(data_cfg(tmp_path / "data", first))
+    with pytest.raises(UserError, match="was prepared from .*raw1, not .*raw2"):
+        prepare(data_cfg(tmp_path / "data", second))
+    _, manifest = prepare(data_cfg(tmp_path / "data", second), force=True)
+    assert manifest["raw"] == str(Path(second).resolve())

@@ -303,3 +303,20 @@ def test_raw_folder_errors(tmp_path):
     (tmp_path / "raw").mkdir()
     with pytest.raises(UserError, match="no vggsound.csv"):
         prepare(DataConfig(name="vggsound", root=str(tmp_path), raw=str(tmp_path / "raw")))
+
+
+def test_without_augmentation_training_reads_what_evaluation_reads(prepared):
+    """Paper 001, Sec. 4.1: no augmentation on VGG-Sound; the audio is cropped once per clip, at random."""
+    import dataclasses
+
+    data = load_dataset(dataclasses.replace(prepared, augment=False))
+    reader = data.splits["train"].reader
+    a = reader.read(0, ("video", "audio"), True, np.random.default_rng(1))
+    b = reader.read(0, ("video", "audio"), True, np.random.default_rng(2))
+    e = reader.read(0, ("video", "audio"), False, np.random.default_rng(3))
+    assert torch.equal(a["video"], b["video"]) and torch.equal(a["video"], e["video"])
+    assert torch.equal(a["audio"], b["audio"]) and torch.equal(a["audio"], e["audio"])
+    augmented = load_dataset(prepared).splits["train"].reader
+    c = augmented.read(0, ("video",), True, np.random.default_rng(1))
+    d = augmented.read(0, ("video",), True, np.random.default_rng(2))
+    assert not torch.equal(c["video"], d["video"])
