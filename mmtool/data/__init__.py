@@ -61,6 +61,7 @@ class DatasetSpec:
     cache_key: Callable[[DataConfig], str]
     description: str
     data_format: int | None = None  # a cache whose manifest names another format is rebuilt by `prep`
+    raw_doc: str | None = None  # real datasets: where the published layout `prep --raw DIR` reads is described
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
@@ -104,9 +105,10 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     spec = DATASETS.get(cfg.name)
     folder = cache_dir(cfg)
     if not (folder / "manifest.json").is_file():
+        how = f"mmtool prep {cfg.name} --raw DIR" if spec.raw_doc else f"mmtool prep {cfg.name}"
+        layout = f"; DIR holds the layout of {spec.raw_doc}" if spec.raw_doc else ""
         raise UserError(
-            f"dataset {cfg.name!r} is not prepared under {folder} "
-            f"(run `mmtool prep {cfg.name}` with the same data.* settings)"
+            f"dataset {cfg.name!r} is not prepared under {folder} (run `{how}` with the same data.* settings{layout})"
         )
     return spec.load(cfg, folder)
 

@@ -689,5 +689,6 @@ DATASETS.register(NAME)(
         cache_key=_cache_key,
         description="UCF101 (App. A.1): one RGB frame + a 10-frame TV-L1 flow stack; official splits 1-3",
         data_format=FORMAT,
+        raw_doc="data_prep/ucf101.md",
     )
 )

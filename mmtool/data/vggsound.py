@@ -711,5 +711,6 @@ DATASETS.register("vggsound")(
         cache_key=cache_key,
         description="VGG-Sound: 309 sound classes, video + audio clips from YouTube (prepared from --raw)",
         data_format=FORMAT,
+        raw_doc="data_prep/vggsound.md",
     )
 )
