@@ -16,7 +16,9 @@ that were not finite, before anything is validated or saved.
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,7 +153,7 @@ def _train_epoch(model, method, train, opt, scaler, epoch: int, cfg: TrainConfig
         batch = runtime.to_device(batch)
         with runtime.autocast():
             losses = method.training_step(model, batch)
-        total = sum(losses.values())
+        total = functools.reduce(operator.add, losses.values())  # no `0 + loss` kernel for one loss
         opt.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(total).backward()

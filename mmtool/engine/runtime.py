@@ -102,6 +102,8 @@ class Runtime:
 
     def to_device(self, batch: Batch) -> Batch:
         """The batch on the device, in the model's memory format, copied asynchronously from pinned memory."""
+        if self.device.type == "cpu" and not self.channels_last:
+            return batch  # already where it is needed, in the layout it is needed
         return batch.to(self.device, non_blocking=self.pin_memory, channels_last=self.channels_last)
 
     def apply_backend_flags(self) -> None:
