@@ -129,7 +129,7 @@ def pretrain_unimodal(
     from mmtool.stages.common import new_run, resume_run
 
     if resume is not None:
-        path, cfg = resume_run(resume)
+        path, cfg = resume_run(resume, "pretrain", overrides)
         return emit(stage.run(cfg, path, resume=True), as_json)
     cfg = _load(recipe, dataset, "pretrain.yaml", overrides)
     _expect_stage(cfg, "pretrain")
@@ -165,7 +165,7 @@ def train(
     if method is not None and "=" in method:
         overrides, method = [method, *(overrides or [])], None
     if resume is not None:
-        path, cfg = resume_run(resume)
+        path, cfg = resume_run(resume, "train", overrides, method)
         return emit(stage.run(cfg, path, resume=True), as_json)
     if from_decision is not None:
         if dataset is not None:

@@ -5,15 +5,24 @@ a method fragment combine); they are deep-merged in order, later ones and then t
 ``key=value`` overrides from the command line are applied after merging, with values parsed as YAML
 (``optim.lr=0.1``, ``model.hidden=[64,64]``). Validation is strict: an unknown key, a value of the
 wrong type or a missing file raises :class:`~mmtool.errors.UserError` naming the file and the dotted
-key, which the CLI prints on one line with exit code 2.
+key, which the CLI prints with exit code 2.
+
+Range checks sit next to the fields they constrain: ``epochs: int = checked(100, at_least(1))``. A check
+is data (:class:`Check`), not code, so the table of constraints can be read off the dataclasses. Every
+problem of a recipe (unknown keys, wrong types, values out of range, in every section) is collected and
+reported in ONE :class:`~mmtool.errors.UserError`: one problem reads ``FILE: problem`` on one line; several
+read ``FILE: N problems:`` followed by one indented line per problem, so a recipe is fixed in one round.
 
 The ``method:`` section is validated against the parameter dataclass that the named method registers
-(see :mod:`mmtool.methods`), so each method's options are typed without a catch-all dictionary.
+(see :mod:`mmtool.methods`), so each method's options are typed without a catch-all dictionary. A
+parameter dataclass that declares ``checked(...)`` fields gets the same range checks; one that does not
+is type-checked only (the method's own constructor may still refuse a value).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -28,25 +37,88 @@ from mmtool.errors import UserError
 STAGES = ("prep", "pretrain", "train", "probe", "decide", "ensemble", "utilization")
 
 
+# ------------------------------------------------------------------------------------------- range checks
+@dataclass(frozen=True)
+class Check:
+    """A constraint on a recipe number (each item, for a tuple): bounds, open or closed, or a set of
+    allowed values. ``None`` (an optional value left unset) always passes; NaN and infinities never do."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False  # True: lo itself is refused
+    hi_open: bool = False
+    choices: tuple[Any, ...] = ()
+
+    def problem(self, value: Any) -> str | None:
+        """``"must be ..."`` when ``value`` breaks the check, else None."""
+        if value is None:
+            return None
+        if self.choices:
+            return None if value in self.choices else str(self)
+        if isinstance(value, float) and not math.isfinite(value):
+            return str(self).replace("must be", "must be a finite number", 1)
+        low_ok = self.lo is None or (value > self.lo if self.lo_open else value >= self.lo)
+        high_ok = self.hi is None or (value < self.hi if self.hi_open else value <= self.hi)
+        return None if low_ok and high_ok else str(self)
+
+    def __str__(self) -> str:
+        if self.choices:
+            return "must be one of " + ", ".join(map(str, self.choices))
+        if self.hi is None:
+            return f"must be {'>' if self.lo_open else '>='} {self.lo}"
+        if self.lo is None:
+            return f"must be {'<' if self.hi_open else '<='} {self.hi}"
+        return f"must be in {'(' if self.lo_open else '['}{self.lo}, {self.hi}{')' if self.hi_open else ']'}"
+
+
+def at_least(lo: float) -> Check:
+    return Check(lo=lo)
+
+
+def above(lo: float) -> Check:
+    return Check(lo=lo, lo_open=True)
+
+
+def between(lo: float, hi: float, bounds: str = "[]") -> Check:
+    """``bounds`` as written in maths: "[)" is lo <= x < hi, "(]" is lo < x <= hi."""
+    return Check(lo=lo, hi=hi, lo_open=bounds[0] == "(", hi_open=bounds[1] == ")")
+
+
+def one_of(*choices: Any) -> Check:
+    return Check(choices=choices)
+
+
+def checked(default: Any, check: Check) -> Any:
+    """A dataclass field with a default and a range check (read by the recipe validator)."""
+    return field(default=default, metadata={"check": check})
+
+
+SEED = at_least(0)  # numpy's SeedSequence refuses negative seeds
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Which dataset, where its prepared cache lives, and how it is split."""
 
     name: str = "synth-gamma"
     root: str = "data"
-    seed: int = 0  # generation + split seed (synthetic sets)
-    n: int | None = None  # total samples; None = the paper's size
-    test_fraction: float = 0.2  # App. A.10: 80/20 train/test (array sets; real sets have official test splits)
-    val_fraction: float = 0.1  # carved from train, used for model selection only
+    seed: int = checked(0, SEED)  # generation + split seed (synthetic sets)
+    n: int | None = checked(None, at_least(1))  # total samples; None = the paper's size (families set their minimum)
+    # App. A.10: 80/20 train/test (array sets; real sets have official test splits)
+    test_fraction: float = checked(0.2, between(0, 1, "()"))
+    val_fraction: float = checked(0.1, between(0, 1, "[)"))  # carved from train, used for model selection only
     raw: str | None = None  # prep input of real datasets: the folder holding the published layout
-    split: int = 1  # ucf101: official train/test split 1, 2 or 3
-    image_size: int = 224  # real sets: side of the square frames the encoders see (App. A.1: 224)
-    store_size: int = 256  # vggsound prep: frames stored store_size x store_size (App. A.1: 256)
-    clip_frames: int = 32  # vggsound prep: frames sampled uniformly per clip (App. A.1: 32)
-    flow_stack: int = 10  # ucf101: x and y flow frames per sample (App. A.1: 10 each, 20 channels)
-    rgb_source: str = "auto"  # ucf101 prep: frames (jpegs_256/), video (UCF-101/*.avi) or auto (frames if present)
-    audio_seconds: float = 10.0  # vggsound prep: audio cropped or tiled to this length (App. A.1: 10 s)
-    sample_rate: int = 16000  # vggsound prep: audio resampled to this rate (App. A.1: 16 kHz)
+    split: int = checked(1, one_of(1, 2, 3))  # ucf101: official train/test split 1, 2 or 3
+    image_size: int = checked(224, at_least(1))  # real sets: side of the square frames the encoders see (App. A.1: 224)
+    store_size: int = checked(256, at_least(1))  # vggsound prep: frames stored store_size x store_size (App. A.1: 256)
+    clip_frames: int = checked(32, at_least(1))  # vggsound prep: frames sampled uniformly per clip (App. A.1: 32)
+    # ucf101: x and y flow frames per sample (App. A.1: 10 each, 20 channels)
+    flow_stack: int = checked(10, at_least(1))
+    # ucf101 prep: frames (jpegs_256/), video (UCF-101/*.avi) or auto (frames if present)
+    rgb_source: str = checked("auto", one_of("frames", "video", "auto"))
+    # vggsound prep: audio cropped or tiled to this length (App. A.1: 10 s)
+    audio_seconds: float = checked(10.0, above(0))
+    sample_rate: int = checked(16000, at_least(1))  # vggsound prep: audio resampled to this rate (App. A.1: 16 kHz)
     augment: bool = True  # real sets: random crops and flips in training (UCF101: App. A.1; VGG-Sound: none)
 
 
@@ -55,7 +127,7 @@ class EncoderConfig:
     """One modality's encoder: registry name, its arguments, an input transform, optional weights."""
 
     name: str = "mlp"
-    hidden: tuple[int, ...] = ()  # mlp/cnn widths; empty = model.hidden
+    hidden: tuple[int, ...] = checked((), at_least(1))  # mlp/cnn widths; empty = model.hidden
     args: dict[str, Any] = field(default_factory=dict)  # other constructor arguments of the encoder
     transform: str | None = None  # input transform run on the training device before the encoder (e.g. stft)
     transform_args: dict[str, Any] = field(default_factory=dict)
@@ -71,44 +143,48 @@ class ModelConfig:
     """
 
     encoder: str = "mlp"
-    hidden: tuple[int, ...] = (100,)  # mlp encoder: hidden widths; the last one is the feature size
+    # mlp encoder: hidden widths; the last one is the feature size
+    hidden: tuple[int, ...] = checked((100,), at_least(1))
     encoders: dict[str, EncoderConfig] = field(default_factory=dict)
     head: str = "linear"
-    head_hidden: int = 200  # mlp head only
+    head_hidden: int = checked(200, at_least(1))  # mlp head only
     fusion: str = "late"  # late: encoders meet in the head; mmtm: MMTM modules between encoder blocks
 
 
 @dataclass(frozen=True)
 class OptimConfig:
-    name: str = "sgd"  # sgd | adam
-    lr: float = 0.2
-    momentum: float = 0.0
-    weight_decay: float = 0.0
+    name: str = checked("sgd", one_of("sgd", "adam"))  # what mmtool.engine.optim builds
+    lr: float = checked(0.2, above(0))
+    momentum: float = checked(0.0, between(0, 1, "[)"))  # sgd only; 1 would never forget a gradient
+    weight_decay: float = checked(0.0, at_least(0))
 
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    name: str = "none"  # none | step | plateau
-    step_size: int = 10  # step
-    gamma: float = 0.1  # step
-    patience: int = 1  # plateau (on validation loss)
-    factor: float = 0.1  # plateau
+    name: str = checked("none", one_of("none", "step", "plateau"))
+    step_size: int = checked(10, at_least(1))  # step
+    gamma: float = checked(0.1, between(0, 1, "(]"))  # step; 1 = constant lr, 0 would stop learning
+    patience: int = checked(1, at_least(0))  # plateau (on validation loss)
+    factor: float = checked(0.1, between(0, 1, "()"))  # plateau; torch refuses factor >= 1
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 100
-    batch_size: int = 0  # 0 = full batch
-    eval_every: int = 1  # epochs between validation passes (and best-model selection)
-    checkpoint_every: int = 10  # epochs between resumable checkpoints; 0 = only at the end
-    snapshot_every: int = 0  # keep the weights every k epochs (checkpoints/epoch_*.pt) for probes over training
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N  (auto: CUDA when present)
+    epochs: int = checked(100, at_least(1))
+    batch_size: int = checked(0, at_least(0))  # 0 = full batch
+    eval_every: int = checked(1, at_least(1))  # epochs between validation passes (and best-model selection)
+    checkpoint_every: int = checked(10, at_least(0))  # epochs between resumable checkpoints; 0 = only at the end
+    # keep the weights every k epochs (checkpoints/epoch_*.pt) for probes over training; 0 = none
+    snapshot_every: int = checked(0, at_least(0))
+    seed: int = checked(0, SEED)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N  (auto: CUDA when present; checked by the runtime)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"  # auto: bf16 where the hardware runs it fast
     channels_last: bool = False  # channels_last memory format for 4-D (and channels_last_3d for 5-D) tensors
-    workers: int = 0  # DataLoader worker processes of on-disk datasets (0: read in the training process)
-    eval_batch_size: int = 0  # evaluation batch size; 0 = the dataset's default
-    log_every: int = 50  # steps between reading the running losses back from the device (progress only)
+    # DataLoader worker processes of on-disk datasets (0: read in the training process)
+    workers: int = checked(0, at_least(0))
+    eval_batch_size: int = checked(0, at_least(0))  # evaluation batch size; 0 = the dataset's default
+    # steps between reading the running losses back from the device (progress only)
+    log_every: int = checked(50, at_least(1))
 
 
 @dataclass(frozen=True)
@@ -123,26 +199,27 @@ class MethodConfig:
 class ProbeConfig:
     """Linear classifier trained on frozen features (probe, and decide's multi-modal classifier)."""
 
-    epochs: int = 300
-    optim: str = "adam"
-    lr: float = 0.01
-    weight_decay: float = 0.0
-    batch_size: int = 0
+    epochs: int = checked(300, at_least(1))
+    optim: str = checked("adam", one_of("sgd", "adam"))  # as optim.name
+    lr: float = checked(0.01, above(0))
+    weight_decay: float = checked(0.0, at_least(0))  # as optim.weight_decay
+    batch_size: int = checked(0, at_least(0))  # as train.batch_size: 0 = full batch
     over_training: bool = False  # probe every snapshot of the run (train.snapshot_every) instead of best.pt
 
 
 @dataclass(frozen=True)
 class DecideConfig:
-    bootstrap: int = 2000  # paired bootstrap resamples of the test set
-    confidence: float = 0.95
+    bootstrap: int = checked(2000, at_least(1))  # paired bootstrap resamples of the test set
+    confidence: float = checked(0.95, between(0, 1, "()"))
     umt_recipe: str = "umt.yaml"  # relative to this recipe's folder
     ume_recipe: str = "ume.yaml"
 
 
 @dataclass(frozen=True)
 class EnsembleConfig:
-    combine: str = "mean"  # mean: (weighted) average of probabilities (UME); entropy: MLA's Eq. 6-8
-    weights: tuple[float, ...] = ()  # mean only: one per modality; empty = plain average
+    # mean: (weighted) average of probabilities (UME); entropy: MLA's Eq. 6-8
+    combine: str = checked("mean", one_of("mean", "entropy"))
+    weights: tuple[float, ...] = checked((), at_least(0))  # mean only: one per modality; empty = plain average
 
 
 @dataclass(frozen=True)
@@ -299,53 +376,100 @@ def load_recipe(path: str | Path | list[str | Path], overrides: list[str] | None
 
 
 def build_recipe(raw: dict[str, Any], source: str) -> Recipe:
+    """Validate a merged raw recipe; every problem found is reported in one :class:`UserError`."""
+    problems: list[str] = []
     raw = dict(raw)
     raw.pop("source", None)
     method_raw = raw.pop("method", {}) or {}
-    if not isinstance(method_raw, dict):
-        raise UserError(f"{source}: key 'method' expects a mapping like {{name: umt}}")
     if "stage" not in raw:
-        raise UserError(f"{source}: missing key 'stage' (one of {', '.join(STAGES)})")
-    recipe = _build(Recipe, raw, source, "")
-    if recipe.stage not in STAGES:
-        raise UserError(f"{source}: key 'stage' must be one of {', '.join(STAGES)}, got {recipe.stage!r}")
-    method = build_method_config(method_raw, source)
+        problems.append(f"missing key 'stage' (one of {', '.join(STAGES)})")
+    elif isinstance(raw["stage"], str) and raw["stage"] not in STAGES:
+        problems.append(f"key 'stage' must be one of {', '.join(STAGES)}, got {raw['stage']!r}")
+    recipe = _build(Recipe, raw, "", problems)
+    if isinstance(method_raw, dict):
+        method = build_method_config(method_raw, problems)
+    else:
+        problems.append("key 'method' expects a mapping like {name: umt}")
+        method = MethodConfig()
+    _raise_problems(source, problems)
     return dataclasses.replace(recipe, method=method, source=source)
 
 
-def build_method_config(raw: dict[str, Any], source: str) -> MethodConfig:
-    from mmtool.methods import METHODS  # the registry knows each method's parameter dataclass
+def _raise_problems(source: str, problems: list[str]) -> None:
+    """Raise one :class:`UserError` listing every problem: ``FILE: problem`` for one, else
+    ``FILE: N problems:`` and one indented line each."""
+    if len(problems) == 1:
+        raise UserError(f"{source}: {problems[0]}")
+    if problems:
+        raise UserError(f"{source}: {len(problems)} problems:\n" + "\n".join(f"  {p}" for p in problems))
 
+
+def build_method_config(raw: dict[str, Any], problems: list[str]) -> MethodConfig:
+    """The ``method:`` section, checked against the named method's parameter dataclass; problems are
+    appended to ``problems``."""
+    from mmtool.methods.params import METHOD_PARAMS  # each method's parameter dataclass, without torch
+
+    schemas: dict[str, type] = dict(METHOD_PARAMS)  # name -> params dataclass
     raw = dict(raw)
     name = raw.pop("name", MethodConfig.name)
     if not isinstance(name, str):
-        raise UserError(f"{source}: key 'method.name' expects str")
-    if name not in METHODS:
-        raise UserError(f"{source}: key 'method.name': unknown method {name!r} (known: {', '.join(METHODS.names())})")
-    params_cls = METHODS.get(name).Params
-    params = _build(params_cls, raw, source, "method.")
+        problems.append(f"key 'method.name' expects str, got {type(name).__name__} {name!r}")
+        return MethodConfig()
+    if name not in schemas:
+        problems.append(f"key 'method.name': unknown method {name!r} (known: {', '.join(sorted(schemas))})")
+        return MethodConfig()
+    params = _build(schemas[name], raw, "method.", problems)
     return MethodConfig(name=name, params=dataclasses.asdict(params))
 
 
-def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
+class _Invalid(Exception):
+    """A value that cannot be used for its field; the text is the problem to report."""
+
+
+def _build(cls: type, raw: Any, prefix: str, problems: list[str]) -> Any:
+    """``cls`` from the mapping ``raw``: keys that are unknown, of the wrong type or out of range are
+    appended to ``problems`` and left at their defaults, so that validation goes on past them."""
     if not isinstance(raw, dict):
-        raise UserError(f"{source}: key '{prefix.rstrip('.')}' expects a mapping")
+        problems.append(f"key '{prefix.rstrip('.')}' expects a mapping")
+        return cls() if cls is not Recipe else cls(stage=STAGES[0])
     hints = typing.get_type_hints(cls)
     skip = {"source", "method"} if cls is Recipe else set()
-    names = {f.name for f in dataclasses.fields(cls)} - skip
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in skip}
     kwargs = {}
     for key, value in raw.items():
-        if key not in names:
-            raise UserError(f"{source}: unknown key '{prefix}{key}' (known: {', '.join(sorted(names))})")
-        kwargs[key] = _coerce(hints[key], value, source, f"{prefix}{key}")
+        if key not in fields:
+            problems.append(f"unknown key '{prefix}{key}' (known: {', '.join(sorted(fields)) or 'none'})")
+            continue
+        try:
+            value = _coerce(hints[key], value, f"{prefix}{key}", problems)
+        except _Invalid as err:
+            problems.append(str(err))
+            continue
+        check = fields[key].metadata.get("check")
+        bad = _range_problems(check, value, f"{prefix}{key}") if check else []
+        problems.extend(bad)
+        if not bad:
+            kwargs[key] = value
+    if cls is Recipe:
+        kwargs.setdefault("stage", STAGES[0])  # a stand-in: a missing or bad stage is reported by build_recipe
     return cls(**kwargs)
+
+
+def _range_problems(check: Check, value: Any, key: str) -> list[str]:
+    if isinstance(value, tuple):  # a check on a tuple applies to each item
+        items = [(f"{key}[{i}]", v) for i, v in enumerate(value)]
+    else:
+        items = [(key, value)]
+    return [f"{k} {why}, got {v!r}" for k, v in items if (why := check.problem(v))]
 
 
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
+def _coerce(tp: Any, value: Any, key: str, problems: list[str]) -> Any:
+    """``value`` as type ``tp``; raises :class:`_Invalid` for a wrong type. Nested dataclasses report
+    their own keys' problems into ``problems``."""
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         args = typing.get_args(tp)
@@ -354,52 +478,63 @@ def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
         for arg in args:
             if arg is type(None):
                 continue
+            found: list[str] = []  # a member's nested problems count only if that member is taken
             try:
-                return _coerce(arg, value, source, key)
-            except UserError:
+                value = _coerce(arg, value, key, found)
+            except _Invalid:
                 continue
-        raise _type_error(source, key, tp, value)
+            problems.extend(found)
+            return value
+        raise _type_error(key, tp, value)
     if dataclasses.is_dataclass(tp):
-        return _build(tp, value, source, key + ".")
+        return _build(tp, value, key + ".", problems)
     if origin is tuple:
         (item_tp, _) = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):
-            raise _type_error(source, key, tp, value)
-        return tuple(_coerce(item_tp, v, source, key) for v in value)
+            raise _type_error(key, tp, value)
+        return tuple(_coerce(item_tp, v, key, problems) for v in value)
     if origin is dict:
         if not isinstance(value, dict):
-            raise _type_error(source, key, tp, value)
+            raise _type_error(key, tp, value)
         _, value_tp = typing.get_args(tp)
         if dataclasses.is_dataclass(value_tp):
-            return {k: _build(value_tp, v, source, f"{key}.{k}.") for k, v in value.items()}
+            return {k: _build(value_tp, v, f"{key}.{k}.", problems) for k, v in value.items()}
         return dict(value)
     if origin is Literal:
         allowed = typing.get_args(tp)
         if value in allowed:
             return value
-        raise UserError(f"{source}: key '{key}' must be one of {', '.join(map(str, allowed))}, got {value!r}")
+        raise _Invalid(f"key '{key}' must be one of {', '.join(map(str, allowed))}, got {value!r}")
     if tp is Any:
         return value
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        raise _type_error(source, key, tp, value)
+        raise _type_error(key, tp, value)
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise _type_error(source, key, tp, value)
+        raise _type_error(key, tp, value)
     if tp in (str, bool):
         if isinstance(value, tp):
             return value
-        raise _type_error(source, key, tp, value)
+        raise _type_error(key, tp, value)
     raise TypeError(f"unsupported recipe field type {tp} for {key}")
 
 
-def _type_error(source: str, key: str, tp: Any, value: Any) -> UserError:
+def _type_error(key: str, tp: Any, value: Any) -> _Invalid:
     hint = ""
-    if isinstance(value, str) and tp in (float, int):
+    if isinstance(value, str) and tp in (float, int) and _is_number(value):
         hint = " (write floats with a dot, e.g. 1.0e-2: YAML reads 1e-2 as a string)"
-    return UserError(f"{source}: key '{key}' expects {_type_name(tp)}, got {type(value).__name__} {value!r}{hint}")
+    return _Invalid(f"key '{key}' expects {_type_name(tp)}, got {type(value).__name__} {value!r}{hint}")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def save_recipe(recipe: Recipe, path: Path) -> None:

@@ -61,19 +61,64 @@ def read_json(path: Path) -> Any:
 
 
 def new_run_dir(root: str | Path, stage: str, dataset: str, method: str, run_dir: str | Path | None = None) -> Path:
-    """Create ``root/stage/<dataset>-<method>-<timestamp>`` (or ``run_dir`` when given) and return it."""
+    """Create ``root/stage/<dataset>-<method>-<timestamp>`` (or ``run_dir`` when given) and return it.
+
+    The folder is created with ``mkdir(exist_ok=False)``, so two commands started in the same second get
+    two folders (``-1``, ``-2``, ... suffixes) instead of sharing one."""
     if run_dir is not None:
         path = Path(run_dir)
         if (path / "config.yaml").exists():
             raise UserError(f"run directory {path} already holds a run (use --resume to continue it)")
-    else:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        base = Path(root) / stage / f"{dataset}-{method}-{stamp}"
-        path, k = base, 1
-        while path.exists():
-            path, k = Path(f"{base}-{k}"), k + 1
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path(root) / stage / f"{dataset}-{method}-{stamp}"
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for k in range(10_000):
+        path = base if k == 0 else Path(f"{base}-{k}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise UserError(f"could not create a run folder next to {base}")
+
+
+LOCK = ".lock"
+_held: dict[str, Any] = {}  # run folder -> open lock file: held until the process ends (kill -9 included)
+
+
+def lock_run(path: Path) -> None:
+    """Take the run folder's exclusive lock, or fail naming the process that holds it.
+
+    The lock is an ``flock`` on ``<run>/.lock``: the kernel drops it when its holder dies, however it dies,
+    so a killed run never leaves a stale lock behind."""
+    import fcntl
+
+    path = Path(path)
+    key = str(path.resolve())
+    if key in _held:
+        return
+    fh = open(path / LOCK, "a+")  # noqa: SIM115  (kept open: the lock lives as long as the file)
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        holder = fh.read().strip() or "another process"
+        fh.close()
+        raise UserError(f"run directory {path} is in use by {holder}; wait for it or stop it first") from None
+    fh.seek(0)
+    fh.truncate()
+    command = " ".join(["mmtool", *sys.argv[1:]])
+    fh.write(f"pid {os.getpid()} on {platform.node()} ({command}), since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    fh.flush()
+    _held[key] = fh
+
+
+def unlock_run(path: Path) -> None:
+    fh = _held.pop(str(Path(path).resolve()), None)
+    if fh is not None:
+        fh.close()
 
 
 class MetricsWriter:

@@ -3,12 +3,19 @@
 A dataset family registers a :class:`DatasetSpec` under its short name. ``prep`` writes the family's
 loader-ready cache to ``<root>/<name>/<key>/`` with a ``manifest.json``; training stages load that cache
 and never regenerate data behind the user's back.
+
+A manifest is not trusted: loading checks what it says (``n``, ``num_classes``, ``class_counts``, the
+label range, per-modality shapes) against the data actually loaded, with shapes and one bincount of the
+labels (:func:`check_labels`, :func:`check_array_manifest`), and every relative path an index lists must stay
+inside its root (:class:`RootGuard`). A mismatch is a one-line :class:`UserError` naming the manifest,
+the field, both values and the fix.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -167,24 +174,175 @@ def write_array_cache(
     }
 
 
-def read_verified_arrays(cfg: DataConfig, folder: Path, data_format: int) -> tuple[dict, dict[str, np.ndarray]]:
-    """The manifest and ``data.npz`` arrays of a cache, after checking its data format and checksum."""
-    manifest = json.loads((folder / "manifest.json").read_text())
+def read_verified_arrays(
+    cfg: DataConfig, folder: Path, data_format: int, modalities: tuple[str, ...], num_classes: int | None = None
+) -> tuple[dict, dict[str, np.ndarray]]:
+    """The manifest and ``data.npz`` arrays of a cache, after checking its data format and checksum, and
+    the manifest's facts against the arrays (:func:`check_array_manifest`)."""
+    manifest = read_manifest(folder, f"run `mmtool prep {cfg.name} --force` with the same data.* settings")
     if manifest.get("format") != data_format:
         raise UserError(
             f"{folder} was prepared in data format {manifest.get('format')}, this mmtool writes format "
             f"{data_format} (run `mmtool prep {cfg.name} --force` with the same data.* settings)"
         )
     path = folder / "data.npz"
-    if not _verified_before(path, manifest["files"]["data.npz"]):
+    sha = (manifest.get("files") or {}).get("data.npz")
+    if not _verified_before(path, sha):
         blob = path.read_bytes() if path.is_file() else b""
-        if hashlib.sha256(blob).hexdigest() != manifest["files"]["data.npz"]:
+        if hashlib.sha256(blob).hexdigest() != sha:
             raise UserError(
                 f"{path} is missing or does not match its manifest (re-run `mmtool prep {cfg.name} --force`)"
             )
-        _remember_verified(path, manifest["files"]["data.npz"])
+        _remember_verified(path, sha)
     with np.load(path) as npz:
-        return manifest, {k: npz[k] for k in npz.files}
+        arrays = {k: npz[k] for k in npz.files}
+    check_array_manifest(cfg, folder, manifest, arrays, modalities, num_classes)
+    return manifest, arrays
+
+
+def read_manifest(folder: Path, fix: str) -> dict:
+    """``folder/manifest.json`` as a dict; unreadable JSON is a :class:`UserError` saying ``fix``."""
+    path = folder / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path}: not a readable manifest ({type(err).__name__}; {fix})") from None
+    if not isinstance(manifest, dict):
+        raise UserError(f"{path}: not a readable manifest (a JSON object expected; {fix})")
+    return manifest
+
+
+# --------------------------------------------------------------------------- manifest vs. data checks
+def manifest_field(manifest: dict, name: str, path: Path, fix: str) -> object:
+    """``manifest[name]``, or a :class:`UserError` naming the missing field."""
+    if name not in manifest:
+        raise UserError(f"{path}: field '{name}' is missing ({fix})")
+    return manifest[name]
+
+
+def check_labels(
+    path: Path,
+    manifest: dict,
+    labels: np.ndarray,
+    fix: str,
+    held: str,
+    num_classes: int | None = None,
+    defined_by: str = "this dataset",
+) -> None:
+    """``n``, ``num_classes``, the label range and ``class_counts`` of the manifest at ``path`` agree with
+    ``labels`` (N,), the labels actually loaded (``held`` names where they come from, for messages).
+
+    ``num_classes``: the number of classes ``defined_by`` defines, where known; the manifest's figure must
+    equal it, and in any case cover every label and have ``class_counts`` of that length. One bincount.
+    """
+
+    def mismatch(name: str, says: object, found: str) -> UserError:
+        return UserError(f"{path}: field '{name}' is {says}, but {found} ({fix})")
+
+    n = manifest_field(manifest, "n", path, fix)
+    if n != len(labels):
+        raise mismatch("n", n, f"{held} holds {len(labels)} samples")
+    classes = manifest_field(manifest, "num_classes", path, fix)
+    if not isinstance(classes, int) or isinstance(classes, bool) or classes < 1:
+        raise mismatch("num_classes", classes, "a positive whole number is expected")
+    if num_classes is not None and classes != num_classes:
+        raise mismatch("num_classes", classes, f"{defined_by} has {num_classes} classes")
+    if len(labels) and (labels.min() < 0 or labels.max() >= classes):
+        raise mismatch("num_classes", classes, f"the labels of {held} run from {labels.min()} to {labels.max()}")
+    counts = np.bincount(labels, minlength=classes).tolist() if len(labels) else [0] * classes
+    if manifest_field(manifest, "class_counts", path, fix) != counts:
+        raise mismatch("class_counts", manifest["class_counts"], f"the labels of {held} count {counts}")
+
+
+def check_array_manifest(
+    cfg: DataConfig,
+    folder: Path,
+    manifest: dict,
+    arrays: dict[str, np.ndarray],
+    modalities: tuple[str, ...],
+    num_classes: int | None = None,
+) -> None:
+    """An array cache's manifest against its arrays: the dataset name, ``n`` (every array holds one row per
+    sample), ``modalities`` (the per-sample shape of each, its ``<m>_eval`` version alike), and the labels
+    (:func:`check_labels`; ``num_classes`` None: the labels' maximum + 1, the rule prep applies)."""
+    path = folder / "manifest.json"
+    fix = f"run `mmtool prep {cfg.name} --force` with the same data.* settings"
+    held = str(folder / "data.npz")
+    if manifest.get("dataset", cfg.name) != cfg.name:
+        raise UserError(
+            f"{path}: field 'dataset' is {manifest['dataset']!r}, but this cache is read as {cfg.name!r} ({fix})"
+        )
+    y = arrays.get("y")
+    if y is None or y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise UserError(f"{held}: no integer label array 'y' of shape (N,) ({fix})")
+    if num_classes is None and len(y):  # what prep wrote: the label array's maximum + 1
+        check_labels(path, manifest, y, fix, held, int(y.max()) + 1, f"the label array 'y' of {held}")
+    else:
+        check_labels(path, manifest, y, fix, held, num_classes, cfg.name)
+    for name, array in arrays.items():  # a row per sample in every array (labels, inputs, eval versions)
+        if array.ndim == 0 or len(array) != len(y):
+            raise UserError(f"{held}: array {name!r} has {len(array) if array.ndim else 0} rows, 'y' {len(y)} ({fix})")
+    shapes = manifest_field(manifest, "modalities", path, fix)
+    if not isinstance(shapes, dict) or sorted(shapes) != sorted(modalities):
+        found = {m: input_shape(arrays[m]) for m in modalities if m in arrays}
+        raise UserError(f"{path}: field 'modalities' is {shapes}, but {held} holds {found} ({fix})")
+    for m in modalities:
+        if m not in arrays:
+            raise UserError(f"{held}: no array {m!r} for modality {m} ({fix})")
+        found = input_shape(arrays[m])
+        if shapes[m] != found:
+            raise UserError(
+                f"{path}: field 'modalities.{m}' is {shapes[m]}, but {held} holds {m} of shape {found} ({fix})"
+            )
+        evaluated = arrays.get(m + EVAL_SUFFIX)
+        if evaluated is not None and evaluated.shape != arrays[m].shape:
+            raise UserError(f"{held}: {m}{EVAL_SUFFIX} has shape {evaluated.shape}, {m} {arrays[m].shape} ({fix})")
+
+
+class RootGuard:
+    """Refuses relative paths (index entries, split-file lines) that leave ``root``: absolute ones, ones
+    with a ``..`` component, and ones that resolve outside ``root`` through a link.
+
+    Cheap for a whole index: whether a folder resolves inside the root is memoised (a dataset's entries
+    share a few hundred folders); an entry itself costs one ``lstat``, and a resolve only when it is a link.
+    """
+
+    def __init__(self, root: Path, fix: str) -> None:
+        self.root, self.fix = Path(root), fix
+        self._tops: dict[str, str] = {}  # within -> its real path
+        self._folders: dict[tuple[str, str], bool] = {}  # (within, folder) -> resolves inside
+
+    def check(self, rel: object, where: str, within: str = "", links: bool = True) -> None:
+        """``rel``, listed at ``where`` (e.g. ``index.jsonl:12 rgb_dir``), stays inside the root, and inside
+        its sub-folder ``within`` when given (that folder may itself be a link: a layout assembled from
+        several disks). ``links=False``: the lexical checks only (a path recorded, never opened).
+
+        Raises:
+            UserError: naming ``where``, the entry, the folder it must stay in and the fix.
+        """
+        inside = self.root / within if within else self.root
+        if not isinstance(rel, str) or not rel or rel.startswith(("/", "\\")):
+            raise UserError(f"{where}: {rel!r} is not a path relative to {self.root} ({self.fix})")
+        parts = rel.replace("\\", "/").split("/")
+        if ".." in parts:
+            raise UserError(f"{where}: {rel!r} has a '..' component, it must stay inside {inside} ({self.fix})")
+        lead = within.split("/") if within else []
+        if parts[: len(lead)] != lead or len(parts) == len(lead):
+            raise UserError(f"{where}: {rel!r} is not inside {inside} ({self.fix})")
+        if not links:
+            return
+        if within not in self._tops:
+            self._tops[within] = os.path.realpath(inside)
+        parent = os.path.join(self.root, *parts[:-1])
+        if (within, parent) not in self._folders:
+            self._folders[within, parent] = self._resolves_inside(parent, within)
+        target = os.path.join(parent, parts[-1])
+        if not self._folders[within, parent] or (os.path.islink(target) and not self._resolves_inside(target, within)):
+            raise UserError(f"{where}: {rel!r} leads outside {inside} through a link ({self.fix})")
+
+    def _resolves_inside(self, path: str, within: str) -> bool:
+        real, top = os.path.realpath(path), self._tops[within]
+        return real == top or real.startswith(top.rstrip(os.sep) + os.sep)
 
 
 VERIFIED = ".verified.json"  # (size, mtime, sha256) of a file whose checksum was checked once
@@ -218,8 +376,9 @@ EVAL_SUFFIX = "_eval"  # "<m>_eval" in a cache: the version of modality m that v
 def dataset_from_arrays(
     cfg: DataConfig, manifest: dict, arrays: dict[str, np.ndarray], modalities: tuple[str, ...]
 ) -> Dataset:
-    """Split cached arrays by ``data.seed``/fractions; val and test read ``<m>_eval`` where it is stored."""
-    idx = split_indices(manifest["n"], cfg.seed, cfg.test_fraction, cfg.val_fraction)
+    """Split cached arrays by ``data.seed``/fractions; val and test read ``<m>_eval`` where it is stored.
+    ``manifest`` is one :func:`read_verified_arrays` checked against ``arrays``."""
+    idx = split_indices(len(arrays["y"]), cfg.seed, cfg.test_fraction, cfg.val_fraction)
 
     def part(m: str, split: str, ix: np.ndarray) -> torch.Tensor:
         source = arrays[m] if split == "train" else arrays.get(m + EVAL_SUFFIX, arrays[m])

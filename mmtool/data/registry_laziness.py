@@ -158,7 +158,7 @@ def _prepare(cfg: DataConfig, out: Path, options: object = None) -> dict:
 
 
 def _load(cfg: DataConfig, folder: Path) -> Dataset:
-    manifest, arrays = read_verified_arrays(cfg, folder, FORMAT)
+    manifest, arrays = read_verified_arrays(cfg, folder, FORMAT, MODALITIES, FAMILIES[cfg.name].num_classes)
     return dataset_from_arrays(cfg, manifest, arrays, MODALITIES)
 
 

@@ -47,7 +47,8 @@ def _prepare(cfg: DataConfig, out: Path, options: object = None) -> dict:
 
 
 def _load(cfg: DataConfig, folder: Path) -> Dataset:
-    manifest, arrays = read_verified_arrays(cfg, folder, FORMAT)
+    # num_classes is not passed: prep wrote the label array's maximum + 1, which loading checks again
+    manifest, arrays = read_verified_arrays(cfg, folder, FORMAT, MODALITIES)
     return dataset_from_arrays(cfg, manifest, arrays, MODALITIES)
 
 

@@ -17,6 +17,11 @@ Design notes
     cache key depends only on what prep produces (``rgb_source``, ``flow_stack``).
   * Frames read from ``jpegs_256/``/``tvl1_flow/`` stay where they are (the cache holds the index, not a
     copy of ~10 GB of JPEGs); the manifest records the raw folder and loading checks a few sampled paths.
+  * Nothing the lists or the index name may lead outside its folder: class names are plain folder names,
+    list lines have no absolute path or ``..``, and every index entry stays in its layout folder
+    (``jpegs_256/``, ``tvl1_flow/u|v/``, ``UCF-101/`` under the raw folder, ``frames/`` in the cache), links
+    included. A layout folder may itself be a link (a layout assembled from several disks). The manifest's
+    ``n``, ``num_classes`` and ``class_counts`` are checked against the index at load.
   * Inputs (App. A.1): ``rgb`` is ONE frame, (3, S, S); ``flow`` is ``flow_stack`` consecutive u/v pairs,
     (2 * flow_stack, S, S), interleaved ``[u_t, v_t, u_t+1, v_t+1, ...]`` as in the public two-stream
     loaders of these flow folders. Training: random frame / stack start, rescale so the short side is
@@ -42,7 +47,7 @@ import numpy as np
 import torch
 
 from mmtool.config import DataConfig
-from mmtool.data import DATASETS, Dataset, DatasetSpec, DiskSource, PrepOptions
+from mmtool.data import DATASETS, Dataset, DatasetSpec, DiskSource, PrepOptions, RootGuard, check_labels
 from mmtool.data.pipeline import PrepItem, SkipSample, atomic_dir, file_sha256, read_jsonl, run_pipeline, write_jsonl
 from mmtool.data.transforms import IMAGENET_MEAN, IMAGENET_STD, hflip, normalize, random_crop, resize
 from mmtool.errors import UserError
@@ -101,6 +106,8 @@ def parse_class_index(path: Path) -> list[str]:
         parts = line.split()
         if len(parts) != 2 or not parts[0].isdigit() or int(parts[0]) != len(names) + 1:
             raise UserError(f"{path}:{lineno}: expected '{len(names) + 1} ClassName', got {line!r}")
+        if parts[1] in (".", "..") or "/" in parts[1] or "\\" in parts[1]:  # the class is a folder in the lists
+            raise UserError(f"{path}:{lineno}: class {parts[1]!r} is not a plain folder name")
         names.append(parts[1])
     if not names:
         raise UserError(f"{path}: no classes listed")
@@ -138,6 +145,8 @@ def _parse_list_line(
     """(video stem, 0-based label, listed path) of one "Class/v_Class_gXX_cYY.avi [LABEL]" line."""
     parts = line.split()
     list_path = parts[0].replace("\\", "/")
+    if list_path.startswith("/") or ".." in list_path.split("/"):
+        raise UserError(f"{where}: {parts[0]!r} leads outside the raw folder (an absolute path or '..')")
     folder, _, file_name = list_path.rpartition("/")
     stem = file_name.rsplit(".", 1)[0]
     if len(parts) != (2 if kind == "train" else 1) or not STEM.match(stem) or folder.lower() not in by_lower:
@@ -619,6 +628,7 @@ def _load(cfg: DataConfig, folder: Path) -> Dataset:
     manifest = _read_manifest(folder)
     rows = _read_index(folder, manifest)
     bases = _bases(cfg, manifest, folder)
+    _check_rows(rows, manifest, bases, folder)
     files = [_clip_files(row, bases) for row in rows]
     _check_sampled_paths(files, folder)
     modalities = tuple(manifest["modalities"])
@@ -644,16 +654,38 @@ def _read_manifest(folder: Path) -> dict:
 
 
 def _read_index(folder: Path, manifest: dict) -> list[dict]:
-    """The index rows, after checking its checksum and row count against the manifest (no frame is hashed)."""
+    """The index rows, after checking its checksum against the manifest (no frame is hashed)."""
     path = folder / INDEX
     data = path.read_bytes() if path.is_file() else b""
-    rows = read_jsonl(path)
-    if hashlib.sha256(data).hexdigest() != manifest["files"][INDEX] or len(rows) != manifest["n"]:
+    if hashlib.sha256(data).hexdigest() != manifest.get("files", {}).get(INDEX):
         raise UserError(
             f"{path} is missing or does not match {folder / 'manifest.json'} "
             "(re-run `mmtool prep ucf101 --raw DIR --force`)"
         )
-    return rows
+    return read_jsonl(path)
+
+
+# index entry -> (base, layout folder it must stay in); rgb_dir of a row with "video" is in the cache
+ROW_PATHS = {"rgb_dir": ("raw", RGB_FRAMES), "flow_u_dir": ("raw", f"{FLOW}/u"), "flow_v_dir": ("raw", f"{FLOW}/v"),
+             "video": ("raw", VIDEOS)}  # fmt: skip
+
+
+def _check_rows(rows: list[dict], manifest: dict, bases: dict[str, Path], folder: Path) -> None:
+    """The manifest's n, num_classes and class_counts against the index, and every path of the index
+    inside its layout folder (one lstat per entry; see the module docstring)."""
+    fix = "re-run `mmtool prep ucf101 --raw DIR --force`"
+    path, index = folder / "manifest.json", folder / INDEX
+    labels = np.array([r["label"] for r in rows], dtype=np.int64)
+    names = manifest.get("class_names")
+    known = len(names) if isinstance(names, list) else None
+    check_labels(path, manifest, labels, fix, str(index), known, "its field 'class_names'")
+    guards = {base: RootGuard(root, fix) for base, root in bases.items()}
+    for line, row in enumerate(rows, start=1):
+        for key, (base, within) in ROW_PATHS.items():
+            if key == "rgb_dir" and "video" in row:
+                base, within = "cache", EXTRACTED
+            if key in row:
+                guards[base].check(row[key], f"{index}:{line} {key}", within)
 
 
 def _bases(cfg: DataConfig, manifest: dict, folder: Path) -> dict[str, Path]:

@@ -53,7 +53,7 @@ import numpy as np
 import torch
 
 from mmtool.config import DataConfig
-from mmtool.data import DATASETS, Dataset, DatasetSpec, DiskSource, PrepOptions
+from mmtool.data import DATASETS, Dataset, DatasetSpec, DiskSource, PrepOptions, RootGuard, check_labels
 from mmtool.data.pipeline import PrepItem, SkipSample, file_sha256, run_pipeline, save_npy, write_jsonl
 from mmtool.data.transforms import IMAGENET_MEAN, IMAGENET_STD, hflip, normalize, random_crop, resize
 from mmtool.errors import UserError
@@ -661,15 +661,32 @@ def _read_checked(cfg: DataConfig, folder: Path) -> tuple[dict, list[dict]]:
     if not index.is_file() or file_sha256(index) != manifest.get("files", {}).get("index.jsonl"):
         raise UserError(f"{index}: missing or does not match manifest.json ({_fix(folder)})")
     rows = [json.loads(line) for line in index.read_text().splitlines() if line.strip()]
-    sizes = Counter(r["split"] for r in rows)
-    if len(rows) != manifest["n"] or any(sizes[k] != v for k, v in manifest["split_sizes"].items()):
-        raise UserError(f"{index}: {len(rows)} rows, manifest.json says {manifest['n']} ({_fix(folder)})")
+    said, names = folder / "manifest.json", manifest.get("class_names")
+    labels = np.array([r["label"] for r in rows], dtype=np.int64)
+    known = len(names) if isinstance(names, list) else None
+    check_labels(said, manifest, labels, _fix(folder), str(index), known, "its field 'class_names'")
+    sizes = {k: sum(r["split"] == k for r in rows) for k in ("train", "test")}
+    if manifest.get("split_sizes") != sizes:
+        raise UserError(f"{said}: field 'split_sizes' is {manifest.get('split_sizes')}, but {index} holds {sizes} "
+                        f"({_fix(folder)})")  # fmt: skip
+    _check_paths(rows, folder, Path(manifest.get("raw") or "the raw folder"), index)
     for i in np.unique(np.linspace(0, len(rows) - 1, min(SPOT_CHECKS, len(rows))).astype(int)):
         for kind in ("frames", "audio"):
             path = folder / rows[i][kind]
             if not path.is_file() or path.stat().st_size != rows[i][f"{kind}_bytes"]:
                 raise UserError(f"{path}: missing or not the size index.jsonl records ({_fix(folder)})")
     return manifest, rows
+
+
+def _check_paths(rows: list[dict], folder: Path, raw: Path, index: Path) -> None:
+    """Every file an index row names stays in its folder of the cache (``frames/``, ``audio/``), links
+    included; ``source``, the raw clip's path under ``raw`` (recorded, never opened), has no absolute path
+    or ``..`` (links under the raw folder are followed by design, see :func:`find_clips`). One lstat a file."""
+    cache, recorded = RootGuard(folder, _fix(folder)), RootGuard(raw, _fix(folder))
+    for line, row in enumerate(rows, start=1):
+        for key in ("frames", "audio"):
+            cache.check(row[key], f"{index}:{line} {key}", within=key)
+        recorded.check(row["source"], f"{index}:{line} source", links=False)
 
 
 def _validation_rows(n_train: int, val_fraction: float, seed: int) -> np.ndarray:

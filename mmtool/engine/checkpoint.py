@@ -1,8 +1,20 @@
-"""Checkpoints: plain tensors and dicts, written atomically, loaded with ``weights_only=True``."""
+"""Checkpoints: plain tensors and dicts, written atomically, loaded with ``weights_only=True``.
+
+Every file is written to a temporary sibling, flushed to disk and renamed over its target, so a crash at
+any point of a save leaves the previous complete file in place. ``last.pt`` is rotated to
+``last.prev.pt`` before it is replaced, and :func:`latest_good` skips a truncated, empty or unreadable
+``last.pt`` (naming it in a warning) for the one before. Loading never executes a pickled payload: a file
+that holds anything but tensors and plain containers is refused with one line naming the global it
+asked for, and a damaged file is one line naming the file, never a raw ``EOFError`` or torch's advice to
+turn ``weights_only`` off.
+"""
 
 from __future__ import annotations
 
 import io
+import os
+import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +25,7 @@ from mmtool.models import MultiModalNet, build_model
 from mmtool.runs import atomic_write_bytes
 
 LAST, BEST, COMPLETE = "last.pt", "best.pt", "COMPLETE"
+PREVIOUS = "last.prev.pt"  # the resumable checkpoint before the current one
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -21,11 +34,53 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def save_last(ckpt_dir: Path, state: dict[str, Any]) -> None:
+    """Write the resumable checkpoint, keeping the one before it as ``last.prev.pt``."""
+    last = Path(ckpt_dir) / LAST
+    if last.exists():
+        os.replace(last, last.with_name(PREVIOUS))
+    save_checkpoint(last, state)
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint's content; a missing, damaged or unsafe file is a :class:`UserError` naming it."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    if path.stat().st_size == 0:
+        raise UserError(f"checkpoint {path} is empty (a save that never finished); delete it or resume from another")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001  (torch raises many types for a bad file; all mean the same here)
+        raise UserError(_why_unreadable(path, err)) from None
+    if not isinstance(state, dict):
+        raise UserError(f"checkpoint {path} holds a {type(state).__name__}, not an mmtool checkpoint")
+    return state
+
+
+def _why_unreadable(path: Path, err: Exception) -> str:
+    text = str(err)
+    unsafe = re.search(r"GLOBAL ([\w.]+)", text) or re.search(r"Unsupported global: ([\w.]+)", text)
+    if unsafe:
+        return (
+            f"checkpoint {path} holds a pickled object ({unsafe.group(1)}); mmtool loads plain tensors only and "
+            "refuses to run code from a checkpoint"
+        )
+    return f"checkpoint {path} is truncated or not a checkpoint ({type(err).__name__}); resume from another one"
+
+
+def latest_good(ckpt_dir: Path) -> dict[str, Any] | None:
+    """The newest readable resumable checkpoint (``last.pt``, else ``last.prev.pt``), or None. A file that
+    cannot be read is skipped with a warning naming it."""
+    for name in (LAST, PREVIOUS):
+        path = Path(ckpt_dir) / name
+        if not path.exists():
+            continue
+        try:
+            return load_checkpoint(path)
+        except UserError as err:
+            print(f"warning: {err}; trying an older one", file=sys.stderr)
+    return None
 
 
 def snapshot_path(ckpt_dir: Path, epoch: int) -> Path:
@@ -46,6 +101,8 @@ def load_model(run_dir: str | Path, which: str = BEST, subdir: str = "") -> tupl
 
 def model_from_checkpoint(path: Path) -> tuple[MultiModalNet, dict]:
     ckpt = load_checkpoint(path)
+    if "spec" not in ckpt or "model" not in ckpt:
+        raise UserError(f"checkpoint {path} has no model (keys: {sorted(ckpt)[:6]})")
     model = build_model(ckpt["spec"])
     model.load_state_dict(ckpt["model"])
     model.eval()

@@ -27,10 +27,19 @@ from typing import Any
 import torch
 
 from mmtool.config import OptimConfig, ScheduleConfig, TrainConfig
-from mmtool.engine.checkpoint import BEST, COMPLETE, LAST, load_checkpoint, save_checkpoint, snapshot_path
+from mmtool.engine.checkpoint import (
+    BEST,
+    COMPLETE,
+    latest_good,
+    load_checkpoint,
+    save_checkpoint,
+    save_last,
+    snapshot_path,
+)
 from mmtool.engine.evaluate import evaluate
 from mmtool.engine.optim import build_optimizer, build_scheduler
 from mmtool.engine.runtime import Runtime
+from mmtool.faults import fault_point
 from mmtool.models import MultiModalNet
 from mmtool.runs import MetricsWriter, write_json
 
@@ -68,9 +77,8 @@ def fit(
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     metrics = MetricsWriter(out_dir / "metrics.jsonl")
     runtime.prepare_model(model)
-    if hasattr(method, "check_model"):
-        method.check_model(model)
-    groups = method.param_groups(model) if hasattr(method, "param_groups") else model.parameters()
+    method.setup(model)  # attaches the method's trainable extras to the model, before the optimizer sees it
+    groups = method.param_groups(model)
     opt = build_optimizer(groups, optim)
     sched = build_scheduler(opt, schedule)
     scaler = runtime.grad_scaler()
@@ -79,8 +87,9 @@ def fit(
     if resume:
         if (ckpt_dir / COMPLETE).exists():
             return _finished(ckpt_dir)
-        if (ckpt_dir / LAST).exists():
-            resumed = _restore(load_checkpoint(ckpt_dir / LAST), model, opt, sched, scaler, method, state)
+        last = latest_good(ckpt_dir)  # last.pt, or the one before it when last.pt is damaged
+        if last is not None:
+            resumed = _restore(last, model, opt, sched, scaler, method, state)
             metrics.truncate_after(resumed)
             _rewind_best(ckpt_dir, state, spec)
         else:
@@ -88,19 +97,17 @@ def fit(
 
     with _progress(cfg.epochs, state.start - 1, label) as advance:
         for epoch in range(state.start, cfg.epochs + 1):
-            if hasattr(method, "on_epoch_start"):
-                method.on_epoch_start(model, epoch)
+            method.on_epoch_start(model, epoch)
             train_losses = _train_epoch(model, method, train, opt, scaler, epoch, cfg, runtime)
             record: dict[str, Any] = {"epoch": epoch, "lr": opt.param_groups[0]["lr"], **train_losses}
-            if hasattr(method, "epoch_metrics"):
-                record.update(method.epoch_metrics())
+            record.update(method.epoch_metrics())
             if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
                 record.update(_validate(model, val, spec, epoch, ckpt_dir, state, runtime))
                 metrics.write(record)
             _step_scheduler(sched, record)
             if cfg.snapshot_every and epoch % cfg.snapshot_every == 0:
                 save_checkpoint(
-                    snapshot_path(ckpt_dir, epoch), {"model": model.state_dict(), "spec": spec, "epoch": epoch}
+                    snapshot_path(ckpt_dir, epoch), {"model": model.weights(), "spec": spec, "epoch": epoch}
                 )
             if cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0 and epoch < cfg.epochs:
                 _save_last(ckpt_dir, epoch, model, opt, sched, scaler, method, state, spec)
@@ -120,7 +127,7 @@ class _State:
 
 def _mark_best(state: _State, model, epoch: int, val: dict, spec: dict, ckpt_dir: Path) -> None:
     state.best_epoch, state.best_val = epoch, val
-    state.best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    state.best_weights = {k: v.detach().clone() for k, v in model.weights().items()}  # no method extras
     save_checkpoint(ckpt_dir / BEST, {"model": state.best_weights, "spec": spec, "epoch": epoch, "val": val})
 
 
@@ -160,16 +167,15 @@ def _train_epoch(model, method, train, opt, scaler, epoch: int, cfg: TrainConfig
             scaler.unscale_(opt)  # methods that rescale or project gradients see their true values
         else:
             total.backward()
-        if hasattr(method, "after_backward"):
-            method.after_backward(model, step)
+        method.after_backward(model, step)
         if scaler is not None:
             scaler.step(opt)
             scaler.update()
         else:
             opt.step()
-        if hasattr(method, "after_step"):
-            method.after_step(model, step)
+        method.after_step(model, step)
         sums.add(step, losses, total, len(batch))
+        fault_point("train_step")  # tests: MMTOOL_FAULT=train_step:N:kill dies here after the N-th step
         if (step + 1) % runtime.log_every == 0:
             sums.check(epoch)
     sums.check(epoch)
@@ -244,8 +250,8 @@ def _step_scheduler(sched, record: dict[str, Any]) -> None:
 
 
 def _save_last(ckpt_dir, epoch, model, opt, sched, scaler, method, state: _State, spec) -> None:
-    save_checkpoint(
-        ckpt_dir / LAST,
+    save_last(
+        ckpt_dir,
         {
             "epoch": epoch,
             "model": model.state_dict(),
@@ -253,7 +259,7 @@ def _save_last(ckpt_dir, epoch, model, opt, sched, scaler, method, state: _State
             "scheduler": sched.state_dict() if sched is not None else {},
             "scaler": scaler.state_dict() if scaler is not None else {},
             "torch_rng": torch.get_rng_state(),
-            "method": method.state_dict() if hasattr(method, "state_dict") else {},
+            "method": method.state_dict(),
             "best_epoch": state.best_epoch,
             "best_val": state.best_val,
             "best_model": state.best_weights or {},
@@ -270,8 +276,7 @@ def _restore(ckpt, model, opt, sched, scaler, method, state: _State) -> int:
     if scaler is not None and ckpt.get("scaler"):
         scaler.load_state_dict(ckpt["scaler"])
     torch.set_rng_state(ckpt["torch_rng"])
-    if hasattr(method, "load_state_dict"):
-        method.load_state_dict(ckpt["method"])
+    method.load_state_dict(ckpt["method"])
     state.best_epoch, state.best_val, state.start = ckpt["best_epoch"], ckpt["best_val"], ckpt["epoch"] + 1
     state.best_weights = ckpt["best_model"] or None
     return ckpt["epoch"]

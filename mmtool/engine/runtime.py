@@ -82,6 +82,19 @@ class Runtime:
             return nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=_DTYPES[self.precision])
 
+    def all_reduce(self, tensor: torch.Tensor, op: Literal["sum", "max", "min"] = "sum") -> torch.Tensor:
+        """``tensor`` reduced over every rank, in place, and returned: how methods combine the statistics
+        of their batches. The tensor itself, untouched, in one process (``world_size == 1``) or when no
+        process group is initialised."""
+        if self.world_size == 1 or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return tensor
+        ops = {"sum": torch.distributed.ReduceOp.SUM, "max": torch.distributed.ReduceOp.MAX,
+               "min": torch.distributed.ReduceOp.MIN}  # fmt: skip
+        if op not in ops:
+            raise ValueError(f"all_reduce: op must be one of {', '.join(ops)}, got {op!r}")
+        torch.distributed.all_reduce(tensor, op=ops[op])
+        return tensor
+
     def grad_scaler(self) -> torch.amp.GradScaler | None:
         """A dynamic loss scaler for fp16 (bf16 and fp32 need none)."""
         return torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None

@@ -25,20 +25,27 @@ spell out: after the warm-up each step is, with probability 1/3 each, a regular 
 step for one of the two modalities (as the authors' released code does); ``vanilla`` takes regular
 steps only -- conventional training (the ``ume`` loss) with d_speed logged.
 
-The loss is the sum of the branches' cross-entropies (paper 002, Eq. 4), as ``ume``.
+The loss is the sum of the branches' cross-entropies (paper 002, Eq. 4), as ``ume``. Steps run
+``model(inputs, excite_record=...)`` (regular) or ``model(inputs, excite_override=...)`` (re-balancing).
+
+With several processes every regular step's statistics are combined over the ranks before use: the
+excitation sums and their sample counts are summed (w̄ is then the mean over every rank's samples), and
+μ is averaged (the gradients DDP averaged are the same on every rank, so this only guards against drift).
+Every rank then takes the same d_speed, the same windows and, from the same seeded generator, the same
+random step kinds.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
 from mmtool.data import Batch
 from mmtool.errors import UserError
-from mmtool.methods import METHODS, MethodContext
-from mmtool.methods.naive import UniModalEnsemble
+from mmtool.methods import METHODS, Method, MethodContext
+from mmtool.methods.common import all_reduce_sum, branch_losses, distributed
+from mmtool.methods.params import METHOD_REFERENCES, METHOD_SUMMARIES, BalancedMultiModalParams
 from mmtool.models import MultiModalNet
 from mmtool.models.mmtm import MMTMNet
 
@@ -78,25 +85,19 @@ def conditional_speeds(sums: dict[str, float], a: str, b: str) -> dict[str, floa
 
 
 @METHODS.register("balanced")
-class BalancedMultiModal(UniModalEnsemble):
+class BalancedMultiModal(Method):
     """Sum of branch losses on an MMTM model; re-balancing steps when the conditional speeds drift apart."""
 
-    summary = "greedy-learning fix: MMTM re-balancing steps guided by d_speed (guided/random/vanilla)"
-    reference = "Wu et al. 2022 (paper 002), Sec. 5 and Alg. 1"
+    Params = BalancedMultiModalParams
+    summary, reference = METHOD_SUMMARIES["balanced"], METHOD_REFERENCES["balanced"]
 
-    @dataclass(frozen=True)
-    class Params:
-        mode: str = "guided"  # guided | random | vanilla
-        alpha: float = 0.1  # imbalance tolerance: paper 002 uses 0.1 on Colored-and-gray MNIST, 0.01 on ModelNet40
-        window: int = 5  # Q, re-balancing steps per window (paper 002: 5 on every dataset)
-        warmup_epochs: int = 1  # regular steps only (paper 002: the first epoch)
-
-    def __init__(self, params: Params, context: MethodContext) -> None:
+    def __init__(self, params: BalancedMultiModalParams, context: MethodContext) -> None:
         if params.mode not in MODES:
             raise UserError(f"method.mode must be one of {', '.join(MODES)}, got {params.mode!r}")
         if params.alpha < 0 or params.window < 1 or params.warmup_epochs < 0:
             raise UserError("method.alpha must be >= 0, method.window >= 1 and method.warmup_epochs >= 0")
         self.params = params
+        self.runtime = context.runtime
         self.gen = torch.Generator().manual_seed(context.seed)
         self.epoch = 1
         self.kind = REGULAR  # what the current step is: "regular" or the modality being accelerated
@@ -108,7 +109,7 @@ class BalancedMultiModal(UniModalEnsemble):
         self._epoch_kinds: dict[str, int] = {}
         self.modalities: list[str] = []
 
-    def check_model(self, model: MultiModalNet) -> None:
+    def setup(self, model: MultiModalNet) -> None:
         if not isinstance(model, MMTMNet) or type(model.head).__name__ != "EnsembleHead":
             raise UserError("method 'balanced' needs model.fusion: mmtm and model.head: ensemble (paper 002, Sec. 3)")
         self.modalities = list(model.modalities)
@@ -129,26 +130,45 @@ class BalancedMultiModal(UniModalEnsemble):
         self._epoch_kinds[self.kind] = self._epoch_kinds.get(self.kind, 0) + 1
         if self.kind == REGULAR:
             self._recorded = {}
-            features = model.encode(batch.inputs, excite_record=self._recorded)
+            out = model(batch.inputs, excite_record=self._recorded)
         else:
             means = [s / self.excite_count for s in self.excite_sum[self.kind]]
-            features = model.encode(batch.inputs, excite_override={self.kind: means})
-        return self.branch_losses(model.fuse(features), batch.target)
+            out = model(batch.inputs, excite_override={self.kind: means})
+        return branch_losses(out, batch.target)
 
     def after_step(self, model: MultiModalNet, step: int) -> None:
         if self.kind != REGULAR:
             return
-        for name, params in speed_groups(model).items():
-            self.sums[name] = self.sums.get(name, 0.0) + effective_update(params)
-        for m, ws in self._recorded.items():
-            totals = [w.sum(0) for w in ws]
+        speeds = {name: effective_update(params) for name, params in speed_groups(model).items()}
+        totals = {m: [w.sum(0) for w in ws] for m, ws in self._recorded.items()}  # {m: [(C_k,)]} this rank's
+        count = len(next(iter(self._recorded.values()))[0])
+        speeds, totals, count = self._across_ranks(speeds, totals, count, next(model.parameters()).device)
+        for name, mu in speeds.items():
+            self.sums[name] = self.sums.get(name, 0.0) + mu
+        for m, ts in totals.items():
             previous = self.excite_sum.get(m)
-            self.excite_sum[m] = totals if previous is None else [s + t for s, t in zip(previous, totals, strict=True)]
-        self.excite_count += len(next(iter(self._recorded.values()))[0])
+            self.excite_sum[m] = ts if previous is None else [s + t for s, t in zip(previous, ts, strict=True)]
+        self.excite_count += count
         a, b = model.modalities
         d = conditional_speeds(self.sums, a, b)["d_speed"]
         if self.params.mode == "guided" and self.epoch > self.params.warmup_epochs and abs(d) > self.params.alpha:
             self.pending = [a if d > 0 else b] * self.params.window
+
+    def _across_ranks(
+        self, speeds: dict[str, float], totals: dict[str, list[torch.Tensor]], count: int, device: torch.device
+    ) -> tuple[dict[str, float], dict[str, list[torch.Tensor]], int]:
+        """Every rank's step statistics together: μ averaged over the ranks (summed, over the summed rank
+        count), excitation sums and sample counts summed. Two reductions, whatever the number of MMTMs;
+        in one process the numbers come back as they are."""
+        if not distributed(self.runtime):
+            return speeds, totals, count
+        mu = all_reduce_sum(self.runtime, torch.tensor([*speeds.values(), 1.0], dtype=torch.float64, device=device))
+        speeds = dict(zip(speeds, (mu[:-1] / mu[-1]).tolist(), strict=True))
+        flat = [t for ts in totals.values() for t in ts]
+        summed = all_reduce_sum(self.runtime, torch.cat([*flat, flat[0].new_tensor([count])]))
+        parts = iter(summed[:-1].split([len(t) for t in flat]))
+        totals = {m: [next(parts) for _ in ts] for m, ts in totals.items()}
+        return speeds, totals, int(summed[-1])
 
     def epoch_metrics(self) -> dict[str, float]:
         steps = max(sum(self._epoch_kinds.values()), 1)

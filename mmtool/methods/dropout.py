@@ -6,37 +6,34 @@ feature vector -- equivalently to the concatenated features the head receives --
 each element is zeroed with probability ``p`` and the kept ones are scaled by 1 / (1 - p), so the head
 sees features of the same expected size at training and test time. ``p`` defaults to paper 001's 0.5.
 
-The method changes the training forward, not the model: ``training_step`` calls ``model.encode``, drops
-features, then ``model.fuse``. Evaluation runs ``model(...)``, which has no dropout, and checkpoints
-hold a plain naive-fusion model. Masks are drawn on the CPU from torch's global generator (the one the
-loop saves in ``last.pt``), so a resumed run draws the same masks as an uninterrupted one on any device.
+The method changes the training forward, not the model: ``training_step`` runs
+``model(inputs, features_hook=drop)``, which drops the features between the encoders and the head.
+Evaluation runs ``model(...)``, which has no dropout, and checkpoints hold a plain naive-fusion model.
+Masks are drawn on the CPU from torch's global generator (the one the loop saves in ``last.pt``), so a
+resumed run draws the same masks as an uninterrupted one on any device.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from mmtool.data import Batch
 from mmtool.errors import UserError
-from mmtool.methods import METHODS, MethodContext
+from mmtool.methods import METHODS, Method, MethodContext
+from mmtool.methods.params import METHOD_REFERENCES, METHOD_SUMMARIES, FeatureDropoutParams
 from mmtool.models import MultiModalNet
 
 
 @METHODS.register("dropout")
-class FeatureDropout:
+class FeatureDropout(Method):
     """Naive fusion with dropout (rate p) on the encoder features before the head, at training time."""
 
-    summary = "naive fusion + dropout (p = 0.5) on the features before the head, training only"
-    reference = "paper 000, App. A.5 / Table 14; paper 001, Table 2"
+    Params = FeatureDropoutParams
+    summary, reference = METHOD_SUMMARIES["dropout"], METHOD_REFERENCES["dropout"]
+    helpers = ("drop",)
 
-    @dataclass(frozen=True)
-    class Params:
-        p: float = 0.5  # paper 001, Table 2: "0.5 dropout ratio"
-
-    def __init__(self, params: Params, context: MethodContext) -> None:
+    def __init__(self, params: FeatureDropoutParams, context: MethodContext) -> None:
         if not 0.0 <= params.p < 1.0:
             raise UserError(f"method.p: dropout rate must be in [0, 1), got {params.p}")
         self.params = params
@@ -51,5 +48,5 @@ class FeatureDropout:
         return out
 
     def training_step(self, model: MultiModalNet, batch: Batch) -> dict[str, torch.Tensor]:
-        out = model.fuse(self.drop(model.encode(batch.inputs)))
+        out = model(batch.inputs, features_hook=self.drop)
         return {"task_loss": F.cross_entropy(out["logits"], batch.target)}

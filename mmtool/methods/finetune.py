@@ -9,53 +9,50 @@ learning rate, ``optim.lr * method.encoder_lr_scale`` (A.6: "We set the classifi
 and 0 of that 1e-3). The default scale 1 is plain pre-train + fine-tune (paper 001, Table 2) and Table
 15's best top-1 row; 0 keeps the pre-trained encoders fixed.
 
-The encoders are initialised in ``check_model``, which the loop calls once before it builds the
+The encoders are initialised in ``setup``, which the loop calls once before it builds the
 optimizer and, on ``--resume``, before it restores the checkpoint -- so a resumed run continues from its
 checkpoint, not from the teachers. The teachers themselves are only read.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
 from mmtool.data import Batch
 from mmtool.errors import UserError
-from mmtool.methods import METHODS, MethodContext
+from mmtool.methods import METHODS, Method, MethodContext
+from mmtool.methods.params import METHOD_REFERENCES, METHOD_SUMMARIES, FineTuneParams
 from mmtool.models import MultiModalNet
 
 
 @METHODS.register("finetune")
-class FineTune:
+class FineTune(Method):
     """Initialise every encoder from a uni-modal pre-trained model, then train end to end with CE;
     encoders learn at ``encoder_lr_scale`` times the recipe's learning rate."""
 
-    summary = "fine-tune from uni-modal pre-trained encoders (own encoder lr), CE on the fused logits"
-    reference = "paper 000, App. A.6 / Table 15; paper 001, Table 2"
+    Params = FineTuneParams
+    summary, reference = METHOD_SUMMARIES["finetune"], METHOD_REFERENCES["finetune"]
 
-    @dataclass(frozen=True)
-    class Params:
-        encoder_lr_scale: float = 1.0  # encoder lr = optim.lr * scale; Table 15 sweeps 1 ... 1e-3 and 0
-
-    def __init__(self, params: Params, context: MethodContext) -> None:
+    def __init__(self, params: FineTuneParams, context: MethodContext) -> None:
         if params.encoder_lr_scale < 0:
             raise UserError(f"method.encoder_lr_scale: must be >= 0, got {params.encoder_lr_scale}")
         if not context.teachers:
             raise UserError("method 'finetune' needs teachers=RUN_DIR (a `mmtool pretrain-unimodal` run)")
         self.params = params
-        self.teachers = context.teachers
+        self.teacher_names = sorted(context.teachers)
+        # the pre-trained encoders' weights, detached: the method only reads them, and holds no trainable tensor
+        self.sources = {m: t.encoders[m].state_dict() for m, t in context.teachers.items() if m in t.encoders}
         self.base_lr = context.lr
 
-    def check_model(self, model: MultiModalNet) -> None:
+    def setup(self, model: MultiModalNet) -> None:
         """Copy each teacher's encoder weights into the model's encoder of the same modality."""
         for m, encoder in model.encoders.items():
-            if m not in self.teachers:
+            if m not in self.sources:
                 raise UserError(
-                    f"method 'finetune': no pre-trained model for modality {m!r} (teachers: {sorted(self.teachers)})"
+                    f"method 'finetune': no pre-trained model for modality {m!r} (teachers: {self.teacher_names})"
                 )
-            source = self.teachers[m].encoders[m].state_dict()
+            source = self.sources[m]
             target = encoder.state_dict()
             if {k: v.shape for k, v in source.items()} != {k: v.shape for k, v in target.items()}:
                 raise UserError(f"model.encoder/model.hidden: the {m} encoder differs from the pre-trained one")

@@ -1,7 +1,8 @@
 """G-Blending: gradient blending (Wang et al., CVPR 2020), a baseline of paper 000 (Tables 1, 5, 8).
 
-The fused head and one extra linear head per modality (the Aux-CE heads) are trained with a weighted
-sum of their cross-entropies. The weights follow each head's overfitting-to-generalisation ratio,
+The fused head and one extra linear head per modality (the Aux-CE heads, attached to the model as
+``model.extras["aux"]``; see :mod:`mmtool.methods.aux_ce`) are trained with a weighted sum of their
+cross-entropies. The weights follow each head's overfitting-to-generalisation ratio,
 re-estimated online every ``super_epoch`` epochs (their Alg. 1, online version): with L_T and L_V a
 head's loss on the training and held-out data at the start of two consecutive super-epochs,
 
@@ -18,15 +19,15 @@ model selection): G-Blending's own extra split would take data away from trainin
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from mmtool.data import Batch
 from mmtool.errors import UserError
-from mmtool.methods import METHODS, MethodContext
-from mmtool.methods.aux_ce import AuxiliaryCE
+from mmtool.methods import METHODS, Method, MethodContext
+from mmtool.methods.common import attach_modality_heads, aux_logits
+from mmtool.methods.params import METHOD_REFERENCES, METHOD_SUMMARIES, GradientBlendingParams
 from mmtool.models import MultiModalNet
 
 FUSED = "fused"
@@ -49,31 +50,29 @@ def blend_weights(
 
 
 @METHODS.register("gblending")
-class GradientBlending(AuxiliaryCE):
+class GradientBlending(Method):
     """Weighted CE of the fused head and of one extra linear head per modality; weights from the OGR."""
 
-    summary = "G-Blending: fused + uni-modal head losses weighted by the overfitting-to-generalisation ratio"
-    reference = "Wang et al. 2020; paper 000, Tables 1 and 5"
+    Params = GradientBlendingParams
+    summary, reference = METHOD_SUMMARIES["gblending"], METHOD_REFERENCES["gblending"]
 
-    @dataclass(frozen=True)
-    class Params:
-        super_epoch: int = 5  # epochs between weight re-estimations
-        eps: float = 1.0e-8  # floor of O^2
-
-    def __init__(self, params: Params, context: MethodContext) -> None:
+    def __init__(self, params: GradientBlendingParams, context: MethodContext) -> None:
         if params.super_epoch < 1:
             raise UserError("method.super_epoch must be >= 1")
-        super().__init__(AuxiliaryCE.Params(), context)
         self.params = params
+        self.num_classes = context.num_classes
         if context.measure is None:
-            raise UserError("method 'gblending' measures losses on the train and validation splits: it needs a stage "
-                            "that provides them")
+            raise UserError(
+                "method 'gblending' measures losses on the train and validation splits: it needs a stage "
+                "that provides them"
+            )
         self.measure = context.measure
         self.weights: dict[str, float] = {}
         self.measured: dict[str, tuple[float, float]] = {}
 
-    def check_model(self, model: MultiModalNet) -> None:
-        super().check_model(model)
+    def setup(self, model: MultiModalNet) -> None:
+        """Attach the per-modality heads to the model (as Aux-CE does); equal weights to start with."""
+        attach_modality_heads(model, self.num_classes, "gblending")
         heads = [FUSED, *model.modalities]
         self.weights = self.weights or {k: 1.0 / len(heads) for k in heads}
 
@@ -87,11 +86,10 @@ class GradientBlending(AuxiliaryCE):
 
     def _losses(self, model: MultiModalNet) -> list[tuple[str, float, float]]:
         """(head, train loss, held-out loss) for the fused head and every auxiliary head."""
-        heads = self._heads()
 
         def forward(net: MultiModalNet, inputs: dict) -> dict:
             out = net(inputs)
-            return {"logits": out["logits"], "aux": {m: h(out["features"][m]) for m, h in heads.items()}}
+            return {"logits": out["logits"], "aux": aux_logits(out, "gblending")}
 
         per_split = {}
         for name in ("train", "val"):
@@ -103,8 +101,8 @@ class GradientBlending(AuxiliaryCE):
     def training_step(self, model: MultiModalNet, batch: Batch) -> dict[str, torch.Tensor]:
         out = model(batch.inputs)
         losses = {"task_loss": self.weights[FUSED] * F.cross_entropy(out["logits"], batch.target)}
-        for m, head in self._heads().items():
-            losses[f"aux_{m}_loss"] = self.weights[m] * F.cross_entropy(head(out["features"][m]), batch.target)
+        for m, z in aux_logits(out, "gblending").items():
+            losses[f"aux_{m}_loss"] = self.weights[m] * F.cross_entropy(z, batch.target)
         return losses
 
     def epoch_metrics(self) -> dict[str, float]:
@@ -112,9 +110,8 @@ class GradientBlending(AuxiliaryCE):
 
     def state_dict(self) -> dict:
         measured = {k: list(v) for k, v in self.measured.items()}
-        return {**super().state_dict(), "weights": dict(self.weights), "measured": measured}
+        return {"weights": dict(self.weights), "measured": measured}
 
     def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
         self.weights = dict(state["weights"])
         self.measured = {k: (v[0], v[1]) for k, v in state["measured"].items()}

@@ -13,19 +13,24 @@ direction must be orthogonal to the feature of the *previous* modality; we there
 gradient with ``P_{t-1}`` (built from the modalities seen before step t) and fold in the current mean
 feature afterwards, so ``grad_W P_{t-1} h_{t-1} ≈ 0``. The head bias is not projected. Test-time fusion
 (Eq. 6-8) is the shared head's fused output: entropy-weighted uni-modal logits.
+
+A step runs ``model(inputs, modalities=[m])``: the shared head on one modality gives exactly that
+modality's logits. With several processes the mean feature ``h`` is taken over every rank's samples
+(summed sums over summed counts), so ``P`` stays the same matrix on every rank.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from mmtool.data import Batch
 from mmtool.errors import UserError
-from mmtool.methods import METHODS, MethodContext
+from mmtool.methods import METHODS, Method, MethodContext
+from mmtool.methods.common import global_mean
+from mmtool.methods.params import METHOD_REFERENCES, METHOD_SUMMARIES, AlternatingUnimodalAdaptationParams
 from mmtool.models import MultiModalNet
+from mmtool.models.mmtm import MMTMNet
 
 
 def rls_update(p: torch.Tensor, h: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -36,29 +41,28 @@ def rls_update(p: torch.Tensor, h: torch.Tensor, alpha: float) -> torch.Tensor:
 
 
 @METHODS.register("mla")
-class AlternatingUnimodalAdaptation:
+class AlternatingUnimodalAdaptation(Method):
     """One modality per step through a shared head; the head's gradient is projected by RLS."""
 
-    summary = "MLA: alternating uni-modal steps, shared head with RLS gradient projection (head: shared)"
-    reference = "paper 003, Alg. 1, Eq. 1-8"
+    Params = AlternatingUnimodalAdaptationParams
+    summary, reference = METHOD_SUMMARIES["mla"], METHOD_REFERENCES["mla"]
+    helpers = ("current",)
 
-    @dataclass(frozen=True)
-    class Params:
-        alpha: float = 1.0  # Eq. 5 regulariser (the paper leaves its value open)
-        project: bool = True  # False: alternating training without the head-gradient modification
-
-    def __init__(self, params: Params, context: MethodContext) -> None:
+    def __init__(self, params: AlternatingUnimodalAdaptationParams, context: MethodContext) -> None:
         if params.alpha <= 0:
             raise UserError("method.alpha must be > 0")
         self.params = params
+        self.runtime = context.runtime
         self.modalities = list(context.modalities)
         self.step = 0  # global step counter t
         self.p: torch.Tensor | None = None
         self._mean_feature: torch.Tensor | None = None
 
-    def check_model(self, model: MultiModalNet) -> None:
+    def setup(self, model: MultiModalNet) -> None:
         if type(model.head).__name__ != "SharedHead":
             raise UserError("method 'mla' needs model.head: shared (one classifier shared by every modality)")
+        if isinstance(model, MMTMNet):
+            raise UserError("method 'mla' trains one modality per step: it needs model.fusion: late, not mmtm")
         self.modalities = self.modalities or model.modalities
         if self.p is None:
             dim = model.head.linear.in_features
@@ -69,9 +73,10 @@ class AlternatingUnimodalAdaptation:
 
     def training_step(self, model: MultiModalNet, batch: Batch) -> dict[str, torch.Tensor]:
         m = self.current()
-        features = model.encode({m: batch.inputs[m]})[m]  # (B, s): the input transform, then the encoder
-        self._mean_feature = features.detach().float().mean(0)  # Eq. 4
-        return {"task_loss": F.cross_entropy(model.head.classify(features), batch.target)}  # modality m only
+        out = model(batch.inputs, modalities=[m])  # modality m only, through the shared head: its own logits
+        features = out["features"][m]  # (B, s): the input transform, then the encoder
+        self._mean_feature = global_mean(self.runtime, features.detach().float())  # Eq. 4, over every rank
+        return {"task_loss": F.cross_entropy(out["logits"], batch.target)}
 
     def after_backward(self, model: MultiModalNet, step: int) -> None:
         weight = model.head.linear.weight

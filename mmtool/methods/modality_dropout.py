@@ -14,41 +14,37 @@ Readings chosen:
   head must learn to use on its own. (Element-wise dropout rescales because it thins every feature; here
   a sample either has a modality or does not.)
 
-Training only: ``training_step`` calls ``model.encode``, drops, then ``model.fuse``; evaluation runs
-``model(...)`` with every modality. Masks come from torch's CPU generator (saved in ``last.pt``), so a
-resumed run draws the same masks.
+Training only: ``training_step`` runs ``model(inputs, features_hook=drop)``, which drops between the
+encoders and the head; evaluation runs ``model(...)`` with every modality. Masks come from torch's CPU
+generator (saved in ``last.pt``), so a resumed run draws the same masks.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from mmtool.data import Batch
 from mmtool.errors import UserError
-from mmtool.methods import METHODS, MethodContext
+from mmtool.methods import METHODS, Method, MethodContext
+from mmtool.methods.params import METHOD_REFERENCES, METHOD_SUMMARIES, ModalityDropoutParams
 from mmtool.models import MultiModalNet
 
 
 @METHODS.register("modality_dropout")
-class ModalityDropout:
+class ModalityDropout(Method):
     """Naive fusion where, per training sample, one modality's features are zeroed with probability p."""
 
-    summary = "naive fusion + modality dropout: zero one modality's features per sample with prob. 1/3"
-    reference = "paper 000, App. A.5 / Table 14; paper 001, Table 2"
+    Params = ModalityDropoutParams
+    summary, reference = METHOD_SUMMARIES["modality_dropout"], METHOD_REFERENCES["modality_dropout"]
+    helpers = ("drop", "keep_masks")
 
-    @dataclass(frozen=True)
-    class Params:
-        p: float = 1.0 / 3.0  # App. A.5: "with probability 1/3"
-
-    def __init__(self, params: Params, context: MethodContext) -> None:
+    def __init__(self, params: ModalityDropoutParams, context: MethodContext) -> None:
         if not 0.0 <= params.p <= 1.0:
             raise UserError(f"method.p: modality dropout probability must be in [0, 1], got {params.p}")
         self.params = params
 
-    def check_model(self, model: MultiModalNet) -> None:
+    def setup(self, model: MultiModalNet) -> None:
         if len(model.modalities) < 2:
             raise UserError(f"method 'modality_dropout' needs two or more modalities, the model has {model.modalities}")
 
@@ -69,5 +65,5 @@ class ModalityDropout:
         return out
 
     def training_step(self, model: MultiModalNet, batch: Batch) -> dict[str, torch.Tensor]:
-        out = model.fuse(self.drop(model.encode(batch.inputs)))
+        out = model(batch.inputs, features_hook=self.drop)
         return {"task_loss": F.cross_entropy(out["logits"], batch.target)}

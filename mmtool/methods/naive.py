@@ -2,50 +2,57 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
 from mmtool.data import Batch
 from mmtool.errors import UserError
-from mmtool.methods import METHODS, MethodContext
+from mmtool.methods import METHODS, Method
+from mmtool.methods.common import branch_losses
+from mmtool.methods.params import (
+    METHOD_REFERENCES,
+    METHOD_SUMMARIES,
+    NaiveParams,
+    UniModalEnsembleParams,
+    UniModalParams,
+)
 from mmtool.models import MultiModalNet
 
 
+def fused_ce(model: MultiModalNet, batch: Batch) -> dict[str, torch.Tensor]:
+    """CE on the model's fused prediction: ``{"task_loss": ...}``."""
+    out = model(batch.inputs)
+    return {"task_loss": F.cross_entropy(out["logits"], batch.target)}
+
+
 @METHODS.register("naive")
-class NaiveFusion:
+class NaiveFusion(Method):
     """Naive late fusion: cross-entropy on the fused prediction, trained end to end from scratch."""
 
-    summary = "naive late fusion: CE on the fused logits (any head)"
-    reference = "paper 000, Sec. 3.2 / Table 5"
-
-    @dataclass(frozen=True)
-    class Params:
-        pass
-
-    def __init__(self, params: Params, context: MethodContext) -> None:
-        self.params = params
+    Params = NaiveParams
+    summary, reference = METHOD_SUMMARIES["naive"], METHOD_REFERENCES["naive"]
 
     def training_step(self, model: MultiModalNet, batch: Batch) -> dict[str, torch.Tensor]:
-        out = model(batch.inputs)
-        return {"task_loss": F.cross_entropy(out["logits"], batch.target)}
+        return fused_ce(model, batch)
 
 
 @METHODS.register("unimodal")
-class UniModal(NaiveFusion):
+class UniModal(Method):
     """Uni-modal training: a one-modality model with cross-entropy (what `pretrain-unimodal` runs)."""
 
-    summary = "uni-modal training of a one-modality model (teachers for UMT, members of UME)"
-    reference = "paper 000, Sec. 3.3"
+    Params = UniModalParams
+    summary, reference = METHOD_SUMMARIES["unimodal"], METHOD_REFERENCES["unimodal"]
 
-    def check_model(self, model: MultiModalNet) -> None:
+    def setup(self, model: MultiModalNet) -> None:
         if len(model.modalities) != 1:
             raise UserError(f"method 'unimodal' trains one modality, the model has {model.modalities}")
 
+    def training_step(self, model: MultiModalNet, batch: Batch) -> dict[str, torch.Tensor]:
+        return fused_ce(model, batch)
+
 
 @METHODS.register("ume")
-class UniModalEnsemble(NaiveFusion):
+class UniModalEnsemble(Method):
     """UME trained in one run: the sum of independent uni-modal CE losses over disjoint parameters.
 
     With the ``ensemble`` head every modality has its own encoder and classifier and no parameter is
@@ -54,23 +61,12 @@ class UniModalEnsemble(NaiveFusion):
     predictions"). `mmtool ensemble` does the same with separately pre-trained models.
     """
 
-    summary = "UME: independent uni-modal models, predictions averaged (needs head: ensemble)"
-    reference = "paper 000, Sec. 3.3 / App. A.2"
+    Params = UniModalEnsembleParams
+    summary, reference = METHOD_SUMMARIES["ume"], METHOD_REFERENCES["ume"]
 
-    @dataclass(frozen=True)
-    class Params:
-        # build the ensemble from the uni-modal models of `teachers` as they are, and train nothing
-        # (what `train --from-decision` does with a UME verdict)
-        from_teachers: bool = False
-
-    def check_model(self, model: MultiModalNet) -> None:
+    def setup(self, model: MultiModalNet) -> None:
         if type(model.head).__name__ != "EnsembleHead":
             raise UserError("method 'ume' needs model.head: ensemble (independent per-modality classifiers)")
 
     def training_step(self, model: MultiModalNet, batch: Batch) -> dict[str, torch.Tensor]:
-        return self.branch_losses(model(batch.inputs), batch.target)
-
-    @staticmethod
-    def branch_losses(out: dict, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One CE per modality's own prediction: ``{"ce_<m>_loss": ...}``."""
-        return {f"ce_{m}_loss": F.cross_entropy(z, target) for m, z in out["unimodal_logits"].items()}
+        return branch_losses(model(batch.inputs), batch.target)

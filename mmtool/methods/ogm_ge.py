@@ -10,19 +10,24 @@ gradient of a modality's encoder is multiplied by its ``k`` and, with ``gaussian
 Gaussian noise with the standard deviation of that gradient is added (GE). The original modulates only
 convolution kernels; mmtool modulates every encoder parameter, which for CNN encoders differs only in
 biases and normalisation parameters.
+
+With several processes the scores ``s_m`` are summed over every rank's samples before the ratio is
+taken, so every rank scales its (already averaged) gradients by the same ``k``. The ratio of sums needs
+no sample count.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from mmtool.data import Batch
 from mmtool.errors import UserError
-from mmtool.methods import METHODS, MethodContext
+from mmtool.methods import METHODS, Method, MethodContext
+from mmtool.methods.common import all_reduce_sum
+from mmtool.methods.params import METHOD_REFERENCES, METHOD_SUMMARIES, OGMGEParams
 from mmtool.models import MultiModalNet
 
 
@@ -37,29 +42,23 @@ def modulation_coefficients(scores: dict[str, float], alpha: float) -> dict[str,
 
 
 @METHODS.register("ogm_ge")
-class OGMGE:
+class OGMGE(Method):
     """CE on the fused prediction; encoder gradients of the dominant modality are scaled down."""
 
-    summary = "OGM-GE: scale down the dominant modality's encoder gradients (+ Gaussian noise)"
-    reference = "Peng et al. 2022; paper 000, Tables 1 and 5"
+    Params = OGMGEParams
+    summary, reference = METHOD_SUMMARIES["ogm_ge"], METHOD_REFERENCES["ogm_ge"]
 
-    @dataclass(frozen=True)
-    class Params:
-        alpha: float = 0.5  # the original tunes it per dataset (0.1 to 0.8 in its scripts)
-        start_epoch: int = 1  # first epoch with modulation (1-based)
-        end_epoch: int = 50  # last epoch with modulation
-        gaussian_enhancement: bool = True  # GE: add N(0, std(grad)^2) to modulated gradients
-
-    def __init__(self, params: Params, context: MethodContext) -> None:
+    def __init__(self, params: OGMGEParams, context: MethodContext) -> None:
         if params.alpha < 0 or params.start_epoch > params.end_epoch:
             raise UserError("method.alpha must be >= 0 and method.start_epoch <= method.end_epoch")
         self.params = params
+        self.runtime = context.runtime
         self.epoch = 1
         self.coeffs: dict[str, float] = {}
         self._sums: dict[str, float] = {}
         self._steps = 0
 
-    def check_model(self, model: MultiModalNet) -> None:
+    def setup(self, model: MultiModalNet) -> None:
         if type(model.head).__name__ != "LinearHead" or len(model.modalities) < 2:
             raise UserError("method 'ogm_ge' needs model.head: linear and at least two modalities")
 
@@ -70,11 +69,11 @@ class OGMGE:
         out = model(batch.inputs)
         with torch.no_grad():
             share = model.head.bias * (1 - 1 / len(model.modalities))  # W_m f_m + b  ->  W_m f_m + b / M
-            scores = {
-                m: float(F.softmax(z.float() - share, dim=1).gather(1, batch.target[:, None]).sum())
-                for m, z in out["unimodal_logits"].items()
-            }
-        self.coeffs = modulation_coefficients(scores, self.params.alpha)
+            uni = out["unimodal_logits"]
+            sums = torch.stack([F.softmax(z.float() - share, dim=1).gather(1, batch.target[:, None]).sum()
+                                for z in uni.values()])  # (M,) this rank's scores  # fmt: skip
+            sums = all_reduce_sum(self.runtime, sums)  # every rank's samples: one ratio, one k, on every rank
+        self.coeffs = modulation_coefficients(dict(zip(uni, sums.tolist(), strict=True)), self.params.alpha)
         return {"task_loss": F.cross_entropy(out["logits"], batch.target)}
 
     def after_backward(self, model: MultiModalNet, step: int) -> None:

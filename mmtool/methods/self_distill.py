@@ -21,7 +21,6 @@ frozen teacher that is itself a multi-modal fusion model (``method.teacher_run``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,28 +29,22 @@ import torch.nn.functional as F
 from mmtool.data import Batch
 from mmtool.engine.checkpoint import BEST, load_model
 from mmtool.errors import UserError
-from mmtool.methods import METHODS, MethodContext
+from mmtool.methods import METHODS, Method, MethodContext
+from mmtool.methods.params import METHOD_REFERENCES, METHOD_SUMMARIES, SelfDistillationParams
 from mmtool.models import MultiModalNet
 
 DEFAULT_WEIGHT = {"label": 1.0, "feature": 50.0}
 
 
 @METHODS.register("self_distill")
-class SelfDistillation:
+class SelfDistillation(Method):
     """CE on the fused prediction + distillation (soft labels or encoder features) from a frozen,
     trained naive-fusion model (paper 000, Sec. 4.3 / Table 8)."""
 
-    summary = "self-distillation from a trained naive-fusion run: CE + soft-label KL or feature MSE"
-    reference = "paper 000, Sec. 4.3 / Table 8; paper 001, Table 2"
+    Params = SelfDistillationParams
+    summary, reference = METHOD_SUMMARIES["self_distill"], METHOD_REFERENCES["self_distill"]
 
-    @dataclass(frozen=True)
-    class Params:
-        level: str = "label"  # label | feature (Table 8's two rows)
-        teacher_run: str | None = None  # a finished `mmtool train` run directory (naive fusion)
-        weight: float | None = None  # None: 1.0 for label, 50.0 for feature (module docstring)
-        temperature: float = 4.0  # label level only
-
-    def __init__(self, params: Params, context: MethodContext) -> None:
+    def __init__(self, params: SelfDistillationParams, context: MethodContext) -> None:
         if params.level not in DEFAULT_WEIGHT:
             raise UserError(f"method.level: expected 'label' or 'feature', got {params.level!r}")
         if params.temperature <= 0:
@@ -66,7 +59,7 @@ class SelfDistillation:
                 f"the data has {context.num_classes}"
             )
 
-    def check_model(self, model: MultiModalNet) -> None:
+    def setup(self, model: MultiModalNet) -> None:
         mods = self.teacher.modalities
         if sorted(mods) != sorted(model.modalities):
             raise UserError(

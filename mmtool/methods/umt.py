@@ -2,32 +2,25 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
 from mmtool.data import Batch
 from mmtool.errors import UserError
-from mmtool.methods import METHODS, MethodContext
+from mmtool.methods import METHODS, Method, MethodContext
+from mmtool.methods.params import METHOD_REFERENCES, METHOD_SUMMARIES, UniModalTeacherParams
 from mmtool.models import MultiModalNet
 
 
 @METHODS.register("umt")
-class UniModalTeacher:
+class UniModalTeacher(Method):
     """CE on the fused prediction (weight 1) + MSE between each student encoder's features and the
     frozen uni-modal teacher's features (weight 50 per modality), logged as separate losses."""
 
-    summary = "UMT: CE + 50 x MSE feature distillation from frozen uni-modal teachers"
-    reference = "paper 000, Alg. 1 / App. A.2"
+    Params = UniModalTeacherParams
+    summary, reference = METHOD_SUMMARIES["umt"], METHOD_REFERENCES["umt"]
 
-    @dataclass(frozen=True)
-    class Params:
-        task_weight: float = 1.0  # App. A.2
-        distill_weight: float = 50.0  # App. A.2
-        modalities: tuple[str, ...] = ()  # distilled modalities; empty = every modality with a teacher
-
-    def __init__(self, params: Params, context: MethodContext) -> None:
+    def __init__(self, params: UniModalTeacherParams, context: MethodContext) -> None:
         self.params = params
         if not context.teachers:
             raise UserError("method 'umt' needs teachers=RUN_DIR (a `mmtool pretrain-unimodal` run)")
@@ -40,7 +33,7 @@ class UniModalTeacher:
             teacher.eval()
             teacher.requires_grad_(False)
 
-    def check_model(self, model: MultiModalNet) -> None:
+    def setup(self, model: MultiModalNet) -> None:
         for m, teacher in self.teachers.items():
             if m not in model.encoders:
                 raise UserError(f"teacher modality {m!r} is not an input of the model ({model.modalities})")
@@ -53,7 +46,7 @@ class UniModalTeacher:
         losses = {"task_loss": self.params.task_weight * F.cross_entropy(out["logits"], batch.target)}
         for m, teacher in self.teachers.items():
             with torch.no_grad():
-                target = teacher.encode({m: batch.inputs[m]})[m]  # (B, D) frozen uni-modal features
+                target = teacher({m: batch.inputs[m]})["features"][m]  # (B, D) frozen uni-modal features
             student = out["features"][m].float()
             losses[f"distill_{m}_loss"] = self.params.distill_weight * F.mse_loss(student, target.float())
         return losses

@@ -157,6 +157,8 @@ class SharedHead(nn.Module):
 
     def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | dict]:
         uni = {m: self.linear(f) for m, f in features.items()}
+        if len(uni) == 1:  # one modality (MLA's training steps): its weight is 1, so the logits are its own,
+            return {"logits": next(iter(uni.values())), "unimodal_logits": uni}  # exactly classify(f)
         return {"logits": entropy_weighted_logits(list(uni.values())), "unimodal_logits": uni}
 
 

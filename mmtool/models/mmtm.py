@@ -11,16 +11,20 @@ training loss is the sum of the branch losses (Eq. 4; method ``ume``).
 training-set means): that is how paper 002 derives the single-modality variants for conditional
 utilization rates (Eq. 6-8). ``encode(inputs, excite_override)`` replaces a modality's excitation
 ``w_m`` by a fixed vector instead (its mean over earlier steps): the re-balancing steps of balanced
-multi-modal learning (paper 002, Eq. 13-14; method ``balanced``).
+multi-modal learning (paper 002, Eq. 13-14; method ``balanced``). ``forward`` takes the same options
+as keywords, which is how training methods use them (they reach the network through ``forward`` only).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from mmtool.errors import UserError
-from mmtool.models.base import MultiModalNet
+from mmtool.models.base import FeaturesHook, MultiModalNet
 
 
 def squeeze(a: torch.Tensor) -> torch.Tensor:
@@ -78,6 +82,30 @@ class MMTMNet(MultiModalNet):
             )
         self.points = points[0]
         self.mmtm = nn.ModuleList([MMTM(encs[0].block_dims[k], encs[1].block_dims[k]) for k in self.points])
+
+    def forward(
+        self,
+        inputs: dict[str, torch.Tensor],
+        *,
+        modalities: Sequence[str] | None = None,
+        features_hook: FeaturesHook | None = None,
+        squeeze_override: dict[str, list[torch.Tensor]] | None = None,
+        record: dict[str, list[torch.Tensor]] | None = None,
+        excite_override: dict[str, list[torch.Tensor]] | None = None,
+        excite_record: dict[str, list[torch.Tensor]] | None = None,
+    ) -> dict[str, Any]:
+        """:meth:`MultiModalNet.forward` with :meth:`encode`'s options. ``modalities`` may only name both
+        modalities: each branch reads the other one at every MMTM."""
+        if modalities is not None and sorted(modalities) != sorted(self.modalities):
+            raise ValueError(f"MMTMNet encodes both of its modalities {self.modalities}, not only {list(modalities)}")
+        features = self.encode(
+            inputs,
+            squeeze_override=squeeze_override,
+            record=record,
+            excite_override=excite_override,
+            excite_record=excite_record,
+        )
+        return self._predict(features, features_hook)
 
     def encode(
         self,

@@ -25,14 +25,15 @@ from mmtool.errors import UserError
 from mmtool.methods import MethodContext, build_method
 from mmtool.models import MultiModalNet, build_model, encoder_config, model_spec
 from mmtool.models.mmtm import MMTMNet
-from mmtool.runs import new_run_dir, read_json, require_run, write_env, write_json
+from mmtool.runs import lock_run, new_run_dir, read_json, require_run, unlock_run, write_env, write_json
 
 
 def start_run(recipe: Recipe, stage: str, tag: str, run_dir: str | Path | None) -> Path:
-    """Create the run directory and write config.yaml and env.json into it. The runtime is checked
-    first: a device or precision this machine lacks stops the command before any folder exists."""
+    """Create the run directory, take its lock, and write config.yaml and env.json into it. The runtime is
+    checked first: a device or precision this machine lacks stops the command before any folder exists."""
     runtime = Runtime.from_config(recipe.train)
     path = new_run_dir(recipe.runs_root, stage, recipe.data.name, tag, run_dir)
+    lock_run(path)
     save_recipe(recipe, path / "config.yaml")
     write_env(path, recipe.train.seed, runtime.describe())
     return path
@@ -40,22 +41,65 @@ def start_run(recipe: Recipe, stage: str, tag: str, run_dir: str | Path | None) 
 
 @contextmanager
 def new_run(recipe: Recipe, stage: str, tag: str, run_dir: str | Path | None) -> Iterator[Path]:
-    """:func:`start_run` for a ``with`` block: if a user error stops the stage before it trained or wrote
-    results, the directory this call created is removed again, so bad input leaves no half-run behind."""
+    """:func:`start_run` for a ``with`` block: if the command fails before it finished an epoch or wrote
+    results, the directory this call created is removed again, so a failed start leaves nothing that
+    blocks a rerun (a run that trained at least one epoch is kept: ``--resume`` continues it)."""
     existed = run_dir is not None and Path(run_dir).exists()
     path = start_run(recipe, stage, tag, run_dir)
     try:
         yield path
-    except UserError:
-        if not existed and not (path / "results.json").exists() and not (path / "checkpoints").exists():
+    except BaseException:
+        if not existed and not _has_progress(path):
+            unlock_run(path)
             shutil.rmtree(path, ignore_errors=True)
+            for parent in (path.parent, path.parent.parent):  # runs/<stage>/ and runs/, when this left them empty
+                try:
+                    parent.rmdir()
+                except OSError:
+                    break
         raise
 
 
-def resume_run(run_dir: str | Path) -> tuple[Path, Recipe]:
-    """Re-open a run directory and its resolved recipe for ``--resume``."""
+def _has_progress(path: Path) -> bool:
+    """Whether a run folder holds anything worth resuming: results, or a logged epoch."""
+    if (path / "results.json").exists():
+        return True
+    return any(p.stat().st_size > 0 for p in path.rglob("metrics.jsonl"))
+
+
+def resume_run(run_dir: str | Path, stage: str, overrides: list[str] | None = None, method: str | None = None
+               ) -> tuple[Path, Recipe]:  # fmt: skip
+    """Re-open a run directory for ``--resume``: its lock, and its recipe exactly as it was. A resume that
+    asks for anything else (another stage, method or recipe value) is refused, listing each change:
+    continuing a run under other settings would leave a config.yaml describing a run that never happened."""
     path = require_run(run_dir, "--resume", "--resume")
-    return path, load_recipe(path / "config.yaml")
+    saved = load_recipe(path / "config.yaml")
+    changes = []
+    if saved.stage != stage:
+        changes.append(f"stage: {saved.stage} -> {stage}")
+    if method is not None and method != saved.method.name:
+        changes.append(f"method: {saved.method.name} -> {method}")
+    if overrides:
+        wanted = load_recipe(path / "config.yaml", overrides)
+        changes += [f"{k}: {a!r} -> {b!r}" for k, (a, b) in _flat_diff(saved.to_dict(), wanted.to_dict()).items()]
+    if changes:
+        raise UserError(
+            f"--resume {path}: the run was made with other settings ({'; '.join(changes)}); resume it as it "
+            "is, or start a new run"
+        )
+    lock_run(path)
+    return path, saved
+
+
+def _flat_diff(a: dict, b: dict, prefix: str = "") -> dict[str, tuple]:
+    out: dict[str, tuple] = {}
+    for key in sorted(set(a) | set(b)):
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out.update(_flat_diff(x, y, f"{prefix}{key}."))
+        elif x != y:
+            out[f"{prefix}{key}"] = (x, y)
+    return out
 
 
 def finish(run_dir: Path, result: dict) -> dict:
@@ -105,6 +149,7 @@ def train_and_evaluate(
         num_classes=data.num_classes,
         modalities=tuple(modalities),
         device=str(runtime.device),
+        runtime=runtime,
         measure=measure,
         epochs=recipe.train.epochs,
         lr=recipe.optim.lr,

@@ -8,10 +8,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -162,42 +160,60 @@ def test_unknown_method_and_missing_teachers_exit_2(chain):
     assert other.returncode == 2 and "method.teacher_run" in other.stderr
 
 
-def test_killed_run_resumes_from_last_checkpoint(chain):
-    args = [
-        "train",
-        "naive",
-        "--dataset",
-        "tiny",
-        "train.epochs=4000",
-        "train.checkpoint_every=100",
-        "train.eval_every=50",
-        "--run-dir",
-        "killed",
-    ]
-    env = {**os.environ, "MMTOOL_RECIPES": str(REPO / "recipes"), "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mmtool.cli", *args],
-        cwd=chain,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    last = chain / "killed" / "checkpoints" / "last.pt"
-    deadline = time.time() + 120
-    while not last.exists() and time.time() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (chain / "killed" / "checkpoints" / "COMPLETE").exists(), "run finished before it could be killed"
-    killed_at = torch.load(last, weights_only=True)["epoch"]
-    assert 0 < killed_at < 4000
-
+def test_killed_run_resumes_exactly(chain):
+    """kill -9 after step 25 (full batch: epoch 25) of 30; --resume continues from epoch 20's checkpoint and
+    ends with the metrics and weights of an uninterrupted run, every evaluation logged exactly once."""
+    args = ["train", "naive", "-d", "tiny", "train.epochs=30", "train.checkpoint_every=10", "train.eval_every=5"]
+    mmtool(chain, *args, "--run-dir", "whole")
+    env = {**os.environ, "MMTOOL_RECIPES": str(REPO / "recipes"), "PYTHONPATH": str(REPO),
+           "MMTOOL_FAULT": "train_step:25:kill"}  # fmt: skip
+    killed = subprocess.run([sys.executable, "-m", "mmtool.cli", *args, "--run-dir", "killed"], cwd=chain, env=env,
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert killed.returncode == 137
+    assert torch.load(chain / "killed" / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 20
     out = json.loads(mmtool(chain, "train", "--resume", "killed").stdout)
-    assert (chain / "killed" / "checkpoints" / "COMPLETE").exists()
-    epochs = [json.loads(line)["epoch"] for line in (chain / "killed" / "metrics.jsonl").read_text().splitlines()]
-    assert epochs == list(range(50, 4001, 50))  # every evaluation exactly once, none lost, none doubled
-    assert out["best_epoch"] in epochs
+    assert (chain / "killed" / "metrics.jsonl").read_text() == (chain / "whole" / "metrics.jsonl").read_text()
+    best = [torch.load(chain / r / "checkpoints" / "best.pt", weights_only=True)["model"] for r in ("killed", "whole")]
+    assert all(torch.equal(best[0][k], best[1][k]) for k in best[1])
+    whole = json.loads((chain / "whole" / "results.json").read_text())
+    assert out["test_accuracy"] == whole["test_accuracy"] and out["best_epoch"] == whole["best_epoch"]
 
+
+def test_resume_refuses_other_settings_and_a_second_writer(chain):
+    from mmtool.runs import lock_run, unlock_run
+
+    mmtool(chain, "train", "naive", "-d", "tiny", "train.epochs=3", "--run-dir", "short")
+    changed = mmtool(chain, "train", "--resume", "short", "optim.lr=0.5", "train.epochs=9", check=False)
+    assert changed.returncode == 2 and len(changed.stderr.strip().splitlines()) == 1
+    assert "optim.lr: 0.2 -> 0.5" in changed.stderr and "train.epochs: 3 -> 9" in changed.stderr
+    other = mmtool(chain, "train", "umt", "--resume", "short", check=False)
+    assert other.returncode == 2 and "method: naive -> umt" in other.stderr
+    stage = mmtool(chain, "pretrain-unimodal", "--resume", "short", check=False)
+    assert stage.returncode == 2 and "stage: train -> pretrain" in stage.stderr
+    lock_run(chain / "short")  # this process holds the run, as a training process would
+    try:
+        busy = mmtool(chain, "train", "--resume", "short", check=False)
+    finally:
+        unlock_run(chain / "short")
+    assert busy.returncode == 2 and f"in use by pid {os.getpid()}" in busy.stderr
+    assert mmtool(chain, "train", "--resume", "short").returncode == 0  # free again
+
+
+def test_failures_before_the_first_epoch_leave_no_run_and_bad_checkpoints_are_one_line(chain, tmp_path):
+    env_fault = {"MMTOOL_FAULT": "train_step:1:raise"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "mmtool.cli", "train", "naive", "-d", "tiny", "--run-dir", str(tmp_path / "early")],
+        cwd=chain, env={**os.environ, "MMTOOL_RECIPES": str(REPO / "recipes"), "PYTHONPATH": str(REPO), **env_fault},
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode != 0 and "injected fault" in proc.stderr
+    assert not (tmp_path / "early").exists()
+    best = chain / "short" / "checkpoints" / "best.pt"
+    best.write_bytes(best.read_bytes()[:100])
+    bad = mmtool(chain, "probe", "-d", "tiny", "--run", "short", "--run-dir", str(tmp_path / "p"), check=False)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    assert "best.pt is truncated or not a checkpoint" in bad.stderr and "weights_only" not in bad.stderr
+    assert not (tmp_path / "p").exists()
 
 def test_ume_verdict_assembles_the_teachers_and_scores_what_decide_reported(chain):
     """paper 000, App. A.2: UME "directly average[s] the uni-modal models' predictions and no additional

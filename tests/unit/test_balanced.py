@@ -38,7 +38,7 @@ def batches(split, size=64, seed=0):
 def take_steps(model, method, batch_list, epoch, lr=0.1):
     """What the loop does for each batch: training_step, backward, SGD step, after_step; returns step kinds."""
     opt = torch.optim.SGD(model.parameters(), lr=lr)
-    method.check_model(model)
+    method.setup(model)
     method.on_epoch_start(model, epoch)
     kinds = []
     for step, batch in enumerate(batch_list):
@@ -220,11 +220,11 @@ def test_checks_model_and_params():
         balanced(window=0)
     from tests.unit.test_mmtm import mmtm_model as two_block
 
-    balanced().check_model(two_block()[0])
+    balanced().setup(two_block()[0])
     cfg = ModelConfig(encoder="mlp", hidden=(16,), head="ensemble")
     late = build_model(model_spec(cfg, DIMS, 2, list(TWO)))
     with pytest.raises(UserError, match="mmtm"):
-        balanced().check_model(late)
+        balanced().setup(late)
 
 
 def test_balanced_trains_cnn_branches(train_cfgs, tmp_path):

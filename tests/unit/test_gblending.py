@@ -33,13 +33,12 @@ def test_weights_follow_measured_ratio(make_model, alpha_splits):
     model, _ = make_model(head="linear")
     ctx = MethodContext(num_classes=2, modalities=("m1", "m2"), measure=measure_on(alpha_splits))
     method = build_method("gblending", {"super_epoch": 3}, ctx)
-    method.check_model(model)
+    method.setup(model)
     assert method.weights == pytest.approx({"fused": 1 / 3, "m1": 1 / 3, "m2": 1 / 3})
     opt = torch.optim.SGD(method.param_groups(model), lr=0.2)
     train, val = alpha_splits["train"], alpha_splits["val"]
-    before = {
-        k: (_losses_by_hand(model, method.aux, train)[k], v) for k, v in _losses_by_hand(model, method.aux, val).items()
-    }
+    aux = model.extras["aux"]  # the per-modality heads setup attached to the model
+    before = {k: (_losses_by_hand(model, aux, train)[k], v) for k, v in _losses_by_hand(model, aux, val).items()}
     batch = Batch(train.inputs, train.target)
     for epoch in (1, 2, 3):
         method.on_epoch_start(model, epoch)
@@ -47,7 +46,7 @@ def test_weights_follow_measured_ratio(make_model, alpha_splits):
         opt.zero_grad()
         loss.backward()
         opt.step()
-    lt, lv = _losses_by_hand(model, method.aux, train), _losses_by_hand(model, method.aux, val)
+    lt, lv = _losses_by_hand(model, aux, train), _losses_by_hand(model, aux, val)
     method.on_epoch_start(model, 4)  # a new super-epoch: weights re-estimated
     raw = {}
     for k in lt:

@@ -10,11 +10,11 @@ import torch
 
 from mmtool.config import ScheduleConfig
 from mmtool.data import Split
-from mmtool.engine.checkpoint import BEST, COMPLETE, LAST, load_checkpoint, load_model, save_checkpoint
+from mmtool.engine.checkpoint import BEST, COMPLETE, LAST, PREVIOUS, load_checkpoint, load_model, save_checkpoint
 from mmtool.engine.evaluate import evaluate
 from mmtool.engine.loop import fit
 from mmtool.errors import UserError
-from mmtool.methods import MethodContext, build_method
+from mmtool.methods import Method, MethodContext, build_method
 from mmtool.methods.naive import NaiveFusion
 
 CPU = torch.device("cpu")
@@ -121,7 +121,7 @@ def test_non_finite_loss_raises(make_model, alpha_splits, train_cfgs, tmp_path):
         fit(model, naive(), alpha_splits["train"], alpha_splits["val"], spec, tmp_path, optim, schedule, cfg, CPU)
 
 
-class _PoisonAt:
+class _PoisonAt(Method):
     """naive fusion whose loss becomes NaN at one (epoch, step): a deterministic non-finite loss."""
 
     def __init__(self, epoch: int, step: int) -> None:
@@ -190,7 +190,8 @@ def test_checkpoints_load_with_weights_only(make_model, alpha_splits, train_cfgs
     optim, schedule, cfg = train_cfgs(epochs=4, checkpoint_every=2, momentum=0.9)
     fit(model, naive(), alpha_splits["train"], alpha_splits["val"], spec, tmp_path, optim, schedule, cfg, CPU)
     ckpt_dir = tmp_path / "checkpoints"
-    assert sorted(p.name for p in ckpt_dir.iterdir()) == sorted([BEST, LAST, COMPLETE])
+    assert sorted(p.name for p in ckpt_dir.iterdir()) == sorted([BEST, LAST, PREVIOUS, COMPLETE])
+    assert torch.load(ckpt_dir / PREVIOUS, weights_only=True)["epoch"] == 2  # the one before, kept
     for name in (BEST, LAST):
         ckpt = torch.load(ckpt_dir / name, map_location="cpu", weights_only=True)
         assert ckpt["spec"] == spec

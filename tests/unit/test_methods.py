@@ -10,9 +10,11 @@ import torch
 import torch.nn.functional as F
 
 from mmtool.data import Batch
+from mmtool.engine.checkpoint import BEST, load_checkpoint
 from mmtool.engine.loop import fit
 from mmtool.errors import UserError
 from mmtool.methods import METHODS, MethodContext, build_method, describe
+from mmtool.models import build_model
 from tests.unit.conftest import measure_on
 
 
@@ -153,6 +155,10 @@ def test_every_method_trains(name, make_model, naive_run, alpha_splits, train_cf
     # the loss went down over a few full-batch steps
     first = json.loads(records[0])
     assert last["train_loss"] < first["train_loss"]
+    # best.pt holds the model its spec rebuilds, whatever extras the method attached for training
+    best = load_checkpoint(tmp_path / "checkpoints" / BEST)
+    build_model(spec).load_state_dict(best["model"])  # strict
+    assert not any(k.startswith("extras.") for k in best["model"])
 
 
 def test_methods_describe_themselves():
@@ -161,20 +167,20 @@ def test_methods_describe_themselves():
     assert all(summary and ref for _, summary, ref in rows)
 
 
-# ------------------------------------------------------------------------------------------ check_model
+# ------------------------------------------------------------------------------------------ setup
 def test_ume_needs_ensemble_head(make_model):
     model, _ = make_model(head="linear")
     method = build_method("ume", {}, MethodContext())
     with pytest.raises(UserError, match="ensemble"):
-        method.check_model(model)
-    method.check_model(make_model(head="ensemble")[0])
+        method.setup(model)
+    method.setup(make_model(head="ensemble")[0])
 
 
 def test_unimodal_needs_one_modality(make_model):
     method = build_method("unimodal", {}, MethodContext())
     with pytest.raises(UserError, match="one modality"):
-        method.check_model(make_model()[0])
-    method.check_model(make_model(("m1",))[0])
+        method.setup(make_model()[0])
+    method.setup(make_model(("m1",))[0])
 
 
 def test_ume_losses_are_independent_unimodal_ce(make_model, alpha_splits):
@@ -258,11 +264,11 @@ def test_umt_distillation_pulls_student_features_to_teacher(make_model, alpha_sp
         assert end[f"distill_{m}_loss"] < 0.5 * start[f"distill_{m}_loss"]
 
 
-def test_umt_feature_size_mismatch_fails_at_check_model(make_model, alpha_splits, train_cfgs, tmp_path):
+def test_umt_feature_size_mismatch_fails_at_setup(make_model, alpha_splits, train_cfgs, tmp_path):
     model, spec = make_model(hidden=(16,))
     method = build_method("umt", {}, MethodContext(teachers=make_teachers(make_model, hidden=(8,))))
     with pytest.raises(UserError, match="model.hidden"):
-        method.check_model(model)
+        method.setup(model)
     optim, schedule, cfg = train_cfgs(epochs=1)
     with pytest.raises(UserError, match="16 dims"):  # fit checks before training
         fit(model, method, alpha_splits["train"], alpha_splits["val"], spec, tmp_path, optim, schedule, cfg, "cpu")
@@ -273,7 +279,7 @@ def test_umt_teacher_modality_missing_from_student(make_model):
     model, _ = make_model(("m1",))
     method = build_method("umt", {}, MethodContext(teachers=make_teachers(make_model)))
     with pytest.raises(UserError, match="'m2'"):
-        method.check_model(model)
+        method.setup(model)
 
 
 def test_umt_needs_teachers(make_model):

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from mmtool.data import Batch
-from mmtool.engine.checkpoint import LAST, load_checkpoint, load_model
+from mmtool.engine.checkpoint import BEST, COMPLETE, LAST, list_snapshots, load_checkpoint, load_model
 from mmtool.engine.evaluate import evaluate
 from mmtool.engine.loop import fit
 from mmtool.errors import UserError
@@ -70,41 +70,80 @@ def test_attention_head_needs_equal_feature_sizes(make_model):
 def test_aux_ce_loss_is_fused_ce_plus_ce_of_separate_unimodal_heads(make_model, alpha_splits):
     model, _ = make_model(head="linear")
     method = build_method("aux_ce", {}, MethodContext(num_classes=2, modalities=TWO))
-    method.check_model(model)
+    with pytest.raises(RuntimeError, match="setup"):
+        method.training_step(model, whole(alpha_splits["train"]))
+    method.setup(model)
+    aux = model.extras["aux"]  # the heads belong to the model: its forward runs them
     split = alpha_splits["train"]
     losses = method.training_step(model, whole(split))
     assert set(losses) == {"task_loss", "aux_m1_loss", "aux_m2_loss"}
     with torch.no_grad():
-        torch.testing.assert_close(losses["task_loss"], F.cross_entropy(model(split.inputs)["logits"], split.target))
+        out = model(split.inputs)
+        torch.testing.assert_close(losses["task_loss"], F.cross_entropy(out["logits"], split.target))
         for m in TWO:
-            head = method.aux[m]
+            head = aux[m]
             z = model.encoders[m](split.inputs[m]) @ head.weight.T + head.bias
+            torch.testing.assert_close(out["aux_logits"][m], z)
             torch.testing.assert_close(losses[f"aux_{m}_loss"], F.cross_entropy(z, split.target))  # weight 1
     # an auxiliary loss trains its own head and encoder, never the fusion head
     losses["aux_m1_loss"].backward()
     assert all(p.grad is None for p in model.head.parameters())
     assert model.encoders["m2"].net[0].weight.grad is None
     assert model.encoders["m1"].net[0].weight.grad.abs().sum() > 0
-    assert method.aux["m1"].weight.grad.abs().sum() > 0
+    assert aux["m1"].weight.grad.abs().sum() > 0
+
+
+def test_aux_ce_heads_are_created_where_they_always_were_in_the_random_stream(make_model):
+    """The heads are drawn from torch's global generator at setup time exactly as before they moved into
+    the model (nn.Linear per modality, in the model's modality order), so runs keep their numbers."""
+    model, _ = make_model(head="linear")
+    torch.manual_seed(123)
+    build_method("aux_ce", {}, MethodContext(num_classes=2, modalities=TWO)).setup(model)
+    torch.manual_seed(123)
+    expected = {m: torch.nn.Linear(16, 2) for m in TWO}
+    for m in TWO:
+        assert torch.equal(model.extras["aux"][m].weight, expected[m].weight)
+        assert torch.equal(model.extras["aux"][m].bias, expected[m].bias)
 
 
 def test_aux_ce_heads_are_optimised_and_saved_for_resume(make_model, alpha_splits, train_cfgs, snapshot, tmp_path):
     model, spec = make_model(head="linear")
+    plain_keys = set(model.state_dict())
     method = build_method("aux_ce", {}, MethodContext(num_classes=2, modalities=TWO))
-    optim, schedule, cfg = train_cfgs(epochs=3, lr=0.1, momentum=0.9)
+    optim, schedule, cfg = train_cfgs(epochs=3, lr=0.1, momentum=0.9, snapshot_every=1)
     fit(model, method, alpha_splits["train"], alpha_splits["val"], spec, tmp_path, optim, schedule, cfg, "cpu")
+    aux = model.extras["aux"]
     ckpt = load_checkpoint(tmp_path / "checkpoints" / LAST)
-    n_model, n_aux = len(list(model.parameters())), len(list(method.aux.parameters()))
-    assert n_aux == 4 and len(ckpt["optimizer"]["param_groups"][0]["params"]) == n_model + n_aux
-    assert len(ckpt["optimizer"]["state"]) == n_model + n_aux  # every one took momentum steps
-    # a resumed run gets the trained heads back, not fresh ones
-    other = build_method("aux_ce", {}, MethodContext(num_classes=2, modalities=TWO))
-    other.check_model(model)
-    assert not torch.equal(other.aux["m1"].weight, method.aux["m1"].weight)
-    other.load_state_dict(ckpt["method"])
-    for k, v in snapshot(method.aux).items():
-        assert torch.equal(other.aux.state_dict()[k], v)
-    assert not any(k.startswith("aux") for k in load_model(tmp_path)[0].state_dict())  # the model is plain
+    n_model, n_aux = len(list(model.parameters())), len(list(aux.parameters()))
+    assert n_aux == 4 and len(ckpt["optimizer"]["param_groups"][0]["params"]) == n_model
+    assert len(ckpt["optimizer"]["state"]) == n_model  # every one, the heads too, took momentum steps
+    # last.pt holds the heads (a resume gets the trained ones back) ...
+    assert {k for k in ckpt["model"] if k.startswith("extras.aux.")} == {f"extras.aux.{m}.{p}" for m in TWO
+                                                                      for p in ("weight", "bias")}  # fmt: skip
+    assert set(ckpt["best_model"]) == plain_keys
+    # ... best.pt and the snapshots do not: they rebuild from the spec, strictly, as a plain model
+    assert set(load_checkpoint(tmp_path / "checkpoints" / BEST)["model"]) == plain_keys
+    for _, path in list_snapshots(tmp_path / "checkpoints"):
+        assert set(load_checkpoint(path)["model"]) == plain_keys
+    best, _ = load_model(tmp_path)
+    assert set(best.state_dict()) == plain_keys and len(best.extras) == 0
+
+
+def test_aux_ce_resume_restores_the_trained_heads(make_model, alpha_splits, train_cfgs, snapshot, tmp_path):
+    optim, schedule, cfg = train_cfgs(epochs=2, lr=0.1, momentum=0.9, checkpoint_every=1)
+    model, spec = make_model(head="linear")
+    method = build_method("aux_ce", {}, MethodContext(num_classes=2, modalities=TWO))
+    fit(model, method, alpha_splits["train"], alpha_splits["val"], spec, tmp_path, optim, schedule, cfg, "cpu")
+    trained = snapshot(model.extras["aux"])
+    (tmp_path / "checkpoints" / COMPLETE).unlink()
+    (tmp_path / "checkpoints" / BEST).unlink()
+    again, _ = make_model(head="linear", seed=7)
+    fresh = build_method("aux_ce", {}, MethodContext(num_classes=2, modalities=TWO))
+    longer = train_cfgs(epochs=2, lr=0.0, checkpoint_every=1)  # lr 0: what resume restored stays as it is
+    fit(again, fresh, alpha_splits["train"], alpha_splits["val"], spec, tmp_path, longer[0], schedule, longer[2],
+        "cpu", resume=True)  # fmt: skip
+    for k, v in trained.items():
+        assert torch.equal(again.extras["aux"].state_dict()[k], v), k
 
 
 class Killed(RuntimeError):
@@ -143,7 +182,7 @@ def test_resumed_run_equals_uninterrupted_run(name, make_model, alpha_splits, tr
             model, spec = make_model(head="linear", seed=99)
             method = build_method(name, {}, MethodContext(num_classes=2, modalities=TWO))
         fit(model, method, train, val, spec, out, optim, schedule, cfg, "cpu", resume=kind == "killed")
-        runs[kind] = {**model.state_dict(), **(method.aux.state_dict(prefix="aux.") if name == "aux_ce" else {})}
+        runs[kind] = model.state_dict()  # Aux-CE's heads included: they are model.extras["aux"]
     assert runs["whole"].keys() == runs["killed"].keys()
     for k, v in runs["whole"].items():
         assert torch.equal(v, runs["killed"][k]), k
@@ -220,7 +259,7 @@ def test_modality_dropout_trains_on_dropped_features_and_evaluates_on_all(make_m
 
 def test_modality_dropout_needs_two_modalities(make_model):
     with pytest.raises(UserError, match="two or more modalities"):
-        build_method("modality_dropout", {}, MethodContext()).check_model(make_model(("m1",))[0])
+        build_method("modality_dropout", {}, MethodContext()).setup(make_model(("m1",))[0])
     with pytest.raises(UserError, match="method.p"):
         build_method("modality_dropout", {"p": 1.5}, MethodContext())
 
@@ -249,7 +288,7 @@ def test_self_distill_feature_loss_is_50_mse_to_the_fusion_teacher(make_model, n
     teacher, _ = load_model(run)
     model, _ = make_model(head="mlp")
     method = build_method("self_distill", {"teacher_run": str(run), "level": "feature"}, MethodContext())
-    method.check_model(model)
+    method.setup(model)
     split = alpha_splits["train"]
     losses = method.training_step(model, whole(split))
     assert set(losses) == {"task_loss", "distill_m1_loss", "distill_m2_loss"}
@@ -286,9 +325,9 @@ def test_self_distill_refuses_missing_or_mismatched_teachers(make_model, naive_r
         build_method("self_distill", {"teacher_run": run}, MethodContext(num_classes=3))
     method = build_method("self_distill", {"teacher_run": run, "level": "feature"}, MethodContext())
     with pytest.raises(UserError, match="teacher's modalities"):
-        method.check_model(make_model(("m1",))[0])
+        method.setup(make_model(("m1",))[0])
     with pytest.raises(UserError, match="model.hidden"):
-        method.check_model(make_model(hidden=(8,))[0])
+        method.setup(make_model(hidden=(8,))[0])
 
 
 # ------------------------------------------------------------------------------------------ fine-tuning
@@ -296,7 +335,7 @@ def test_finetune_starts_from_the_pretrained_encoders(make_model, snapshot):
     model, _ = make_model()
     teachers = make_teachers(make_model)
     head = snapshot(model.head)
-    build_method("finetune", {}, MethodContext(teachers=teachers)).check_model(model)
+    build_method("finetune", {}, MethodContext(teachers=teachers)).setup(model)
     for m in TWO:
         for k, v in teachers[m].encoders[m].state_dict().items():
             assert torch.equal(model.encoders[m].state_dict()[k], v), (m, k)
@@ -338,10 +377,10 @@ def test_finetune_refuses_missing_or_mismatched_pretrained_encoders(make_model):
         build_method("finetune", {"encoder_lr_scale": -1.0}, MethodContext(teachers=make_teachers(make_model)))
     only_m1 = {"m1": make_teachers(make_model)["m1"]}
     with pytest.raises(UserError, match="no pre-trained model for modality 'm2'"):
-        build_method("finetune", {}, MethodContext(teachers=only_m1)).check_model(make_model()[0])
+        build_method("finetune", {}, MethodContext(teachers=only_m1)).setup(make_model()[0])
     method = build_method("finetune", {}, MethodContext(teachers=make_teachers(make_model, hidden=(8,))))
     with pytest.raises(UserError, match="model.hidden"):
-        method.check_model(make_model()[0])
+        method.setup(make_model()[0])
     scaled = build_method("finetune", {"encoder_lr_scale": 0.1}, MethodContext(teachers=make_teachers(make_model)))
     with pytest.raises(RuntimeError, match="MethodContext.lr"):
         scaled.param_groups(make_model()[0])

@@ -24,7 +24,7 @@ def _step(model, method, batch):
 def test_alternation_and_orthogonal_head_gradient(make_model, alpha_splits):
     model, _ = make_model(head="shared")
     method = build_method("mla", {"alpha": 1.0e-6}, MethodContext(num_classes=2, modalities=("m1", "m2")))
-    method.check_model(model)
+    method.setup(model)
     batch = Batch(alpha_splits["train"].inputs, alpha_splits["train"].target)
 
     raw0, h0 = _step(model, method, batch)  # t = 0: modality m1, gradient not projected
@@ -70,4 +70,4 @@ def test_shared_head_fuses_by_entropy(make_model, alpha_splits):
     uni = out["unimodal_logits"]
     assert torch.allclose(out["logits"], entropy_weighted_logits([uni["m1"], uni["m2"]]))
     with pytest.raises(UserError, match="shared"):
-        build_method("mla", {}, MethodContext(modalities=("m1", "m2"))).check_model(make_model(head="linear")[0])
+        build_method("mla", {}, MethodContext(modalities=("m1", "m2"))).setup(make_model(head="linear")[0])

@@ -29,7 +29,7 @@ def test_dominant_encoder_gradients_are_scaled(make_model, alpha_splits):
     model, _ = make_model(head="linear")
     batch = Batch(alpha_splits["train"].inputs, alpha_splits["train"].target)
     method = build_method("ogm_ge", {"alpha": 0.5, "gaussian_enhancement": False}, MethodContext())
-    method.check_model(model)
+    method.setup(model)
     method.on_epoch_start(model, 1)
     loss = sum(method.training_step(model, batch).values())
     loss.backward()
@@ -66,4 +66,4 @@ def test_no_modulation_outside_the_epoch_window(make_model, alpha_splits):
 def test_needs_a_linear_head(make_model):
     model, _ = make_model(head="mlp")
     with pytest.raises(UserError, match="linear"):
-        build_method("ogm_ge", {}, MethodContext()).check_model(model)
+        build_method("ogm_ge", {}, MethodContext()).setup(model)

@@ -1,0 +1,142 @@
+"""Every method's recipe options (the ``method:`` section), its one-line summary and its reference.
+
+This module imports nothing heavy (no torch, no mmtool.data, no mmtool.models): recipe validation
+(`mmtool validate`, :func:`mmtool.config.build_method_config`) and `mmtool train --list` read it without
+loading torch. Each method class takes its ``Params``, ``summary`` and ``reference`` from here, and
+registration checks that they agree (:data:`mmtool.methods.METHODS`).
+
+Params are frozen dataclasses of plain values; comments give each default's source.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class NaiveParams:
+    pass
+
+
+@dataclass(frozen=True)
+class UniModalParams:
+    pass
+
+
+@dataclass(frozen=True)
+class UniModalEnsembleParams:
+    # build the ensemble from the uni-modal models of `teachers` as they are, and train nothing
+    # (what `train --from-decision` does with a UME verdict)
+    from_teachers: bool = False
+
+
+@dataclass(frozen=True)
+class UniModalTeacherParams:
+    task_weight: float = 1.0  # App. A.2
+    distill_weight: float = 50.0  # App. A.2
+    modalities: tuple[str, ...] = ()  # distilled modalities; empty = every modality with a teacher
+
+
+@dataclass(frozen=True)
+class AuxiliaryCEParams:
+    aux_weight: float = 1.0  # Sec. 4.3: "all losses equal weights"
+
+
+@dataclass(frozen=True)
+class FeatureDropoutParams:
+    p: float = 0.5  # paper 001, Table 2: "0.5 dropout ratio"
+
+
+@dataclass(frozen=True)
+class ModalityDropoutParams:
+    p: float = 1.0 / 3.0  # App. A.5: "with probability 1/3"
+
+
+@dataclass(frozen=True)
+class SelfDistillationParams:
+    level: str = "label"  # label | feature (Table 8's two rows)
+    teacher_run: str | None = None  # a finished `mmtool train` run directory (naive fusion)
+    weight: float | None = None  # None: 1.0 for label, 50.0 for feature (see mmtool.methods.self_distill)
+    temperature: float = 4.0  # label level only
+
+
+@dataclass(frozen=True)
+class FineTuneParams:
+    encoder_lr_scale: float = 1.0  # encoder lr = optim.lr * scale; Table 15 sweeps 1 ... 1e-3 and 0
+
+
+@dataclass(frozen=True)
+class OGMGEParams:
+    alpha: float = 0.5  # the original tunes it per dataset (0.1 to 0.8 in its scripts)
+    start_epoch: int = 1  # first epoch with modulation (1-based)
+    end_epoch: int = 50  # last epoch with modulation
+    gaussian_enhancement: bool = True  # GE: add N(0, std(grad)^2) to modulated gradients
+
+
+@dataclass(frozen=True)
+class GradientBlendingParams:
+    super_epoch: int = 5  # epochs between weight re-estimations
+    eps: float = 1.0e-8  # floor of O^2
+
+
+@dataclass(frozen=True)
+class AlternatingUnimodalAdaptationParams:
+    alpha: float = 1.0  # Eq. 5 regulariser (the paper leaves its value open)
+    project: bool = True  # False: alternating training without the head-gradient modification
+
+
+@dataclass(frozen=True)
+class BalancedMultiModalParams:
+    mode: str = "guided"  # guided | random | vanilla
+    alpha: float = 0.1  # imbalance tolerance: paper 002 uses 0.1 on Colored-and-gray MNIST, 0.01 on ModelNet40
+    window: int = 5  # Q, re-balancing steps per window (paper 002: 5 on every dataset)
+    warmup_epochs: int = 1  # regular steps only (paper 002: the first epoch)
+
+
+METHOD_PARAMS: dict[str, type] = {
+    "aux_ce": AuxiliaryCEParams,
+    "balanced": BalancedMultiModalParams,
+    "dropout": FeatureDropoutParams,
+    "finetune": FineTuneParams,
+    "gblending": GradientBlendingParams,
+    "mla": AlternatingUnimodalAdaptationParams,
+    "modality_dropout": ModalityDropoutParams,
+    "naive": NaiveParams,
+    "ogm_ge": OGMGEParams,
+    "self_distill": SelfDistillationParams,
+    "ume": UniModalEnsembleParams,
+    "umt": UniModalTeacherParams,
+    "unimodal": UniModalParams,
+}
+
+METHOD_SUMMARIES: dict[str, str] = {
+    "aux_ce": "Aux-CE: CE on the fused logits + CE of extra uni-modal linear heads, equal weights",
+    "balanced": "greedy-learning fix: MMTM re-balancing steps guided by d_speed (guided/random/vanilla)",
+    "dropout": "naive fusion + dropout (p = 0.5) on the features before the head, training only",
+    "finetune": "fine-tune from uni-modal pre-trained encoders (own encoder lr), CE on the fused logits",
+    "gblending": "G-Blending: fused + uni-modal head losses weighted by the overfitting-to-generalisation ratio",
+    "mla": "MLA: alternating uni-modal steps, shared head with RLS gradient projection (head: shared)",
+    "modality_dropout": "naive fusion + modality dropout: zero one modality's features per sample with prob. 1/3",
+    "naive": "naive late fusion: CE on the fused logits (any head)",
+    "ogm_ge": "OGM-GE: scale down the dominant modality's encoder gradients (+ Gaussian noise)",
+    "self_distill": "self-distillation from a trained naive-fusion run: CE + soft-label KL or feature MSE",
+    "ume": "UME: independent uni-modal models, predictions averaged (needs head: ensemble)",
+    "umt": "UMT: CE + 50 x MSE feature distillation from frozen uni-modal teachers",
+    "unimodal": "uni-modal training of a one-modality model (teachers for UMT, members of UME)",
+}
+
+METHOD_REFERENCES: dict[str, str] = {
+    "aux_ce": "paper 000, Sec. 4.3 / Tables 5, 9",
+    "balanced": "Wu et al. 2022 (paper 002), Sec. 5 and Alg. 1",
+    "dropout": "paper 000, App. A.5 / Table 14; paper 001, Table 2",
+    "finetune": "paper 000, App. A.6 / Table 15; paper 001, Table 2",
+    "gblending": "Wang et al. 2020; paper 000, Tables 1 and 5",
+    "mla": "paper 003, Alg. 1, Eq. 1-8",
+    "modality_dropout": "paper 000, App. A.5 / Table 14; paper 001, Table 2",
+    "naive": "paper 000, Sec. 3.2 / Table 5",
+    "ogm_ge": "Peng et al. 2022; paper 000, Tables 1 and 5",
+    "self_distill": "paper 000, Sec. 4.3 / Table 8; paper 001, Table 2",
+    "ume": "paper 000, Sec. 3.3 / App. A.2",
+    "umt": "paper 000, Alg. 1 / App. A.2",
+    "unimodal": "paper 000, Sec. 3.3",
+}

@@ -1,0 +1,47 @@
+"""Checkpoint files: atomic rotation, damaged files skipped or named, pickled payloads refused."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+
+from mmtool.engine.checkpoint import LAST, PREVIOUS, latest_good, load_checkpoint, save_last
+from mmtool.errors import UserError
+
+
+def test_rotation_keeps_the_previous_checkpoint(tmp_path):
+    save_last(tmp_path, {"epoch": 1})
+    save_last(tmp_path, {"epoch": 2})
+    assert load_checkpoint(tmp_path / LAST)["epoch"] == 2 and load_checkpoint(tmp_path / PREVIOUS)["epoch"] == 1
+
+
+@pytest.mark.parametrize("damage", ["truncate", "empty", "garbage"])
+def test_a_damaged_last_falls_back_to_the_previous_with_a_warning(tmp_path, capsys, damage):
+    save_last(tmp_path, {"epoch": 1, "w": torch.ones(1000)})
+    save_last(tmp_path, {"epoch": 2, "w": torch.ones(1000)})
+    blob = (tmp_path / LAST).read_bytes()
+    damaged = {"truncate": blob[: len(blob) // 2], "empty": b"", "garbage": b"\x00junk" * 9}[damage]
+    (tmp_path / LAST).write_bytes(damaged)
+    assert latest_good(tmp_path)["epoch"] == 1
+    assert str(tmp_path / LAST) in capsys.readouterr().err
+    with pytest.raises(UserError, match="last.pt is (truncated|empty)") as err:
+        load_checkpoint(tmp_path / LAST)
+    assert "weights_only" not in str(err.value) and "\n" not in str(err.value)
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("this ran",))
+
+
+def test_a_pickled_payload_is_refused_naming_the_global(tmp_path, capsys):
+    path = tmp_path / "evil.pt"
+    torch.save({"epoch": 1, "x": _Payload()}, path)
+    with pytest.raises(UserError, match=r"holds a pickled object \((builtins\.)?print\)"):
+        load_checkpoint(path)
+    assert "this ran" not in capsys.readouterr().out
+    path.write_bytes(pickle.dumps({"epoch": 1}))  # a plain pickle, not torch's format
+    with pytest.raises(UserError):
+        load_checkpoint(path)
