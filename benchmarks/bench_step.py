@@ -20,7 +20,7 @@ numbers, their weights agree at the end; the report prints the largest differenc
 comparison is like for like.
 
 When a case misses the goal the script attributes the gap to the loop's own per-step pieces (moving the
-batch, the device-side loss sums, the loss total, the hook checks), each printed with its file and line:
+batch, the device-side loss sums, the loss total, the no-op hooks), each printed with its file and line:
 timed inside the real loop by running epochs with the piece replaced by a no-op (interleaved with the real
 loop), and alone in a tight loop of calls (cache-hot, so usually less). Whole-run costs of ``fit``
 (validation, checkpoints) are per epoch, not per step, and are what ``bench_loop.py`` measures.
@@ -33,8 +33,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import inspect
 import json
+import operator
 import os
 import statistics
 import sys
@@ -242,7 +244,7 @@ def attribute(sides: Sides, reps: int) -> list[dict]:
     so usually less)."""
     batch = sides.batches[0]
     losses = sides.method.training_step(sides.mm_model, batch)
-    total = sum(losses.values())
+    total = functools.reduce(operator.add, losses.values())
     sums = loop._DeviceSums(sides.runtime.device)
     step = iter(range(10**9))
     epoch = loop._train_epoch
@@ -257,9 +259,10 @@ def attribute(sides: Sides, reps: int) -> list[dict]:
          lambda: sums.add(next(step), losses, total, len(batch)), cut_sums),
         ("batch to device", where(epoch, "runtime.to_device("), where(Batch.to),
          lambda: sides.runtime.to_device(batch), lambda: sides.mmtool(staying)),
-        ("loss total", where(epoch, "sum(losses.values())"), "", lambda: sum(losses.values()), None),
-        ("hook checks", where(epoch, 'hasattr(method, "after_backward")'), "",
-         lambda: (hasattr(sides.method, "after_backward"), hasattr(sides.method, "after_step")), None),
+        ("loss total", where(epoch, "functools.reduce(operator.add, losses.values())"), "",
+         lambda: functools.reduce(operator.add, losses.values()), None),
+        ("no-op hooks", where(epoch, "method.after_backward("), "",
+         lambda: (sides.method.after_backward(None, 0), sides.method.after_step(None, 0)), None),
     ]  # fmt: skip
     out = []
     for name, at, defined, call, without in pieces:
