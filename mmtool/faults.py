@@ -3,11 +3,13 @@
 Code calls :func:`fault_point` at places where a real run can die (after a prep sample is recorded,
 after a training step). When the environment names that point, the ``count``-th call (1-based) performs
 the action: ``kill`` ends the process at once as ``kill -9`` would (``os._exit(137)``, no cleanup, no
-flushing), ``raise`` raises :class:`InjectedFault`. Without the variable a call costs one dict lookup.
+flushing), ``raise`` raises :class:`InjectedFault`, ``enospc`` raises the ``OSError`` of a full disk.
+Without the variable a call costs one dict lookup.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 
 _counts: dict[str, int] = {}
@@ -30,4 +32,6 @@ def fault_point(name: str) -> None:
         return
     if action == "raise":
         raise InjectedFault(f"injected fault at {name} #{_counts[name]}")
+    if action == "enospc":  # a full disk, as the kernel reports it
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     os._exit(137)

@@ -13,6 +13,7 @@ Layout of every run::
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import platform
@@ -24,22 +25,39 @@ from pathlib import Path
 from typing import Any
 
 from mmtool.errors import UserError
+from mmtool.faults import fault_point
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then rename over ``path``."""
+    """Write to a temp file in the same folder, fsync, then rename over ``path``.
+
+    A write the file system refuses (read-only folder, full disk, file too large, no permission) is a
+    :class:`UserError` naming the path; the temp file is removed and ``path`` keeps its previous content."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as fh:
+            fault_point("write")  # tests: MMTOOL_FAULT=write:N:enospc fails the N-th file write
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except OSError as err:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if err.errno in _STORAGE_ERRORS:
+            reason = err.strerror or str(err)
+            raise UserError(f"cannot write {path}: {reason} (its previous version, if any, is intact)") from None
         raise
+    except BaseException:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+_STORAGE_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.EDQUOT}
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -251,3 +251,17 @@ def test_impossible_runtime_exits_2_and_leaves_no_run(tmp_path, setting):
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("error: train.")
     assert not (tmp_path / "run").exists() and not (tmp_path / "runs").exists()
+
+
+def test_a_full_disk_is_one_line_and_leaves_complete_checkpoints(chain, tmp_path):
+    env = {**os.environ, "MMTOOL_RECIPES": str(REPO / "recipes"), "PYTHONPATH": str(REPO),
+           "MMTOOL_FAULT": "write:8:enospc"}  # fmt: skip
+    run = tmp_path / "full"
+    proc = subprocess.run([sys.executable, "-m", "mmtool.cli", "train", "naive", "-d", "tiny", "train.epochs=30",
+                           "train.checkpoint_every=5", "--run-dir", str(run)], cwd=chain, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert proc.stderr.startswith(f"error: cannot write {run}") and "No space left on device" in proc.stderr
+    assert not list(run.rglob("*.tmp"))
+    for ckpt in (run / "checkpoints").glob("*.pt"):
+        torch.load(ckpt, weights_only=True)  # every checkpoint on disk is complete

@@ -45,3 +45,16 @@ def test_a_pickled_payload_is_refused_naming_the_global(tmp_path, capsys):
     path.write_bytes(pickle.dumps({"epoch": 1}))  # a plain pickle, not torch's format
     with pytest.raises(UserError):
         load_checkpoint(path)
+
+
+def test_a_refused_write_names_the_path_and_keeps_the_previous_file(tmp_path, monkeypatch):
+    from mmtool import faults
+    from mmtool.runs import atomic_write_bytes
+
+    target = tmp_path / "last.pt"
+    atomic_write_bytes(target, b"good")
+    monkeypatch.setenv("MMTOOL_FAULT", "write:1:enospc")
+    monkeypatch.setattr(faults, "_counts", {})
+    with pytest.raises(UserError, match=r"cannot write .*last\.pt: No space left on device"):
+        atomic_write_bytes(target, b"new")
+    assert target.read_bytes() == b"good" and [p.name for p in tmp_path.iterdir()] == ["last.pt"]
