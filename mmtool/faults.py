@@ -3,7 +3,8 @@
 Code calls :func:`fault_point` at places where a real run can die (after a prep sample is recorded,
 after a training step). When the environment names that point, the ``count``-th call (1-based) performs
 the action: ``kill`` ends the process at once as ``kill -9`` would (``os._exit(137)``, no cleanup, no
-flushing), ``raise`` raises :class:`InjectedFault`, ``enospc`` raises the ``OSError`` of a full disk.
+flushing), ``raise`` raises :class:`InjectedFault`, ``enospc`` raises the ``OSError`` of a full disk,
+``oom`` torch's ``OutOfMemoryError``.
 Without the variable a call costs one dict lookup.
 """
 
@@ -34,4 +35,8 @@ def fault_point(name: str) -> None:
         raise InjectedFault(f"injected fault at {name} #{_counts[name]}")
     if action == "enospc":  # a full disk, as the kernel reports it
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    if action == "oom":  # the device (or the host) out of memory, as torch reports it
+        import torch
+
+        raise torch.OutOfMemoryError("CUDA out of memory (injected). Tried to allocate 2.00 GiB")
     os._exit(137)

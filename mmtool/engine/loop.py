@@ -39,6 +39,7 @@ from mmtool.engine.checkpoint import (
 from mmtool.engine.evaluate import evaluate
 from mmtool.engine.optim import build_optimizer, build_scheduler
 from mmtool.engine.runtime import Runtime
+from mmtool.errors import UserError
 from mmtool.faults import fault_point
 from mmtool.models import MultiModalNet
 from mmtool.runs import MetricsWriter, write_json
@@ -156,30 +157,52 @@ def _train_epoch(model, method, train, opt, scaler, epoch: int, cfg: TrainConfig
     sums = _DeviceSums(runtime.device)
     batches = train.loader(cfg.batch_size, train=True, seed=cfg.seed, epoch=epoch, workers=runtime.workers,
                            shard=runtime.shard, pin_memory=runtime.pin_memory)  # fmt: skip
-    for step, batch in enumerate(batches):
-        batch = runtime.to_device(batch)
-        with runtime.autocast():
-            losses = method.training_step(model, batch)
-        total = functools.reduce(operator.add, losses.values())  # no `0 + loss` kernel for one loss
-        opt.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(total).backward()
-            scaler.unscale_(opt)  # methods that rescale or project gradients see their true values
-        else:
-            total.backward()
-        method.after_backward(model, step)
-        if scaler is not None:
-            scaler.step(opt)
-            scaler.update()
-        else:
-            opt.step()
-        method.after_step(model, step)
-        sums.add(step, losses, total, len(batch))
-        fault_point("train_step")  # tests: MMTOOL_FAULT=train_step:N:kill dies here after the N-th step
-        if (step + 1) % runtime.log_every == 0:
-            sums.check(epoch)
+    step = 0
+    try:
+        for step, batch in enumerate(batches):
+            batch = runtime.to_device(batch)
+            fault_point("train_forward")  # tests: MMTOOL_FAULT=train_forward:N:oom runs out of memory here
+            with runtime.autocast():
+                losses = method.training_step(model, batch)
+            total = functools.reduce(operator.add, losses.values())  # no `0 + loss` kernel for one loss
+            opt.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(total).backward()
+                scaler.unscale_(opt)  # methods that rescale or project gradients see their true values
+            else:
+                total.backward()
+            method.after_backward(model, step)
+            if scaler is not None:
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
+            method.after_step(model, step)
+            sums.add(step, losses, total, len(batch))
+            fault_point("train_step")  # tests: MMTOOL_FAULT=train_step:N:kill dies here after the N-th step
+            if (step + 1) % runtime.log_every == 0:
+                sums.check(epoch)
+    except (torch.OutOfMemoryError, RuntimeError) as err:
+        if not is_out_of_memory(err):
+            raise
+        raise UserError(_oom_message(epoch, step, cfg, runtime)) from None
     sums.check(epoch)
     return sums.means()
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or the CPU allocator's failure (a RuntimeError)."""
+    text = str(err)
+    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
+
+
+def _oom_message(epoch: int, step: int, cfg: TrainConfig, runtime: Runtime) -> str:
+    lower = [f"train.batch_size (now {cfg.batch_size or 'the whole split'})"]
+    if runtime.precision == "fp32":
+        lower.append("train.precision=bf16" + ("/fp16" if runtime.device.type == "cuda" else ""))
+    if cfg.workers:
+        lower.append(f"train.workers (now {cfg.workers}) if host memory ran out")
+    return f"out of memory at epoch {epoch}, step {step} on {runtime.device}: lower {', or '.join(lower)}"
 
 
 class _DeviceSums:

@@ -265,3 +265,14 @@ def test_a_full_disk_is_one_line_and_leaves_complete_checkpoints(chain, tmp_path
     assert not list(run.rglob("*.tmp"))
     for ckpt in (run / "checkpoints").glob("*.pt"):
         torch.load(ckpt, weights_only=True)  # every checkpoint on disk is complete
+
+
+def test_out_of_memory_is_one_line_saying_what_to_lower(chain, tmp_path):
+    env = {**os.environ, "MMTOOL_RECIPES": str(REPO / "recipes"), "PYTHONPATH": str(REPO),
+           "MMTOOL_FAULT": "train_forward:1:oom"}  # fmt: skip
+    proc = subprocess.run([sys.executable, "-m", "mmtool.cli", "train", "naive", "-d", "tiny", "train.batch_size=64",
+                           "--run-dir", str(tmp_path / "oom")], cwd=chain, env=env, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert proc.stderr.startswith("error: out of memory at epoch 1, step 0 on cpu: lower train.batch_size (now 64)")
+    assert not (tmp_path / "oom").exists()  # nothing to resume: the failed start leaves no folder
