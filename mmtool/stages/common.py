@@ -9,12 +9,13 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from mmtool.analysis import plots
-from mmtool.config import Recipe, load_recipe, relative_to_recipe, save_recipe
+from mmtool.config import DataConfig, Recipe, load_recipe, relative_to_recipe, save_recipe
 from mmtool.data import ArraySource, Dataset, load_dataset
 from mmtool.engine.checkpoint import list_snapshots, load_model, model_from_checkpoint
 from mmtool.engine.evaluate import evaluate_splits
@@ -175,12 +176,50 @@ def init_pretrained(recipe: Recipe, model: MultiModalNet) -> None:
             load_pretrained(model.encoders[m], relative_to_recipe(recipe, path), f"model.encoders.{m}.pretrained")
 
 
-def load_unimodal_models(run_dir: str | Path | None, key: str = "teachers") -> dict[str, MultiModalNet]:
-    """The per-modality models of a `pretrain-unimodal` run: ``{modality: model}``."""
+COMMANDS = {"pretrain": "mmtool pretrain-unimodal", "train": "mmtool train", "probe": "mmtool probe",
+            "decide": "mmtool decide", "ensemble": "mmtool ensemble", "utilization": "mmtool utilization"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What kind of run a folder holds, read from its config.yaml (the one answer every stage uses)."""
+
+    path: Path
+    stage: str
+    method: str
+    data: DataConfig
+    finished: bool  # results.json written
+
+    def describe(self) -> str:
+        what = f"`{COMMANDS.get(self.stage, self.stage)}` run"
+        return what + (f" (method {self.method})" if self.stage == "train" else "")
+
+
+def run_info(run_dir: str | Path | None, key: str) -> RunInfo:
     path = require_run(run_dir, "this stage", key)
-    results = read_json(path / "results.json") if (path / "results.json").is_file() else None
-    if results is None or results.get("stage") != "pretrain":
-        raise UserError(f"{key}: {path} is not a finished `mmtool pretrain-unimodal` run (no results.json)")
+    recipe = load_recipe(path / "config.yaml")
+    return RunInfo(path, recipe.stage, recipe.method.name, recipe.data, (path / "results.json").is_file())
+
+
+def expect_run(run_dir: str | Path | None, key: str, stages: tuple[str, ...], finished: bool = False) -> RunInfo:
+    """The run at ``run_dir`` if it is of one of ``stages`` (and finished, when asked); else one line
+    saying what it is and what this stage needs."""
+    info = run_info(run_dir, key)
+    wanted = " or ".join(f"a `{COMMANDS[s]}` run" for s in stages)
+    if info.stage not in stages:
+        raise UserError(f"{key}: {info.path} is a {info.describe()}; this needs {wanted}")
+    if finished and not info.finished:
+        raise UserError(
+            f"{key}: {info.path} has not finished (no results.json); complete it with "
+            f"`{COMMANDS[info.stage]} --resume {info.path}`"
+        )
+    return info
+
+
+def load_unimodal_models(run_dir: str | Path | None, key: str = "teachers") -> dict[str, MultiModalNet]:
+    """The per-modality models of a finished `pretrain-unimodal` run: ``{modality: model}``."""
+    path = expect_run(run_dir, key, ("pretrain",), finished=True).path
+    results = read_json(path / "results.json")
     models = {}
     for m in results["modalities"]:
         model, _ = load_model(path, subdir=m)
@@ -201,7 +240,7 @@ def teachers_and_data(recipe: Recipe) -> tuple[Dataset, Runtime, dict[str, Multi
 def load_encoders(run_dir: str | Path | None) -> tuple[dict[str, MultiModalNet], dict[str, Path]]:
     """The models whose encoders a pretrain run (one per modality) or a fusion run (one for all) holds:
     ``({modality: model}, {modality: folder of its checkpoint, where its features are cached})``."""
-    path = require_run(run_dir, "this stage", "run")
+    path = expect_run(run_dir, "run", ("pretrain", "train")).path
     if _is_fusion_run(path):
         model, _ = load_model(path)
         _check_separable(model, path)
@@ -242,7 +281,7 @@ def encoder_snapshots(run_dir: str | Path | None) -> Iterator[tuple[int, dict[st
 
 
 def _is_fusion_run(path: Path) -> bool:
-    return (path / "checkpoints" / "best.pt").is_file()
+    return run_info(path, "run").stage == "train"
 
 
 SAMPLE_FIELDS = ("name", "seed", "n", "test_fraction", "val_fraction", "split")  # what decides which samples

@@ -20,8 +20,8 @@ from mmtool.engine.evaluate import accuracy, confusion_matrix
 from mmtool.engine.inference import run_inference
 from mmtool.errors import UserError
 from mmtool.models.heads import average_log_probs, entropy_weighted_logits
-from mmtool.runs import atomic_write_text, require_run
-from mmtool.stages.common import check_same_data, finish, teachers_and_data, unimodal_predictions
+from mmtool.runs import atomic_write_text
+from mmtool.stages.common import check_same_data, expect_run, finish, teachers_and_data, unimodal_predictions
 
 
 def run(recipe: Recipe, run_dir: Path) -> dict:
@@ -48,7 +48,7 @@ def run(recipe: Recipe, run_dir: Path) -> dict:
 
 
 def _per_class(recipe: Recipe, data, runtime, models: dict, run_dir: Path) -> dict:
-    source = require_run(recipe.run, "ensemble", "run")
+    source = expect_run(recipe.run, "run", ("train",)).path
     check_same_data(recipe, source, "run")
     fusion, _ = load_model(source)
     test = data.splits["test"]

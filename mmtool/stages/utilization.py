@@ -11,14 +11,11 @@ from mmtool.data import load_dataset
 from mmtool.engine.checkpoint import load_model
 from mmtool.engine.runtime import Runtime
 from mmtool.errors import UserError
-from mmtool.runs import require_run
-from mmtool.stages.common import check_same_data, finish
+from mmtool.stages.common import check_same_data, expect_run, finish
 
 
 def run(recipe: Recipe, run_dir: Path) -> dict:
-    source = require_run(recipe.run, "utilization", "run")
-    if not (source / "checkpoints" / "best.pt").is_file():
-        raise UserError(f"run: {source} has no fusion model (checkpoints/best.pt); give a `mmtool train` run")
+    source = expect_run(recipe.run, "run", ("train",)).path
     check_same_data(recipe, source, "run")
     data = load_dataset(recipe.data)
     runtime = Runtime.from_config(recipe.train)

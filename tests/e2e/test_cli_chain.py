@@ -276,3 +276,22 @@ def test_out_of_memory_is_one_line_saying_what_to_lower(chain, tmp_path):
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
     assert proc.stderr.startswith("error: out of memory at epoch 1, step 0 on cpu: lower train.batch_size (now 64)")
     assert not (tmp_path / "oom").exists()  # nothing to resume: the failed start leaves no folder
+
+
+def test_runs_given_to_a_stage_are_told_apart_by_their_config(chain):
+    """One answer to "what kind of run is this": a fusion run is no teacher, an unfinished pretrain run is
+    no teacher yet, and utilization needs a fusion run."""
+    mmtool(chain, "train", "naive", "-d", "tiny", "train.epochs=2", "--run-dir", "fusion")
+    wrong = mmtool(chain, "decide", "-d", "tiny", "--teachers", "fusion", "--run-dir", "d-wrong", check=False)
+    assert wrong.returncode == 2
+    assert "is a `mmtool train` run (method naive); this needs a `mmtool pretrain-unimodal` run" in wrong.stderr
+    util = mmtool(chain, "utilization", "-d", "tiny", "--run", "pre", "--run-dir", "u-wrong", check=False)
+    assert util.returncode == 2
+    assert "is a `mmtool pretrain-unimodal` run; this needs a `mmtool train` run" in util.stderr
+    env = {**os.environ, "MMTOOL_RECIPES": str(REPO / "recipes"), "PYTHONPATH": str(REPO),
+           "MMTOOL_FAULT": "train_step:10:kill"}  # fmt: skip
+    args = ["pretrain-unimodal", "-d", "tiny", "train.checkpoint_every=5", "train.eval_every=5", "--run-dir", "half"]
+    subprocess.run([sys.executable, "-m", "mmtool.cli", *args], cwd=chain, env=env, capture_output=True, timeout=300)
+    half = mmtool(chain, "train", "umt", "-d", "tiny", "--teachers", "half", "--run-dir", "u-half", check=False)
+    assert half.returncode == 2 and "has not finished" in half.stderr
+    assert "mmtool pretrain-unimodal --resume half" in half.stderr
