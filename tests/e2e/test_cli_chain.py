@@ -160,23 +160,29 @@ def test_unknown_method_and_missing_teachers_exit_2(chain):
     assert other.returncode == 2 and "method.teacher_run" in other.stderr
 
 
-def test_killed_run_resumes_exactly(chain):
+@pytest.mark.parametrize("method", ["naive", "umt", "ogm_ge"])
+def test_killed_run_resumes_exactly(chain, method):
     """kill -9 after step 25 (full batch: epoch 25) of 30; --resume continues from epoch 20's checkpoint and
-    ends with the metrics and weights of an uninterrupted run, every evaluation logged exactly once."""
-    args = ["train", "naive", "-d", "tiny", "train.epochs=30", "train.checkpoint_every=10", "train.eval_every=5"]
-    mmtool(chain, *args, "--run-dir", "whole")
+    ends with the metrics and weights of an uninterrupted run, every evaluation logged exactly once: for
+    plain fusion, for distillation from frozen teachers, and for gradient modulation with random noise."""
+    recipe = ["-d", "tiny"] if method != "ogm_ge" else ["-r", str(REPO / "recipes/synth-gamma/ogm_ge.yaml"),
+                                                       "-r", str(REPO / "recipes/_base/tiny.yaml")]  # fmt: skip
+    extra = ["--teachers", "pre"] if method == "umt" else []
+    args = ["train", method, *recipe, *extra, "train.epochs=30", "train.checkpoint_every=10", "train.eval_every=5"]
+    whole, killed_dir = f"whole-{method}", f"killed-{method}"
+    mmtool(chain, *args, "--run-dir", whole)
     env = {**os.environ, "MMTOOL_RECIPES": str(REPO / "recipes"), "PYTHONPATH": str(REPO),
            "MMTOOL_FAULT": "train_step:25:kill"}  # fmt: skip
-    killed = subprocess.run([sys.executable, "-m", "mmtool.cli", *args, "--run-dir", "killed"], cwd=chain, env=env,
+    killed = subprocess.run([sys.executable, "-m", "mmtool.cli", *args, "--run-dir", killed_dir], cwd=chain, env=env,
                             capture_output=True, text=True, timeout=300)  # fmt: skip
     assert killed.returncode == 137
-    assert torch.load(chain / "killed" / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 20
-    out = json.loads(mmtool(chain, "train", "--resume", "killed").stdout)
-    assert (chain / "killed" / "metrics.jsonl").read_text() == (chain / "whole" / "metrics.jsonl").read_text()
-    best = [torch.load(chain / r / "checkpoints" / "best.pt", weights_only=True)["model"] for r in ("killed", "whole")]
+    assert torch.load(chain / killed_dir / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 20
+    out = json.loads(mmtool(chain, "train", "--resume", killed_dir).stdout)
+    assert (chain / killed_dir / "metrics.jsonl").read_text() == (chain / whole / "metrics.jsonl").read_text()
+    best = [torch.load(chain / r / "checkpoints" / "best.pt", weights_only=True)["model"] for r in (killed_dir, whole)]
     assert all(torch.equal(best[0][k], best[1][k]) for k in best[1])
-    whole = json.loads((chain / "whole" / "results.json").read_text())
-    assert out["test_accuracy"] == whole["test_accuracy"] and out["best_epoch"] == whole["best_epoch"]
+    reference = json.loads((chain / whole / "results.json").read_text())
+    assert out["test_accuracy"] == reference["test_accuracy"] and out["best_epoch"] == reference["best_epoch"]
 
 
 def test_resume_refuses_other_settings_and_a_second_writer(chain):
