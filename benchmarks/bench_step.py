@@ -10,7 +10,7 @@ same order, under the same autocast precision. Two cases:
 * ``resnet18``: two ResNet-18 branches (3x112x112 frames and 1x112x112 spectrograms, late fusion), where the
   step's arithmetic dominates: the ratio shows whether mmtool adds anything per step that matters;
 * ``mlp``: App. A.10's small MLP on two feature vectors, a step of well under a millisecond, where any
-  per-step bookkeeping of the loop (device-side loss sums, batch moves, hooks) shows.
+  per-step bookkeeping of the loop (loss sums, batch moves, hooks) shows.
 
 Why ratios: the machines differ (2 slow cores, AMX or AVX2 only, other jobs running), so an absolute
 speed means little; a ratio against the plain loop measured in the same process does. Repetitions are
@@ -20,7 +20,7 @@ numbers, their weights agree at the end; the report prints the largest differenc
 comparison is like for like.
 
 When a case misses the goal the script attributes the gap to the loop's own per-step pieces (moving the
-batch, the device-side loss sums, the loss total, the no-op hooks), each printed with its file and line:
+batch, the loss sums, the loss total, the no-op hooks), each printed with its file and line:
 timed inside the real loop by running epochs with the piece replaced by a no-op (interleaved with the real
 loop), and alone in a tight loop of calls (cache-hot, so usually less). Whole-run costs of ``fit``
 (validation, checkpoints) are per epoch, not per step, and are what ``bench_loop.py`` measures.
@@ -206,10 +206,7 @@ def per_call_us(fn: Callable[[], object], n: int = 2000) -> float:
 
 
 class _NoSums:
-    """Stand-in for the loop's device-side loss sums that keeps nothing (for the ablation only)."""
-
-    def __init__(self, device: torch.device) -> None:
-        pass
+    """Stand-in for the loop's loss sums that keeps nothing (for the ablation only)."""
 
     def add(self, *args: object) -> None:
         pass
@@ -230,12 +227,12 @@ class _BatchStays(Runtime):
 
 @contextmanager
 def _without_sums() -> Iterator[None]:
-    kept = loop._DeviceSums
-    loop._DeviceSums = _NoSums  # type: ignore[misc,assignment]
+    kept = loop._LossSums
+    loop._LossSums = _NoSums  # type: ignore[misc,assignment]
     try:
         yield
     finally:
-        loop._DeviceSums = kept  # type: ignore[misc]
+        loop._LossSums = kept  # type: ignore[misc]
 
 
 def attribute(sides: Sides, reps: int) -> list[dict]:
@@ -245,7 +242,7 @@ def attribute(sides: Sides, reps: int) -> list[dict]:
     batch = sides.batches[0]
     losses = sides.method.training_step(sides.mm_model, batch)
     total = functools.reduce(operator.add, losses.values())
-    sums = loop._DeviceSums(sides.runtime.device)
+    sums = loop._LossSums()
     step = iter(range(10**9))
     epoch = loop._train_epoch
     staying = _BatchStays(sides.runtime.device, sides.runtime.precision)
@@ -255,7 +252,7 @@ def attribute(sides: Sides, reps: int) -> list[dict]:
             sides.mmtool()
 
     pieces = [  # (what, where the loop calls it, where it is defined, one call alone, an epoch without it)
-        ("device-side loss sums", where(epoch, "sums.add("), where(loop._DeviceSums.add),
+        ("loss sums", where(epoch, "sums.add("), where(loop._LossSums.add),
          lambda: sums.add(next(step), losses, total, len(batch)), cut_sums),
         ("batch to device", where(epoch, "runtime.to_device("), where(Batch.to),
          lambda: sides.runtime.to_device(batch), lambda: sides.mmtool(staying)),

@@ -19,18 +19,14 @@ from __future__ import annotations
 import torch
 
 from mmtool.engine.evaluate import accuracy
-from mmtool.engine.inference import run_inference
+from mmtool.engine.inference import encode_only, run_inference
 from mmtool.models import MultiModalNet
 from mmtool.models.mmtm import MMTMNet
 
 
 def mean_features(model: MultiModalNet, split, runtime=None) -> dict[str, torch.Tensor]:
     """Training-set mean of every modality's encoder features: ``{m: (D,)}``."""
-
-    def forward(net: MultiModalNet, inputs: dict) -> dict:
-        return {"features": net.encode(inputs)}
-
-    feats = run_inference(model, split, runtime, want=("features",), forward=forward)["features"]
+    feats = run_inference(model, split, runtime, want=("features",), forward=encode_only)["features"]
     return {m: f.sum(0) / len(f) for m, f in feats.items()}
 
 

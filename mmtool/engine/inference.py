@@ -30,6 +30,11 @@ def _model_forward(model: nn.Module, inputs: dict[str, torch.Tensor]) -> dict[st
     return model(inputs)
 
 
+def encode_only(model: nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """A forward for frozen features: the encoders of the modalities in ``inputs``, no head."""
+    return {"features": model.encode(inputs)}
+
+
 @torch.no_grad()
 def run_inference(
     model: nn.Module,

@@ -8,9 +8,9 @@ checkpoint, and metrics logged after that checkpoint are dropped and recomputed)
 
 Data comes from the split's own loader, shuffled by (train.seed, epoch), so a resumed epoch reads the
 same batches. Device, precision (autocast, fp16 gradient scaling) and memory format come from the
-:class:`~mmtool.engine.runtime.Runtime`. The loop never waits for the device inside an epoch: losses are
-summed on the device and read back every ``train.log_every`` steps and at the end of the epoch; a
-non-finite loss is noticed then, and reported with the epoch, the first bad step and the loss terms
+:class:`~mmtool.engine.runtime.Runtime`. The loop never waits for the device inside an epoch: a step
+keeps references to its losses, read back in one transfer every ``train.log_every`` steps and at the end
+of the epoch; a non-finite loss is noticed then, and reported with the epoch, the first bad step and the loss terms
 that were not finite, before anything is validated or saved.
 """
 
@@ -73,7 +73,7 @@ def fit(
     model spec stored in checkpoints so later stages can rebuild the model. ``runtime`` may be a bare
     device, for callers that need no more than that.
     """
-    runtime = as_runtime(runtime, cfg)
+    runtime = Runtime.of(runtime, cfg)
     ckpt_dir = out_dir / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     metrics = MetricsWriter(out_dir / "metrics.jsonl")
@@ -143,18 +143,9 @@ def _rewind_best(ckpt_dir: Path, state: _State, spec: dict) -> None:
     save_checkpoint(best, {"model": state.best_weights, "spec": spec, "epoch": state.best_epoch, "val": state.best_val})
 
 
-def as_runtime(runtime: Runtime | torch.device | str, cfg: TrainConfig) -> Runtime:
-    """A :class:`Runtime` as given, or one on the given device with the recipe's other settings."""
-    if isinstance(runtime, Runtime):
-        return runtime
-    device = torch.device(runtime)
-    precision = "fp32" if cfg.precision == "auto" else cfg.precision
-    return Runtime(device, precision, cfg.channels_last, cfg.workers, cfg.eval_batch_size, max(1, cfg.log_every))
-
-
 def _train_epoch(model, method, train, opt, scaler, epoch: int, cfg: TrainConfig, runtime: Runtime) -> dict[str, float]:
     model.train()
-    sums = _DeviceSums(runtime.device)
+    sums = _LossSums()
     batches = train.loader(cfg.batch_size, train=True, seed=cfg.seed, epoch=epoch, workers=runtime.workers,
                            shard=runtime.shard, pin_memory=runtime.pin_memory)  # fmt: skip
     step = 0
@@ -205,12 +196,12 @@ def _oom_message(epoch: int, step: int, cfg: TrainConfig, runtime: Runtime) -> s
     return f"out of memory at epoch {epoch}, step {step} on {runtime.device}: lower {', or '.join(lower)}"
 
 
-class _DeviceSums:
+class _LossSums:
     """Running, sample-weighted loss sums and the first step whose loss was not finite. A step only keeps
-    references to its (detached) loss tensors; :meth:`check` stacks them, folds them into the sums and is
-    the only place the host waits for the device."""
+    references to its (detached) loss tensors; :meth:`check` stacks them on their device, reads them back
+    in one transfer and folds them into the sums: the only place the host waits for the device."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self) -> None:
         self.names: list[str] | None = None
         self.sums: list[float] | None = None  # each named loss, then their total
         self.seen = 0

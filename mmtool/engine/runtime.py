@@ -57,11 +57,17 @@ class Runtime:
         return cls(torch.device("cpu"))
 
     @classmethod
-    def of(cls, value: Runtime | torch.device | str | None) -> Runtime:
-        """``value`` itself, or an fp32 runtime on the given device (CPU when None)."""
+    def of(cls, value: Runtime | torch.device | str | None, train: Any = None) -> Runtime:
+        """``value`` itself, or a runtime on the given device (CPU when None) with the other settings of a
+        recipe's ``train:`` section when one is given (``precision: auto`` read as fp32), else fp32 defaults."""
         if isinstance(value, Runtime):
             return value
-        return cls(torch.device(value or "cpu"))
+        device = torch.device(value or "cpu")
+        if train is None:
+            return cls(device)
+        precision = "fp32" if train.precision == "auto" else train.precision
+        return cls(device, precision, train.channels_last, train.workers, train.eval_batch_size,
+                   max(1, train.log_every))  # fmt: skip
 
     # ------------------------------------------------------------------------------------------ compute
     @property

@@ -90,7 +90,7 @@ def _shape(d: int | list[int] | tuple[int, ...]) -> int | list[int]:
     return [int(x) for x in d] if isinstance(d, (list, tuple)) else int(d)
 
 
-def _entries(spec: dict) -> dict[str, dict]:
+def encoder_entries(spec: dict) -> dict[str, dict]:
     """Per-modality encoder entries of a spec, old (one encoder for all) or new."""
     if "encoders" in spec:
         return spec["encoders"]
@@ -100,7 +100,7 @@ def _entries(spec: dict) -> dict[str, dict]:
 def build_model(spec: dict) -> MultiModalNet:
     """Build a :class:`MultiModalNet` from a spec (see module docstring)."""
     encoders, transforms = {}, {}
-    for m, entry in _entries(spec).items():
+    for m, entry in encoder_entries(spec).items():
         in_dim = spec["modalities"][m]
         if entry.get("transform"):
             from mmtool.models.transforms import INPUT_TRANSFORMS

@@ -19,7 +19,7 @@ from mmtool.config import DataConfig, Recipe, load_recipe, relative_to_recipe, s
 from mmtool.data import ArraySource, Dataset, load_dataset
 from mmtool.engine.checkpoint import list_snapshots, load_model, model_from_checkpoint
 from mmtool.engine.evaluate import evaluate_splits
-from mmtool.engine.inference import run_inference
+from mmtool.engine.inference import encode_only, run_inference
 from mmtool.engine.loop import fit
 from mmtool.engine.runtime import Runtime
 from mmtool.errors import UserError
@@ -328,15 +328,11 @@ def frozen_features(
             if feats is None:
                 runtime.prepare_model(model)
                 feats = run_inference(model, split.select(mods), runtime, want=("features",),
-                                      forward=_encode_only)["features"]  # fmt: skip
+                                      forward=encode_only)["features"]  # fmt: skip
                 if folder:
                     _store(folder, key, name, feats)
             out[name].update(feats)
     return {name: ArraySource(feats, data.splits[name].targets()) for name, feats in out.items()}
-
-
-def _encode_only(model: MultiModalNet, inputs: dict[str, torch.Tensor]) -> dict:
-    return {"features": model.encode(inputs)}
 
 
 def data_key(recipe: Recipe, data: Dataset) -> str:

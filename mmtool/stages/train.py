@@ -17,7 +17,7 @@ from mmtool.engine.checkpoint import BEST, COMPLETE, save_checkpoint
 from mmtool.engine.evaluate import evaluate_splits
 from mmtool.engine.runtime import Runtime
 from mmtool.errors import UserError
-from mmtool.models import MultiModalNet, build_model
+from mmtool.models import MultiModalNet, build_model, encoder_entries
 from mmtool.runs import write_json
 from mmtool.stages.common import check_same_data, finish, load_unimodal_models, modalities_of, train_and_evaluate
 
@@ -74,10 +74,7 @@ def assemble_ensemble(
 def ensemble_spec(teachers: dict[str, MultiModalNet]) -> dict:
     """The spec of a model holding each teacher's encoder and head (read from the teachers' checkpoints)."""
     specs = {m: t.spec for m, t in teachers.items()}
-    encoders = {}
-    for m, s in specs.items():
-        entries = s.get("encoders") or {m: {"name": s["encoder"], "args": s["encoder_args"]}}
-        encoders[m] = entries[m]
+    encoders = {m: encoder_entries(spec)[m] for m, spec in specs.items()}
     return {
         "modalities": {m: s["modalities"][m] for m, s in specs.items()},
         "num_classes": next(iter(specs.values()))["num_classes"],
