@@ -230,10 +230,10 @@ def step_rate(
     method = build_method("naive", {}, MethodContext())
     cfg = TrainConfig(batch_size=len(batches[0]))
     if warm:
-        loop._train_epoch(model, method, PrebuiltBatches(batches[:1]), opt, None, 1, cfg, runtime)
+        loop.train_epoch(model, method, PrebuiltBatches(batches[:1]), opt, 1, cfg, runtime)
         batches = batches[1:]
     start = time.perf_counter()
-    loop._train_epoch(model, method, PrebuiltBatches(batches), opt, None, 2, cfg, runtime)
+    loop.train_epoch(model, method, PrebuiltBatches(batches), opt, 2, cfg, runtime)
     return sum(len(b) for b in batches) / (time.perf_counter() - start)
 
 

@@ -154,8 +154,8 @@ class Sides:
 
     def mmtool(self, runtime: Runtime | None = None) -> None:
         self.epoch += 1
-        loop._train_epoch(self.mm_model, self.method, self.source, self.mm_opt, None, self.epoch, self.cfg,
-                          runtime or self.runtime)  # fmt: skip
+        loop.train_epoch(self.mm_model, self.method, self.source, self.mm_opt, self.epoch, self.cfg,
+                         runtime or self.runtime)  # fmt: skip
 
     def weight_difference(self) -> float:
         """Largest absolute difference between the two models' parameters (0 when they did the same work)."""
@@ -208,6 +208,9 @@ def per_call_us(fn: Callable[[], object], n: int = 2000) -> float:
 class _NoSums:
     """Stand-in for the loop's loss sums that keeps nothing (for the ablation only)."""
 
+    def __init__(self, *args: object) -> None:
+        pass
+
     def add(self, *args: object) -> None:
         pass
 
@@ -242,7 +245,7 @@ def attribute(sides: Sides, reps: int) -> list[dict]:
     batch = sides.batches[0]
     losses = sides.method.training_step(sides.mm_model, batch)
     total = functools.reduce(operator.add, losses.values())
-    sums = loop._LossSums()
+    sums = loop._LossSums(sides.runtime)
     step = iter(range(10**9))
     epoch = loop._train_epoch
     staying = _BatchStays(sides.runtime.device, sides.runtime.precision)

@@ -9,13 +9,14 @@ summaries go to stderr. A user error prints one line and exits 2.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from mmtool.errors import UserError
+from mmtool.errors import Interrupted, UserError
 
 app = typer.Typer(
     add_completion=False,
@@ -331,6 +332,22 @@ def validate(
         typer.echo(f"ok  {path}  (stage {cfg.stage}, method {cfg.method.name})")
 
 
+def _resume_command(run_dir: Path) -> str:
+    """The command that continues ``run_dir`` (read from its config.yaml), as it was launched."""
+    import yaml
+
+    try:
+        stage = (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("stage")
+    except (OSError, yaml.YAMLError):
+        stage = None
+    command = {"pretrain": "pretrain-unimodal", "train": "train"}.get(stage or "")
+    if command is None:
+        return f"run the command again (a {stage or 'this'} run does not resume)"
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    launcher = f"torchrun --nproc_per_node {world} -m mmtool" if world > 1 else "mmtool"
+    return f"{launcher} {command} --resume {run_dir}"
+
+
 def main() -> None:
     """Console entry point: user errors print one line on stderr and exit 2."""
     try:
@@ -338,6 +355,10 @@ def main() -> None:
     except UserError as err:
         typer.echo(f"error: {err}", err=True)
         raise SystemExit(2) from None
+    except Interrupted as err:
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, one line for the whole job
+            typer.echo(f"{err}; resume with: {_resume_command(err.run_dir())}", err=True)
+        raise SystemExit(err.exit_code) from None
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         raise SystemExit(130) from None

@@ -174,6 +174,10 @@ class TrainConfig:
     batch_size: int = checked(0, at_least(0))  # 0 = full batch
     eval_every: int = checked(1, at_least(1))  # epochs between validation passes (and best-model selection)
     checkpoint_every: int = checked(10, at_least(0))  # epochs between resumable checkpoints; 0 = only at the end
+    # resumable checkpoints inside epochs too: every k optimizer steps and/or every m minutes (0 = off)
+    checkpoint_every_steps: int = checked(0, at_least(0))
+    checkpoint_every_minutes: float = checked(0.0, at_least(0))
+    keep_last: int = checked(2, at_least(1))  # resumable checkpoints kept: last.pt, last.prev.pt, last.prev2.pt, ...
     # keep the weights every k epochs (checkpoints/epoch_*.pt) for probes over training; 0 = none
     snapshot_every: int = checked(0, at_least(0))
     seed: int = checked(0, SEED)
@@ -185,6 +189,7 @@ class TrainConfig:
     eval_batch_size: int = checked(0, at_least(0))  # evaluation batch size; 0 = the dataset's default
     # steps between reading the running losses back from the device (progress only)
     log_every: int = checked(50, at_least(1))
+    sync_batchnorm: bool = False  # under torchrun: batch-norm statistics over the global batch (nn.SyncBatchNorm)
 
 
 @dataclass(frozen=True)

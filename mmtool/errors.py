@@ -8,3 +8,25 @@ is an internal error and keeps its traceback.
 
 class UserError(Exception):
     """An error caused by user input; the CLI prints ``str(err)`` and exits 2."""
+
+
+class Interrupted(Exception):
+    """SIGTERM or SIGINT stopped training after a resumable checkpoint was written. The CLI prints the
+    message with the command that resumes the run, and exits ``128 + signum`` (143 for SIGTERM, 130 for
+    SIGINT), as a process killed by that signal would."""
+
+    def __init__(self, signum: int, checkpoint, epoch: int, step: int | None) -> None:
+        import signal
+        from pathlib import Path
+
+        self.signum, self.checkpoint, self.epoch, self.step = signum, Path(checkpoint), epoch, step
+        self.exit_code = 128 + signum
+        where = f"epoch {epoch}, step {step}" if step is not None else f"the end of epoch {epoch}"
+        super().__init__(f"interrupted by {signal.Signals(signum).name} at {where}; saved {self.checkpoint}")
+
+    def run_dir(self):
+        """The run folder holding the checkpoint (the nearest parent with a config.yaml)."""
+        for parent in self.checkpoint.parents:
+            if (parent / "config.yaml").is_file():
+                return parent
+        return self.checkpoint.parent.parent

@@ -28,11 +28,29 @@ from mmtool.errors import UserError
 from mmtool.faults import fault_point
 
 
+_WRITER = True  # False in the processes of a distributed run other than rank 0
+
+
+def set_writer(is_writer: bool) -> None:
+    """Declare whether this process writes run files. In a distributed run only rank 0 does: every write
+    below (checkpoints, JSON, metrics, plots, caches) is a no-op in the other ranks, which compute the same
+    numbers and read what rank 0 wrote."""
+    global _WRITER
+    _WRITER = bool(is_writer)
+
+
+def is_writer() -> bool:
+    return _WRITER
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temp file in the same folder, fsync, then rename over ``path``.
 
     A write the file system refuses (read-only folder, full disk, file too large, no permission) is a
-    :class:`UserError` naming the path; the temp file is removed and ``path`` keeps its previous content."""
+    :class:`UserError` naming the path; the temp file is removed and ``path`` keeps its previous content.
+    Does nothing outside the writing process (:func:`set_writer`)."""
+    if not _WRITER:
+        return
     path = Path(path)
     tmp = None
     try:
@@ -147,12 +165,14 @@ class MetricsWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def write(self, record: dict[str, Any]) -> None:
+        if not _WRITER:
+            return
         with self.path.open("a") as fh:
             fh.write(json.dumps(record) + "\n")
 
     def truncate_after(self, epoch: int) -> None:
         """Drop records logged after ``epoch`` (work a resumed run will redo)."""
-        if not self.path.exists():
+        if not _WRITER or not self.path.exists():
             return
         keep = [
             line

@@ -8,8 +8,7 @@ import torch
 
 from mmtool.config import OptimConfig, ProbeConfig, ScheduleConfig, TrainConfig
 from mmtool.data import ArraySource
-from mmtool.engine.checkpoint import load_model
-from mmtool.engine.loop import fit
+from mmtool.engine.loop import fit, selected_model
 from mmtool.methods import MethodContext, build_method
 from mmtool.models import MultiModalNet, build_model
 
@@ -36,7 +35,7 @@ def train_linear_classifier(
     torch.manual_seed(seed)
     model = build_model(spec)
     method = build_method("naive", {}, MethodContext(num_classes=num_classes, modalities=tuple(spec["modalities"])))
-    fit(
+    fitted = fit(
         model,
         method,
         train,
@@ -49,5 +48,5 @@ def train_linear_classifier(
         "cpu",
         label="linear probe",
     )
-    best, _ = load_model(out_dir)
+    best = selected_model(fitted, out_dir, spec)
     return best

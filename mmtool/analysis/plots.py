@@ -70,7 +70,12 @@ def confusion(cm: list[list[int]], out: Path, title: str) -> Path:
 
 
 def _save(fig, plt, out: Path) -> Path:
+    from mmtool.runs import is_writer
+
     out = Path(out)
+    if not is_writer():  # another rank of a distributed run: rank 0 draws the same figure
+        plt.close(fig)
+        return out
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)

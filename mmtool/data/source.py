@@ -116,9 +116,12 @@ class SplitSource(Protocol):
         workers: int = 0,
         shard: Shard = Shard(),
         pin_memory: bool = False,
+        start: int = 0,
     ) -> Iterable[Batch]:
         """Batches of one epoch. ``train``: shuffled by (seed, epoch) with training transforms; otherwise in
-        order with evaluation transforms. ``batch_size`` <= 0 means the whole split in one batch."""
+        order with evaluation transforms. ``batch_size`` <= 0 means the whole split in one batch. ``start``
+        skips the first ``start`` batches without reading them (an epoch resumed from a mid-epoch
+        checkpoint): the batches that follow are those an uninterrupted epoch would have read."""
         ...
 
 
@@ -153,17 +156,18 @@ class ArraySource:
         workers: int = 0,
         shard: Shard = Shard(),
         pin_memory: bool = False,
+        start: int = 0,
     ) -> Iterator[Batch]:
         """In-memory batches (``workers`` and ``pin_memory`` have nothing to do here and are ignored)."""
         n = len(self)
-        if not train and shard.world_size == 1 and (batch_size <= 0 or batch_size >= n):
+        if not train and shard.world_size == 1 and start == 0 and (batch_size <= 0 or batch_size >= n):
             yield Batch(self.inputs, self.target, self.ids)  # the whole split, no copy
             return
         order = self._permutation(seed, epoch) if train else torch.arange(n)
         order = shard.take(order, pad=train)
-        size = len(order) if batch_size <= 0 else batch_size
-        for start in range(0, len(order), size):
-            idx = order[start : start + size]
+        size = max(len(order), 1) if batch_size <= 0 else batch_size
+        for first in range(start * size, len(order), size):
+            idx = order[first : first + size]
             yield Batch({m: x[idx] for m, x in self.inputs.items()}, self.target[idx], self.ids[idx])
 
     def _permutation(self, seed: int, epoch: int) -> torch.Tensor:
@@ -286,6 +290,7 @@ class DiskSource:
         workers: int = 0,
         shard: Shard = Shard(),
         pin_memory: bool = False,
+        start: int = 0,
     ) -> torch.utils.data.DataLoader:
         n = len(self)
         if train:
@@ -294,9 +299,9 @@ class DiskSource:
         else:
             order = torch.arange(n)
         order = shard.take(order, pad=train)
-        size = n if batch_size <= 0 else batch_size
+        size = max(len(order), 1) if batch_size <= 0 else batch_size
         loader, keys = self._loader(size, train, workers, pin_memory)
-        keys.keys = [(int(i), seed, epoch) for i in order]
+        keys.keys = [(int(i), seed, epoch) for i in order[start * size :]]
         return loader
 
     def _loader(self, batch_size: int, train: bool, workers: int, pin: bool):

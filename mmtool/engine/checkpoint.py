@@ -34,12 +34,32 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def save_last(ckpt_dir: Path, state: dict[str, Any]) -> None:
-    """Write the resumable checkpoint, keeping the one before it as ``last.prev.pt``."""
-    last = Path(ckpt_dir) / LAST
-    if last.exists():
-        os.replace(last, last.with_name(PREVIOUS))
-    save_checkpoint(last, state)
+def resumable(ckpt_dir: Path, keep: int = 2) -> list[Path]:
+    """The names of the ``keep`` newest resumable checkpoints, newest first: ``last.pt``, ``last.prev.pt``,
+    ``last.prev2.pt``, ..."""
+    names = [LAST, PREVIOUS, *(f"last.prev{k}.pt" for k in range(2, keep))]
+    return [Path(ckpt_dir) / n for n in names[:keep]]
+
+
+def save_last(ckpt_dir: Path, state: dict[str, Any], keep: int = 2) -> None:
+    """Write the resumable checkpoint ``last.pt``, keeping the ``keep - 1`` before it (``last.prev.pt``, ...,
+    oldest dropped): with ``keep >= 2`` a save that dies half-way always leaves a complete one behind."""
+    from mmtool.runs import is_writer
+
+    if not is_writer():
+        return
+    chain = resumable(ckpt_dir, max(keep, 1))
+    for older in _older_than(ckpt_dir, len(chain)):
+        older.unlink(missing_ok=True)  # a larger keep_last before: retention is what the recipe says now
+    for newer, older in zip(chain[-2::-1], chain[:0:-1], strict=True):
+        if newer.exists():
+            os.replace(newer, older)
+    save_checkpoint(chain[0], state)
+
+
+def _older_than(ckpt_dir: Path, keep: int) -> list[Path]:
+    kept = {p.name for p in resumable(ckpt_dir, keep)}
+    return [p for p in Path(ckpt_dir).glob("last.prev*.pt") if p.name not in kept]
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -70,10 +90,10 @@ def _why_unreadable(path: Path, err: Exception) -> str:
 
 
 def latest_good(ckpt_dir: Path) -> dict[str, Any] | None:
-    """The newest readable resumable checkpoint (``last.pt``, else ``last.prev.pt``), or None. A file that
-    cannot be read is skipped with a warning naming it."""
-    for name in (LAST, PREVIOUS):
-        path = Path(ckpt_dir) / name
+    """The newest readable resumable checkpoint (``last.pt``, else ``last.prev.pt``, ...), or None. A file
+    that cannot be read is skipped with a warning naming it."""
+    kept = len(list(Path(ckpt_dir).glob("last.prev*.pt"))) + 1
+    for path in resumable(ckpt_dir, kept + 1):
         if not path.exists():
             continue
         try:

@@ -4,7 +4,9 @@ Every stage and method that needs a model's outputs on data — validation in th
 scores, probes' features, decide's and the ensemble's predictions, utilization rates, G-Blending's loss
 measurements, MMTM statistics — goes through :func:`run_inference`. It reads the split batch by batch
 through the split's own loader (so on-disk data is decoded by workers and never held whole), runs the
-forward under the runtime's autocast, and gathers the requested outputs on the CPU in float32.
+forward under the runtime's autocast, and gathers the requested outputs on the CPU in float32. Under
+torchrun each rank reads its shard of the split and the results are gathered: every rank returns the
+whole split, in sample order.
 
 ``forward(model, inputs) -> dict`` replaces ``model(inputs)`` where an analysis needs another view of the
 model (features with a modality replaced by its mean, MMTM overrides); by default the model's own
@@ -74,8 +76,21 @@ def run_inference(
     finally:
         model.train(was_training)
     result: dict[str, Any] = {k: _cat(v) for k, v in parts.items()}
-    result["target"], result["ids"] = torch.cat(targets), torch.cat(ids)
+    empty = torch.empty(0, dtype=torch.long)  # a rank whose shard of a tiny split is empty
+    result["target"], result["ids"] = torch.cat(targets) if targets else empty, torch.cat(ids) if ids else empty
+    if runtime.distributed:  # each rank read its shard: every rank gets the whole split
+        result = _merge(runtime.gather_objects(result))
     return _in_id_order(result)
+
+
+def _merge(shards: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result from every rank's: each entry concatenated in rank order (ranks without samples have
+    only ``target`` and ``ids``)."""
+    out: dict[str, Any] = {}
+    for k in dict.fromkeys(k for s in shards for k in s):
+        parts = [s[k] for s in shards if k in s]
+        out[k] = {m: torch.cat([p[m] for p in parts]) for m in parts[0]} if isinstance(parts[0], dict) else torch.cat(parts)
+    return out
 
 
 def _collect(parts: dict[str, Any], key: str, value: Any) -> None:

@@ -19,8 +19,11 @@ from __future__ import annotations
 import functools
 import math
 import operator
+import signal
 import sys
-from dataclasses import dataclass
+import threading
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +33,10 @@ from mmtool.config import OptimConfig, ScheduleConfig, TrainConfig
 from mmtool.engine.checkpoint import (
     BEST,
     COMPLETE,
+    LAST,
     latest_good,
     load_checkpoint,
+    load_model,
     save_checkpoint,
     save_last,
     snapshot_path,
@@ -39,9 +44,9 @@ from mmtool.engine.checkpoint import (
 from mmtool.engine.evaluate import evaluate
 from mmtool.engine.optim import build_optimizer, build_scheduler
 from mmtool.engine.runtime import Runtime
-from mmtool.errors import UserError
+from mmtool.errors import Interrupted, UserError
 from mmtool.faults import fault_point
-from mmtool.models import MultiModalNet
+from mmtool.models import MultiModalNet, build_model
 from mmtool.runs import MetricsWriter, write_json
 
 
@@ -51,6 +56,17 @@ class FitResult:
     best_val: dict[str, float]
     epochs: int
     resumed_from: int | None
+    best_weights: dict[str, torch.Tensor] | None = None  # the selected model's weights (None: read best.pt)
+
+
+def selected_model(result: FitResult, out_dir: Path, spec: dict) -> MultiModalNet:
+    """The model selected on validation, in eval mode: from memory when :func:`fit` trained it (every rank
+    has it, whether or not rank 0 has finished writing best.pt), else from ``out_dir``'s best.pt."""
+    if result.best_weights is None:
+        return load_model(out_dir)[0]
+    model = build_model(spec)
+    model.load_state_dict(result.best_weights)
+    return model.eval()
 
 
 def fit(
@@ -71,35 +87,43 @@ def fit(
 
     ``train`` and ``val`` are split sources (:class:`~mmtool.data.source.SplitSource`). ``spec`` is the
     model spec stored in checkpoints so later stages can rebuild the model. ``runtime`` may be a bare
-    device, for callers that need no more than that.
+    device, for callers that need no more than that. SIGTERM and SIGINT end training after the current
+    step with a resumable checkpoint, raising :class:`Interrupted`.
     """
     runtime = Runtime.of(runtime, cfg)
     ckpt_dir = out_dir / "checkpoints"
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    if runtime.is_main:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
     metrics = MetricsWriter(out_dir / "metrics.jsonl")
     runtime.prepare_model(model)
     method.setup(model)  # attaches the method's trainable extras to the model, before the optimizer sees it
+    model = runtime.convert_sync_batchnorm(model)
     groups = method.param_groups(model)
     opt = build_optimizer(groups, optim)
     sched = build_scheduler(opt, schedule)
     scaler = runtime.grad_scaler()
+    step_model = runtime.wrap(model, find_unused_parameters=not method.uses_every_parameter)
     state = _State(best_epoch=0, best_val={"accuracy": -math.inf}, start=1)
     resumed = None
     if resume:
         if (ckpt_dir / COMPLETE).exists():
             return _finished(ckpt_dir)
-        last = latest_good(ckpt_dir)  # last.pt, or the one before it when last.pt is damaged
+        last = latest_good(ckpt_dir)  # last.pt, or an older one when last.pt is damaged
         if last is not None:
-            resumed = _restore(last, model, opt, sched, scaler, method, state)
+            resumed = _restore(last, model, opt, sched, scaler, method, state, runtime)
             metrics.truncate_after(resumed)
-            _rewind_best(ckpt_dir, state, spec)
+            if runtime.is_main:
+                _rewind_best(ckpt_dir, state, spec)
         else:
             metrics.truncate_after(0)
 
-    with _progress(cfg.epochs, state.start - 1, label) as advance:
+    run = _Run(model, step_model, method, opt, sched, scaler, state, spec, ckpt_dir, cfg, runtime)
+    with _progress(cfg.epochs, state.start - 1, label, runtime.is_main) as advance, _Signals() as signals:
+        run.signals = signals
         for epoch in range(state.start, cfg.epochs + 1):
-            method.on_epoch_start(model, epoch)
-            train_losses = _train_epoch(model, method, train, opt, scaler, epoch, cfg, runtime)
+            if state.partial is None:
+                method.on_epoch_start(model, epoch)  # a resumed epoch's method state already reflects it
+            train_losses = _train_epoch(run, train, epoch)
             record: dict[str, Any] = {"epoch": epoch, "lr": opt.param_groups[0]["lr"], **train_losses}
             record.update(method.epoch_metrics())
             if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
@@ -110,12 +134,20 @@ def fit(
                 save_checkpoint(
                     snapshot_path(ckpt_dir, epoch), {"model": model.weights(), "spec": spec, "epoch": epoch}
                 )
-            if cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0 and epoch < cfg.epochs:
-                _save_last(ckpt_dir, epoch, model, opt, sched, scaler, method, state, spec)
+            stop = run.stop_requested()
+            if stop or (cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0 and epoch < cfg.epochs):
+                run.save(epoch)
             advance(record)
-    _save_last(ckpt_dir, cfg.epochs, model, opt, sched, scaler, method, state, spec)
-    write_json(ckpt_dir / COMPLETE, {"epochs": cfg.epochs, "best_epoch": state.best_epoch, "best_val": state.best_val})
-    return FitResult(state.best_epoch, state.best_val, cfg.epochs, resumed)
+            if stop and epoch < cfg.epochs:
+                raise Interrupted(stop, ckpt_dir / LAST, epoch, None)
+        run.save(cfg.epochs)
+        write_json(ckpt_dir / COMPLETE, {"epochs": cfg.epochs, "best_epoch": state.best_epoch, "best_val": state.best_val})
+        stop = run.stop_requested()
+        if stop:  # training is complete; what follows (scoring the splits) is left to the resume
+            raise Interrupted(stop, ckpt_dir / LAST, cfg.epochs, None)
+    runtime.barrier()  # every rank leaves with rank 0's files complete
+    best = state.best_weights
+    return FitResult(state.best_epoch, state.best_val, cfg.epochs, resumed, best)
 
 
 @dataclass
@@ -124,6 +156,49 @@ class _State:
     best_val: dict[str, float]
     start: int
     best_weights: dict[str, torch.Tensor] | None = None  # copy of best.pt's weights, saved in last.pt
+    step: int = 0  # optimizer steps taken since the run began
+    partial: dict | None = None  # a mid-epoch checkpoint's position: {"step": k, "sums": ...}
+
+
+@dataclass
+class _Run:
+    """What a training step and a checkpoint need: the models, the optimizer state and the run's settings."""
+
+    model: Any
+    step_model: Any  # what training_step calls: the model, or DistributedDataParallel around it
+    method: Any
+    opt: Any
+    sched: Any
+    scaler: Any
+    state: _State
+    spec: dict
+    ckpt_dir: Path
+    cfg: TrainConfig
+    runtime: Runtime
+    signals: Any = None
+    last_save: float = field(default_factory=time.monotonic)
+
+    def stop_requested(self) -> int:
+        """The signal to stop for (agreed by every rank), or 0."""
+        got = self.signals.received if self.signals is not None else 0
+        if not self.runtime.distributed:
+            return got
+        return (got or signal.SIGTERM) if self.runtime.any_rank(bool(got)) else 0
+
+    def save_due(self, steps_done: int) -> bool:
+        """A mid-epoch checkpoint is due: every ``checkpoint_every_steps`` steps, or every
+        ``checkpoint_every_minutes`` by rank 0's clock (agreed by every rank)."""
+        cfg = self.cfg
+        due = bool(cfg.checkpoint_every_steps) and self.state.step % cfg.checkpoint_every_steps == 0
+        if cfg.checkpoint_every_minutes:
+            late = self.runtime.is_main and time.monotonic() - self.last_save >= 60 * cfg.checkpoint_every_minutes
+            due = due or self.runtime.any_rank(late)
+        return due
+
+    def save(self, epoch: int, partial: dict | None = None) -> None:
+        """``last.pt``: after ``epoch`` complete, or inside epoch ``epoch`` at ``partial``'s position."""
+        _save_last(self, epoch, partial)
+        self.last_save = time.monotonic()
 
 
 def _mark_best(state: _State, model, epoch: int, val: dict, spec: dict, ckpt_dir: Path) -> None:
@@ -143,18 +218,31 @@ def _rewind_best(ckpt_dir: Path, state: _State, spec: dict) -> None:
     save_checkpoint(best, {"model": state.best_weights, "spec": spec, "epoch": state.best_epoch, "val": state.best_val})
 
 
-def _train_epoch(model, method, train, opt, scaler, epoch: int, cfg: TrainConfig, runtime: Runtime) -> dict[str, float]:
+def train_epoch(model, method, source, opt, epoch: int, cfg: TrainConfig, runtime: Runtime, scaler=None
+                ) -> dict[str, float]:  # fmt: skip
+    """One training epoch of ``fit``'s loop on its own, without checkpoints or validation (benchmarks)."""
+    run = _Run(model, model, method, opt, None, scaler, _State(0, {}, 1), {}, Path("."), cfg, runtime)
+    return _train_epoch(run, source, epoch)
+
+
+def _train_epoch(run: _Run, train: Any, epoch: int) -> dict[str, float]:
+    """One epoch (or what is left of it after a mid-epoch resume); the epoch's mean losses."""
+    model, method, opt, scaler, cfg, runtime, state = (run.model, run.method, run.opt, run.scaler, run.cfg,
+                                                       run.runtime, run.state)  # fmt: skip
     model.train()
-    sums = _LossSums()
-    batches = train.loader(cfg.batch_size, train=True, seed=cfg.seed, epoch=epoch, workers=runtime.workers,
-                           shard=runtime.shard, pin_memory=runtime.pin_memory)  # fmt: skip
-    step = 0
+    first = state.partial["step"] if state.partial else 0
+    sums = _LossSums(runtime, state.partial["sums"] if state.partial else None)
+    state.partial = None
+    batches = train.loader(runtime.local_batch_size(cfg.batch_size), train=True, seed=cfg.seed, epoch=epoch,
+                           workers=runtime.workers, shard=runtime.shard, pin_memory=runtime.pin_memory,
+                           start=first)  # fmt: skip
+    step = first
     try:
-        for step, batch in enumerate(batches):
+        for step, batch in enumerate(batches, start=first):
             batch = runtime.to_device(batch)
             fault_point("train_forward")  # tests: MMTOOL_FAULT=train_forward:N:oom runs out of memory here
             with runtime.autocast():
-                losses = method.training_step(model, batch)
+                losses = method.training_step(run.step_model, batch)
             total = functools.reduce(operator.add, losses.values())  # no `0 + loss` kernel for one loss
             opt.zero_grad(set_to_none=True)
             if scaler is not None:
@@ -169,10 +257,17 @@ def _train_epoch(model, method, train, opt, scaler, epoch: int, cfg: TrainConfig
             else:
                 opt.step()
             method.after_step(model, step)
+            state.step += 1
             sums.add(step, losses, total, len(batch))
             fault_point("train_step")  # tests: MMTOOL_FAULT=train_step:N:kill dies here after the N-th step
             if (step + 1) % runtime.log_every == 0:
                 sums.check(epoch)
+            stop = run.stop_requested()
+            if stop or run.save_due(state.step):
+                sums.check(epoch)
+                run.save(epoch - 1, {"epoch": epoch, "step": step + 1, "sums": sums.state()})
+                if stop:
+                    raise Interrupted(stop, run.ckpt_dir / LAST, epoch, step + 1)
     except (torch.OutOfMemoryError, RuntimeError) as err:
         if not is_out_of_memory(err):
             raise
@@ -201,11 +296,16 @@ class _LossSums:
     references to its (detached) loss tensors; :meth:`check` stacks them on their device, reads them back
     in one transfer and folds them into the sums: the only place the host waits for the device."""
 
-    def __init__(self) -> None:
-        self.names: list[str] | None = None
-        self.sums: list[float] | None = None  # each named loss, then their total
-        self.seen = 0
+    def __init__(self, runtime: Runtime, saved: dict | None = None) -> None:
+        self.runtime = runtime
+        self.names: list[str] | None = saved["names"] if saved else None
+        self.sums: list[float] | None = saved["sums"] if saved else None  # each named loss, then their total
+        self.seen = saved["seen"] if saved else 0
         self.pending: list[tuple[int, list[torch.Tensor], int]] = []
+
+    def state(self) -> dict:
+        """The sums so far (call :meth:`check` first), for a mid-epoch checkpoint."""
+        return {"names": self.names, "sums": self.sums, "seen": self.seen}
 
     def add(self, step: int, losses: dict[str, torch.Tensor], total: torch.Tensor, n: int) -> None:
         if self.names is None:
@@ -216,13 +316,19 @@ class _LossSums:
         if not self.pending:
             return
         values = torch.stack([torch.stack(v).float() for _, v, _ in self.pending])  # (S, K + 1)
+        counts = [n for _, _, n in self.pending]
+        if self.runtime.distributed:  # every rank's samples: the same sums, and the same verdict, on every rank
+            weights = values.new_tensor(counts)[:, None]
+            both = self.runtime.all_reduce(torch.cat([values * weights, weights], dim=1))
+            counts = [int(c) for c in both[:, -1].tolist()]
+            values = both[:, :-1] / both[:, -1:]
         finite = torch.isfinite(values).all(dim=1)
         if not bool(finite.all()):
             first = int((~finite).nonzero()[0, 0])
             self._raise(epoch, self.pending[first][0], values[first].tolist())
         rows = values.double().tolist()  # one transfer; summed in order, in float64, as the steps came
         sums = self.sums or [0.0] * len(rows[0])
-        for row, (_, _, n) in zip(rows, self.pending, strict=True):
+        for row, n in zip(rows, counts, strict=True):
             sums = [acc + v * n for acc, v in zip(sums, row, strict=True)]
             self.seen += n
         self.sums = sums
@@ -263,36 +369,60 @@ def _step_scheduler(sched, record: dict[str, Any]) -> None:
         sched.step()
 
 
-def _save_last(ckpt_dir, epoch, model, opt, sched, scaler, method, state: _State, spec) -> None:
+def _save_last(run: _Run, epoch: int, partial: dict | None) -> None:
+    """The resumable checkpoint: everything an uninterrupted run would hold at this point, including each
+    rank's random state and, inside an epoch, the step reached and the epoch's loss sums so far."""
+    state, sched, scaler = run.state, run.sched, run.scaler
+    rng = run.runtime.gather_objects(_rng_state(run.runtime))  # every rank's, in rank order
     save_last(
-        ckpt_dir,
+        run.ckpt_dir,
         {
-            "epoch": epoch,
-            "model": model.state_dict(),
-            "optimizer": opt.state_dict(),
+            "epoch": epoch,  # epochs complete
+            "partial": partial or {},  # {"epoch": e, "step": k, "sums": ...}: k steps of epoch e done
+            "step": state.step,
+            "model": run.model.state_dict(),
+            "optimizer": run.opt.state_dict(),
             "scheduler": sched.state_dict() if sched is not None else {},
             "scaler": scaler.state_dict() if scaler is not None else {},
-            "torch_rng": torch.get_rng_state(),
-            "method": method.state_dict(),
+            "torch_rng": rng[0]["cpu"],
+            "rng": rng,
+            "method": run.method.state_dict(),
             "best_epoch": state.best_epoch,
             "best_val": state.best_val,
             "best_model": state.best_weights or {},
-            "spec": spec,
+            "spec": run.spec,
         },
+        keep=run.cfg.keep_last,
     )
 
 
-def _restore(ckpt, model, opt, sched, scaler, method, state: _State) -> int:
+def _rng_state(runtime: Runtime) -> dict[str, torch.Tensor]:
+    out = {"cpu": torch.get_rng_state()}
+    if runtime.device.type == "cuda":
+        out["cuda"] = torch.cuda.get_rng_state(runtime.device)
+    return out
+
+
+def _restore(ckpt, model, opt, sched, scaler, method, state: _State, runtime: Runtime) -> int:
+    """Load a resumable checkpoint; returns the number of complete epochs it holds."""
     model.load_state_dict(ckpt["model"])
     opt.load_state_dict(ckpt["optimizer"])
     if sched is not None and ckpt["scheduler"]:
         sched.load_state_dict(ckpt["scheduler"])
     if scaler is not None and ckpt.get("scaler"):
         scaler.load_state_dict(ckpt["scaler"])
-    torch.set_rng_state(ckpt["torch_rng"])
+    ranks = ckpt.get("rng") or [{"cpu": ckpt["torch_rng"]}]
+    mine = ranks[runtime.rank] if runtime.rank < len(ranks) else ranks[0]
+    torch.set_rng_state(mine["cpu"])
+    if "cuda" in mine and runtime.device.type == "cuda":
+        torch.cuda.set_rng_state(mine["cuda"], runtime.device)
     method.load_state_dict(ckpt["method"])
     state.best_epoch, state.best_val, state.start = ckpt["best_epoch"], ckpt["best_val"], ckpt["epoch"] + 1
     state.best_weights = ckpt["best_model"] or None
+    state.step = int(ckpt.get("step", 0))
+    partial = ckpt.get("partial") or None
+    if partial:
+        state.start, state.partial = partial["epoch"], {"step": partial["step"], "sums": partial["sums"]}
     return ckpt["epoch"]
 
 
@@ -306,12 +436,12 @@ def _finished(ckpt_dir: Path) -> FitResult:
 class _progress:
     """A rich progress bar on an interactive stderr; silent otherwise."""
 
-    def __init__(self, total: int, done: int, label: str) -> None:
-        self.total, self.done, self.label = total, done, label
+    def __init__(self, total: int, done: int, label: str, show: bool = True) -> None:
+        self.total, self.done, self.label, self.show = total, done, label, show
         self.bar = None
 
     def __enter__(self):
-        if sys.stderr.isatty():
+        if self.show and sys.stderr.isatty():
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -339,3 +469,31 @@ class _progress:
     def __exit__(self, *exc) -> None:
         if self.bar is not None:
             self.bar.stop()
+
+
+class _Signals:
+    """SIGTERM and SIGINT, while training, only set :attr:`received`: the loop then finishes its step,
+    saves a checkpoint and raises :class:`Interrupted`. A second signal (during that save, say) is recorded
+    and changes nothing, so it cannot leave a half-written checkpoint. Outside the main thread (where
+    Python allows no handler) signals keep their default behaviour."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if not self.received:
+            self.received = signum
+            print(f"{signal.Signals(signum).name}: saving a checkpoint after this step", file=sys.stderr, flush=True)
+
+    def __enter__(self) -> _Signals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)

@@ -10,6 +10,14 @@ asks which hardware it runs on.
 a CPU with AMX tiles (Sapphire Rapids and later). On CPUs without AMX, bf16 is emulated and several times
 *slower* than fp32, so auto picks fp32 there. The choice is by capability, read at run time, never by a
 CPU model name. ``fp16`` exists for CUDA only (with dynamic gradient scaling).
+
+Distributed data parallel: launched by ``torchrun`` (which sets ``RANK``, ``WORLD_SIZE`` and
+``LOCAL_RANK``), :meth:`Runtime.from_config` joins the process group (NCCL on CUDA, gloo on CPU), puts
+each rank on its own GPU (``cuda:LOCAL_RANK``), and declares rank 0 the only process that writes run
+files (:func:`mmtool.runs.set_writer`). A recipe runs unchanged: ``train.batch_size`` is the global batch,
+split evenly over the ranks, so every optimizer step sees the same samples as in one process. Control
+decisions that must be the same on every rank (stop on a signal, checkpoint now) travel over a small gloo
+group, so agreeing on them never waits for the GPU.
 """
 
 from __future__ import annotations
@@ -39,16 +47,21 @@ class Runtime:
     log_every: int = 50
     rank: int = 0
     world_size: int = 1
+    sync_batchnorm: bool = False
 
     @classmethod
     def from_config(cls, train: Any) -> Runtime:
-        """The runtime a recipe's ``train:`` section asks for; a user error when this machine can't."""
-        device = resolve_device(train.device)
+        """The runtime a recipe's ``train:`` section asks for; a user error when this machine can't. Under
+        ``torchrun`` this joins the process group (once per process)."""
+        rank, world_size, local_rank = launch_env()
+        device = resolve_device(train.device, local_rank if world_size > 1 else None)
         precision = resolve_precision(train.precision, device)
         if train.workers < 0:
             raise UserError(f"train.workers must be >= 0, got {train.workers}")
+        if world_size > 1:
+            init_distributed(device)
         runtime = cls(device, precision, bool(train.channels_last), int(train.workers), int(train.eval_batch_size),
-                      max(1, int(train.log_every)))  # fmt: skip
+                      max(1, int(train.log_every)), rank, world_size, bool(train.sync_batchnorm))  # fmt: skip
         runtime.apply_backend_flags()
         return runtime
 
@@ -75,6 +88,11 @@ class Runtime:
         return self.rank == 0
 
     @property
+    def distributed(self) -> bool:
+        """More than one rank, with the process group up (collectives would otherwise be identities)."""
+        return self.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized()
+
+    @property
     def shard(self) -> Shard:
         return Shard(self.rank, self.world_size)
 
@@ -92,7 +110,7 @@ class Runtime:
         """``tensor`` reduced over every rank, in place, and returned: how methods combine the statistics
         of their batches. The tensor itself, untouched, in one process (``world_size == 1``) or when no
         process group is initialised."""
-        if self.world_size == 1 or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        if not self.distributed:
             return tensor
         ops = {"sum": torch.distributed.ReduceOp.SUM, "max": torch.distributed.ReduceOp.MAX,
                "min": torch.distributed.ReduceOp.MIN}  # fmt: skip
@@ -100,6 +118,65 @@ class Runtime:
             raise ValueError(f"all_reduce: op must be one of {', '.join(ops)}, got {op!r}")
         torch.distributed.all_reduce(tensor, op=ops[op])
         return tensor
+
+    def local_batch_size(self, batch_size: int, key: str = "train.batch_size") -> int:
+        """This rank's share of a global batch size (0, the whole split, stays 0: each rank takes its shard)."""
+        if batch_size <= 0 or self.world_size == 1:
+            return batch_size
+        if batch_size % self.world_size:
+            raise UserError(
+                f"{key}={batch_size} is the global batch and must divide evenly over {self.world_size} processes"
+            )
+        return batch_size // self.world_size
+
+    def wrap(self, model: nn.Module, find_unused_parameters: bool = False) -> nn.Module:
+        """The module the training step calls: ``model`` itself in one process, else
+        ``DistributedDataParallel(model)`` (gradients averaged over the ranks during backward; rank 0's
+        weights and buffers broadcast at construction). ``find_unused_parameters`` for methods whose step
+        leaves part of the model out (one modality per step)."""
+        if not self.distributed:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused_parameters)
+
+    def convert_sync_batchnorm(self, model: nn.Module) -> nn.Module:
+        """With ``train.sync_batchnorm`` under several ranks, batch norms normalise with statistics of the
+        global batch (``nn.SyncBatchNorm``); otherwise each rank uses its own, as in one process."""
+        if self.sync_batchnorm and self.distributed:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        return model
+
+    # -------------------------------------------------------------------------------------- agreement
+    def barrier(self) -> None:
+        if self.distributed:
+            torch.distributed.barrier(group=_control_group())
+
+    def broadcast_object(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank (e.g. the run directory it created)."""
+        if not self.distributed:
+            return obj
+        box = [obj]
+        torch.distributed.broadcast_object_list(box, src=0, group=_control_group())
+        return box[0]
+
+    def gather_objects(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj``, in rank order, on every rank."""
+        if not self.distributed:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        torch.distributed.all_gather_object(out, obj, group=_control_group())
+        return out
+
+    def any_rank(self, flag: bool) -> bool:
+        """True on every rank when ``flag`` is true on any: how ranks agree to stop or save at the same
+        step. A one-element sum on the CPU control group; never a device synchronisation."""
+        if not self.distributed:
+            return flag
+        value = torch.tensor([1 if flag else 0], dtype=torch.int32)
+        torch.distributed.all_reduce(value, group=_control_group())
+        return bool(value.item())
 
     def grad_scaler(self) -> torch.amp.GradScaler | None:
         """A dynamic loss scaler for fp16 (bf16 and fp32 need none)."""
@@ -143,13 +220,63 @@ class Runtime:
             "threads": torch.get_num_threads(),
             "workers": self.workers,
             "world_size": self.world_size,
+            "backend": torch.distributed.get_backend() if self.distributed else None,
+            "sync_batchnorm": self.sync_batchnorm,
         }
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` -> a device this machine has, or a user error."""
+def launch_env() -> tuple[int, int, int]:
+    """(rank, world size, local rank) as ``torchrun`` sets them; (0, 1, 0) in a plain process."""
+    try:
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    except ValueError:
+        raise UserError("RANK, WORLD_SIZE and LOCAL_RANK must be integers (they are set by torchrun)") from None
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise UserError(f"RANK={rank} is not a rank of WORLD_SIZE={world_size}")
+    return rank, world_size, local_rank
+
+
+_CONTROL: dict[str, Any] = {}
+
+
+def init_distributed(device: torch.device) -> None:
+    """Join torchrun's process group (NCCL for CUDA devices, gloo for the CPU), once per process, and
+    make rank 0 the only writer of run files. The group is torn down when the process exits."""
+    import atexit
+
+    from mmtool.runs import set_writer
+
+    dist = torch.distributed
+    if not dist.is_available():
+        raise UserError("this torch build has no torch.distributed; run without torchrun")
+    if dist.is_initialized():
+        return
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    _CONTROL["group"] = dist.new_group(backend="gloo") if device.type == "cuda" else dist.group.WORLD
+    set_writer(dist.get_rank() == 0)
+    atexit.register(_shutdown)
+
+
+def _control_group() -> Any:
+    return _CONTROL.get("group")
+
+
+def _shutdown() -> None:
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
+    """``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` -> a device this machine has, or a user error. Under
+    torchrun (``local_rank`` given) ``auto`` and ``cuda`` mean this rank's GPU, ``cuda:LOCAL_RANK``."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and local_rank is not None:
+        name = f"cuda:{local_rank}"
     try:
         device = torch.device(name)
     except RuntimeError:

@@ -56,7 +56,7 @@ HOOKS = frozenset(
         "load_state_dict",
     }
 )
-CLASS_ATTRIBUTES = frozenset({"Params", "summary", "reference", "helpers"})
+CLASS_ATTRIBUTES = frozenset({"Params", "summary", "reference", "helpers", "uses_every_parameter"})
 
 
 class Method:
@@ -70,6 +70,9 @@ class Method:
     summary: ClassVar[str] = ""
     reference: ClassVar[str] = ""
     helpers: ClassVar[tuple[str, ...]] = ()  # public callables that are not hooks (e.g. ``drop``)
+    # False when a training step leaves part of the model out (MLA: one modality per step); DDP then
+    # looks for the parameters a step did not use
+    uses_every_parameter: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -46,6 +46,7 @@ class AlternatingUnimodalAdaptation(Method):
 
     Params = AlternatingUnimodalAdaptationParams
     summary, reference = METHOD_SUMMARIES["mla"], METHOD_REFERENCES["mla"]
+    uses_every_parameter = False  # a step runs one modality's encoder
     helpers = ("current",)
 
     def __init__(self, params: AlternatingUnimodalAdaptationParams, context: MethodContext) -> None:

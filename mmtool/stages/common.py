@@ -17,27 +17,33 @@ import torch
 from mmtool.analysis import plots
 from mmtool.config import DataConfig, Recipe, load_recipe, relative_to_recipe, save_recipe
 from mmtool.data import ArraySource, Dataset, load_dataset
-from mmtool.engine.checkpoint import list_snapshots, load_model, model_from_checkpoint
+from mmtool.engine.checkpoint import LAST, list_snapshots, load_model, model_from_checkpoint
 from mmtool.engine.evaluate import evaluate_splits
 from mmtool.engine.inference import encode_only, run_inference
-from mmtool.engine.loop import fit
+from mmtool.engine.loop import fit, selected_model
 from mmtool.engine.runtime import Runtime
 from mmtool.errors import UserError
 from mmtool.methods import MethodContext, build_method
 from mmtool.models import MultiModalNet, build_model, encoder_config, model_spec
 from mmtool.models.mmtm import MMTMNet
-from mmtool.runs import lock_run, new_run_dir, read_json, require_run, unlock_run, write_env, write_json
+from mmtool.runs import is_writer, lock_run, new_run_dir, read_json, require_run, unlock_run, write_env, write_json
 
 
 def start_run(recipe: Recipe, stage: str, tag: str, run_dir: str | Path | None) -> Path:
     """Create the run directory, take its lock, and write config.yaml and env.json into it. The runtime is
     checked first: a device or precision this machine lacks stops the command before any folder exists."""
     runtime = Runtime.from_config(recipe.train)
-    path = new_run_dir(recipe.runs_root, stage, recipe.data.name, tag, run_dir)
-    lock_run(path)
-    save_recipe(recipe, path / "config.yaml")
-    write_env(path, recipe.train.seed, runtime.describe())
-    return path
+    if not runtime.is_main:  # under torchrun, rank 0 creates the folder and every rank uses its path
+        return Path(runtime.broadcast_object(None))
+    try:
+        path = new_run_dir(recipe.runs_root, stage, recipe.data.name, tag, run_dir)
+        lock_run(path)
+        save_recipe(recipe, path / "config.yaml")
+        write_env(path, recipe.train.seed, runtime.describe())
+    except BaseException:
+        runtime.broadcast_object(None)  # the other ranks stop too (each with its own line)
+        raise
+    return Path(runtime.broadcast_object(str(path)))
 
 
 @contextmanager
@@ -50,7 +56,7 @@ def new_run(recipe: Recipe, stage: str, tag: str, run_dir: str | Path | None) ->
     try:
         yield path
     except BaseException:
-        if not existed and not _has_progress(path):
+        if not existed and is_writer() and not _has_progress(path):
             unlock_run(path)
             shutil.rmtree(path, ignore_errors=True)
             for parent in (path.parent, path.parent.parent):  # runs/<stage>/ and runs/, when this left them empty
@@ -62,8 +68,8 @@ def new_run(recipe: Recipe, stage: str, tag: str, run_dir: str | Path | None) ->
 
 
 def _has_progress(path: Path) -> bool:
-    """Whether a run folder holds anything worth resuming: results, or a logged epoch."""
-    if (path / "results.json").exists():
+    """Whether a run folder holds anything worth resuming: results, a logged epoch or a checkpoint."""
+    if (path / "results.json").exists() or any(path.rglob(LAST)):
         return True
     return any(p.stat().st_size > 0 for p in path.rglob("metrics.jsonl"))
 
@@ -88,7 +94,8 @@ def resume_run(run_dir: str | Path, stage: str, overrides: list[str] | None = No
             f"--resume {path}: the run was made with other settings ({'; '.join(changes)}); resume it as it "
             "is, or start a new run"
         )
-    lock_run(path)
+    if Runtime.from_config(saved.train).is_main:
+        lock_run(path)
     return path, saved
 
 
@@ -159,7 +166,7 @@ def train_and_evaluate(
     method = build_method(recipe.method.name, recipe.method.params, context)
     fitted = fit(model, method, splits["train"], splits["val"], spec, out_dir, recipe.optim, recipe.schedule,
                  recipe.train, runtime, resume=resume, label=label)  # fmt: skip
-    best, _ = load_model(out_dir)
+    best = selected_model(fitted, out_dir, spec)
     plots.training_curves(out_dir / "metrics.jsonl", out_dir / "plots" / "curves.png", f"{label} on {data.name}")
     scores = evaluate_splits(runtime.prepare_model(best), splits, data.num_classes, runtime)
     plots.confusion(scores["test_confusion"], out_dir / "plots" / "confusion.png", f"{label} on {data.name}, test")
