@@ -65,7 +65,10 @@ def _analyse(stage: str, tag: str, recipe, dataset, overrides, run_dir, as_json:
 
 
 def emit(result: dict, as_json: bool) -> None:
-    """JSON on stdout when piped or asked; otherwise a readable summary and the run directory."""
+    """JSON on stdout when piped or asked; otherwise a readable summary and the run directory. Under
+    torchrun only rank 0 prints (every rank holds the same result)."""
+    if os.environ.get("RANK", "0") != "0":
+        return
     summary = result.get("summary", [])
     if as_json or not sys.stdout.isatty():
         for line in summary:
@@ -353,7 +356,8 @@ def main() -> None:
     try:
         app()
     except UserError as err:
-        typer.echo(f"error: {err}", err=True)
+        rank = os.environ.get("RANK", "0") if "WORLD_SIZE" in os.environ else "0"
+        typer.echo(f"error{f' (rank {rank})' if rank != '0' else ''}: {err}", err=True)
         raise SystemExit(2) from None
     except Interrupted as err:
         if os.environ.get("RANK", "0") == "0":  # under torchrun, one line for the whole job

@@ -1,10 +1,11 @@
-"""Deterministic fault injection for tests: ``MMTOOL_FAULT=<point>:<count>:<action>``.
+"""Deterministic fault injection for tests: ``MMTOOL_FAULT=<point>:<count>:<action>[,<point>:<count>:<action>...]``.
 
 Code calls :func:`fault_point` at places where a real run can die (after a prep sample is recorded,
-after a training step). When the environment names that point, the ``count``-th call (1-based) performs
-the action: ``kill`` ends the process at once as ``kill -9`` would (``os._exit(137)``, no cleanup, no
-flushing), ``raise`` raises :class:`InjectedFault`, ``enospc`` raises the ``OSError`` of a full disk,
-``oom`` torch's ``OutOfMemoryError``.
+after a training step, while a checkpoint is saved). When the environment names that point, the
+``count``-th call (1-based) performs the action: ``kill`` ends the process at once as ``kill -9`` would
+(``os._exit(137)``, no cleanup, no flushing), ``raise`` raises :class:`InjectedFault`, ``enospc`` raises
+the ``OSError`` of a full disk, ``oom`` torch's ``OutOfMemoryError``, ``sigterm`` / ``sigint`` send that
+signal to the process itself (as a scheduler or a Ctrl-C would, at exactly this point).
 Without the variable a call costs one dict lookup.
 """
 
@@ -22,14 +23,24 @@ class InjectedFault(RuntimeError):
 
 def fault_point(name: str) -> None:
     spec = os.environ.get("MMTOOL_FAULT")
-    if not spec:
+    if not spec or name not in spec:
         return
-    point, _, rest = spec.partition(":")
-    if point != name:
+    actions = {}
+    for one in spec.split(","):
+        point, _, rest = one.partition(":")
+        if point == name:
+            count, _, action = rest.partition(":")
+            actions[int(count or 1)] = action
+    if not actions:
         return
-    count, _, action = rest.partition(":")
     _counts[name] = _counts.get(name, 0) + 1
-    if _counts[name] != int(count or 1):
+    action = actions.get(_counts[name])
+    if action is None:
+        return
+    if action in ("sigterm", "sigint"):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGTERM if action == "sigterm" else signal.SIGINT)
         return
     if action == "raise":
         raise InjectedFault(f"injected fault at {name} #{_counts[name]}")

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from mmtool.errors import UserError
+from mmtool.faults import fault_point
 from mmtool.models import MultiModalNet, build_model
 from mmtool.runs import atomic_write_bytes
 
@@ -54,6 +55,7 @@ def save_last(ckpt_dir: Path, state: dict[str, Any], keep: int = 2) -> None:
     for newer, older in zip(chain[-2::-1], chain[:0:-1], strict=True):
         if newer.exists():
             os.replace(newer, older)
+    fault_point("save_last")  # tests: a second signal, or a kill, in the middle of the save
     save_checkpoint(chain[0], state)
 
 

@@ -136,10 +136,8 @@ class Runtime:
         leaves part of the model out (one modality per step)."""
         if not self.distributed:
             return model
-        from torch.nn.parallel import DistributedDataParallel
-
         ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused_parameters)
+        return _Replica(model, device_ids=ids, find_unused_parameters=find_unused_parameters)
 
     def convert_sync_batchnorm(self, model: nn.Module) -> nn.Module:
         """With ``train.sync_batchnorm`` under several ranks, batch norms normalise with statistics of the
@@ -223,6 +221,17 @@ class Runtime:
             "backend": torch.distributed.get_backend() if self.distributed else None,
             "sync_batchnorm": self.sync_batchnorm,
         }
+
+
+class _Replica(nn.parallel.DistributedDataParallel):
+    """DDP as a method sees it: calling it runs the synchronised forward; any other attribute is the
+    wrapped model's (``model.head.bias``, ``model.modalities``), read-only use in a training step."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.module, name)
 
 
 def launch_env() -> tuple[int, int, int]:

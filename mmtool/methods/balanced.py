@@ -90,6 +90,7 @@ class BalancedMultiModal(Method):
 
     Params = BalancedMultiModalParams
     summary, reference = METHOD_SUMMARIES["balanced"], METHOD_REFERENCES["balanced"]
+    uses_every_parameter = False  # a re-balancing step replaces one branch's excitation by its mean
 
     def __init__(self, params: BalancedMultiModalParams, context: MethodContext) -> None:
         if params.mode not in MODES:
@@ -183,6 +184,8 @@ class BalancedMultiModal(Method):
             "sums": dict(self.sums),
             "excite_sum": {m: [t.clone() for t in v] for m, v in self.excite_sum.items()},
             "excite_count": self.excite_count,
+            "epoch": self.epoch,  # the epoch in progress and its step kinds so far (mid-epoch checkpoints)
+            "epoch_kinds": dict(self._epoch_kinds),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -191,3 +194,5 @@ class BalancedMultiModal(Method):
         self.sums = dict(state["sums"])
         self.excite_sum = {m: list(v) for m, v in state["excite_sum"].items()}
         self.excite_count = state["excite_count"]
+        self.epoch = int(state.get("epoch", self.epoch))
+        self._epoch_kinds = dict(state.get("epoch_kinds", {}))

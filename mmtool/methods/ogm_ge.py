@@ -94,3 +94,11 @@ class OGMGE(Method):
 
     def epoch_metrics(self) -> dict[str, float]:
         return {f"ogm_coeff_{m}": s / max(self._steps, 1) for m, s in self._sums.items()}
+
+    def state_dict(self) -> dict:
+        """The epoch in progress and its coefficient sums (a mid-epoch checkpoint resumes them)."""
+        return {"epoch": self.epoch, "sums": dict(self._sums), "steps": self._steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state:  # checkpoints written at epoch ends before this state existed hold {}
+            self.epoch, self._sums, self._steps = int(state["epoch"]), dict(state["sums"]), int(state["steps"])

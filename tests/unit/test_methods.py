@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from mmtool.data import Batch
-from mmtool.engine.checkpoint import BEST, load_checkpoint
+from mmtool.engine.checkpoint import BEST, LAST, load_checkpoint
 from mmtool.engine.loop import fit
 from mmtool.errors import UserError
 from mmtool.methods import METHODS, MethodContext, build_method, describe
@@ -287,3 +287,46 @@ def test_umt_needs_teachers(make_model):
         build_method("umt", {}, MethodContext())
     with pytest.raises(UserError, match="method.modalities"):
         build_method("umt", {"modalities": ("m3",)}, MethodContext(teachers=make_teachers(make_model)))
+
+
+class _Killed(RuntimeError):
+    pass
+
+
+class _KilledAt:
+    """A method that dies at its ``at``-th training step (a kill between two checkpoints); hooks pass through."""
+
+    def __init__(self, method, at: int) -> None:
+        self.method, self.at, self.calls = method, at, 0
+
+    def training_step(self, model, batch):
+        self.calls += 1
+        if self.calls == self.at:
+            raise _Killed
+        return self.method.training_step(model, batch)
+
+    def __getattr__(self, name):
+        return getattr(self.method, name)
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_every_method_resumes_mid_epoch_exactly(name, make_model, naive_run, alpha_splits, train_cfgs, tmp_path):
+    """A checkpoint every 2 steps, 3 steps per epoch: the kill at step 6 resumes from epoch 2, step 1 (loader
+    position, the epoch's loss sums so far, the method's state as its epoch started) and ends identical."""
+    optim, schedule, cfg = train_cfgs(epochs=3, lr=SMOKE_LR, momentum=0.9, batch_size=100, checkpoint_every_steps=2)
+    runs = {}
+    for kind in ("whole", "killed"):
+        model, spec, method, _ = setup_method(name, make_model, naive_run, alpha_splits)
+        train, val = (alpha_splits[k].select(model.modalities) for k in ("train", "val"))
+        out = tmp_path / kind
+        if kind == "killed":
+            with pytest.raises(_Killed):
+                fit(model, _KilledAt(method, 6), train, val, spec, out, optim, schedule, cfg, "cpu")
+            saved = load_checkpoint(out / "checkpoints" / LAST)
+            assert (saved["epoch"], saved["partial"]["epoch"], saved["partial"]["step"]) == (1, 2, 1)
+            model, spec, method, _ = setup_method(name, make_model, naive_run, alpha_splits)
+        fit(model, method, train, val, spec, out, optim, schedule, cfg, "cpu", resume=kind == "killed")
+        runs[kind] = (model.state_dict(), (out / "metrics.jsonl").read_text())
+    assert runs["killed"][1] == runs["whole"][1]
+    for k, v in runs["whole"][0].items():
+        assert torch.equal(v, runs["killed"][0][k]), f"{name}: {k}"
