@@ -217,6 +217,7 @@ class _Keys(torch.utils.data.Sampler):
 class _ReaderDataset(torch.utils.data.Dataset):
     def __init__(self, reader: SampleReader, modalities: tuple[str, ...], targets: torch.Tensor, train: bool) -> None:
         self.reader, self.modalities, self.targets, self.train = reader, modalities, targets, train
+        self.owner = os.getpid()  # the training process: workers end when it does, however it ends
 
     def __getitem__(self, key: tuple[int, int, int]) -> tuple[dict[str, Any], int, int]:
         index, seed, epoch = key
@@ -245,11 +246,45 @@ def _stack(parts: list[torch.Tensor]) -> torch.Tensor:
 
 def _worker_init(worker_id: int) -> None:
     """Workers share no random state with each other or the parent (augmentation uses :func:`sample_rng`;
-    this only covers library code that draws from the global generators) and use one thread each."""
+    this only covers library code that draws from the global generators), use one thread each, and exit
+    when the training process is gone."""
     info = torch.utils.data.get_worker_info()
     base = info.seed if info is not None else worker_id
     torch.set_num_threads(1)
     np.random.seed(base % 2**32)
+    if info is not None:
+        _exit_with(info.dataset.owner)
+
+
+def _exit_with(owner: int) -> None:
+    """End this worker as soon as process ``owner`` ends. torch's own check watches the worker's parent,
+    which under ``forkserver`` is the fork server, not the training process: a training process killed
+    with SIGKILL would otherwise leave its workers (and their shared memory) behind. A daemon thread
+    waits on a pidfd (no polling) where Linux has one, else checks once a second."""
+    import threading
+
+    def watch() -> None:
+        import select
+        import time
+
+        try:
+            fd = os.pidfd_open(owner)
+        except (AttributeError, OSError):
+            fd = None
+        if fd is not None:
+            select.select([fd], [], [])
+        else:
+            while True:
+                try:
+                    os.kill(owner, 0)
+                except ProcessLookupError:
+                    break
+                except PermissionError:
+                    pass
+                time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="mmtool-owner-watch", daemon=True).start()
 
 
 class DiskSource:

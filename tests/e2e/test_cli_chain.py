@@ -160,29 +160,65 @@ def test_unknown_method_and_missing_teachers_exit_2(chain):
     assert other.returncode == 2 and "method.teacher_run" in other.stderr
 
 
+KILL_STEPS = {"naive": 23, "umt": 17, "ogm_ge": 29}  # drawn once at random in [7, 35): mid-epoch steps
+
+
 @pytest.mark.parametrize("method", ["naive", "umt", "ogm_ge"])
 def test_killed_run_resumes_exactly(chain, method):
-    """kill -9 after step 25 (full batch: epoch 25) of 30; --resume continues from epoch 20's checkpoint and
-    ends with the metrics and weights of an uninterrupted run, every evaluation logged exactly once: for
-    plain fusion, for distillation from frozen teachers, and for gradient modulation with random noise."""
+    """kill -9 after a random step; the last checkpoint (one every 6 steps, 5 steps per epoch) is inside an
+    epoch, and --resume continues from there (loader position, loss sums, random state) to the metrics and
+    weights of an uninterrupted run, every evaluation logged exactly once: for plain fusion, for
+    distillation from frozen teachers, and for gradient modulation with random noise."""
     recipe = ["-d", "tiny"] if method != "ogm_ge" else ["-r", str(REPO / "recipes/synth-gamma/ogm_ge.yaml"),
                                                        "-r", str(REPO / "recipes/_base/tiny.yaml")]  # fmt: skip
     extra = ["--teachers", "pre"] if method == "umt" else []
-    args = ["train", method, *recipe, *extra, "train.epochs=30", "train.checkpoint_every=10", "train.eval_every=5"]
+    args = ["train", method, *recipe, *extra, "train.epochs=8", "train.batch_size=100", "train.eval_every=1",
+            "train.checkpoint_every=0", "train.checkpoint_every_steps=6"]  # fmt: skip
     whole, killed_dir = f"whole-{method}", f"killed-{method}"
     mmtool(chain, *args, "--run-dir", whole)
+    step = KILL_STEPS[method]
     env = {**os.environ, "MMTOOL_RECIPES": str(REPO / "recipes"), "PYTHONPATH": str(REPO),
-           "MMTOOL_FAULT": "train_step:25:kill"}  # fmt: skip
+           "MMTOOL_FAULT": f"train_step:{step}:kill"}  # fmt: skip
     killed = subprocess.run([sys.executable, "-m", "mmtool.cli", *args, "--run-dir", killed_dir], cwd=chain, env=env,
                             capture_output=True, text=True, timeout=300)  # fmt: skip
     assert killed.returncode == 137
-    assert torch.load(chain / killed_dir / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 20
+    saved = torch.load(chain / killed_dir / "checkpoints" / "last.pt", weights_only=True)
+    done = step // 6 * 6  # steps at the last checkpoint
+    assert saved["step"] == done and saved["partial"]["epoch"] == done // 5 + 1 and saved["partial"]["step"] == done % 5
     out = json.loads(mmtool(chain, "train", "--resume", killed_dir).stdout)
     assert (chain / killed_dir / "metrics.jsonl").read_text() == (chain / whole / "metrics.jsonl").read_text()
-    best = [torch.load(chain / r / "checkpoints" / "best.pt", weights_only=True)["model"] for r in (killed_dir, whole)]
-    assert all(torch.equal(best[0][k], best[1][k]) for k in best[1])
+    for name in ("best.pt", "last.pt"):
+        a, b = (torch.load(chain / r / "checkpoints" / name, weights_only=True)["model"] for r in (killed_dir, whole))
+        assert all(torch.equal(a[k], b[k]) for k in b)
     reference = json.loads((chain / whole / "results.json").read_text())
     assert out["test_accuracy"] == reference["test_accuracy"] and out["best_epoch"] == reference["best_epoch"]
+
+
+@pytest.mark.parametrize(("fault", "code", "name"), [("train_step:7:sigterm,save_last:1:sigint", 143, "SIGTERM"),
+                                                     ("train_step:12:sigint", 130, "SIGINT")])  # fmt: skip
+def test_a_signal_saves_within_one_step_and_resumes_exactly(chain, fault, code, name):
+    """SIGTERM (a scheduler's preemption; here with a Ctrl-C arriving in the middle of the save) or SIGINT
+    after step N: a checkpoint at step N, one line naming it and the resume command, exit 143 / 130; the
+    resumed run is the uninterrupted one."""
+    args = ["train", "naive", "-d", "tiny", "train.epochs=4", "train.batch_size=100", "train.eval_every=1"]
+    whole, stopped = f"whole-{code}", f"stopped-{code}"
+    mmtool(chain, *args, "--run-dir", whole)
+    env = {**os.environ, "MMTOOL_RECIPES": str(REPO / "recipes"), "PYTHONPATH": str(REPO), "MMTOOL_FAULT": fault}
+    proc = subprocess.run([sys.executable, "-m", "mmtool.cli", *args, "--run-dir", stopped], cwd=chain, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == code
+    step = int(fault.split(":")[1])
+    epoch, within = step // 5 + 1, step % 5
+    last = chain / stopped / "checkpoints" / "last.pt"
+    assert f"interrupted by {name} at epoch {epoch}, step {within}; saved {Path(stopped) / 'checkpoints' / 'last.pt'}; " \
+           f"resume with: mmtool train --resume {stopped}" in proc.stderr  # fmt: skip
+    assert "Traceback" not in proc.stderr
+    saved = torch.load(last, weights_only=True)
+    assert saved["step"] == step and (saved["partial"]["epoch"], saved["partial"]["step"]) == (epoch, within)
+    mmtool(chain, "train", "--resume", stopped)
+    assert (chain / stopped / "metrics.jsonl").read_text() == (chain / whole / "metrics.jsonl").read_text()
+    a, b = (torch.load(chain / r / "checkpoints" / "last.pt", weights_only=True)["model"] for r in (stopped, whole))
+    assert all(torch.equal(a[k], b[k]) for k in b)
 
 
 def test_resume_refuses_other_settings_and_a_second_writer(chain):

@@ -63,3 +63,27 @@ def test_vggsound_trains_video_and_spectrogram_encoders(tmp_path):
     spec = torch.load(tmp_path / "umt" / "checkpoints" / "best.pt", weights_only=True)["spec"]
     assert spec["encoders"]["audio"]["transform"] == "stft" and spec["encoders"]["video"]["name"] == "r3d18"
     assert 0 <= out["test_accuracy"] <= 100
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_killed_run_on_video_data_resumes_exactly(ucf, workers):
+    """kill -9 inside an epoch of UCF101 clips read by 0 or 2 loader workers (random crops and flips):
+    --resume re-reads the rest of that epoch exactly, and the run ends as the uninterrupted one did."""
+    import os
+    import subprocess
+    import sys
+
+    args = ["train", "naive", "-d", "ucf101", "-r", SMOKE_UCF, f"train.workers={workers}", "train.epochs=2",
+            "train.batch_size=2", "train.checkpoint_every_steps=3", "train.eval_every=1"]  # fmt: skip
+    whole, killed = f"whole-w{workers}", f"killed-w{workers}"
+    mmtool(ucf, *args, "--run-dir", whole)
+    env = {**os.environ, "MMTOOL_RECIPES": str(REPO / "recipes"), "PYTHONPATH": str(REPO), "MMTOOL_FAULT": "train_step:5:kill"}
+    proc = subprocess.run([sys.executable, "-m", "mmtool.cli", *args, "--run-dir", killed], cwd=ucf, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 137, proc.stderr[-2000:]
+    saved = torch.load(ucf / killed / "checkpoints" / "last.pt", weights_only=True)
+    assert saved["step"] == 3 and saved["partial"]["step"] == 3  # inside epoch 1 (4 steps each)
+    mmtool(ucf, "train", "--resume", killed)
+    assert (ucf / killed / "metrics.jsonl").read_text() == (ucf / whole / "metrics.jsonl").read_text()
+    a, b = (torch.load(ucf / r / "checkpoints" / "last.pt", weights_only=True)["model"] for r in (killed, whole))
+    assert all(torch.equal(a[k], b[k]) for k in b)
