@@ -133,6 +133,7 @@ bench:
 	$(PYTHON) benchmarks/bench_resnet.py
 	$(PYTHON) benchmarks/bench_step.py --json runs/bench/step.json
 	$(PYTHON) benchmarks/bench_data.py --json runs/bench/data.json
+	$(PYTHON) benchmarks/bench_ddp.py --json runs/bench/ddp.json
 
 clean:
 	rm -rf runs data .pytest_cache

@@ -218,10 +218,11 @@ def _rewind_best(ckpt_dir: Path, state: _State, spec: dict) -> None:
     save_checkpoint(best, {"model": state.best_weights, "spec": spec, "epoch": state.best_epoch, "val": state.best_val})
 
 
-def train_epoch(model, method, source, opt, epoch: int, cfg: TrainConfig, runtime: Runtime, scaler=None
-                ) -> dict[str, float]:  # fmt: skip
-    """One training epoch of ``fit``'s loop on its own, without checkpoints or validation (benchmarks)."""
-    run = _Run(model, model, method, opt, None, scaler, _State(0, {}, 1), {}, Path("."), cfg, runtime)
+def train_epoch(model, method, source, opt, epoch: int, cfg: TrainConfig, runtime: Runtime, scaler=None,
+                step_model=None) -> dict[str, float]:  # fmt: skip
+    """One training epoch of ``fit``'s loop on its own, without checkpoints or validation (benchmarks).
+    ``step_model``: what the training step calls, e.g. ``runtime.wrap(model)`` (default: ``model``)."""
+    run = _Run(model, step_model or model, method, opt, None, scaler, _State(0, {}, 1), {}, Path("."), cfg, runtime)
     return _train_epoch(run, source, epoch)
 
 

@@ -58,6 +58,11 @@ class Runtime:
         precision = resolve_precision(train.precision, device)
         if train.workers < 0:
             raise UserError(f"train.workers must be >= 0, got {train.workers}")
+        if train.sync_batchnorm and world_size > 1 and device.type != "cuda":
+            raise UserError(
+                "train.sync_batchnorm needs CUDA devices (torch's SyncBatchNorm runs on GPUs only); on the CPU "
+                "each rank normalises with its own batch statistics: drop the setting"
+            )
         if world_size > 1:
             init_distributed(device)
         runtime = cls(device, precision, bool(train.channels_last), int(train.workers), int(train.eval_batch_size),

@@ -50,3 +50,10 @@ def test_bench_data_measures_both_datasets(bench, tmp_path, monkeypatch):
                     "decode_per_worker"):  # fmt: skip
             assert result[key] > 0, key
         assert result["pass"] is False
+
+
+def test_bench_ddp_reports_the_scaling_of_two_processes(bench, tmp_path):
+    out = tmp_path / "ddp.json"
+    bench("bench_ddp").main(["--steps", "1", "--batch", "4", "--image-size", "16", "--json", str(out)])
+    report = json.loads(out.read_text())
+    assert report["speedup_2_vs_1"] > 0 and report["scaling_efficiency"] == pytest.approx(report["speedup_2_vs_1"] / 2)

@@ -17,6 +17,21 @@ def test_rotation_keeps_the_previous_checkpoint(tmp_path):
     assert load_checkpoint(tmp_path / LAST)["epoch"] == 2 and load_checkpoint(tmp_path / PREVIOUS)["epoch"] == 1
 
 
+def test_retention_keeps_the_newest_keep_last_and_falls_back_through_them(tmp_path, capsys):
+    for epoch in range(1, 6):
+        save_last(tmp_path, {"epoch": epoch}, keep=3)
+    kept = sorted(p.name for p in tmp_path.glob("last*.pt"))
+    assert kept == ["last.prev.pt", "last.prev2.pt", "last.pt"]
+    assert [load_checkpoint(tmp_path / n)["epoch"] for n in ("last.pt", "last.prev.pt", "last.prev2.pt")] == [5, 4, 3]
+    (tmp_path / LAST).write_bytes(b"")
+    (tmp_path / PREVIOUS).write_bytes(b"\x00junk")
+    assert latest_good(tmp_path)["epoch"] == 3  # two damaged files skipped, each named
+    err = capsys.readouterr().err
+    assert str(tmp_path / LAST) in err and str(tmp_path / PREVIOUS) in err
+    save_last(tmp_path, {"epoch": 6}, keep=1)  # a smaller keep_last later: the older files go
+    assert sorted(p.name for p in tmp_path.glob("last*.pt")) == ["last.pt"]
+
+
 @pytest.mark.parametrize("damage", ["truncate", "empty", "garbage"])
 def test_a_damaged_last_falls_back_to_the_previous_with_a_warning(tmp_path, capsys, damage):
     save_last(tmp_path, {"epoch": 1, "w": torch.ones(1000)})

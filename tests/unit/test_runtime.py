@@ -42,6 +42,41 @@ def test_describe_names_device_and_precision(monkeypatch):
     assert info["device"] == "cpu" and info["precision"] == "fp32" and info["cpu_amx"] is False
 
 
+def test_one_process_runtime_has_no_ranks_and_collectives_are_identities(monkeypatch):
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    runtime = Runtime.from_config(TrainConfig(device="cpu", sync_batchnorm=True))
+    assert (runtime.rank, runtime.world_size, runtime.is_main, runtime.distributed) == (0, 1, True, False)
+    model = torch.nn.Sequential(torch.nn.BatchNorm1d(3))
+    assert runtime.wrap(model) is model and runtime.convert_sync_batchnorm(model) is model
+    assert runtime.broadcast_object("x") == "x" and runtime.gather_objects(3) == [3]
+    assert runtime.any_rank(True) and not runtime.any_rank(False)
+    assert runtime.local_batch_size(64) == 64
+
+
+def test_the_global_batch_is_split_evenly_over_the_ranks():
+    runtime = Runtime(CPU, rank=1, world_size=4)
+    assert runtime.local_batch_size(64) == 16 and runtime.local_batch_size(0) == 0
+    with pytest.raises(UserError, match="train.batch_size=30 is the global batch and must divide evenly over 4"):
+        runtime.local_batch_size(30)
+
+
+def test_torchrun_environment_is_read_and_checked(monkeypatch):
+    from mmtool.engine.runtime import launch_env
+
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "2")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert launch_env() == (2, 4, 0)
+    monkeypatch.setenv("RANK", "4")
+    with pytest.raises(UserError, match="RANK=4 is not a rank of WORLD_SIZE=4"):
+        launch_env()
+    monkeypatch.setenv("RANK", "1")
+    # SyncBatchNorm is CUDA-only in torch: asking for it on CPU ranks is refused before joining any group
+    with pytest.raises(UserError, match="sync_batchnorm needs CUDA"):
+        Runtime.from_config(TrainConfig(device="cpu", sync_batchnorm=True))
+
+
 def test_channels_last_converts_images_and_clips_alike():
     """4-D weights and inputs become channels_last, 5-D (video) ones channels_last_3d; the forward of a
     video + spectrogram model then runs and matches the contiguous model."""
