@@ -176,7 +176,7 @@ class _Run:
     cfg: TrainConfig
     runtime: Runtime
     signals: Any = None
-    last_save: float = field(default_factory=time.monotonic)
+    last_save: float = field(default_factory=lambda: time.monotonic())  # looked up when the run starts
 
     def stop_requested(self) -> int:
         """The signal to stop for (agreed by every rank), or 0."""

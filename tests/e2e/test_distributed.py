@@ -58,13 +58,20 @@ def work(tmp_path_factory):
     return cwd
 
 
+def analyses(prefix: str) -> list[list[str]]:
+    """decide on the teachers and a probe of the UMT run, as a second stage of the same launch."""
+    return [["decide", "-d", "tiny", "--teachers", "pre", "--run-dir", f"{prefix}-decide"],
+            ["probe", "-d", "tiny", "--run", f"{prefix}-umt", "--run-dir", f"{prefix}-probe"]]  # fmt: skip
+
+
 def test_two_gloo_ranks_train_the_weights_of_one_process(work):
     """Full-batch SGD: each rank takes half of the training split and DDP averages the gradients, which
     is the gradient of the whole split; with a global batch of 100 (50 per rank) every step sees the
-    samples of the one-process step. Five methods, final weights within 1e-4."""
+    samples of the one-process step. Five methods, final weights within 1e-4; decide and probe, whose
+    features are extracted by shards and gathered, reach the one-process numbers."""
     runs = {"umt": [], "aux_ce": [], "ogm_ge": [], "mla": [], "naive:batch": ["train.batch_size=100"]}
-    (work / "one.json").write_text(json.dumps(commands("one", {"naive": [], **runs})))
-    (work / "two.json").write_text(json.dumps(commands("two", runs)))
+    (work / "one.json").write_text(json.dumps(commands("one", {"naive": [], **runs}) + analyses("one")))
+    (work / "two.json").write_text(json.dumps(commands("two", runs) + analyses("two")))
     launch(work, str(DRIVER), "one.json", ranks=1)
     # the documented command itself, then the other methods in one launch of the same CLI
     direct = launch(work, "-m", "mmtool", "train", "naive", *recipe("naive"), *EPOCHS, "--run-dir", "two-naive", ranks=2)
@@ -82,3 +89,10 @@ def test_two_gloo_ranks_train_the_weights_of_one_process(work):
     one_naive = json.loads((work / "one-naive" / "results.json").read_text())
     two_naive = json.loads((work / "two-naive" / "results.json").read_text())
     assert two_naive["test_accuracy"] == pytest.approx(one_naive["test_accuracy"])  # the gathered test split
+    one_decide, two_decide = (json.loads((work / f"{p}-decide" / "results.json").read_text()) for p in ("one", "two"))
+    assert two_decide["verdict"] == one_decide["verdict"]
+    for key in ("mm_linear_accuracy", "average_accuracy"):  # within one test sample (float noise of batching)
+        assert two_decide[key] == pytest.approx(one_decide[key], abs=1.0)
+    one_probe, two_probe = (json.loads((work / f"{p}-probe" / "results.json").read_text()) for p in ("one", "two"))
+    for m, scores in one_probe["probes"].items():
+        assert two_probe["probes"][m]["test_accuracy"] == pytest.approx(scores["test_accuracy"], abs=1.0)

@@ -257,6 +257,29 @@ def test_resume_after_crash_equals_uninterrupted_run(crash_epoch, make_model, al
         assert torch.equal(best_b["model"][k], v)
 
 
+def test_checkpoints_by_minutes_follow_the_clock(make_model, alpha_splits, train_cfgs, tmp_path, monkeypatch):
+    """``checkpoint_every_minutes``: a save once the clock passed the interval since the last save, at the
+    step where it did, and none before (a fake clock moving one minute per step)."""
+    from mmtool.engine import loop
+
+    now = iter(range(0, 10**6, 60))  # seconds: one reading per step, one when the run starts and per save
+    monkeypatch.setattr(loop.time, "monotonic", lambda: float(next(now)))
+    optim, schedule, cfg = train_cfgs(epochs=2, batch_size=100, checkpoint_every_minutes=2.5)
+    model, spec = make_model()
+    saves = []
+    real_save = loop._save_last
+    monkeypatch.setattr(loop, "_save_last", lambda run, epoch, partial: (saves.append(run.state.step),
+                                                                          real_save(run, epoch, partial)))
+    with pytest.raises(Crash):
+        fit(model, CrashingNaive(5), alpha_splits["train"], alpha_splits["val"], spec, tmp_path, optim, schedule,
+            cfg, CPU)  # fmt: skip
+    # the clock reads 0 s when the run starts, 60 and 120 s after steps 1 and 2, 180 s after step 3: a save
+    # (the clock then reads 240 s), and step 4 at 300 s is only 60 s later
+    assert saves == [3]
+    saved = load_checkpoint(tmp_path / "checkpoints" / LAST)
+    assert (saved["epoch"], saved["partial"]["epoch"], saved["partial"]["step"]) == (0, 1, 3)
+
+
 def test_resume_does_not_keep_a_best_checkpoint_from_the_lost_epochs(make_model, alpha_splits, train_cfgs, tmp_path):
     """Epochs after the last resumable checkpoint are redone on resume and their metrics dropped; a best.pt
     written during those lost epochs must not survive as "the selected model" either. The lost timeline is
