@@ -15,42 +15,64 @@ def _pyplot():
     return plt
 
 
+STYLES = ("-", "--", "-.", ":")  # cycled with the colours: a line drawn over an equal one still shows
+
+
 def training_curves(metrics_path: Path, out: Path, title: str) -> Path | None:
     """Training losses and validation accuracy against epochs, from ``metrics.jsonl``."""
     records = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
     if not records:
         return None
     plt = _pyplot()
+    fig = curves_figure(plt, records, title)
+    return _save(fig, plt, out)
+
+
+def curves_figure(plt, records: list[dict], title: str):
+    """The figure of :func:`training_curves`. Every line stays visible: line styles cycle with the
+    colours (equal curves drawn over each other still show), markers mark each logged epoch when there
+    are few, the loss axis is logarithmic only when every plotted loss is positive (a zero or negative
+    value would vanish from a log axis) and spans more than a decade, and legends sit outside the axes."""
     epochs = [r["epoch"] for r in records]
     speeds = sorted({k for r in records for k in r if k == "d_speed" or k.startswith("s(")})
-    fig, axes = plt.subplots(1, 3 if speeds else 2, figsize=(15 if speeds else 10, 4))
+    fig, axes = plt.subplots(1, 3 if speeds else 2, figsize=(17 if speeds else 12, 4.2))
     ax_loss, ax_acc = axes[:2]
+    marker = "o" if len(epochs) <= 30 else None
     parts = sorted({k for r in records for k in r if k.startswith("train_") and k.endswith("_loss")} - {"train_loss"})
-    loss_keys = parts + (["train_loss"] if len(parts) > 1 else [])  # the total only when it differs
-    for key in loss_keys:
-        name = key.removeprefix("train_").removesuffix("loss").strip("_") or "total"
-        ax_loss.plot(epochs, [r.get(key, float("nan")) for r in records], label=name)
-    if "val_loss" in records[-1]:
-        ax_loss.plot(epochs, [r.get("val_loss", float("nan")) for r in records], "--", label="val loss (CE)")
-    ax_loss.set(xlabel="epoch", ylabel="loss", title="losses", yscale="log")
-    ax_loss.legend(fontsize=8)
-    if "val_accuracy" in records[-1]:
-        ax_acc.plot(epochs, [r.get("val_accuracy", float("nan")) for r in records], label="validation")
+    series = {}
+    for key in parts + (["train_loss"] if len(parts) > 1 else []):  # the total only when it differs
+        series[key.removeprefix("train_").removesuffix("loss").strip("_") or "total"] = [r.get(key) for r in records]
+    if any("val_loss" in r for r in records):
+        series["val loss (CE)"] = [r.get("val_loss") for r in records]
+    plotted = []
+    series = {k: [float("nan") if v is None else float(v) for v in vs] for k, vs in series.items()}
+    series = {k: ys for k, ys in series.items() if any(y == y for y in ys)}  # never logged: no empty legend entry
+    for i, (name, ys) in enumerate(series.items()):
+        plotted += [y for y in ys if y == y]
+        ax_loss.plot(epochs, ys, STYLES[i % len(STYLES)], marker=marker, markersize=3, label=name)
+    positive = [y for y in plotted if y > 0]
+    if plotted and len(positive) == len(plotted) and max(positive) / min(positive) > 10:
+        ax_loss.set_yscale("log")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="losses")
+    if any("val_accuracy" in r for r in records):
+        ax_acc.plot(epochs, [r.get("val_accuracy", float("nan")) for r in records], "-", marker=marker, markersize=3,
+                    label="validation")  # fmt: skip
         best = records[-1].get("best_epoch")
         if best:
             ax_acc.axvline(best, color="grey", linestyle=":", label=f"selected (epoch {best})")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="validation accuracy")
-    ax_acc.legend(fontsize=8)
     if speeds:  # conditional learning speeds (paper 002, Def. 5.1), logged by method `balanced`
-        for key in speeds:
-            ax = axes[2]
-            ax.plot(epochs, [r.get(key, float("nan")) for r in records], "k-" if key == "d_speed" else "--", label=key)
+        for i, key in enumerate(speeds):
+            style = "k-" if key == "d_speed" else STYLES[1 + i % (len(STYLES) - 1)]
+            axes[2].plot(epochs, [r.get(key, float("nan")) for r in records], style, label=key)
         axes[2].axhline(0, color="grey", linestyle=":")
         axes[2].set(xlabel="epoch", ylabel="log ratio", title="conditional learning speed")
-        axes[2].legend(fontsize=8)
+    for ax in axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, plt, out)
+    return fig
 
 
 def confusion(cm: list[list[int]], out: Path, title: str) -> Path:
@@ -92,6 +114,50 @@ def bars(values: dict[str, float], out: Path, title: str, ylabel: str = "test ac
         ax.text(i, values[n], f"{values[n]:.1f}", ha="center", va="bottom", fontsize=8)
     ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)
     ax.set(ylabel=ylabel, title=title)
+    fig.tight_layout()
+    return _save(fig, plt, out)
+
+
+def grouped_bars(groups: dict[str, dict[str, float]], out: Path, title: str, ylabel: str = "accuracy (%)") -> Path:
+    """Bars per group (e.g. per modality), one per named number in it (e.g. train / val / test), values
+    printed on top."""
+    plt = _pyplot()
+    names = list(dict.fromkeys(k for g in groups.values() for k in g))
+    width = 0.8 / max(len(names), 1)
+    fig, ax = plt.subplots(figsize=(1.6 * len(groups) + 3, 4))
+    for j, name in enumerate(names):
+        xs = [i + (j - (len(names) - 1) / 2) * width for i in range(len(groups))]
+        ys = [g.get(name, float("nan")) for g in groups.values()]
+        ax.bar(xs, ys, width, label=name)
+        for x, y in zip(xs, ys, strict=True):
+            if y == y:
+                ax.text(x, y, f"{y:.1f}", ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(range(len(groups)), list(groups))
+    ax.set(ylabel=ylabel, title=title)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    fig.tight_layout()
+    return _save(fig, plt, out)
+
+
+def utilization(rates: dict, out: Path, title: str) -> Path:
+    """Accuracy of the fusion model with both modalities and with each one alone, and the conditional
+    utilization rates u(b|a), u(a|b) with their difference d_util."""
+    plt = _pyplot()
+    a, b = rates["modalities"]
+    accs = {"both": rates["accuracy"], f"only {a}": rates[f"accuracy_only_{a}"], f"only {b}": rates[f"accuracy_only_{b}"]}
+    utils = {f"u({b}|{a})": rates[f"u({b}|{a})"], f"u({a}|{b})": rates[f"u({a}|{b})"], "d_util": rates["d_util"]}
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, values, fmt in ((left, accs, "{:.1f}"), (right, utils, "{:+.3f}")):
+        names = list(values)
+        ax.bar(range(len(names)), [values[n] for n in names], color=["tab:blue", "tab:orange", "tab:green"])
+        for i, n in enumerate(names):
+            ax.text(i, values[n], fmt.format(values[n]), ha="center", va="bottom" if values[n] >= 0 else "top",
+                    fontsize=8)  # fmt: skip
+        ax.set_xticks(range(len(names)), names)
+        ax.axhline(0, color="grey", linewidth=0.8)
+    left.set(ylabel="test accuracy (%)", title="fusion model, modalities kept")
+    right.set(ylabel="rate", title="conditional utilization")
+    fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, plt, out)
 

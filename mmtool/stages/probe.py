@@ -35,9 +35,14 @@ def run(recipe: Recipe, run_dir: Path) -> dict:
     if recipe.probe.over_training:
         return finish(run_dir, _over_training(recipe, data, run_dir, runtime))
     probes = probe_encoders(recipe, data, *load_encoders(recipe.run), run_dir / "probes", runtime)
+    figure = plots.grouped_bars(
+        {m: {k.removesuffix("_accuracy"): v for k, v in p.items()} for m, p in probes.items()},
+        run_dir / "plots" / "probe.png",
+        f"linear probes of {recipe.run} on {data.name}",
+    )
     summary = [
         f"probe {m}: train {p['train_accuracy']:.2f}%  test {p['test_accuracy']:.2f}%" for m, p in probes.items()
-    ]
+    ] + [f"plot: {figure}"]
     result = {"stage": "probe", "dataset": data.name, "source": str(recipe.run), "probes": probes, "summary": summary}
     return finish(run_dir, result)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mmtool.analysis import plots
 from mmtool.analysis.utilization import utilization_rates
 from mmtool.config import Recipe
 from mmtool.data import load_dataset
@@ -26,10 +27,12 @@ def run(recipe: Recipe, run_dir: Path) -> dict:
     splits = {k: s.select(model.modalities) for k, s in data.splits.items()}
     rates = utilization_rates(model, splits["train"], splits["test"], runtime)
     a, b = rates["modalities"]
+    figure = plots.utilization(rates, run_dir / "plots" / "utilization.png", f"{source} on {data.name}, test")
     summary = [
         f"A(f) {rates['accuracy']:.2f}%  only {a} {rates[f'accuracy_only_{a}']:.2f}%  "
         f"only {b} {rates[f'accuracy_only_{b}']:.2f}%",
         f"u({b}|{a}) {rates[f'u({b}|{a})']:.3f}  u({a}|{b}) {rates[f'u({a}|{b})']:.3f}  d_util {rates['d_util']:+.3f}",
+        f"plot: {figure}",
     ]
     return finish(
         run_dir, {"stage": "utilization", "dataset": data.name, "source": str(source), **rates, "summary": summary}
