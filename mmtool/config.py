@@ -7,6 +7,12 @@ a method fragment combine); they are deep-merged in order, later ones and then t
 wrong type or a missing file raises :class:`~mmtool.errors.UserError` naming the file and the dotted
 key, which the CLI prints with exit code 2.
 
+Numbers and lists read as people write them, in files and overrides alike: ``1e-3`` is a float (YAML 1.2;
+PyYAML's YAML 1.1 would make it a string), an int is taken where a float is expected (``lr: 1`` is 1.0),
+but a bool is never a number nor a number a bool, and one value stands for a list of one
+(``hidden: 32`` is ``(32,)``). A value of the wrong type is reported with the type expected, in words,
+and where the value was written when that is a base file or the command line.
+
 Range checks sit next to the fields they constrain: ``epochs: int = checked(100, at_least(1))``. A check
 is data (:class:`Check`), not code, so the table of constraints can be read off the dataclasses. Every
 problem of a recipe (unknown keys, wrong types, values out of range, in every section) is collected and
@@ -24,8 +30,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -54,7 +62,8 @@ class Check:
         if value is None:
             return None
         if self.choices:
-            return None if value in self.choices else str(self)
+            values = value if isinstance(value, (list, tuple)) else (value,)  # a list: each of its items
+            return None if all(v in self.choices for v in values) else str(self)
         if isinstance(value, float) and not math.isfinite(value):
             return str(self).replace("must be", "must be a finite number", 1)
         low_ok = self.lo is None or (value > self.lo if self.lo_open else value >= self.lo)
@@ -190,6 +199,8 @@ class TrainConfig:
     # steps between reading the running losses back from the device (progress only)
     log_every: int = checked(50, at_least(1))
     sync_batchnorm: bool = False  # under torchrun: batch-norm statistics over the global batch (nn.SyncBatchNorm)
+    # metrics.jsonl is always written; csv adds metrics.csv, tensorboard adds <run>/tensorboard/ event files
+    loggers: tuple[str, ...] = checked(("jsonl",), one_of("jsonl", "csv", "tensorboard"))
 
 
 @dataclass(frozen=True)
@@ -293,8 +304,16 @@ def resolve_recipe(
     return files[0] if len(files) == 1 else files
 
 
+# YAML 1.2 floats that YAML 1.1 (PyYAML) reads as strings: an exponent without a dot or without a sign
+# (1e-3, 5E+2, -2e-4, 1.0e3, .5e3). Numbers with a dot and a signed exponent are floats in both.
+_FLOAT_1_2 = re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)[eE][-+]?[0-9]+$")
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+
+
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys (PyYAML would silently keep the last one)."""
+    """SafeLoader that refuses duplicate keys (PyYAML would silently keep the last one) and reads
+    ``1e-3`` as the float people mean (YAML 1.2), not as the string YAML 1.1 makes of it. Recipe files and
+    ``key=value`` override values both go through it, so a number reads the same in either place."""
 
     def construct_mapping(self, node, deep=False):  # noqa: D102
         seen = set()
@@ -306,11 +325,26 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+class _RecipeDumper(yaml.SafeDumper):
+    """SafeDumper that resolves plain scalars as :class:`_StrictLoader` does, so that a string such as
+    ``"1e-3"`` is written quoted and a saved recipe loads back with the same types."""
+
+
+# appended after YAML 1.1's own resolvers: ints and 1.1 floats still resolve first, as before
+for _cls in (_StrictLoader, _RecipeDumper):
+    _cls.add_implicit_resolver(_FLOAT_TAG, _FLOAT_1_2, list("-+0123456789."))
+
+
+def parse_yaml(text: str) -> Any:
+    """``text`` read as a recipe value: YAML with 1.2 floats and no duplicate keys (see :class:`_StrictLoader`)."""
+    return yaml.load(text, Loader=_StrictLoader)
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"recipe not found: {path}")
     try:
-        raw = yaml.load(path.read_text(), Loader=_StrictLoader) or {}
+        raw = parse_yaml(path.read_text()) or {}
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}:" if mark else ""
@@ -320,21 +354,57 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return raw
 
 
-def _merged_raw(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    path = path.resolve()
+@dataclass(frozen=True)
+class _Layer:
+    """One source of raw recipe keys (a file, or the command line) and the layers it was merged over.
+
+    Kept so that a problem can say where its value was written: with ``base:`` chains and several
+    ``--recipe`` files, the file a user passed is often not the one holding the bad value."""
+
+    where: str  # "in FILE" or "on the command line"
+    raw: dict[str, Any]  # the keys this source writes itself
+    merged: dict[str, Any]  # those keys merged over the bases
+    bases: tuple[_Layer, ...] = ()
+
+    def origin(self, key: str) -> str | None:
+        """Where the value at dotted ``key`` (``a.b`` or ``a.b[2]``) was written: this layer if it writes
+        the key itself, else the last base whose merged keys hold it; None if this layer does not hold it."""
+        if not _holds(self.merged, key):
+            return None
+        if _holds(self.raw, key):
+            return self.where
+        for base in reversed(self.bases):
+            if (found := base.origin(key)) is not None:
+                return found
+        return None
+
+
+def _holds(raw: dict[str, Any], key: str) -> bool:
+    node: Any = raw
+    for part in key.split("[", 1)[0].split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _read_layer(shown: Path, seen: tuple[Path, ...] = ()) -> _Layer:
+    """The recipe file ``shown`` (as the user or a ``base:`` key names it) merged over its bases."""
+    path = shown.resolve()
     if path in seen:
         raise UserError(f"{path}: circular 'base' chain")
     raw = read_yaml(path)
     base = raw.pop("base", None)
     if base is None:
-        return raw
+        return _Layer(f"in {shown}", raw, raw)
     bases = [base] if isinstance(base, str) else base
     if not isinstance(bases, list) or not bases or not all(isinstance(b, str) for b in bases):
         raise UserError(f"{path}: key 'base' expects a path string or a list of them")
+    layers = tuple(_read_layer(Path(os.path.normpath(shown.parent / b)), (*seen, path)) for b in bases)
     merged: dict[str, Any] = {}
-    for b in bases:  # later fragments win over earlier ones, the recipe over all of them
-        merged = deep_merge(merged, _merged_raw(path.parent / b, (*seen, path)))
-    return deep_merge(merged, raw)
+    for layer in layers:  # later fragments win over earlier ones, the recipe over all of them
+        merged = deep_merge(merged, layer.merged)
+    return _Layer(f"in {shown}", raw, deep_merge(merged, raw), layers)
 
 
 def deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
@@ -348,14 +418,15 @@ def deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str] | None, origin: str) -> dict[str, Any]:
-    """Apply ``a.b=value`` strings (values parsed as YAML) to a raw recipe dict."""
+    """Apply ``a.b=value`` strings to a raw recipe dict. Values are read by the recipe files' own YAML
+    loader (``optim.lr=1e-3`` is a float, as in a file); text that is not valid YAML is kept as a string."""
     out = dict(raw)
     for item in overrides or []:
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise UserError(f"override {item!r}: expected key=value (e.g. optim.lr=0.1)")
         try:
-            value = yaml.safe_load(text) if text else ""
+            value = parse_yaml(text) if text else ""
         except yaml.YAMLError:
             value = text
         node = out
@@ -373,15 +444,22 @@ def load_recipe(path: str | Path | list[str | Path], overrides: list[str] | None
     ``-r recipes/synth-gamma/aux_ce.yaml -r recipes/_base/data/digits-colored.yaml`` runs a method's
     recipe on another dataset with that dataset's own settings)."""
     paths = [Path(p) for p in (path if isinstance(path, list) else [path])]
+    files = [_read_layer(p) for p in paths]
     raw: dict[str, Any] = {}
-    for p in paths:
-        raw = deep_merge(raw, _merged_raw(p))
+    for layer in files:
+        raw = deep_merge(raw, layer.merged)
     raw = apply_overrides(raw, overrides, str(paths[0]))
-    return build_recipe(raw, str(paths[0]))
+    written = apply_overrides({}, overrides, "command line")  # the keys the overrides write
+    command_line = _Layer("on the command line", written, written)
+    top = _Layer(f"in {paths[0]}", {}, raw, (*files, command_line))
+    return build_recipe(raw, str(paths[0]), origin=top.origin)
 
 
-def build_recipe(raw: dict[str, Any], source: str) -> Recipe:
-    """Validate a merged raw recipe; every problem found is reported in one :class:`UserError`."""
+def build_recipe(raw: dict[str, Any], source: str, origin: Callable[[str], str | None] | None = None) -> Recipe:
+    """Validate a merged raw recipe; every problem found is reported in one :class:`UserError`.
+
+    ``origin`` maps a dotted key to where its value was written (``"in FILE"``, ``"on the command line"``);
+    a wrong-type problem whose value was not written in ``source`` itself says where it was."""
     problems: list[str] = []
     raw = dict(raw)
     raw.pop("source", None)
@@ -394,8 +472,10 @@ def build_recipe(raw: dict[str, Any], source: str) -> Recipe:
     if isinstance(method_raw, dict):
         method = build_method_config(method_raw, problems)
     else:
-        problems.append("key 'method' expects a mapping like {name: umt}")
+        problems.append(_WrongType("method", f"expected a mapping like {{name: umt}}, got {_given(method_raw)}"))
         method = MethodConfig()
+    if origin is not None:
+        problems = [_located(p, source, origin) for p in problems]
     _raise_problems(source, problems)
     return dataclasses.replace(recipe, method=method, source=source)
 
@@ -418,7 +498,7 @@ def build_method_config(raw: dict[str, Any], problems: list[str]) -> MethodConfi
     raw = dict(raw)
     name = raw.pop("name", MethodConfig.name)
     if not isinstance(name, str):
-        problems.append(f"key 'method.name' expects str, got {type(name).__name__} {name!r}")
+        problems.append(_WrongType("method.name", f"expected {_describe(str)}, got {_given(name)}"))
         return MethodConfig()
     if name not in schemas:
         problems.append(f"key 'method.name': unknown method {name!r} (known: {', '.join(sorted(schemas))})")
@@ -428,14 +508,42 @@ def build_method_config(raw: dict[str, Any], problems: list[str]) -> MethodConfi
 
 
 class _Invalid(Exception):
-    """A value that cannot be used for its field; the text is the problem to report."""
+    """A value that cannot be used for its field; ``problem`` is the problem to report."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+
+
+class _WrongType(str):
+    """A wrong-type problem, ``key 'a.b': expected ..., got ...``, that keeps its key apart so that
+    :func:`build_recipe` can add where the value was written once the key's origin is known."""
+
+    key: str
+    detail: str
+
+    def __new__(cls, key: str, detail: str) -> _WrongType:
+        self = super().__new__(cls, f"key '{key}': {detail}")
+        self.key = key
+        self.detail = detail
+        return self
+
+
+def _located(problem: str, source: str, origin: Callable[[str], str | None]) -> str:
+    """``problem`` naming where its value was written, when that is not ``source`` (the reported file)."""
+    if not isinstance(problem, _WrongType):
+        return problem
+    where = origin(problem.key)
+    if where is None or where == f"in {source}":
+        return problem
+    return f"key '{problem.key}' (set {where}): {problem.detail}"
 
 
 def _build(cls: type, raw: Any, prefix: str, problems: list[str]) -> Any:
     """``cls`` from the mapping ``raw``: keys that are unknown, of the wrong type or out of range are
     appended to ``problems`` and left at their defaults, so that validation goes on past them."""
     if not isinstance(raw, dict):
-        problems.append(f"key '{prefix.rstrip('.')}' expects a mapping")
+        problems.append(_WrongType(prefix.rstrip("."), f"expected a mapping, got {_given(raw)}"))
         return cls() if cls is not Recipe else cls(stage=STAGES[0])
     hints = typing.get_type_hints(cls)
     skip = {"source", "method"} if cls is Recipe else set()
@@ -448,7 +556,7 @@ def _build(cls: type, raw: Any, prefix: str, problems: list[str]) -> Any:
         try:
             value = _coerce(hints[key], value, f"{prefix}{key}", problems)
         except _Invalid as err:
-            problems.append(str(err))
+            problems.append(err.problem)
             continue
         check = fields[key].metadata.get("check")
         bad = _range_problems(check, value, f"{prefix}{key}") if check else []
@@ -493,11 +601,18 @@ def _coerce(tp: Any, value: Any, key: str, problems: list[str]) -> Any:
         raise _type_error(key, tp, value)
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, key + ".", problems)
-    if origin is tuple:
-        (item_tp, _) = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)):
+    if origin in (tuple, list):
+        item_tp = typing.get_args(tp)[0]
+        if isinstance(value, (list, tuple)):
+            items = [_coerce(item_tp, v, f"{key}[{i}]", problems) for i, v in enumerate(value)]
+        elif value is None or value == "" or isinstance(value, dict):
             raise _type_error(key, tp, value)
-        return tuple(_coerce(item_tp, v, key, problems) for v in value)
+        else:  # one value where a list is expected: a list of one (hidden: 32 is hidden: [32])
+            try:
+                items = [_coerce(item_tp, value, key, problems)]
+            except _Invalid:
+                raise _type_error(key, tp, value) from None
+        return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, dict):
             raise _type_error(key, tp, value)
@@ -527,26 +642,68 @@ def _coerce(tp: Any, value: Any, key: str, problems: list[str]) -> Any:
     raise TypeError(f"unsupported recipe field type {tp} for {key}")
 
 
+_WORDS: dict[Any, str] = {
+    float: "a number (float)",
+    int: "an integer (int)",
+    bool: "true or false (bool)",
+    str: "a string (str)",
+}
+
+
+def _describe(tp: Any) -> str:
+    """A field type in words, for people who write YAML rather than Python type hints."""
+    if tp in _WORDS:
+        return _WORDS[tp]
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        words = " or ".join(_describe(a) for a in args if a is not type(None))
+        return words + (" or null" if type(None) in args else "")
+    if origin in (tuple, list):
+        return f"{_describe(args[0])} or a list of them"
+    if origin is dict or dataclasses.is_dataclass(tp):
+        return "a mapping"
+    if origin is Literal:
+        return "one of " + ", ".join(map(str, args))
+    return _type_name(tp)
+
+
+def _given(value: Any) -> str:
+    """The value a user wrote, with its YAML-level type: ``'abc' (str)``, ``null``."""
+    return "null" if value is None else f"{value!r} ({type(value).__name__})"
+
+
 def _type_error(key: str, tp: Any, value: Any) -> _Invalid:
     hint = ""
-    if isinstance(value, str) and tp in (float, int) and _is_number(value):
-        hint = " (write floats with a dot, e.g. 1.0e-2: YAML reads 1e-2 as a string)"
-    return _Invalid(f"key '{key}' expects {_type_name(tp)}, got {type(value).__name__} {value!r}{hint}")
+    if isinstance(value, str) and _wants_number(tp) and _is_number(value):
+        hint = "; a number in quotes is a string: drop the quotes"
+    elif value == "" and typing.get_origin(tp) in (tuple, list):
+        hint = "; write [] for an empty list"
+    return _Invalid(_WrongType(key, f"expected {_describe(tp)}, got {_given(value)}{hint}"))
+
+
+def _wants_number(tp: Any) -> bool:
+    if tp in (float, int):
+        return True
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType, tuple, list):
+        return any(_wants_number(a) for a in typing.get_args(tp) if a is not Ellipsis)
+    return False
 
 
 def _is_number(text: str) -> bool:
+    """Whether ``text`` is a finite number as YAML would read it unquoted (``nan``/``inf`` are not)."""
     try:
-        float(text)
+        return math.isfinite(float(text))
     except ValueError:
         return False
-    return True
 
 
 def save_recipe(recipe: Recipe, path: Path) -> None:
     """Write the resolved recipe as YAML (loadable again with :func:`load_recipe`)."""
     from mmtool.runs import atomic_write_text
 
-    atomic_write_text(path, yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    atomic_write_text(path, yaml.dump(recipe.to_dict(), Dumper=_RecipeDumper, sort_keys=False))
 
 
 def relative_to_recipe(recipe: Recipe, path: str) -> Path:

@@ -215,12 +215,12 @@ def test_unknown_key_names_file_and_dotted_key(tmp_path, body, key):
     "body, key",
     [
         ('stage: train\noptim: {lr: "1e-2"}\n', "'optim.lr'"),
-        ("stage: train\noptim: {lr: 1e-2}\n", "'optim.lr'"),  # YAML 1.1 reads 1e-2 as a string
         ("stage: train\ntrain: {epochs: 2.5}\n", "'train.epochs'"),
         ("stage: train\ntrain: {epochs: true}\n", "'train.epochs'"),  # bool is not an int here
         ("stage: train\ntrain: {channels_last: 1}\n", "'train.channels_last'"),
-        ("stage: train\nmodel: {hidden: 8}\n", "'model.hidden'"),
-        ("stage: train\nmodel: {hidden: [8, x]}\n", "'model.hidden'"),
+        ("stage: train\nmodel: {hidden: x}\n", "'model.hidden'"),
+        ("stage: train\nmodel: {hidden: {a: 8}}\n", "'model.hidden'"),
+        ("stage: train\nmodel: {hidden: [8, x]}\n", "'model.hidden[1]'"),  # the item, as range checks do
         ("stage: train\ndata: {n: many}\n", "'data.n'"),
         ("stage: train\noptim: 0.1\n", "'optim'"),
         ("stage: train\nmethod: {name: umt, distill_weight: lots}\n", "'method.distill_weight'"),
@@ -235,10 +235,14 @@ def test_wrong_type_names_file_and_key(tmp_path, body, key):
     assert key in str(err.value)
 
 
-def test_float_given_as_exponent_string_gets_a_hint(tmp_path):
-    path = write(tmp_path / "r.yaml", "stage: train\noptim: {lr: 1e-2}\n")
-    with pytest.raises(UserError, match="1.0e-2"):
+def test_number_in_quotes_gets_a_hint(tmp_path):
+    path = write(tmp_path / "r.yaml", 'stage: train\noptim: {lr: "1e-2"}\n')
+    with pytest.raises(UserError) as err:
         load_recipe(path)
+    assert str(err.value) == (
+        f"{path}: key 'optim.lr': expected a number (float), got '1e-2' (str); "
+        "a number in quotes is a string: drop the quotes"
+    )
 
 
 def test_missing_file_raises_user_error(tmp_path):
@@ -313,3 +317,180 @@ def test_dataset_recipe_then_recipe_fragments(tmp_path, monkeypatch):
     assert resolve_recipe(None, "toy", "train.yaml") == tmp_path / "toy" / "train.yaml"
     with pytest.raises(UserError, match="give --recipe PATH or --dataset NAME"):
         resolve_recipe([], None, "train.yaml")
+
+
+# ------------------------------------------------------------------------- numbers and lists as people write them
+EXPONENTS = [("1e-3", 1e-3), ("1E-3", 1e-3), ("5e+2", 500.0), ("-2e-4", -2e-4), ("1.0e3", 1000.0), (".5e1", 5.0)]
+
+
+@pytest.mark.parametrize("text, value", EXPONENTS, ids=[t for t, _ in EXPONENTS])
+def test_exponent_numbers_are_floats_in_files_and_overrides(tmp_path, text, value):
+    # gblending's eps is a float without a range check, so negative exponents load too
+    path = write(tmp_path / "r.yaml", f"stage: train\nmethod: {{name: gblending, eps: {text}}}\n")
+    from_file = load_recipe(path).method.params["eps"]
+    plain = write(tmp_path / "s.yaml", "stage: train\n")
+    from_override = load_recipe(plain, ["method.name=gblending", f"method.eps={text}"]).method.params["eps"]
+    for got in (from_file, from_override):
+        assert got == pytest.approx(value) and type(got) is float
+
+
+def test_exponent_numbers_reach_every_float_field_and_untyped_values(tmp_path):
+    path = write(
+        tmp_path / "r.yaml",
+        """
+        stage: train
+        optim: {lr: 1e-3, weight_decay: 5E-4}
+        model: {encoders: {m1: {args: {eps: 1e-5}}}}
+        method: {name: finetune, encoder_lr_scale: 1e-3}
+        """,
+    )
+    r = load_recipe(path, ["probe.lr=2e-2", "schedule.gamma=5e-1"])
+    assert (r.optim.lr, r.optim.weight_decay) == (0.001, 0.0005)
+    assert (r.probe.lr, r.schedule.gamma) == (0.02, 0.5)
+    assert r.model.encoders["m1"].args == {"eps": 1e-5}  # an untyped mapping reads numbers the same way
+    assert r.method.params == {"encoder_lr_scale": 0.001}
+    sd = load_recipe(path, ["method=null", "method.name=self_distill", "method.weight=5e+1"])
+    assert sd.method.params["weight"] == 50.0 and type(sd.method.params["weight"]) is float  # float | None
+
+
+def test_exponent_number_is_refused_where_an_int_is_expected(tmp_path):
+    path = write(tmp_path / "r.yaml", "stage: train\ntrain: {epochs: 1e3}\n")
+    with pytest.raises(UserError) as err:
+        load_recipe(path)
+    assert str(err.value) == f"{path}: key 'train.epochs': expected an integer (int), got 1000.0 (float)"
+
+
+def test_loader_keeps_strings_ints_and_duplicate_key_refusal(tmp_path):
+    from mmtool.config import parse_yaml
+
+    assert parse_yaml("e5") == "e5" and parse_yaml("1e") == "1e" and parse_yaml("1e-3x") == "1e-3x"
+    assert parse_yaml("12") == 12 and type(parse_yaml("12")) is int
+    assert parse_yaml("0.25") == 0.25 and parse_yaml("1.0e-3") == 0.001
+    with pytest.raises(UserError, match="duplicate key 'lr'"):
+        load_recipe(write(tmp_path / "r.yaml", "stage: train\noptim: {lr: 1e-3, lr: 1e-2}\n"))
+
+
+def test_a_string_that_looks_like_an_exponent_number_survives_save_and_load(tmp_path):
+    r = load_recipe(write(tmp_path / "r.yaml", 'stage: train\ndescription: "1e-3"\noptim: {lr: 1e-5}\n'))
+    assert r.description == "1e-3" and r.optim.lr == 1e-5
+    save_recipe(r, tmp_path / "config.yaml")
+    again = load_recipe(tmp_path / "config.yaml")
+    assert again.description == "1e-3" and again.optim.lr == 1e-5
+
+
+def test_int_is_taken_as_float_where_a_float_is_expected(tmp_path):
+    path = write(tmp_path / "r.yaml", "stage: train\n")
+    r = load_recipe(path, ["optim.lr=1", "ensemble.weights=[1, 3]"])
+    assert r.optim.lr == 1.0 and type(r.optim.lr) is float
+    assert r.ensemble.weights == (1.0, 3.0) and all(type(w) is float for w in r.ensemble.weights)
+    sd = load_recipe(path, ["method.name=self_distill", "method.weight=2", "method.temperature=3"])
+    assert (sd.method.params["weight"], sd.method.params["temperature"]) == (2.0, 3.0)
+    assert type(sd.method.params["weight"]) is float and type(sd.method.params["temperature"]) is float
+
+
+@pytest.mark.parametrize(
+    "overrides, problem",
+    [
+        (["optim.lr=true"], "key 'optim.lr' (set on the command line): expected a number (float), got True (bool)"),
+        (["train.epochs=false"], "key 'train.epochs' (set on the command line): expected an integer (int), "
+                                 "got False (bool)"),
+        (["data.n=true"], "key 'data.n' (set on the command line): expected an integer (int) or null, got True (bool)"),
+        (["ensemble.weights=[0.5, true]"], "key 'ensemble.weights[1]' (set on the command line): "
+                                           "expected a number (float), got True (bool)"),
+        (["train.channels_last=1"], "key 'train.channels_last' (set on the command line): "
+                                    "expected true or false (bool), got 1 (int)"),
+        (["method.name=ume", "method.from_teachers=0"], "key 'method.from_teachers' (set on the command line): "
+                                                        "expected true or false (bool), got 0 (int)"),
+    ],
+)  # fmt: skip
+def test_bool_is_not_a_number_and_a_number_is_not_a_bool(tmp_path, overrides, problem):
+    path = write(tmp_path / "r.yaml", "stage: train\n")
+    with pytest.raises(UserError) as err:
+        load_recipe(path, overrides)
+    assert str(err.value) == f"{path}: {problem}"
+
+
+def test_one_value_stands_for_a_list_of_one(tmp_path):
+    path = write(
+        tmp_path / "r.yaml",
+        """
+        stage: train
+        model: {hidden: 32, encoders: {m2: {hidden: 16}}}
+        modalities: m1
+        """,
+    )
+    r = load_recipe(path)
+    assert r.model.hidden == (32,) and r.model.encoders["m2"].hidden == (16,)
+    assert r.modalities == ("m1",)
+    o = load_recipe(
+        write(tmp_path / "s.yaml", "stage: train\n"),
+        ["model.hidden=64", "modalities=m2", "ensemble.weights=1", "method.name=umt", "method.modalities=m1"],
+    )
+    assert (o.model.hidden, o.modalities, o.ensemble.weights) == ((64,), ("m2",), (1.0,))
+    assert type(o.ensemble.weights[0]) is float
+    assert o.method.params["modalities"] == ("m1",)
+
+
+def test_a_list_of_one_gets_the_items_checks_and_types(tmp_path):
+    path = write(tmp_path / "r.yaml", "stage: train\n")
+    with pytest.raises(UserError) as err:
+        load_recipe(path, ["model.hidden=0"])
+    assert str(err.value) == f"{path}: model.hidden[0] must be >= 1, got 0"
+    with pytest.raises(UserError) as err:
+        load_recipe(path, ["model.hidden=wide"])
+    assert str(err.value) == (
+        f"{path}: key 'model.hidden' (set on the command line): "
+        "expected an integer (int) or a list of them, got 'wide' (str)"
+    )
+    with pytest.raises(UserError) as err:
+        load_recipe(path, ["modalities="])  # nothing after '=' is not a modality named ''
+    assert str(err.value).endswith("or a list of them, got '' (str); write [] for an empty list")
+    assert load_recipe(path, ["modalities=[]"]).modalities == ()
+
+
+def test_wrong_type_in_the_file_names_file_key_type_in_words_and_value(tmp_path):
+    path = write(tmp_path / "r.yaml", "stage: train\noptim: {lr: abc}\n")
+    with pytest.raises(UserError) as err:
+        load_recipe(path)
+    assert str(err.value) == f"{path}: key 'optim.lr': expected a number (float), got 'abc' (str)"
+
+
+def test_wrong_type_names_the_base_file_or_command_line_that_wrote_it(tmp_path):
+    write(tmp_path / "_base" / "common.yaml", "stage: train\noptim: {momentum: high}\nmodel: {hidden: [8, x]}\n")
+    child = write(tmp_path / "child.yaml", "base: _base/common.yaml\ntrain: {epochs: 2.5}\nmodel: {head: mlp}\n")
+    with pytest.raises(UserError) as err:
+        load_recipe(child, ["optim.lr=abc", "data.n=many"])
+    first, *rest = str(err.value).splitlines()
+    assert first == f"{child}: 5 problems:"  # all problems of the recipe in one message
+    base = tmp_path / "_base" / "common.yaml"
+    assert sorted(line.strip() for line in rest) == sorted([
+        f"key 'optim.momentum' (set in {base}): expected a number (float), got 'high' (str)",
+        f"key 'model.hidden[1]' (set in {base}): expected an integer (int), got 'x' (str)",
+        "key 'train.epochs': expected an integer (int), got 2.5 (float)",  # in the reported file itself
+        "key 'optim.lr' (set on the command line): expected a number (float), got 'abc' (str)",
+        "key 'data.n' (set on the command line): expected an integer (int) or null, got 'many' (str)",
+    ])  # fmt: skip
+
+
+def test_override_over_a_file_value_is_the_one_blamed(tmp_path):
+    path = write(tmp_path / "r.yaml", "stage: train\noptim: {lr: 0.1, momentum: 0.5}\n")
+    with pytest.raises(UserError) as err:
+        load_recipe(path, ["optim.momentum=lots"])
+    assert str(err.value) == (
+        f"{path}: key 'optim.momentum' (set on the command line): expected a number (float), got 'lots' (str)"
+    )
+    # a second --recipe file is named as well
+    other = write(tmp_path / "other.yaml", "optim: {lr: fast}\n")
+    with pytest.raises(UserError) as err:
+        load_recipe([path, other])
+    assert str(err.value) == f"{path}: key 'optim.lr' (set in {other}): expected a number (float), got 'fast' (str)"
+
+
+def test_recipe_built_from_the_command_line_names_it(tmp_path):
+    from mmtool.config import apply_overrides, build_recipe
+
+    raw = apply_overrides({"stage": "prep", "data": {"name": "synth-gamma"}}, ["data.seed=1e3"], "command line")
+    with pytest.raises(UserError) as err:
+        build_recipe(raw, "command line")
+    assert str(err.value) == "command line: key 'data.seed': expected an integer (int), got 1000.0 (float)"
+    assert build_recipe(apply_overrides(raw, ["data.seed=7"], "command line"), "command line").data.seed == 7

@@ -1,0 +1,99 @@
+"""Where a run's metrics go: ``metrics.jsonl`` always, ``metrics.csv`` and TensorBoard on request.
+
+``train.loggers`` lists them (``[jsonl, csv, tensorboard]``; jsonl is written whatever the list says,
+since every stage and table reads it). All three hold the same records, one per evaluated epoch, and
+follow a resume: records after the resumed checkpoint are dropped from the JSONL and CSV files, and
+TensorBoard's writer purges its events from the first epoch written again (``purge_step``), so a resumed
+run never shows an epoch twice. Only the writing process (rank 0) writes.
+
+TensorBoard is an optional extra (``pip install 'mmtool[tensorboard]'``): asking for it without the
+package is a one-line error before training starts. Its events go to ``<run>/tensorboard/``:
+``tensorboard --logdir runs/`` shows every run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+from mmtool.errors import UserError
+from mmtool.runs import MetricsWriter, atomic_write_text, is_writer
+
+LOGGERS = ("jsonl", "csv", "tensorboard")
+
+
+class MetricLoggers:
+    """The loggers of one training run (see the module docstring)."""
+
+    def __init__(self, out_dir: Path, names: tuple[str, ...] | list[str] = ("jsonl",)) -> None:
+        unknown = [n for n in names if n not in LOGGERS]
+        if unknown:
+            raise UserError(f"train.loggers: {unknown} unknown; choose from {', '.join(LOGGERS)}")
+        self.out_dir = Path(out_dir)
+        self.jsonl = MetricsWriter(self.out_dir / "metrics.jsonl")
+        self.csv = "csv" in names
+        self.tensorboard = None
+        self._tb_wanted = "tensorboard" in names
+        if self._tb_wanted:
+            _summary_writer_class()  # fail now, not after the first epoch
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not is_writer():
+            return
+        self.jsonl.write(record)
+        if self.csv:
+            self._write_csv()
+        if self._tb_wanted:
+            self._write_tensorboard(record)
+
+    def truncate_after(self, epoch: int) -> None:
+        """Forget what was logged after ``epoch`` (a resumed run redoes it)."""
+        self.jsonl.truncate_after(epoch)
+        if self.csv and is_writer():
+            self._write_csv()
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+            self.tensorboard = None
+
+    def _write_csv(self) -> None:
+        """``metrics.csv`` rewritten from ``metrics.jsonl``: a column per key ever logged, in first-seen order
+        (keys logged only some epochs, such as validation numbers, leave empty cells elsewhere)."""
+        records = self.jsonl.read()
+        columns = list(dict.fromkeys(k for r in records for k in r))
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(records)
+        atomic_write_text(self.out_dir / "metrics.csv", buf.getvalue())
+
+    def _write_tensorboard(self, record: dict[str, Any]) -> None:
+        epoch = int(record["epoch"])
+        if self.tensorboard is None:  # events from this epoch on, left by an interrupted attempt, are purged
+            self.tensorboard = _summary_writer_class()(log_dir=str(self.out_dir / "tensorboard"), purge_step=epoch)
+        for key, value in record.items():
+            if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.tensorboard.add_scalar(_tag(key), value, epoch)
+        self.tensorboard.flush()
+
+
+def _tag(key: str) -> str:
+    """TensorBoard tags grouped into sections: ``train/task_loss``, ``val/accuracy``, ``lr``."""
+    for prefix in ("train_", "val_"):
+        if key.startswith(prefix):
+            return f"{prefix[:-1]}/{key[len(prefix):]}"
+    return key
+
+
+def _summary_writer_class():
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UserError(
+            "train.loggers: tensorboard needs the tensorboard package: pip install 'mmtool[tensorboard]' "
+            "(or drop it from train.loggers)"
+        ) from None
+    return SummaryWriter
