@@ -167,6 +167,9 @@ class _State:
     partial: dict | None = None  # a mid-epoch checkpoint's position: {"step": k, "sums": ...}
 
 
+_clock = time.monotonic  # what checkpoint_every_minutes measures with (tests replace it)
+
+
 @dataclass
 class _Run:
     """What a training step and a checkpoint need: the models, the optimizer state and the run's settings."""
@@ -183,7 +186,7 @@ class _Run:
     cfg: TrainConfig
     runtime: Runtime
     signals: Any = None
-    last_save: float = field(default_factory=lambda: time.monotonic())  # looked up when the run starts
+    last_save: float = field(default_factory=lambda: _clock())  # looked up when the run starts
 
     def stop_requested(self) -> int:
         """The signal to stop for (agreed by every rank), or 0."""
@@ -198,14 +201,14 @@ class _Run:
         cfg = self.cfg
         due = bool(cfg.checkpoint_every_steps) and self.state.step % cfg.checkpoint_every_steps == 0
         if cfg.checkpoint_every_minutes:
-            late = self.runtime.is_main and time.monotonic() - self.last_save >= 60 * cfg.checkpoint_every_minutes
+            late = self.runtime.is_main and _clock() - self.last_save >= 60 * cfg.checkpoint_every_minutes
             due = due or self.runtime.any_rank(late)
         return due
 
     def save(self, epoch: int, partial: dict | None = None) -> None:
         """``last.pt``: after ``epoch`` complete, or inside epoch ``epoch`` at ``partial``'s position."""
         _save_last(self, epoch, partial)
-        self.last_save = time.monotonic()
+        self.last_save = _clock()
 
 
 def _mark_best(state: _State, model, epoch: int, val: dict, spec: dict, ckpt_dir: Path) -> None:
