@@ -82,9 +82,7 @@ def emit(result: dict, as_json: bool) -> None:
     table = Table(show_header=False, box=None)
     for line in summary:
         table.add_row(line)
-    if "run_dir" in result:
-        table.add_row(f"[dim]run: {result['run_dir']}[/dim]")
-    console.print(table)
+    console.print(table)  # the run folder was announced on stderr (`run: PATH`)
 
 
 @app.command()
@@ -130,11 +128,11 @@ def pretrain_unimodal(
     Example: mmtool pretrain-unimodal --dataset synth-gamma train.seed=1
     """
     from mmtool.stages import pretrain as stage
-    from mmtool.stages.common import new_run, resume_run
+    from mmtool.stages.common import new_run, resumed_run
 
     if resume is not None:
-        path, cfg = resume_run(resume, "pretrain", overrides)
-        return emit(stage.run(cfg, path, resume=True), as_json)
+        with resumed_run(resume, "pretrain", overrides) as (path, cfg):
+            return emit(stage.run(cfg, path, resume=True), as_json)
     cfg = _load(recipe, dataset, "pretrain.yaml", overrides)
     _expect_stage(cfg, "pretrain")
     with new_run(cfg, "pretrain", "unimodal", run_dir) as path:
@@ -162,15 +160,15 @@ def train(
     Example: mmtool train umt --dataset synth-gamma --teachers runs/pretrain/synth-gamma-unimodal-...
     """
     from mmtool.stages import train as stage
-    from mmtool.stages.common import new_run, resume_run
+    from mmtool.stages.common import new_run, resumed_run
 
     if list_methods:
         return _list_methods(as_json)
     if method is not None and "=" in method:
         overrides, method = [method, *(overrides or [])], None
     if resume is not None:
-        path, cfg = resume_run(resume, "train", overrides, method)
-        return emit(stage.run(cfg, path, resume=True), as_json)
+        with resumed_run(resume, "train", overrides, method) as (path, cfg):
+            return emit(stage.run(cfg, path, resume=True), as_json)
     if from_decision is not None:
         if dataset is not None:
             raise UserError("--from-decision names its own recipe; drop --dataset (-r adds fragments over it)")
@@ -295,6 +293,75 @@ def utilization(
     Example: mmtool utilization --dataset synth-gamma --run runs/train/synth-gamma-naive-...
     """
     _analyse("utilization", "util", recipe, dataset, overrides, run_dir, as_json, run=run)
+
+
+@app.command("runs")
+def list_runs(
+    stage: Annotated[str | None, typer.Option("--stage", help="Only runs of this stage (train, pretrain...).")] = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Only runs on this dataset.")] = None,
+    root: Annotated[Path | None, typer.Option("--root", help="Folder to search (default: runs/).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the runs under the runs folder, by start time: stage, dataset, method, seed, status (running,
+    complete, failed, interrupted), best-validation and test accuracy, wall time, path.
+
+    Example: mmtool runs --stage train -d synth-gamma
+    """
+    from mmtool.analysis import report
+    from mmtool.config import Recipe
+
+    folder = root if root is not None else Path(Recipe.runs_root)
+    if not folder.is_dir():
+        raise UserError(f"no runs in {folder}: no such folder" + ("" if root else " (--root DIR searches another)"))
+    rows = report.listing(report.select(report.collect_runs([folder]), stage, dataset))
+    if not rows:
+        raise report.no_runs(str(folder), stage=stage, dataset=dataset)
+    if as_json or not sys.stdout.isatty():
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    colours = {"complete": "green", "running": "yellow", "failed": "red", "interrupted": "magenta"}
+    table = Table(box=None, header_style="bold")
+    for column in ("stage", "dataset", "method", "seed", "status", "val", "test", "wall", "path"):
+        table.add_column(column, justify="right" if column in ("seed", "val", "test", "wall") else "left")
+    for row in rows:
+        table.add_row(
+            row["stage"], row["dataset"] or "—", row["method"] or "—", "—" if row["seed"] is None else str(row["seed"]),
+            f"[{colours.get(row['status'], 'white')}]{row['status']}[/]",
+            report.accuracy_cell(row, "val_accuracy"), report.accuracy_cell(row, "test_accuracy"),
+            report.duration(row["wall_s"], row["wall_lower_bound"]), row["path"],
+        )  # fmt: skip
+    Console().print(table)
+
+
+@app.command("report")
+def report_runs(
+    paths: Annotated[list[Path], typer.Argument(help="Run folders, or folders searched for runs.", show_default=False)],
+    fmt: Annotated[str, typer.Option("--format", help="md, csv or json.")] = "md",
+    metric: Annotated[str, typer.Option("--metric", help="The results.json field to compare.")] = "test_accuracy",
+) -> None:
+    """Mean ± std over seeds of finished runs, per (dataset, method): train runs by method, pretrain runs
+    per modality, ensemble runs; a note says when a group's recipes differ beyond the seed.
+
+    Example: mmtool report runs/train --format csv
+    """
+    from mmtool.analysis import report
+
+    writers = {"md": lambda rows: report.to_markdown(rows, metric), "csv": report.to_csv, "json": report.to_json}
+    if fmt not in writers:
+        raise UserError(f"--format must be md, csv or json, not {fmt!r}")
+    runs = report.collect_runs(paths)
+    rows = report.report_rows(runs, metric)
+    where = ", ".join(str(p) for p in paths)
+    if not rows:
+        raise UserError(
+            f"no finished train, pretrain-unimodal or ensemble run with {metric} in {where} ({len(runs)} runs found)"
+        )
+    used = sum(len(row["runs"]) for row in rows)
+    typer.echo(f"report: {len(rows)} groups from {where}; {len(runs)} runs found, {used} values used", err=True)
+    typer.echo(writers[fmt](rows), nl=False)
 
 
 @app.command()

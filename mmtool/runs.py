@@ -9,6 +9,9 @@ Layout of every run::
         checkpoints/     last.pt (resumable), best.pt (selected on validation), COMPLETE marker
         results.json     the stage's final numbers
         plots/           PNG figures
+        .lock            flock'ed by the command that owns the run while it runs
+        sessions.json    start, end, duration and outcome of each command that worked on the run
+        failed.json      the one-line error of a run whose last command failed (removed by a resume)
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ from typing import Any
 
 from mmtool.errors import UserError
 from mmtool.faults import fault_point
-
 
 _WRITER = True  # False in the processes of a distributed run other than rank 0
 
@@ -122,6 +124,7 @@ def new_run_dir(root: str | Path, stage: str, dataset: str, method: str, run_dir
 
 LOCK = ".lock"
 _held: dict[str, Any] = {}  # run folder -> open lock file: held until the process ends (kill -9 included)
+_started: dict[str, float] = {}  # run folder -> when this process locked it (time.monotonic)
 
 
 def lock_run(path: Path) -> None:
@@ -136,25 +139,118 @@ def lock_run(path: Path) -> None:
     if key in _held:
         return
     fh = open(path / LOCK, "a+")  # noqa: SIM115  (kept open: the lock lives as long as the file)
-    try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fh.seek(0)
-        holder = fh.read().strip() or "another process"
-        fh.close()
-        raise UserError(f"run directory {path} is in use by {holder}; wait for it or stop it first") from None
+    for attempt in range(5):  # a few tries: `mmtool runs` probes the lock for an instant (lock_held)
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if attempt < 4:
+                time.sleep(0.05)
+                continue
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise UserError(f"run directory {path} is in use by {holder}; wait for it or stop it first") from None
     fh.seek(0)
     fh.truncate()
     command = " ".join(["mmtool", *sys.argv[1:]])
     fh.write(f"pid {os.getpid()} on {platform.node()} ({command}), since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
     fh.flush()
     _held[key] = fh
+    _started[key] = time.monotonic()
+
+
+def seconds_held(path: Path) -> float | None:
+    """Seconds since this process took the run folder's lock (the wall time of this command's work on it)."""
+    began = _started.get(str(Path(path).resolve()))
+    return None if began is None else time.monotonic() - began
 
 
 def unlock_run(path: Path) -> None:
     fh = _held.pop(str(Path(path).resolve()), None)
     if fh is not None:
         fh.close()
+
+
+def lock_held(path: Path) -> bool:
+    """Whether a live process holds the run's lock (this one included). Probed with a non-blocking shared
+    ``flock``, released at once: a dead holder's lock is gone, so no pid is guessed at."""
+    import fcntl
+
+    try:
+        fh = open(Path(path) / LOCK, "rb")  # noqa: SIM115
+    except OSError:  # no lock file (never locked) or not ours to read
+        return False
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    return False
+
+
+RESULTS = "results.json"
+FAILED = "failed.json"
+SESSIONS = "sessions.json"
+
+
+def run_status(path: Path) -> str:
+    """``running`` (its lock is held), ``complete`` (results.json), ``failed`` (its last command raised an
+    error: failed.json), else ``interrupted`` (stopped by a signal, or killed without a chance to say so)."""
+    path = Path(path)
+    if lock_held(path):
+        return "running"
+    if (path / RESULTS).is_file():
+        return "complete"
+    if (path / FAILED).is_file():
+        return "failed"
+    return "interrupted"
+
+
+def read_sessions(path: Path) -> list[dict[str, Any]]:
+    """The run's sessions.json (an empty list for runs made before sessions were recorded)."""
+    file = Path(path) / SESSIONS
+    try:
+        sessions = json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError):
+        return []
+    return sessions if isinstance(sessions, list) else []
+
+
+def _now() -> str:
+    """Local time with its offset, to the millisecond (runs started in one second still sort in order)."""
+    from datetime import datetime
+
+    return datetime.now().astimezone().isoformat(timespec="milliseconds")
+
+
+def begin_session(path: Path) -> float:
+    """Record that a command starts working on the run (and forget an earlier failure: the run's status is
+    its last command's). Returns the start, for :func:`end_session`."""
+    path = Path(path)
+    if _WRITER:
+        (path / FAILED).unlink(missing_ok=True)
+        write_json(path / SESSIONS, [*read_sessions(path), {"started": _now(), "ended": None, "seconds": None,
+                                                             "outcome": None}])  # fmt: skip
+    return time.monotonic()
+
+
+def end_session(path: Path, began: float, outcome: str, error: str | None = None) -> None:
+    """Close the session :func:`begin_session` opened with its outcome (``complete``, ``failed`` or
+    ``interrupted``); a failure also writes failed.json with its one-line error. A session killed outright
+    stays open: ``mmtool runs`` counts it up to the run's last write."""
+    path = Path(path)
+    if not _WRITER or not path.is_dir():
+        return
+    sessions = read_sessions(path) or [{"started": None}]
+    sessions[-1].update(ended=_now(), seconds=round(time.monotonic() - began, 3), outcome=outcome)
+    try:  # bookkeeping: a disk that refuses these writes must not hide the command's own outcome
+        write_json(path / SESSIONS, sessions)
+        if outcome == "failed":
+            write_json(path / FAILED, {"error": error or "unknown error", "time": _now()})
+    except (OSError, UserError):
+        pass
 
 
 class MetricsWriter:

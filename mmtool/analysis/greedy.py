@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from mmtool.analysis import plots
-from mmtool.analysis.tables import mean_std
+from mmtool.analysis.tables import mean, mean_std
 from mmtool.runs import atomic_write_text, read_json
 
 ORDER = ("vanilla", "guided", "random")
@@ -66,9 +66,7 @@ def _fmt(column: str, values: list[float]) -> str:
     """Accuracies with one decimal; d_util and d_speed with three, signed."""
     if "d_" not in column:
         return mean_std(values)
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    sign = "+" if column.startswith("d_") else ""
-    return f"{statistics.mean(values):{sign}.3f} ± {std:.3f}"
+    return mean_std(values, digits=3, sign="+" if column.startswith("d_") else "")
 
 
 def render(sections: dict[str, dict[str, dict]], plots_by_encoder: dict[str, str]) -> str:
@@ -94,8 +92,8 @@ def render(sections: dict[str, dict[str, dict]], plots_by_encoder: dict[str, str
             lines.append(f"| {name} | " + " | ".join(_fmt(c, d["values"][c]) for c in columns) + " |")
         if "vanilla" in data and "guided" in data:
             van, gui = data["vanilla"]["values"], data["guided"]["values"]
-            du_v, du_g = statistics.mean(van["abs(d_util)"]), statistics.mean(gui["abs(d_util)"])
-            acc_v, acc_g = statistics.mean(van["test"]), statistics.mean(gui["test"])
+            du_v, du_g = mean(van["abs(d_util)"]), mean(gui["abs(d_util)"])
+            acc_v, acc_g = mean(van["test"]), mean(gui["test"])
             lines += [
                 "",
                 f"- guided vs vanilla, mean |d_util|: {du_g:.3f} vs {du_v:.3f} "

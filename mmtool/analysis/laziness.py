@@ -10,10 +10,9 @@ Usage: python -m mmtool.analysis.laziness RUNS_ROOT OUT.md
 
 from __future__ import annotations
 
-import statistics
 from pathlib import Path
 
-from mmtool.analysis.tables import mean_std, table_main
+from mmtool.analysis.tables import mean, mean_std, table_main
 from mmtool.runs import read_json
 
 RUNS = {"unimodal": "Uni-modal training", "naive": "Naive fusion (MM baseline)", "umt": "UMT"}
@@ -54,7 +53,7 @@ def render(data: dict[str, dict]) -> str:
             lines.append(f"| {label} | " + " | ".join(mean_std(d["probe"][run].get(m, [])) for m in mods) + " |")
         gaps, closed = [], []
         for m in mods:
-            uni, naive, umt = (statistics.mean(d["probe"][r][m]) for r in RUNS)
+            uni, naive, umt = (mean(d["probe"][r][m]) for r in RUNS)
             gaps.append(f"{uni - naive:+.1f}")
             closed.append(f"{(umt - naive) / (uni - naive):.0%}" if uni - naive > 0 else "—")
         lines += ["| gap (uni − naive) | " + " | ".join(gaps) + " |", "| closed by UMT | " + " | ".join(closed) + " |"]

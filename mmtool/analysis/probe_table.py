@@ -12,10 +12,9 @@ Usage: python -m mmtool.analysis.probe_table RUNS_ROOT OUT.md
 
 from __future__ import annotations
 
-import statistics
 from pathlib import Path
 
-from mmtool.analysis.tables import mean_std, table_main
+from mmtool.analysis.tables import mean, mean_std, table_main
 from mmtool.runs import read_json
 
 PREFIX = "probe-"
@@ -59,7 +58,7 @@ def render(columns: list[tuple[str, str]], rows: dict[str, dict[tuple[str, str],
             values = rows[run].get(key, [])
             cell = mean_std(values)
             if values and run != REFERENCE and reference.get(key):
-                delta = statistics.mean(values) - statistics.mean(reference[key])
+                delta = mean(values) - mean(reference[key])
                 cell += f" ({delta:+.1f})"
                 if delta <= -LAZY:
                     lazy.append(f"{run} on {key[0]} {key[1]}")

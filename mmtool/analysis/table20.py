@@ -9,10 +9,9 @@ Usage: python -m mmtool.analysis.table20 RUNS_ROOT OUT.md
 
 from __future__ import annotations
 
-import statistics
 from pathlib import Path
 
-from mmtool.analysis.tables import mean_std, table_main
+from mmtool.analysis.tables import mean, mean_std, table_main
 from mmtool.runs import read_json
 
 DATASETS = ("synth-alpha", "synth-beta", "synth-gamma")
@@ -66,10 +65,10 @@ def render(rows: dict) -> str:
         if not mats:
             continue
         pct = [_row_percent(cm) for cm in mats]
-        mean = [[statistics.mean(p[i][j] for p in pct) for j in range(3)] for i in range(3)]
+        cell = [[mean([p[i][j] for p in pct]) for j in range(3)] for i in range(3)]
         lines += [f"Modality {m[1]}:", "", "| actual \\ predicted | 0 | 1 | 2 |", "|---|---|---|---|"]
         for i in range(3):
-            lines.append(f"| {i} | " + " | ".join(f"{mean[i][j]:.1f} [{PAPER_T21[i][j]:g}]" for j in range(3)) + " |")
+            lines.append(f"| {i} | " + " | ".join(f"{cell[i][j]:.1f} [{PAPER_T21[i][j]:g}]" for j in range(3)) + " |")
         lines.append("")
     lines += [
         "Note: γ is generated as App. A.10 writes it; both vectors of a label-1/2 pair lean along -z, so label 2",

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
-import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from mmtool.analysis.report import summarise
 from mmtool.runs import atomic_write_text
 
 
-def mean_std(values: list[float]) -> str:
-    """``"mean ± std"`` with one decimal (std 0 for one value, a dash for none)."""
+def mean_std(values: list[float], digits: int = 1, sign: str = "") -> str:
+    """``"mean ± std"`` over seeds (:func:`mmtool.analysis.report.summarise`: sample std, 0 for one value),
+    ``digits`` decimals, ``sign="+"`` to sign the mean; a dash for no values."""
     if not values:
         return "—"
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.1f} ± {std:.1f}"
+    s = summarise(values)
+    std = 0.0 if s.std is None else s.std
+    return f"{s.mean:{sign}.{digits}f} ± {std:.{digits}f}"
+
+
+def mean(values: list[float]) -> float:
+    """The mean over seeds, as :func:`mean_std` prints it."""
+    return summarise(values).mean
 
 
 def table_main(argv: list[str] | None, module: str, build: Callable[[Path], str]) -> None:

@@ -73,11 +73,25 @@ class MetricLoggers:
     def _write_tensorboard(self, record: dict[str, Any]) -> None:
         epoch = int(record["epoch"])
         if self.tensorboard is None:  # events from this epoch on, left by an interrupted attempt, are purged
-            self.tensorboard = _summary_writer_class()(log_dir=str(self.out_dir / "tensorboard"), purge_step=epoch)
+            folder = self.out_dir / "tensorboard"
+            _after_earlier_event_files(folder)
+            self.tensorboard = _summary_writer_class()(log_dir=str(folder), purge_step=epoch)
         for key, value in record.items():
             if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):
                 self.tensorboard.add_scalar(_tag(key), value, epoch)
         self.tensorboard.flush()
+
+
+def _after_earlier_event_files(folder: Path) -> None:
+    """Wait (at most a second) until a new event file's name sorts after the earlier ones'. TensorBoard
+    reads a folder's files in name order, and the name starts with the creation time in whole seconds:
+    a resume within the second of the killed attempt would otherwise be read first, and its purge of the
+    redone epochs would apply to the wrong events."""
+    import time
+
+    stamps = [int(p.name.split(".")[3]) for p in folder.glob("events.out.tfevents.*") if p.name.split(".")[3].isdigit()]
+    while stamps and int(time.time()) <= max(stamps):
+        time.sleep(0.05)
 
 
 def _tag(key: str) -> str:

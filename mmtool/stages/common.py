@@ -6,7 +6,9 @@ checkpoints, results.json), read through the functions here.
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,11 +24,23 @@ from mmtool.engine.evaluate import evaluate_splits
 from mmtool.engine.inference import encode_only, run_inference
 from mmtool.engine.loop import fit, selected_model
 from mmtool.engine.runtime import Runtime
-from mmtool.errors import UserError
+from mmtool.errors import Interrupted, UserError
 from mmtool.methods import MethodContext, build_method
 from mmtool.models import MultiModalNet, build_model, encoder_config, model_spec
 from mmtool.models.mmtm import MMTMNet
-from mmtool.runs import is_writer, lock_run, new_run_dir, read_json, require_run, unlock_run, write_env, write_json
+from mmtool.runs import (
+    begin_session,
+    end_session,
+    is_writer,
+    lock_run,
+    new_run_dir,
+    read_json,
+    require_run,
+    seconds_held,
+    unlock_run,
+    write_env,
+    write_json,
+)
 
 
 def start_run(recipe: Recipe, stage: str, tag: str, run_dir: str | Path | None) -> Path:
@@ -50,12 +64,17 @@ def start_run(recipe: Recipe, stage: str, tag: str, run_dir: str | Path | None) 
 def new_run(recipe: Recipe, stage: str, tag: str, run_dir: str | Path | None) -> Iterator[Path]:
     """:func:`start_run` for a ``with`` block: if the command fails before it finished an epoch or wrote
     results, the directory this call created is removed again, so a failed start leaves nothing that
-    blocks a rerun (a run that trained at least one epoch is kept: ``--resume`` continues it)."""
+    blocks a rerun (a run that trained at least one epoch is kept: ``--resume`` continues it). The run's
+    path is announced on stderr when it starts and, with its outcome, when it ends; the outcome is recorded
+    in the run (sessions.json, and failed.json for an error) for `mmtool runs`."""
     existed = run_dir is not None and Path(run_dir).exists()
     path = start_run(recipe, stage, tag, run_dir)
+    began = None
     try:
+        began = begin_session(path)
+        _announce(path)
         yield path
-    except BaseException:
+    except BaseException as err:
         if not existed and is_writer() and not _has_progress(path):
             unlock_run(path)
             shutil.rmtree(path, ignore_errors=True)
@@ -64,7 +83,52 @@ def new_run(recipe: Recipe, stage: str, tag: str, run_dir: str | Path | None) ->
                     parent.rmdir()
                 except OSError:
                     break
+            _announce(path, f"{_outcome(err)[0]}, nothing kept")
+        else:
+            _close(path, began, err)
         raise
+    _close(path, began, None)
+
+
+@contextmanager
+def resumed_run(run_dir: str | Path, stage: str, overrides: list[str] | None = None, method: str | None = None
+                ) -> Iterator[tuple[Path, Recipe]]:  # fmt: skip
+    """:func:`resume_run` for a ``with`` block: the run's path and outcome are announced and recorded as
+    for :func:`new_run` (a resume that completes clears an earlier failure; one that fails records its own)."""
+    path, recipe = resume_run(run_dir, stage, overrides, method)
+    began = None
+    try:
+        began = begin_session(path)
+        _announce(path)
+        yield path, recipe
+    except BaseException as err:
+        _close(path, began, err)
+        raise
+    _close(path, began, None)
+
+
+def _outcome(err: BaseException | None) -> tuple[str, str | None]:
+    """(outcome, one-line error): a signal (:class:`Interrupted`, Ctrl-C) interrupts, any other error fails."""
+    if err is None:
+        return "complete", None
+    if isinstance(err, Interrupted) or not isinstance(err, Exception):
+        return "interrupted", None
+    message = str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
+    return "failed", (message.strip().splitlines() or [type(err).__name__])[0][:500]
+
+
+def _close(path: Path, began: float | None, err: BaseException | None) -> None:
+    outcome, error = _outcome(err)
+    if began is not None:
+        end_session(path, began, outcome, error)
+    _announce(path, outcome)
+
+
+def _announce(path: Path, outcome: str | None = None) -> None:
+    """``run: PATH`` (and ``(outcome)`` at the end) on stderr, from rank 0 only under torchrun."""
+    if os.environ.get("RANK", "0") != "0":
+        return
+    print(f"run: {path}" + (f" ({outcome})" if outcome else ""), file=sys.stderr, flush=True)
 
 
 def _has_progress(path: Path) -> bool:
@@ -111,7 +175,14 @@ def _flat_diff(a: dict, b: dict, prefix: str = "") -> dict[str, tuple]:
 
 
 def finish(run_dir: Path, result: dict) -> dict:
+    """Write ``results.json``: the stage's numbers, plus where and how they were computed (device,
+    precision, threads and processes, from env.json) and the wall time of the command that finished it."""
     result["run_dir"] = str(run_dir)
+    env = read_json(run_dir / "env.json") if (run_dir / "env.json").is_file() else {}
+    result["runtime"] = {k: env[k] for k in ("device", "device_name", "precision", "threads", "world_size") if k in env}
+    held = seconds_held(run_dir)
+    if held is not None:
+        result["wall_seconds"] = round(held, 1)
     write_json(run_dir / "results.json", result)
     return result
 

@@ -1,4 +1,5 @@
-"""Drives the real CLI (subprocesses) through all seven commands on the tiny recipes.
+"""Drives the real CLI through all seven commands on the tiny recipes (in this process, and in child
+processes where a kill, a signal or another process is the point: see tests/e2e/cli.py).
 
 The decide accuracies are recomputed here from the checkpoints on disk, independently of the stage code.
 """
@@ -16,24 +17,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.e2e.cli import REPO, messages, run_cli
+
 TINY = ["data.n=600"]  # recipes/tiny use a 600-sample gamma
 
 
-def mmtool(cwd: Path, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MMTOOL_RECIPES": str(REPO / "recipes"), "PYTHONPATH": str(REPO)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "mmtool.cli", *args],
-        cwd=cwd,
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"mmtool {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
-    return proc
+def mmtool(cwd: Path, *args: str, stdin: str | None = None, check: bool = True, env: dict | None = None,
+           process: bool = False) -> subprocess.CompletedProcess:  # fmt: skip
+    """The real CLI, in this process unless ``process`` (see tests/e2e/cli.py)."""
+    return run_cli(cwd, *args, stdin=stdin, check=check, env=env, process=process)
 
 
 def sha(path: Path) -> str:
@@ -146,7 +138,7 @@ def test_recipe_typo_exits_2_with_one_line(tmp_path):
     bad.write_text(f"base: {REPO / 'recipes' / 'tiny' / 'naive.yaml'}\ntrain: {{epohcs: 3}}\n")
     proc = mmtool(tmp_path, "train", "naive", "--recipe", str(bad), check=False)
     assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
+    lines = messages(proc.stderr)
     assert len(lines) == 1 and "bad.yaml" in lines[0] and "train.epohcs" in lines[0]
 
 
@@ -226,7 +218,7 @@ def test_resume_refuses_other_settings_and_a_second_writer(chain):
 
     mmtool(chain, "train", "naive", "-d", "tiny", "train.epochs=3", "--run-dir", "short")
     changed = mmtool(chain, "train", "--resume", "short", "optim.lr=0.5", "train.epochs=9", check=False)
-    assert changed.returncode == 2 and len(changed.stderr.strip().splitlines()) == 1
+    assert changed.returncode == 2 and len(messages(changed.stderr)) == 1
     assert "optim.lr: 0.2 -> 0.5" in changed.stderr and "train.epochs: 3 -> 9" in changed.stderr
     other = mmtool(chain, "train", "umt", "--resume", "short", check=False)
     assert other.returncode == 2 and "method: naive -> umt" in other.stderr
@@ -234,7 +226,7 @@ def test_resume_refuses_other_settings_and_a_second_writer(chain):
     assert stage.returncode == 2 and "stage: train -> pretrain" in stage.stderr
     lock_run(chain / "short")  # this process holds the run, as a training process would
     try:
-        busy = mmtool(chain, "train", "--resume", "short", check=False)
+        busy = mmtool(chain, "train", "--resume", "short", check=False, process=True)
     finally:
         unlock_run(chain / "short")
     assert busy.returncode == 2 and f"in use by pid {os.getpid()}" in busy.stderr
@@ -253,7 +245,7 @@ def test_failures_before_the_first_epoch_leave_no_run_and_bad_checkpoints_are_on
     best = chain / "short" / "checkpoints" / "best.pt"
     best.write_bytes(best.read_bytes()[:100])
     bad = mmtool(chain, "probe", "-d", "tiny", "--run", "short", "--run-dir", str(tmp_path / "p"), check=False)
-    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    assert bad.returncode == 2 and len(messages(bad.stderr)) == 1
     assert "best.pt is truncated or not a checkpoint" in bad.stderr and "weights_only" not in bad.stderr
     assert not (tmp_path / "p").exists()
 
@@ -291,7 +283,7 @@ def test_impossible_runtime_exits_2_and_leaves_no_run(tmp_path, setting):
         pytest.skip("this machine has CUDA")
     proc = mmtool(tmp_path, "train", "naive", "-d", "tiny", setting, "--run-dir", "run", check=False)
     assert proc.returncode == 2
-    assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("error: train.")
+    assert len(messages(proc.stderr)) == 1 and messages(proc.stderr)[0].startswith("error: train.")
     assert not (tmp_path / "run").exists() and not (tmp_path / "runs").exists()
 
 
@@ -302,8 +294,8 @@ def test_a_full_disk_is_one_line_and_leaves_complete_checkpoints(chain, tmp_path
     proc = subprocess.run([sys.executable, "-m", "mmtool.cli", "train", "naive", "-d", "tiny", "train.epochs=30",
                            "train.checkpoint_every=5", "--run-dir", str(run)], cwd=chain, env=env,
                           capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
-    assert proc.stderr.startswith(f"error: cannot write {run}") and "No space left on device" in proc.stderr
+    assert proc.returncode == 2 and len(messages(proc.stderr)) == 1
+    assert messages(proc.stderr)[0].startswith(f"error: cannot write {run}") and "No space left on device" in proc.stderr
     assert not list(run.rglob("*.tmp"))
     for ckpt in (run / "checkpoints").glob("*.pt"):
         torch.load(ckpt, weights_only=True)  # every checkpoint on disk is complete
@@ -315,8 +307,8 @@ def test_out_of_memory_is_one_line_saying_what_to_lower(chain, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "mmtool.cli", "train", "naive", "-d", "tiny", "train.batch_size=64",
                            "--run-dir", str(tmp_path / "oom")], cwd=chain, env=env, capture_output=True, text=True,
                           timeout=300)  # fmt: skip
-    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
-    assert proc.stderr.startswith("error: out of memory at epoch 1, step 0 on cpu: lower train.batch_size (now 64)")
+    assert proc.returncode == 2 and len(messages(proc.stderr)) == 1
+    assert messages(proc.stderr)[0].startswith("error: out of memory at epoch 1, step 0 on cpu: lower train.batch_size (now 64)")
     assert not (tmp_path / "oom").exists()  # nothing to resume: the failed start leaves no folder
 
 

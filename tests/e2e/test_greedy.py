@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from mmtool.analysis import greedy
+from tests.e2e.cli import messages
 from tests.e2e.test_cli_chain import mmtool
 
 RECIPE = "recipes/digits-colored/balanced.yaml"
@@ -48,4 +49,4 @@ def test_probe_refuses_mmtm_branches_with_one_line(tmp_path):
     mmtool(tmp_path, "train", *args, "--run-dir", "mmtm")
     proc = mmtool(tmp_path, "probe", "-d", "digits-colored", "data.n=200", "--run", "mmtm", check=False)
     assert proc.returncode == 2
-    assert "MMTM" in proc.stderr and "mmtool utilization" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert "MMTM" in proc.stderr and "mmtool utilization" in proc.stderr and len(messages(proc.stderr)) == 1

@@ -15,6 +15,7 @@ from mmtool.config import DataConfig
 from mmtool.data import cache_dir, load_dataset, prepare
 from mmtool.data.pipeline import read_jsonl, write_jsonl
 from mmtool.errors import UserError
+from tests.e2e.cli import messages
 from tests.e2e.test_cli_chain import mmtool
 from tests.fixtures.media import write_ucf101, write_vggsound
 
@@ -111,7 +112,7 @@ def test_cli_train_on_an_edited_manifest_exits_2_naming_the_field(tmp_path, fiel
     edit_json(manifest, set_field(field, value))
     proc = mmtool(tmp_path, "train", "naive", "-d", "tiny", check=False)
     assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
+    lines = messages(proc.stderr)
     assert len(lines) == 1 and lines[0].startswith(f"error: {Path('data') / manifest.relative_to(tmp_path / 'data')}")
     assert f"field '{field}' is {value}, but" in lines[0] and "mmtool prep synth-gamma --force" in lines[0]
     assert not any((tmp_path / "runs").rglob("*.json"))  # no half-run left behind

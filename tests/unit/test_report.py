@@ -1,0 +1,330 @@
+"""Finding runs, their status and wall time, and the one mean ± std over seeds (mmtool/analysis/report.py);
+how a command records its outcome in the run (mmtool/stages/common.py); and that the result-table
+builders print exactly what they printed before they shared that aggregation."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import random
+import re
+import statistics
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mmtool.analysis import report
+from mmtool.analysis.report import Run, summarise
+from mmtool.analysis.tables import mean_std
+from mmtool.errors import Interrupted, UserError
+from mmtool.runs import lock_run, run_status, unlock_run
+
+
+def _write(path: Path, obj) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "results.json").write_text(json.dumps(obj))
+
+
+def make_run(path: Path, stage: str = "train", method: str = "naive", seed: int = 0, dataset: str = "synth-gamma",
+             results: dict | None = None, sessions: list | None = None, **recipe) -> Path:  # fmt: skip
+    """A run folder as the commands leave it: config.yaml (with ``recipe`` keys, dotted), results.json."""
+    config: dict = {"stage": stage, "data": {"name": dataset, "seed": seed, "root": "data"},
+                    "optim": {"lr": 0.2}, "train": {"seed": seed, "epochs": 5}, "method": {"name": method},
+                    "teachers": f"runs/pretrain/seed{seed}"}  # fmt: skip
+    for key, value in recipe.items():
+        section, name = key.split("__")
+        config.setdefault(section, {})[name] = value
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.yaml").write_text(yaml.safe_dump(config))
+    if results is not None:
+        _write(path, results)
+    if sessions is not None:
+        (path / "sessions.json").write_text(json.dumps(sessions))
+    return path
+
+
+def _session(start: float, seconds: float | None, outcome: str | None = None) -> dict:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(start))
+    return {"started": stamp, "ended": None, "seconds": seconds, "outcome": outcome}
+
+
+# ------------------------------------------------------------------------------------------ summarise
+def test_summarise_is_mean_and_sample_std():
+    s = summarise([70.0, 72.5, 80.0])
+    assert (s.n, s.mean, s.std) == (3, statistics.mean([70.0, 72.5, 80.0]), statistics.stdev([70.0, 72.5, 80.0]))
+    assert summarise([4.0]) == report.Summary(1, 4.0, None)
+    with pytest.raises(ValueError):
+        summarise([])
+
+
+def test_mean_std_cells_keep_their_format():
+    assert mean_std([99.0, 100.0]) == "99.5 ± 0.7"
+    assert mean_std([42.0]) == "42.0 ± 0.0" and mean_std([]) == "—"
+    assert mean_std([0.1, 0.2], digits=3, sign="+") == "+0.150 ± 0.071"
+
+
+# The table builders, fed awkward numbers (1, 2 and 3 seeds), print byte for byte what they printed when
+# each computed its own mean and std; the digest was taken from that code on the trees made below.
+BUILDERS_DIGEST = "60e07555a1835438563ee28e2c61fc06ceb906a5be38cf04204818cb1d8772be"
+
+
+def _acc(rng: random.Random) -> float:
+    return rng.uniform(30.0, 100.0)
+
+
+def render_all_builders(tmp: Path) -> str:
+    from mmtool.analysis import greedy, laziness, methods_table, paper_tables, probe_table, table20
+
+    rng = random.Random(20)
+    out = []
+    t20 = tmp / "t20"  # 1 seed on alpha, 3 on beta and gamma
+    for ds, seeds in zip(table20.DATASETS, (1, 3, 3), strict=True):
+        for s in range(seeds):
+            cm = [[rng.randint(0, 40) for _ in range(3)] for _ in range(3)]
+            uni = {m: {"test_accuracy": _acc(rng), "test_confusion": cm} for m in ("m1", "m2")}
+            _write(t20 / ds / f"seed{s}" / "unimodal", {"modalities": uni})
+            _write(t20 / ds / f"seed{s}" / "multimodal", {"test_accuracy": _acc(rng)})
+    out.append(table20.render(table20.collect(t20)))
+    lz = tmp / "lz"
+    for ds, seeds in (("digits-colored", 3), ("synth-lazy", 1)):
+        for s in range(seeds):
+            root = lz / ds / f"seed{s}"
+            for run in laziness.RUNS:
+                _write(root / f"probe-{run}", {"probes": {m: {"test_accuracy": _acc(rng)} for m in ("m1", "m2")}})
+            _write(root / "unimodal", {"modalities": {m: {"test_accuracy": _acc(rng)} for m in ("m1", "m2")}})
+            _write(root / "naive", {"test_accuracy": _acc(rng)})
+            _write(root / "umt", {"test_accuracy": _acc(rng)})
+    out.append(laziness.render(laziness.collect(lz)))
+    mt = tmp / "mt"  # what make methods and make probes write
+    for ds, seeds in (("digits-colored", 3), ("digits-twoview", 2), ("synth-lazy", 1)):
+        for s in range(seeds):
+            root = mt / ds / f"seed{s}"
+            uni = {m: {"test_accuracy": _acc(rng)} for m in ("m1", "m2")}
+            _write(root / "unimodal", {"stage": "pretrain", "modalities": uni})
+            for run in ("naive", "umt", "ogm_ge"):
+                _write(root / run, {"stage": "train", "test_accuracy": _acc(rng)})
+            _write(root / "decide", {"stage": "decide", "verdict": "UMT"})
+            for run in ("unimodal", "naive", "umt"):
+                _write(root / f"probe-{run}", {"probes": {m: {"test_accuracy": _acc(rng)} for m in ("m1", "m2")}})
+    out.append(methods_table.render(*methods_table.collect(mt)))
+    out.append(probe_table.render(*probe_table.collect(mt)))
+    sections = {}
+    for enc, seeds in (("cnn", 3), ("mlp", 1)):
+        data = {}
+        for name in greedy.ORDER:
+            values = {}
+            for col in ("test", "branch m1", "branch m2", "d_util", "abs(d_util)", "d_speed", "re-balancing m1 (%)"):
+                values[col] = [rng.uniform(-1.0, 1.0) if "d_" in col else _acc(rng) for _ in range(seeds)]
+            data[name] = {"values": values, "curves": [([1], [0.0])] * seeds, "modalities": ["m1", "m2"]}
+        sections[enc] = data
+    out.append(greedy.render(sections, {"cnn": "greedy_cnn.png"}))
+    pt = tmp / "pt"  # every source of every paper table: 1 seed on ucf101, 3 on vggsound
+    files: dict = {}
+    for table in paper_tables.OURS.values():
+        for sources in table.values():
+            for src in sources:
+                if src is None:
+                    continue
+                for s in range({"ucf101": 1, "vggsound": 3}[src.dataset]):
+                    obj = files.setdefault((src.dataset, s, src.run), {})
+                    *parents, last = src.key
+                    for p in parents:
+                        obj = obj.setdefault(p, {})
+                    obj[last] = ("UMT" if rng.random() < 0.5 else "UME") if last == "verdict" else _acc(rng)
+    for (ds, s, run), obj in sorted(files.items()):
+        _write(pt / ds / f"seed{s}" / run, obj)
+    for name in paper_tables.PAPER:
+        out.append(paper_tables.render(name, pt).replace(str(pt), "ROOT"))
+    return "\n\x00\n".join(out)
+
+
+def test_table_builders_print_what_they_printed_before(tmp_path):
+    text = render_all_builders(tmp_path)
+    assert "| Uni-modal (modality 1) | 58.5 ± 0.0 [100] | 53.0 ± 17.2 [51.4] | 55.2 ± 25.2 [70.9] |" in text
+    assert hashlib.sha256(text.encode()).hexdigest() == BUILDERS_DIGEST
+
+
+# ------------------------------------------------------------------------------------------ runs on disk
+def test_find_runs_does_not_split_a_pretrain_run_and_skips_hidden_folders(tmp_path):
+    pre = make_run(tmp_path / "pretrain" / "p", stage="pretrain")
+    for m in ("m1", "m2"):
+        (pre / m / "checkpoints").mkdir(parents=True)
+        (pre / m / "metrics.jsonl").write_text("{}\n")
+    made = make_run(tmp_path / "train" / "mine" / "deep")  # a --run-dir anywhere below the root
+    make_run(tmp_path / ".trash" / "old")
+    assert sorted(report.find_runs(tmp_path)) == sorted([pre, made])
+    assert report.find_runs(made) == [made]
+
+
+def test_status_running_complete_failed_interrupted(tmp_path):
+    run = make_run(tmp_path / "r")
+    assert run_status(run) == "interrupted"  # not running, no results, no failure recorded: killed
+    (run / "failed.json").write_text('{"error": "boom"}')
+    assert run_status(run) == "failed"
+    lock_run(run)
+    try:
+        assert run_status(run) == "running"  # a held lock wins over everything on disk
+    finally:
+        unlock_run(run)
+    _write(run, {"test_accuracy": 50.0})
+    assert run_status(run) == "complete"
+
+
+def test_wall_time_sums_sessions_and_estimates_a_killed_one(tmp_path):
+    now = time.time()
+    closed = make_run(tmp_path / "closed", sessions=[_session(now - 100, 10.0, "interrupted"),
+                                                     _session(now - 50, 20.5, "complete")])  # fmt: skip
+    assert report.read_run(closed).wall_s == pytest.approx(30.5) and not report.read_run(closed).wall_lower_bound
+    killed = make_run(tmp_path / "killed", sessions=[_session(now - 100, 10.0, "failed"), _session(now - 60, None)])
+    (killed / "metrics.jsonl").write_text("{}\n")
+    os.utime(killed / "metrics.jsonl", (now - 45, now - 45))  # its last write
+    for f in ("config.yaml", "sessions.json"):
+        os.utime(killed / f, (now - 60, now - 60))
+    assert report.read_run(killed).wall_s == pytest.approx(10.0 + 15.0, abs=1.0)
+    earlier = make_run(tmp_path / "earlier", sessions=[_session(now - 100, None), _session(now - 50, 7.0, "complete")])
+    info = report.read_run(earlier)
+    assert info.wall_s == pytest.approx(7.0) and info.wall_lower_bound
+    assert report.duration(info.wall_s, True) == "≥7s" and report.duration(3725) == "1h02m"
+
+
+def test_runs_sort_by_start_and_filter_by_stage_and_dataset(tmp_path):
+    now = time.time()
+    late = make_run(tmp_path / "a-late", sessions=[_session(now - 10, 1.0)])
+    early = make_run(tmp_path / "b-early", stage="pretrain", sessions=[_session(now - 100, 1.0)])
+    runs = report.collect_runs([tmp_path, late])  # named twice: listed once
+    assert [r.path for r in runs] == [early, late]
+    assert [r.path for r in report.select(runs, stage="pretrain-unimodal")] == [early]
+    assert report.select(runs, dataset="ucf101") == []
+    assert str(report.no_runs("runs", stage="probe", dataset=None)) == "no runs in runs with stage probe"
+    with pytest.raises(UserError, match="nowhere: no such folder"):
+        report.collect_runs([tmp_path / "nowhere"])
+
+
+def test_pretrain_accuracies_are_per_modality(tmp_path):
+    per = {"m1": {"val_accuracy": 71.0, "test_accuracy": 70.0}, "m2": {"val_accuracy": 61.0, "test_accuracy": 60.0}}
+    run = make_run(tmp_path / "p", stage="pretrain", results={"stage": "pretrain", "modalities": per})
+    row = report.listing([report.read_run(run)])[0]
+    assert row["test_accuracy"] is None and row["modalities"] == per and row["method"] is None
+    assert report.accuracy_cell(row, "test_accuracy") == "m1 70.0 · m2 60.0"
+
+
+# ------------------------------------------------------------------------------------------ report
+def _info(path: Path, **kw) -> Run:
+    return report.read_run(make_run(path, **kw))
+
+
+def test_group_keeps_finished_runs_and_splits_pretrain_by_modality(tmp_path):
+    runs = [_info(tmp_path / f"n{s}", seed=s, results={"test_accuracy": 60.0 + s}) for s in (1, 2, 3)]
+    runs.append(_info(tmp_path / "umt", method="umt", results={"test_accuracy": 80.0}))
+    runs.append(_info(tmp_path / "pre", stage="pretrain",
+                      results={"modalities": {"m1": {"test_accuracy": 50.0}, "m2": {"test_accuracy": 40.0}}}))
+    runs.append(_info(tmp_path / "probe", stage="probe", results={"test_accuracy": 1.0}))  # fmt: skip
+    runs.append(_info(tmp_path / "unfinished"))
+    groups = report.group(runs, "test_accuracy")
+    assert list(groups) == [("synth-gamma", m) for m in ("naive", "umt", "uni-modal m1", "uni-modal m2")]
+    assert [v for _, v in groups[("synth-gamma", "naive")]] == [61.0, 62.0, 63.0]
+    assert report.group(runs, "no_such_metric") == {}
+
+
+def test_summarise_group_notes_recipes_that_differ_beyond_the_seed(tmp_path):
+    same = [(_info(tmp_path / f"s{s}", seed=s, results={}), 60.0 + s) for s in (1, 2)]
+    row = report.summarise_group("synth-gamma", "naive", same, "test_accuracy")
+    # their teachers and data.seed differ too: each seed's own earlier runs, not another recipe
+    assert (row["n"], row["mean"], row["std"], row["seeds"], row["note"]) == (
+        2, 61.5, statistics.stdev([61.0, 62.0]), [1, 2], "")  # fmt: skip
+    other = same + [(_info(tmp_path / "lr", seed=1, results={}, optim__lr=0.5), 70.0)]
+    row = report.summarise_group("synth-gamma", "naive", other, "test_accuracy")
+    assert row["note"] == "recipes differ beyond the seed: optim.lr; seed repeated: 1"
+    assert row["differs"] == {"optim.lr": [0.2, 0.5]}
+
+
+def test_markdown_csv_and_json_show_the_same_numbers(tmp_path):
+    members = [(_info(tmp_path / f"s{s}", seed=s, results={}), v) for s, v in ((1, 60.0), (2, 65.0), (3, 61.0))]
+    rows = [report.summarise_group("synth-gamma", "naive", members, "test_accuracy"),
+            report.summarise_group("synth-gamma", "umt", members[:1], "test_accuracy")]  # fmt: skip
+    mean, std = statistics.mean([60.0, 65.0, 61.0]), statistics.stdev([60.0, 65.0, 61.0])
+    md = report.to_markdown(rows, "test_accuracy").splitlines()
+    assert md[0] == "| dataset | method | test_accuracy | n | seeds | note |"
+    assert md[2] == f"| synth-gamma | naive | {mean:.2f} ± {std:.2f} | 3 | 1, 2, 3 |  |"
+    assert md[3] == "| synth-gamma | umt | 60.00 ± — | 1 | 1 |  |"
+    table = list(csv.DictReader(io.StringIO(report.to_csv(rows))))
+    assert float(table[0]["mean"]) == mean and float(table[0]["std"]) == std and table[1]["std"] == ""
+    assert json.loads(report.to_json(rows))[1]["std"] is None
+
+
+# ------------------------------------------------------------------------------------------ recording outcomes
+@pytest.fixture
+def tiny_recipe(tmp_path):
+    from mmtool.config import load_recipe
+
+    return load_recipe(Path(os.environ["MMTOOL_RECIPES"]) / "tiny" / "naive.yaml", ["train.device=cpu"])
+
+
+def test_a_failure_after_progress_is_recorded_and_a_resume_clears_it(tmp_path, tiny_recipe, capsys):
+    from mmtool.stages.common import new_run, resumed_run
+
+    run = tmp_path / "runs" / "r"
+    with pytest.raises(RuntimeError), new_run(tiny_recipe, "train", "naive", run) as path:
+        (path / "metrics.jsonl").write_text('{"epoch": 1}\n')
+        raise RuntimeError("loss is nan\nsecond line")
+    unlock_run(run)  # what the end of the process would release
+    assert json.loads((run / "failed.json").read_text())["error"] == "RuntimeError: loss is nan"
+    assert run_status(run) == "failed" and capsys.readouterr().err.splitlines()[-1] == f"run: {run} (failed)"
+    with resumed_run(run, "train") as (path, _):
+        _write(path, {"test_accuracy": 50.0})
+    unlock_run(run)
+    assert not (run / "failed.json").exists() and run_status(run) == "complete"
+    assert [s["outcome"] for s in json.loads((run / "sessions.json").read_text())] == ["failed", "complete"]
+    assert capsys.readouterr().err.splitlines() == [f"run: {run}", f"run: {run} (complete)"]
+
+
+def test_a_signal_is_recorded_as_interrupted_and_an_early_failure_leaves_nothing(tmp_path, tiny_recipe, capsys):
+    from mmtool.stages.common import new_run
+
+    run = tmp_path / "runs" / "sig"
+    with pytest.raises(Interrupted), new_run(tiny_recipe, "train", "naive", run) as path:
+        (path / "metrics.jsonl").write_text('{"epoch": 1}\n')
+        raise Interrupted(15, path / "checkpoints" / "last.pt", 1, 3)
+    unlock_run(run)
+    assert run_status(run) == "interrupted" and not (run / "failed.json").exists()
+    assert json.loads((run / "sessions.json").read_text())[-1]["outcome"] == "interrupted"
+    gone = tmp_path / "runs" / "gone"
+    with pytest.raises(UserError), new_run(tiny_recipe, "train", "naive", gone):
+        raise UserError("no such dataset")
+    assert not gone.exists() and capsys.readouterr().err.splitlines()[-1] == f"run: {gone} (failed, nothing kept)"
+
+
+def test_ranks_other_than_zero_print_nothing(tmp_path, capsys, monkeypatch):
+    from mmtool.stages.common import _announce
+
+    monkeypatch.setenv("RANK", "1")
+    _announce(tmp_path, "complete")
+    assert capsys.readouterr().err == ""
+
+
+def test_runs_prints_a_table_on_a_terminal(tmp_path, monkeypatch):
+    import sys
+
+    from mmtool.cli import list_runs
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    per = {"m1": {"val_accuracy": 71.0, "test_accuracy": 70.0}, "m2": {"val_accuracy": 61.0, "test_accuracy": 60.0}}
+    make_run(tmp_path / "pre", stage="pretrain", seed=3, results={"modalities": per}, sessions=[_session(0, 65.0)])
+    make_run(tmp_path / "killed")
+    out = Terminal()
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setenv("COLUMNS", "200")
+    list_runs(stage=None, dataset=None, root=tmp_path, as_json=False)
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).split() for line in out.getvalue().splitlines()]
+    assert lines[0] == ["stage", "dataset", "method", "seed", "status", "val", "test", "wall", "path"]
+    assert lines[1] == ["pretrain", "synth-gamma", "—", "3", "complete", "m1", "71.0", "·", "m2", "61.0", "m1", "70.0",
+                        "·", "m2", "60.0", "1m05s", str(tmp_path / "pre")]  # fmt: skip
+    assert lines[2][:5] == ["train", "synth-gamma", "naive", "0", "interrupted"]
