@@ -26,17 +26,34 @@ app = typer.Typer(
     help="mmtool: measure and fix modality laziness in multi-modal learning (UMT / UME).",
 )
 
+def _version(value: bool) -> None:
+    if value:
+        from mmtool import __version__
+
+        typer.echo(f"mmtool {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """mmtool: measure and fix modality laziness in multi-modal learning (UMT / UME)."""
+
+
 RecipeOpt = Annotated[
     list[Path] | None,
-    typer.Option("--recipe", "-r", help="Recipe YAML (see `mmtool recipes`); repeat to merge fragments in order."),
+    typer.Option("--recipe", "-r", metavar="FILE", help="Recipe YAML (see `mmtool recipes`); repeat to merge fragments in order."),
 ]
-DatasetOpt = Annotated[str | None, typer.Option("--dataset", "-d", help="Shortcut for recipes/<dataset>/<stage>.yaml.")]
-Overrides = Annotated[list[str] | None, typer.Argument(help="key=value recipe overrides, e.g. optim.lr=0.1")]
-RunDirOpt = Annotated[Path | None, typer.Option("--run-dir", help="Write the run here instead of runs/<stage>/...")]
+DatasetOpt = Annotated[str | None, typer.Option("--dataset", "-d", metavar="NAME", help="Shortcut for recipes/<dataset>/<stage>.yaml.")]
+Overrides = Annotated[list[str] | None, typer.Argument(metavar="KEY=VALUE", help="Recipe overrides, e.g. optim.lr=1e-3", show_default=False)]
+RunDirOpt = Annotated[Path | None, typer.Option("--run-dir", metavar="DIR", help="Write the run here instead of runs/<stage>/...")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON even on a terminal.")]
-ResumeOpt = Annotated[Path | None, typer.Option("--resume", help="Continue a killed run from its last checkpoint.")]
-TeachersOpt = Annotated[Path | None, typer.Option("--teachers", help="A `mmtool pretrain-unimodal` run directory.")]
-SourceOpt = Annotated[Path | None, typer.Option("--run", help="The run directory to analyse.")]
+ResumeOpt = Annotated[Path | None, typer.Option("--resume", metavar="RUN_DIR", help="Continue a killed run from its last checkpoint.")]
+TeachersOpt = Annotated[Path | None, typer.Option("--teachers", metavar="RUN_DIR", help="A `mmtool pretrain-unimodal` run directory.")]
+SourceOpt = Annotated[Path | None, typer.Option("--run", metavar="RUN_DIR", help="The run directory to analyse.")]
 
 
 def _load(recipe: list[Path] | None, dataset: str | None, stage_file: str, overrides: list[str] | None, **extra):
@@ -51,14 +68,21 @@ def _expect_stage(cfg, *stages: str) -> None:
         raise UserError(f"{cfg.source}: key 'stage' is {cfg.stage!r}, this command needs {' or '.join(stages)}")
 
 
+NEEDS = {"probe": ("run",), "utilization": ("run",), "decide": ("teachers",), "ensemble": ("teachers",)}
+
+
 def _analyse(stage: str, tag: str, recipe, dataset, overrides, run_dir, as_json: bool, **extra) -> None:
     """Shared body of the commands that read earlier runs and write one new run (no training resume)."""
     import importlib
 
+    from mmtool.runs import require_run
     from mmtool.stages.common import new_run
 
     cfg = _load(recipe, dataset, f"{stage}.yaml", overrides, **extra)
     _expect_stage(cfg, stage)
+    for key in NEEDS.get(stage, ()):  # before any run folder exists
+        if getattr(cfg, key) is None:
+            require_run(None, f"mmtool {stage.replace('pretrain', 'pretrain-unimodal')}", key)
     module = importlib.import_module(f"mmtool.stages.{stage}")
     with new_run(cfg, stage, tag, run_dir) as path:
         emit(module.run(cfg, path), as_json)
@@ -87,14 +111,14 @@ def emit(result: dict, as_json: bool) -> None:
 
 @app.command()
 def prep(
-    dataset: Annotated[str, typer.Argument(help="Dataset name (see `mmtool recipes`).")],
-    root: Annotated[str, typer.Option(help="Where prepared datasets live.")] = "data",
+    dataset: Annotated[str, typer.Argument(metavar="DATASET", help="Dataset name (see `mmtool recipes`).", show_default=False)],
+    root: Annotated[str, typer.Option(metavar="DIR", help="Where prepared datasets live (default: data/ of the project, or $MMTOOL_DATA).")] = "data",
     raw: Annotated[
-        str | None, typer.Option("--raw", help="Folder with the dataset's published layout (real datasets).")
+        str | None, typer.Option("--raw", metavar="DIR", help="Folder with the dataset's published layout (real datasets).")
     ] = None,
-    workers: Annotated[int, typer.Option(help="Worker processes decoding in parallel (real datasets).")] = 0,
+    workers: Annotated[int, typer.Option(metavar="N", help="Worker processes decoding in parallel (real datasets).")] = 0,
     max_skip_frac: Annotated[
-        float, typer.Option("--max-skip-frac", help="Broken inputs allowed before prep fails, as a fraction.")
+        float, typer.Option("--max-skip-frac", metavar="FRACTION", help="Broken inputs allowed before prep fails, as a fraction.")
     ] = 0.05,
     force: Annotated[bool, typer.Option(help="Rebuild even if a complete cache exists.")] = False,
     overrides: Overrides = None,
@@ -141,13 +165,13 @@ def pretrain_unimodal(
 
 @app.command()
 def train(
-    method: Annotated[str | None, typer.Argument(help="Method name (see --list).", show_default=False)] = None,
+    method: Annotated[str | None, typer.Argument(metavar="METHOD", help="Method name (see --list), or a recipe of the dataset.", show_default=False)] = None,
     overrides: Overrides = None,
     recipe: RecipeOpt = None,
     dataset: DatasetOpt = None,
     teachers: TeachersOpt = None,
     from_decision: Annotated[
-        str | None, typer.Option("--from-decision", help="JSON from `mmtool decide` (file, or - for stdin).")
+        str | None, typer.Option("--from-decision", metavar="FILE|-", help="JSON from `mmtool decide` (file, or - for stdin).")
     ] = None,
     run_dir: RunDirOpt = None,
     resume: ResumeOpt = None,
@@ -176,12 +200,49 @@ def train(
     else:
         if method is None and not recipe:
             raise UserError("give a METHOD (see `mmtool train --list`), --recipe, or --from-decision")
+        if method is not None and dataset is not None:
+            _check_method_recipe(method, dataset)
         cfg = _load(recipe, dataset, f"{method}.yaml", overrides, teachers=teachers)
-        if method is not None and method != cfg.method.name:
+        if method is not None and method != cfg.method.name and (dataset is None or _is_method(method)):
             raise UserError(f"{cfg.source}: the recipe trains method {cfg.method.name!r}, not {method!r}")
     _expect_stage(cfg, "train")
     with new_run(cfg, "train", cfg.method.name, run_dir) as path:
         emit(stage.run(cfg, path), as_json)
+
+
+def _is_method(name: str) -> bool:
+    from mmtool.methods.params import METHOD_PARAMS
+
+    return name in METHOD_PARAMS
+
+
+def _check_method_recipe(name: str, dataset: str) -> None:
+    """``train NAME -d DATASET`` reads recipes/DATASET/NAME.yaml, where NAME is a method or a variant of one
+    (``naive_linear``, ``umt_m1``). A name that is neither is an unknown method, said as such with the list
+    (and the closest name); a known method without a recipe for the dataset says which recipes it has."""
+    import difflib
+
+    from mmtool.config import recipes_dir
+    from mmtool.methods.params import METHOD_PARAMS
+
+    folder = recipes_dir() / dataset
+    if (folder / f"{name}.yaml").is_file():
+        return
+    if not folder.is_dir():
+        raise UserError(f"no recipes for dataset {dataset!r} in {recipes_dir()} (see `mmtool recipes`)")
+    variants = sorted(p.stem for p in folder.glob("*.yaml") if p.stem not in ("pretrain", "decide", "probe",
+                      "ensemble", "utilization"))  # fmt: skip
+    if name not in METHOD_PARAMS:
+        close = difflib.get_close_matches(name, [*METHOD_PARAMS, *variants], n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise UserError(
+            f"unknown method {name!r}{hint} Methods: {', '.join(sorted(METHOD_PARAMS))} "
+            f"(`mmtool train --list`); recipes for {dataset}: {', '.join(variants)}"
+        )
+    raise UserError(
+        f"method {name!r} has no recipe for {dataset} ({folder / (name + '.yaml')}); recipes for {dataset}: "
+        f"{', '.join(variants)}; or give -r RECIPE.yaml with method.name: {name}"
+    )
 
 
 def _from_decision(
@@ -231,7 +292,7 @@ def probe(
     dataset: DatasetOpt = None,
     run: SourceOpt = None,
     teachers: Annotated[
-        Path | None, typer.Option("--teachers", help="Uni-modal run drawn as the reference (with over_training).")
+        Path | None, typer.Option("--teachers", metavar="RUN_DIR", help="Uni-modal run drawn as the reference (with over_training).")
     ] = None,
     overrides: Overrides = None,
     run_dir: RunDirOpt = None,
@@ -266,7 +327,7 @@ def ensemble(
     recipe: RecipeOpt = None,
     dataset: DatasetOpt = None,
     teachers: TeachersOpt = None,
-    run: Annotated[Path | None, typer.Option("--run", help="A fusion run to compare with per class.")] = None,
+    run: Annotated[Path | None, typer.Option("--run", metavar="RUN_DIR", help="A fusion run to compare with per class.")] = None,
     overrides: Overrides = None,
     run_dir: RunDirOpt = None,
     as_json: JsonOpt = False,
@@ -297,9 +358,9 @@ def utilization(
 
 @app.command("runs")
 def list_runs(
-    stage: Annotated[str | None, typer.Option("--stage", help="Only runs of this stage (train, pretrain...).")] = None,
-    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Only runs on this dataset.")] = None,
-    root: Annotated[Path | None, typer.Option("--root", help="Folder to search (default: runs/).")] = None,
+    stage: Annotated[str | None, typer.Option("--stage", metavar="STAGE", help="Only runs of this stage (train, pretrain...).")] = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", "-d", metavar="NAME", help="Only runs on this dataset.")] = None,
+    root: Annotated[Path | None, typer.Option("--root", metavar="DIR", help="Folder to search (default: runs/).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List the runs under the runs folder, by start time: stage, dataset, method, seed, status (running,
@@ -309,8 +370,9 @@ def list_runs(
     """
     from mmtool.analysis import report
     from mmtool.config import Recipe
+    from mmtool.paths import runs_root
 
-    folder = root if root is not None else Path(Recipe.runs_root)
+    folder = root if root is not None else runs_root(Recipe.runs_root)
     if not folder.is_dir():
         raise UserError(f"no runs in {folder}: no such folder" + ("" if root else " (--root DIR searches another)"))
     rows = report.listing(report.select(report.collect_runs([folder]), stage, dataset))
@@ -338,9 +400,9 @@ def list_runs(
 
 @app.command("report")
 def report_runs(
-    paths: Annotated[list[Path], typer.Argument(help="Run folders, or folders searched for runs.", show_default=False)],
-    fmt: Annotated[str, typer.Option("--format", help="md, csv or json.")] = "md",
-    metric: Annotated[str, typer.Option("--metric", help="The results.json field to compare.")] = "test_accuracy",
+    paths: Annotated[list[Path], typer.Argument(metavar="RUN_OR_DIR...", help="Run folders, or folders searched for runs.", show_default=False)],
+    fmt: Annotated[str, typer.Option("--format", metavar="md|csv|json", help="Output format.")] = "md",
+    metric: Annotated[str, typer.Option("--metric", metavar="FIELD", help="The results.json field to compare.")] = "test_accuracy",
 ) -> None:
     """Mean ± std over seeds of finished runs, per (dataset, method): train runs by method, pretrain runs
     per modality, ensemble runs; a note says when a group's recipes differ beyond the seed.
@@ -388,8 +450,8 @@ def recipes(as_json: JsonOpt = False) -> None:
 
 @app.command()
 def validate(
-    paths: Annotated[list[Path], typer.Argument(help="Recipe files to check.")],
-    overrides: Annotated[list[str] | None, typer.Option("--set", help="key=value override to apply.")] = None,
+    paths: Annotated[list[Path], typer.Argument(metavar="RECIPE...", help="Recipe files to check.", show_default=False)],
+    overrides: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="An override to apply (repeatable).")] = None,
 ) -> None:
     """Check recipes: unknown keys, wrong types and missing files fail with one line.
 

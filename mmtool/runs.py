@@ -58,6 +58,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a run is read by the group on shared servers
         with os.fdopen(fd, "wb") as fh:
             fault_point("write")  # tests: MMTOOL_FAULT=write:N:enospc fails the N-th file write
             fh.write(data)
@@ -78,6 +79,20 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 _STORAGE_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.EDQUOT}
+
+
+def _umask() -> int:
+    """The process's umask (read without changing it where /proc allows; else set and restored at once)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -315,11 +330,49 @@ def write_env(run_dir: Path, seed: int, runtime: dict[str, Any]) -> None:
     )
 
 
+COMMANDS = {"pretrain": "mmtool pretrain-unimodal", "train": "mmtool train", "probe": "mmtool probe",
+            "decide": "mmtool decide", "ensemble": "mmtool ensemble", "utilization": "mmtool utilization"}  # fmt: skip
+FLAGS = {"run": "--run", "teachers": "--teachers", "--resume": "--resume"}  # recipe key -> command-line flag
+
+
 def require_run(path: str | Path | None, what: str, key: str) -> Path:
-    """Check that ``path`` is an existing run directory; ``key`` names the recipe key for the message."""
+    """Check that ``path`` is an existing run directory; ``key`` names the recipe key (or flag) for the
+    message. A folder that is not a run says what it is when it can: a part of a run (a pretrain run's
+    per-modality folder, a checkpoints folder), or a folder with another stage's results.json."""
+    flag = FLAGS.get(key)
     if path is None:
-        raise UserError(f"{what} needs {key}=RUN_DIR")
+        how = f"{flag} RUN_DIR" + (f" (or {key}=RUN_DIR)" if flag and flag != key else "") if flag else f"{key}=RUN_DIR"
+        raise UserError(f"{what} needs {how}")
     p = Path(path)
-    if not (p / "config.yaml").is_file():
-        raise UserError(f"{key}: {p} is not a run directory (no config.yaml)")
-    return p
+    if (p / "config.yaml").is_file():
+        return p
+    name = flag or key
+    if not p.exists():
+        raise UserError(f"{name}: {p} does not exist")
+    for parent in p.resolve().parents:
+        if (parent / "config.yaml").is_file():
+            raise UserError(f"{name}: {p} is inside the run {parent} ({_stage_of(parent)}); pass {parent}")
+    if (p / "results.json").is_file():
+        raise UserError(f"{name}: {p} holds the results of {_stage_of(p)} but no config.yaml; it is not a run")
+    raise UserError(f"{name}: {p} is not a run directory (no config.yaml)")
+
+
+def _stage_of(folder: Path) -> str:
+    """``a `mmtool decide` run``, read from the folder's config.yaml or results.json."""
+    stage = None
+    for name in ("config.yaml", "results.json"):
+        try:
+            text = (folder / name).read_text()
+        except OSError:
+            continue
+        if name == "results.json":
+            try:
+                stage = json.loads(text).get("stage")
+            except (json.JSONDecodeError, AttributeError):
+                stage = None
+        else:
+            found = [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("stage:")]
+            stage = found[0] if found else None
+        if stage:
+            break
+    return f"a `{COMMANDS.get(stage, stage)}` run" if stage else "a run"

@@ -75,7 +75,9 @@ DATASETS: Registry[DatasetSpec] = Registry("dataset")
 
 
 def cache_dir(cfg: DataConfig) -> Path:
-    return Path(cfg.root) / cfg.name / DATASETS.get(cfg.name).cache_key(cfg)
+    from mmtool.paths import data_root
+
+    return data_root(cfg.root) / cfg.name / DATASETS.get(cfg.name).cache_key(cfg)
 
 
 def prepare(cfg: DataConfig, force: bool = False, options: PrepOptions | None = None) -> tuple[Path, dict]:

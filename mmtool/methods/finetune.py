@@ -38,7 +38,7 @@ class FineTune(Method):
         if params.encoder_lr_scale < 0:
             raise UserError(f"method.encoder_lr_scale: must be >= 0, got {params.encoder_lr_scale}")
         if not context.teachers:
-            raise UserError("method 'finetune' needs teachers=RUN_DIR (a `mmtool pretrain-unimodal` run)")
+            raise UserError("method 'finetune' needs --teachers RUN_DIR (a `mmtool pretrain-unimodal` run)")
         self.params = params
         self.teacher_names = sorted(context.teachers)
         # the pre-trained encoders' weights, detached: the method only reads them, and holds no trainable tensor

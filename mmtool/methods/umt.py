@@ -23,7 +23,7 @@ class UniModalTeacher(Method):
     def __init__(self, params: UniModalTeacherParams, context: MethodContext) -> None:
         self.params = params
         if not context.teachers:
-            raise UserError("method 'umt' needs teachers=RUN_DIR (a `mmtool pretrain-unimodal` run)")
+            raise UserError("method 'umt' needs --teachers RUN_DIR (a `mmtool pretrain-unimodal` run)")
         chosen = params.modalities or tuple(context.teachers)
         missing = [m for m in chosen if m not in context.teachers]
         if missing:

@@ -28,7 +28,9 @@ from mmtool.errors import Interrupted, UserError
 from mmtool.methods import MethodContext, build_method
 from mmtool.models import MultiModalNet, build_model, encoder_config, model_spec
 from mmtool.models.mmtm import MMTMNet
+from mmtool.paths import runs_root
 from mmtool.runs import (
+    COMMANDS,
     begin_session,
     end_session,
     is_writer,
@@ -50,7 +52,7 @@ def start_run(recipe: Recipe, stage: str, tag: str, run_dir: str | Path | None) 
     if not runtime.is_main:  # under torchrun, rank 0 creates the folder and every rank uses its path
         return Path(runtime.broadcast_object(None))
     try:
-        path = new_run_dir(recipe.runs_root, stage, recipe.data.name, tag, run_dir)
+        path = new_run_dir(runs_root(recipe.runs_root), stage, recipe.data.name, tag, run_dir)
         lock_run(path)
         save_recipe(recipe, path / "config.yaml")
         write_env(path, recipe.train.seed, runtime.describe())
@@ -252,10 +254,6 @@ def init_pretrained(recipe: Recipe, model: MultiModalNet) -> None:
         path = encoder_config(recipe.model, m).pretrained
         if path:
             load_pretrained(model.encoders[m], relative_to_recipe(recipe, path), f"model.encoders.{m}.pretrained")
-
-
-COMMANDS = {"pretrain": "mmtool pretrain-unimodal", "train": "mmtool train", "probe": "mmtool probe",
-            "decide": "mmtool decide", "ensemble": "mmtool ensemble", "utilization": "mmtool utilization"}  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -61,3 +61,49 @@ def test_a_log_that_is_not_a_terminal_gets_progress_lines_and_results_say_where_
     result = json.loads(proc.stdout)
     assert result["runtime"]["device"] == "cpu" and result["runtime"]["precision"] == "fp32"
     assert result["runtime"]["threads"] >= 1 and result["wall_seconds"] > 0
+
+
+def test_messages_lead_somewhere(cwd, tmp_path):
+    from tests.e2e.cli import messages
+
+    typo = mmtool(cwd, "train", "umtt", "-d", "tiny", check=False)
+    assert typo.returncode == 2 and len(messages(typo.stderr)) == 1
+    assert "unknown method 'umtt'; did you mean 'umt'?" in typo.stderr and "ogm_ge" in typo.stderr
+    assert "no recipe" not in typo.stderr
+    missing = mmtool(cwd, "probe", "-d", "tiny", check=False)
+    assert missing.returncode == 2 and messages(missing.stderr) == ["error: mmtool probe needs --run RUN_DIR (or run=RUN_DIR)"]
+    assert not (cwd / "runs" / "probe").exists()  # refused before any run folder was made
+    mmtool(cwd, "pretrain-unimodal", "-d", "tiny", "train.epochs=2", "--run-dir", "pre")
+    inside = mmtool(cwd, "decide", "-d", "tiny", "--teachers", "pre/m1", check=False)
+    assert f"is inside the run {cwd / 'pre'} (a `mmtool pretrain-unimodal` run); pass" in inside.stderr
+    (tmp_path / "loose").mkdir()
+    (tmp_path / "loose" / "results.json").write_text(json.dumps({"stage": "probe"}))
+    loose = mmtool(cwd, "decide", "-d", "tiny", "--teachers", str(tmp_path / "loose"), check=False)
+    assert loose.returncode == 2 and "holds the results of a `mmtool probe` run but no config.yaml" in loose.stderr
+    version = mmtool(cwd, "--version")
+    assert version.stdout.strip().startswith("mmtool ") and version.stdout.split()[1][0].isdigit()
+    helptext = mmtool(cwd, "train", "--help").stdout
+    assert "--teachers RUN_DIR" in helptext and "KEY=VALUE" in helptext and "-r, --recipe FILE" in helptext
+
+
+def test_data_and_runs_follow_the_project_root_or_the_environment(cwd, tmp_path):
+    """From a sub-folder of a project (marked by recipes/ or .mmtool), data/ and runs/ are the project's;
+    MMTOOL_DATA and MMTOOL_RUNS move them; files in a run are readable by the group (umask 027)."""
+    project = tmp_path / "project"
+    (project / "notes" / "deep").mkdir(parents=True)
+    (project / ".mmtool").touch()
+    mmtool(project / "notes" / "deep", "prep", "synth-gamma", *TINY)
+    assert (project / "data" / "synth-gamma").is_dir() and not (project / "notes" / "deep" / "data").exists()
+    old = os.umask(0o027)
+    try:
+        mmtool(project / "notes", "train", "naive", "-d", "tiny", "train.epochs=1")
+    finally:
+        os.umask(old)
+    (run,) = (project / "runs" / "train").iterdir()
+    assert (run / "results.json").stat().st_mode & 0o777 == 0o640
+    assert (run / "checkpoints" / "best.pt").stat().st_mode & 0o777 == 0o640
+    store, runs = tmp_path / "store", tmp_path / "elsewhere"
+    env = {"MMTOOL_DATA": str(store), "MMTOOL_RUNS": str(runs)}
+    mmtool(project, "prep", "synth-gamma", *TINY, env=env)
+    mmtool(project, "train", "naive", "-d", "tiny", "train.epochs=1", env=env)
+    assert (store / "synth-gamma").is_dir() and len(list((runs / "train").iterdir())) == 1

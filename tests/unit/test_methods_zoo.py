@@ -371,7 +371,7 @@ def test_finetune_with_encoder_lr_zero_keeps_the_pretrained_encoders(
 
 
 def test_finetune_refuses_missing_or_mismatched_pretrained_encoders(make_model):
-    with pytest.raises(UserError, match="teachers=RUN_DIR"):
+    with pytest.raises(UserError, match="--teachers RUN_DIR"):
         build_method("finetune", {}, MethodContext())
     with pytest.raises(UserError, match="method.encoder_lr_scale"):
         build_method("finetune", {"encoder_lr_scale": -1.0}, MethodContext(teachers=make_teachers(make_model)))
