@@ -23,7 +23,7 @@ def test_probe_curves_follow_snapshots(tmp_path):
     assert all(torch.equal(last[k], snap[k]) for k in last)
 
     out = mmtool(tmp_path, "probe", "-d", "tiny", "--run", "fused", "--teachers", "uni", "probe.over_training=true",
-                 "probe.epochs=20", "--run-dir", "curves")  # fmt: skip
+                 "probe.epochs=10", "--run-dir", "curves")  # fmt: skip
     result = json.loads(out.stdout)
     assert {m: [p["epoch"] for p in pts] for m, pts in result["curves"].items()} == {
         "m1": [10, 20, 30],
@@ -33,7 +33,8 @@ def test_probe_curves_follow_snapshots(tmp_path):
     assert all(0 <= p["test_accuracy"] <= 100 for pts in result["curves"].values() for p in pts)
     assert (tmp_path / "curves" / "plots" / "probe_m1.png").stat().st_size > 0
 
-    plain = mmtool(tmp_path, "probe", "-d", "tiny", "--run", "fused", "probe.over_training=true", check=False)
+    plain = mmtool(tmp_path, "probe", "-d", "tiny", "--run", "fused", "probe.over_training=true", "probe.epochs=5",
+                   check=False)  # fmt: skip
     assert plain.returncode == 0
     no_snaps = mmtool(tmp_path, "train", "naive", "-d", "tiny", "train.epochs=5", "--run-dir", "nosnap")
     assert no_snaps.returncode == 0

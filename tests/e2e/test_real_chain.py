@@ -65,25 +65,29 @@ def test_vggsound_trains_video_and_spectrogram_encoders(tmp_path):
     assert 0 <= out["test_accuracy"] <= 100
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_a_killed_run_on_video_data_resumes_exactly(ucf, workers):
-    """kill -9 inside an epoch of UCF101 clips read by 0 or 2 loader workers (random crops and flips):
-    --resume re-reads the rest of that epoch exactly, and the run ends as the uninterrupted one did."""
-    import os
-    import subprocess
-    import sys
+@pytest.fixture(scope="module")
+def uninterrupted(ucf):
+    """The reference run of the kill tests: read in this process (0 workers); an epoch is the same with any
+    number of workers, so it is the reference for both."""
+    args = ["train", "naive", "-d", "ucf101", "-r", SMOKE_UCF, "train.epochs=2", "train.batch_size=2",
+            "train.checkpoint_every_steps=3", "train.eval_every=1"]  # fmt: skip
+    mmtool(ucf, *args, "--run-dir", "whole")
+    return args
 
-    args = ["train", "naive", "-d", "ucf101", "-r", SMOKE_UCF, f"train.workers={workers}", "train.epochs=2",
-            "train.batch_size=2", "train.checkpoint_every_steps=3", "train.eval_every=1"]  # fmt: skip
-    whole, killed = f"whole-w{workers}", f"killed-w{workers}"
-    mmtool(ucf, *args, "--run-dir", whole)
-    env = {**os.environ, "MMTOOL_RECIPES": str(REPO / "recipes"), "PYTHONPATH": str(REPO), "MMTOOL_FAULT": "train_step:5:kill"}
-    proc = subprocess.run([sys.executable, "-m", "mmtool.cli", *args, "--run-dir", killed], cwd=ucf, env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_killed_run_on_video_data_resumes_exactly(ucf, uninterrupted, workers):
+    """kill -9 inside an epoch of UCF101 clips read by 0 or 2 loader workers (random crops and flips):
+    --resume re-reads the rest of that epoch exactly, and the run ends as the uninterrupted one did. The
+    killed process's workers end with it (a worker left behind would keep the pipes open: this call would
+    then wait for them until its timeout)."""
+    killed = f"killed-w{workers}"
+    proc = mmtool(ucf, *uninterrupted, f"train.workers={workers}", "--run-dir", killed, check=False, process=True,
+                  env={"MMTOOL_FAULT": "train_step:5:kill"})  # fmt: skip
     assert proc.returncode == 137, proc.stderr[-2000:]
     saved = torch.load(ucf / killed / "checkpoints" / "last.pt", weights_only=True)
     assert saved["step"] == 3 and saved["partial"]["step"] == 3  # inside epoch 1 (4 steps each)
     mmtool(ucf, "train", "--resume", killed)
-    assert (ucf / killed / "metrics.jsonl").read_text() == (ucf / whole / "metrics.jsonl").read_text()
-    a, b = (torch.load(ucf / r / "checkpoints" / "last.pt", weights_only=True)["model"] for r in (killed, whole))
+    assert (ucf / killed / "metrics.jsonl").read_text() == (ucf / "whole" / "metrics.jsonl").read_text()
+    a, b = (torch.load(ucf / r / "checkpoints" / "last.pt", weights_only=True)["model"] for r in (killed, "whole"))
     assert all(torch.equal(a[k], b[k]) for k in b)
