@@ -1,9 +1,20 @@
+import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (``-n``), each worker process computes with one thread, and so do the processes
+    it starts: N workers on N cores then share them instead of each spinning up N threads."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        import torch
+
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

@@ -45,7 +45,8 @@ def test_ume_verdict_on_ucf101_scores_what_decide_reported(ucf):
                     "probe.lr=1.0e-9")  # fmt: skip
     verdict = json.loads(decide.stdout)
     assert verdict["verdict"] == "UME"  # an untrained classifier (lr 1e-9) loses to the averaged teachers
-    out = json.loads(mmtool(ucf, "train", "--from-decision", "-", "--run-dir", "ume", stdin=decide.stdout).stdout)
+    out = json.loads(mmtool(ucf, "train", "--from-decision", "-", "-r", SMOKE_UCF, "--run-dir", "ume",
+                            stdin=decide.stdout).stdout)  # fmt: skip
     assert out["test_accuracy"] == verdict["average_accuracy"] and not (ucf / "ume" / "metrics.jsonl").exists()
 
 
