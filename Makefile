@@ -39,18 +39,32 @@ quickstart:
 		| $(MMTOOL) train --from-decision - --run-dir $(QS)/train > $(QS)/train.json
 	@echo "runs in $(QS)/"
 
-# Table 20 (uni-modal m1, m2 and multi-modal on alpha, beta, gamma) and Table 21, over $(SEEDS)
+# Table 20 (uni-modal m1, m2 and multi-modal on alpha, beta, gamma) and Table 21, over $(SEEDS) -> $(T20_OUT).
+# (dataset, seed) jobs run $(JOBS) at a time with $(T20_THREADS) thread each: the MLPs are small and the cores two, so
+# two one-thread jobs do about twice the work of one two-thread job (and 1 or 2 threads give the same numbers).
+# A job's three commands run in one Python process through the CLI (python -m mmtool.chain: torch starts once
+# per job, not per command); gamma, the largest set, comes first so the longest jobs start first.
+# T20_ARGS: key=value overrides for every command of a job (benchmarks/bench_table20.py --quick uses it).
+JOBS ?= 2
+T20_THREADS ?= 1
+T20_SETS ?= synth-gamma synth-alpha synth-beta
+T20_ARGS ?=
+T20_OUT ?= results/table20.md
+T20_JOBS := $(foreach d,$(T20_SETS),$(foreach s,$(SEEDS),table20-job/$(d)/$(s)))
+
 table20:
 	rm -rf $(T20) && mkdir -p $(T20)
-	set -e; for s in $(SEEDS); do for d in synth-alpha synth-beta synth-gamma; do \
-	  echo "table20: $$d seed $$s (log: $(T20)/log.txt)" >&2; \
-	  $(MMTOOL) prep $$d data.seed=$$s > /dev/null 2>> $(T20)/log.txt; \
-	  $(MMTOOL) pretrain-unimodal -r recipes/table20/unimodal.yaml data.name=$$d data.seed=$$s train.seed=$$s \
-	    --run-dir $(T20)/$$d/seed$$s/unimodal > /dev/null 2>> $(T20)/log.txt; \
-	  $(MMTOOL) train naive -r recipes/table20/multimodal.yaml data.name=$$d data.seed=$$s train.seed=$$s \
-	    --run-dir $(T20)/$$d/seed$$s/multimodal > /dev/null 2>> $(T20)/log.txt; \
-	done; done
-	$(PYTHON) -m mmtool.analysis.table20 $(T20) results/table20.md
+	$(MAKE) --no-print-directory -j$(JOBS) $(T20_JOBS)
+	$(PYTHON) -m mmtool.analysis.table20 $(T20) $(T20_OUT)
+
+table20-job/%:
+	@d=$(word 1,$(subst /, ,$*)); s=$(word 2,$(subst /, ,$*)); R=$(T20)/$$d/seed$$s; L=$(T20)/log-$$d-$$s.txt; \
+	A="data.name=$$d data.seed=$$s train.seed=$$s $(T20_ARGS)"; export OMP_NUM_THREADS=$(T20_THREADS); set -e; \
+	echo "table20: $$d seed $$s (log: $$L)" >&2; \
+	$(PYTHON) -m mmtool.chain "prep $$d data.seed=$$s $(T20_ARGS)" \
+	  "pretrain-unimodal -r recipes/table20/unimodal.yaml $$A --run-dir $$R/unimodal" \
+	  "train naive -r recipes/table20/multimodal.yaml $$A --run-dir $$R/multimodal" > /dev/null 2>> $$L \
+	  || { echo "table20: $$d seed $$s failed; the end of $$L:" >&2; tail -n 15 $$L >&2; exit 1; }
 
 # Table 1/7-style probes: uni-modal vs naive-fusion vs UMT encoders on the laziness datasets, over $(SEEDS)
 laziness:
@@ -138,6 +152,12 @@ bench:
 	$(PYTHON) benchmarks/bench_step.py --json runs/bench/step.json
 	$(PYTHON) benchmarks/bench_data.py --json runs/bench/data.json
 	$(PYTHON) benchmarks/bench_ddp.py --json runs/bench/ddp.json
+
+# Wall time of `make table20` against the matmul floor of its FLOPs (minutes; not part of `make bench`)
+.PHONY: bench-table20
+bench-table20:
+	mkdir -p runs/bench
+	$(PYTHON) benchmarks/bench_table20.py --json runs/bench/table20.json
 
 clean:
 	rm -rf runs data .pytest_cache

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -15,7 +16,6 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
-DRIVER = REPO / "tests" / "e2e" / "cli_driver.py"
 EPOCHS = ["train.epochs=30", "train.eval_every=10", "train.checkpoint_every=0"]
 
 pytestmark = pytest.mark.skipif(
@@ -70,13 +70,12 @@ def test_two_gloo_ranks_train_the_weights_of_one_process(work):
     samples of the one-process step. Five methods, final weights within 1e-4; decide and probe, whose
     features are extracted by shards and gathered, reach the one-process numbers."""
     runs = {"umt": [], "aux_ce": [], "ogm_ge": [], "mla": [], "naive:batch": ["train.batch_size=100"]}
-    (work / "one.json").write_text(json.dumps(commands("one", {"naive": [], **runs}) + analyses("one")))
-    (work / "two.json").write_text(json.dumps(commands("two", runs) + analyses("two")))
-    launch(work, str(DRIVER), "one.json", ranks=1)
-    # the documented command itself, then the other methods in one launch of the same CLI
+    one = [shlex.join(c) for c in commands("one", {"naive": [], **runs}) + analyses("one")]
+    launch(work, "-m", "mmtool.chain", *one, ranks=1)
+    # the documented command itself, then the other methods in one launch of the same CLI (mmtool.chain)
     direct = launch(work, "-m", "mmtool", "train", "naive", *recipe("naive"), *EPOCHS, "--run-dir", "two-naive", ranks=2)
     assert len(json.loads(direct.stdout)["summary"]) == 1  # one rank printed the result
-    launch(work, str(DRIVER), "two.json", ranks=2)
+    launch(work, "-m", "mmtool.chain", *[shlex.join(c) for c in commands("two", runs) + analyses("two")], ranks=2)
     for method in ["naive", *runs]:
         one, two = final_weights(work / f"one-{method}"), final_weights(work / f"two-{method}")
         assert one.keys() == two.keys()
