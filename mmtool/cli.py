@@ -26,6 +26,7 @@ app = typer.Typer(
     help="mmtool: measure and fix modality laziness in multi-modal learning (UMT / UME).",
 )
 
+
 def _version(value: bool) -> None:
     if value:
         from mmtool import __version__
@@ -45,14 +46,27 @@ def _root(
 
 RecipeOpt = Annotated[
     list[Path] | None,
-    typer.Option("--recipe", "-r", metavar="FILE", help="Recipe YAML (see `mmtool recipes`); repeat to merge fragments in order."),
+    typer.Option(
+        "--recipe", "-r", metavar="FILE", help="Recipe YAML (see `mmtool recipes`); repeat to merge fragments in order."
+    ),
 ]
-DatasetOpt = Annotated[str | None, typer.Option("--dataset", "-d", metavar="NAME", help="Shortcut for recipes/<dataset>/<stage>.yaml.")]
-Overrides = Annotated[list[str] | None, typer.Argument(metavar="KEY=VALUE", help="Recipe overrides, e.g. optim.lr=1e-3", show_default=False)]
-RunDirOpt = Annotated[Path | None, typer.Option("--run-dir", metavar="DIR", help="Write the run here instead of runs/<stage>/...")]
+DatasetOpt = Annotated[
+    str | None, typer.Option("--dataset", "-d", metavar="NAME", help="Shortcut for recipes/<dataset>/<stage>.yaml.")
+]
+Overrides = Annotated[
+    list[str] | None,
+    typer.Argument(metavar="KEY=VALUE", help="Recipe overrides, e.g. optim.lr=1e-3", show_default=False),
+]
+RunDirOpt = Annotated[
+    Path | None, typer.Option("--run-dir", metavar="DIR", help="Write the run here instead of runs/<stage>/...")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON even on a terminal.")]
-ResumeOpt = Annotated[Path | None, typer.Option("--resume", metavar="RUN_DIR", help="Continue a killed run from its last checkpoint.")]
-TeachersOpt = Annotated[Path | None, typer.Option("--teachers", metavar="RUN_DIR", help="A `mmtool pretrain-unimodal` run directory.")]
+ResumeOpt = Annotated[
+    Path | None, typer.Option("--resume", metavar="RUN_DIR", help="Continue a killed run from its last checkpoint.")
+]
+TeachersOpt = Annotated[
+    Path | None, typer.Option("--teachers", metavar="RUN_DIR", help="A `mmtool pretrain-unimodal` run directory.")
+]
 SourceOpt = Annotated[Path | None, typer.Option("--run", metavar="RUN_DIR", help="The run directory to analyse.")]
 
 
@@ -111,14 +125,27 @@ def emit(result: dict, as_json: bool) -> None:
 
 @app.command()
 def prep(
-    dataset: Annotated[str, typer.Argument(metavar="DATASET", help="Dataset name (see `mmtool recipes`).", show_default=False)],
-    root: Annotated[str, typer.Option(metavar="DIR", help="Where prepared datasets live (default: data/ of the project, or $MMTOOL_DATA).")] = "data",
+    dataset: Annotated[
+        str, typer.Argument(metavar="DATASET", help="Dataset name (see `mmtool recipes`).", show_default=False)
+    ],
+    root: Annotated[
+        str,
+        typer.Option(
+            metavar="DIR", help="Where prepared datasets live (default: data/ of the project, or $MMTOOL_DATA)."
+        ),
+    ] = "data",
     raw: Annotated[
-        str | None, typer.Option("--raw", metavar="DIR", help="Folder with the dataset's published layout (real datasets).")
+        str | None,
+        typer.Option("--raw", metavar="DIR", help="Folder with the dataset's published layout (real datasets)."),
     ] = None,
-    workers: Annotated[int, typer.Option(metavar="N", help="Worker processes decoding in parallel (real datasets).")] = 0,
+    workers: Annotated[
+        int, typer.Option(metavar="N", help="Worker processes decoding in parallel (real datasets).")
+    ] = 0,
     max_skip_frac: Annotated[
-        float, typer.Option("--max-skip-frac", metavar="FRACTION", help="Broken inputs allowed before prep fails, as a fraction.")
+        float,
+        typer.Option(
+            "--max-skip-frac", metavar="FRACTION", help="Broken inputs allowed before prep fails, as a fraction."
+        ),
     ] = 0.05,
     force: Annotated[bool, typer.Option(help="Rebuild even if a complete cache exists.")] = False,
     overrides: Overrides = None,
@@ -165,13 +192,19 @@ def pretrain_unimodal(
 
 @app.command()
 def train(
-    method: Annotated[str | None, typer.Argument(metavar="METHOD", help="Method name (see --list), or a recipe of the dataset.", show_default=False)] = None,
+    method: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="METHOD", help="Method name (see --list), or a recipe of the dataset.", show_default=False
+        ),
+    ] = None,
     overrides: Overrides = None,
     recipe: RecipeOpt = None,
     dataset: DatasetOpt = None,
     teachers: TeachersOpt = None,
     from_decision: Annotated[
-        str | None, typer.Option("--from-decision", metavar="FILE|-", help="JSON from `mmtool decide` (file, or - for stdin).")
+        str | None,
+        typer.Option("--from-decision", metavar="FILE|-", help="JSON from `mmtool decide` (file, or - for stdin)."),
     ] = None,
     run_dir: RunDirOpt = None,
     resume: ResumeOpt = None,
@@ -292,7 +325,10 @@ def probe(
     dataset: DatasetOpt = None,
     run: SourceOpt = None,
     teachers: Annotated[
-        Path | None, typer.Option("--teachers", metavar="RUN_DIR", help="Uni-modal run drawn as the reference (with over_training).")
+        Path | None,
+        typer.Option(
+            "--teachers", metavar="RUN_DIR", help="Uni-modal run drawn as the reference (with over_training)."
+        ),
     ] = None,
     overrides: Overrides = None,
     run_dir: RunDirOpt = None,
@@ -327,7 +363,9 @@ def ensemble(
     recipe: RecipeOpt = None,
     dataset: DatasetOpt = None,
     teachers: TeachersOpt = None,
-    run: Annotated[Path | None, typer.Option("--run", metavar="RUN_DIR", help="A fusion run to compare with per class.")] = None,
+    run: Annotated[
+        Path | None, typer.Option("--run", metavar="RUN_DIR", help="A fusion run to compare with per class.")
+    ] = None,
     overrides: Overrides = None,
     run_dir: RunDirOpt = None,
     as_json: JsonOpt = False,
@@ -358,9 +396,15 @@ def utilization(
 
 @app.command("runs")
 def list_runs(
-    stage: Annotated[str | None, typer.Option("--stage", metavar="STAGE", help="Only runs of this stage (train, pretrain...).")] = None,
-    dataset: Annotated[str | None, typer.Option("--dataset", "-d", metavar="NAME", help="Only runs on this dataset.")] = None,
-    root: Annotated[Path | None, typer.Option("--root", metavar="DIR", help="Folder to search (default: runs/).")] = None,
+    stage: Annotated[
+        str | None, typer.Option("--stage", metavar="STAGE", help="Only runs of this stage (train, pretrain...).")
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", "-d", metavar="NAME", help="Only runs on this dataset.")
+    ] = None,
+    root: Annotated[
+        Path | None, typer.Option("--root", metavar="DIR", help="Folder to search (default: runs/).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List the runs under the runs folder, by start time: stage, dataset, method, seed, status (running,
@@ -400,9 +444,14 @@ def list_runs(
 
 @app.command("report")
 def report_runs(
-    paths: Annotated[list[Path], typer.Argument(metavar="RUN_OR_DIR...", help="Run folders, or folders searched for runs.", show_default=False)],
+    paths: Annotated[
+        list[Path],
+        typer.Argument(metavar="RUN_OR_DIR...", help="Run folders, or folders searched for runs.", show_default=False),
+    ],
     fmt: Annotated[str, typer.Option("--format", metavar="md|csv|json", help="Output format.")] = "md",
-    metric: Annotated[str, typer.Option("--metric", metavar="FIELD", help="The results.json field to compare.")] = "test_accuracy",
+    metric: Annotated[
+        str, typer.Option("--metric", metavar="FIELD", help="The results.json field to compare.")
+    ] = "test_accuracy",
 ) -> None:
     """Mean ± std over seeds of finished runs, per (dataset, method): train runs by method, pretrain runs
     per modality, ensemble runs; a note says when a group's recipes differ beyond the seed.
@@ -450,8 +499,12 @@ def recipes(as_json: JsonOpt = False) -> None:
 
 @app.command()
 def validate(
-    paths: Annotated[list[Path], typer.Argument(metavar="RECIPE...", help="Recipe files to check.", show_default=False)],
-    overrides: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="An override to apply (repeatable).")] = None,
+    paths: Annotated[
+        list[Path], typer.Argument(metavar="RECIPE...", help="Recipe files to check.", show_default=False)
+    ],
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="An override to apply (repeatable).")
+    ] = None,
 ) -> None:
     """Check recipes: unknown keys, wrong types and missing files fail with one line.
 

@@ -1,5 +1,6 @@
 """Every shipped recipe validates; every fragment under _base/ is used by a recipe."""
 
+import functools
 from pathlib import Path
 
 import pytest
@@ -33,12 +34,17 @@ def _bases(path: Path) -> set[Path]:
 MAKEFILE = (RECIPES.parent / "Makefile").read_text()
 
 
+@functools.cache
+def _used_fragments() -> frozenset[Path]:
+    used = set().union(*(_bases(p) for p in FULL))
+    used |= set().union(*(_bases(f) | {f.resolve()} for f in FRAGMENTS if _named_in_makefile(f)))
+    return frozenset(used)
+
+
 @pytest.mark.parametrize("fragment", FRAGMENTS, ids=lambda p: str(p.relative_to(RECIPES)))
 def test_fragment_is_used(fragment):
     """Every fragment is a base of a recipe, or merged by a Make target (``-r recipes/_base/...``)."""
-    used = set().union(*(_bases(p) for p in FULL))
-    used |= set().union(*(_bases(f) | {f.resolve()} for f in FRAGMENTS if _named_in_makefile(f)))
-    assert fragment.resolve() in used
+    assert fragment.resolve() in _used_fragments()
 
 
 def _named_in_makefile(fragment: Path) -> bool:

@@ -144,7 +144,11 @@ def utilization(rates: dict, out: Path, title: str) -> Path:
     utilization rates u(b|a), u(a|b) with their difference d_util."""
     plt = _pyplot()
     a, b = rates["modalities"]
-    accs = {"both": rates["accuracy"], f"only {a}": rates[f"accuracy_only_{a}"], f"only {b}": rates[f"accuracy_only_{b}"]}
+    accs = {
+        "both": rates["accuracy"],
+        f"only {a}": rates[f"accuracy_only_{a}"],
+        f"only {b}": rates[f"accuracy_only_{b}"],
+    }
     utils = {f"u({b}|{a})": rates[f"u({b}|{a})"], f"u({a}|{b})": rates[f"u({a}|{b})"], "d_util": rates["d_util"]}
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for ax, values, fmt in ((left, accs, "{:.1f}"), (right, utils, "{:+.3f}")):

@@ -89,7 +89,9 @@ def _merge(shards: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k in dict.fromkeys(k for s in shards for k in s):
         parts = [s[k] for s in shards if k in s]
-        out[k] = {m: torch.cat([p[m] for p in parts]) for m in parts[0]} if isinstance(parts[0], dict) else torch.cat(parts)
+        out[k] = (
+            {m: torch.cat([p[m] for p in parts]) for m in parts[0]} if isinstance(parts[0], dict) else torch.cat(parts)
+        )
     return out
 
 

@@ -44,12 +44,12 @@ from mmtool.engine.checkpoint import (
     snapshot_path,
 )
 from mmtool.engine.evaluate import evaluate
+from mmtool.engine.loggers import MetricLoggers
 from mmtool.engine.optim import build_optimizer, build_scheduler
 from mmtool.engine.runtime import Runtime
 from mmtool.errors import Interrupted, UserError
 from mmtool.faults import fault_point
 from mmtool.models import MultiModalNet, build_model
-from mmtool.engine.loggers import MetricLoggers
 from mmtool.runs import write_json
 
 
@@ -148,7 +148,9 @@ def fit(
             if stop and epoch < cfg.epochs:
                 raise Interrupted(stop, ckpt_dir / LAST, epoch, None)
         run.save(cfg.epochs)
-        write_json(ckpt_dir / COMPLETE, {"epochs": cfg.epochs, "best_epoch": state.best_epoch, "best_val": state.best_val})
+        write_json(
+            ckpt_dir / COMPLETE, {"epochs": cfg.epochs, "best_epoch": state.best_epoch, "best_val": state.best_val}
+        )
         stop = run.stop_requested()
         if stop:  # training is complete; what follows (scoring the splits) is left to the resume
             raise Interrupted(stop, ckpt_dir / LAST, cfg.epochs, None)

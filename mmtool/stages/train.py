@@ -52,7 +52,9 @@ def assemble_ensemble(
 ) -> dict:
     """UME from trained uni-modal models: their encoders and heads under one ``members`` head."""
     if not teachers:
-        raise UserError(f"{recipe.source}: method.from_teachers needs --teachers RUN_DIR (a `mmtool pretrain-unimodal` run)")
+        raise UserError(
+            f"{recipe.source}: method.from_teachers needs --teachers RUN_DIR (a `mmtool pretrain-unimodal` run)"
+        )
     absent = [m for m in modalities if m not in teachers]
     if absent:
         raise UserError(f"teachers: {recipe.teachers} has no uni-modal model for {absent}")

@@ -202,8 +202,9 @@ def test_a_signal_saves_within_one_step_and_resumes_exactly(chain, fault, code, 
     step = int(fault.split(":")[1])
     epoch, within = step // 5 + 1, step % 5
     last = chain / stopped / "checkpoints" / "last.pt"
-    assert f"interrupted by {name} at epoch {epoch}, step {within}; saved {Path(stopped) / 'checkpoints' / 'last.pt'}; " \
-           f"resume with: mmtool train --resume {stopped}" in proc.stderr  # fmt: skip
+    saved_at = Path(stopped) / "checkpoints" / "last.pt"
+    line = f"interrupted by {name} at epoch {epoch}, step {within}; saved {saved_at}; resume with: mmtool train"
+    assert f"{line} --resume {stopped}" in proc.stderr
     assert "Traceback" not in proc.stderr
     saved = torch.load(last, weights_only=True)
     assert saved["step"] == step and (saved["partial"]["epoch"], saved["partial"]["step"]) == (epoch, within)
@@ -248,6 +249,7 @@ def test_failures_before_the_first_epoch_leave_no_run_and_bad_checkpoints_are_on
     assert bad.returncode == 2 and len(messages(bad.stderr)) == 1
     assert "best.pt is truncated or not a checkpoint" in bad.stderr and "weights_only" not in bad.stderr
     assert not (tmp_path / "p").exists()
+
 
 def test_ume_verdict_assembles_the_teachers_and_scores_what_decide_reported(chain):
     """paper 000, App. A.2: UME "directly average[s] the uni-modal models' predictions and no additional
@@ -295,7 +297,9 @@ def test_a_full_disk_is_one_line_and_leaves_complete_checkpoints(chain, tmp_path
                            "train.checkpoint_every=5", "--run-dir", str(run)], cwd=chain, env=env,
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 2 and len(messages(proc.stderr)) == 1
-    assert messages(proc.stderr)[0].startswith(f"error: cannot write {run}") and "No space left on device" in proc.stderr
+    assert (
+        messages(proc.stderr)[0].startswith(f"error: cannot write {run}") and "No space left on device" in proc.stderr
+    )
     assert not list(run.rglob("*.tmp"))
     for ckpt in (run / "checkpoints").glob("*.pt"):
         torch.load(ckpt, weights_only=True)  # every checkpoint on disk is complete
@@ -308,7 +312,9 @@ def test_out_of_memory_is_one_line_saying_what_to_lower(chain, tmp_path):
                            "--run-dir", str(tmp_path / "oom")], cwd=chain, env=env, capture_output=True, text=True,
                           timeout=300)  # fmt: skip
     assert proc.returncode == 2 and len(messages(proc.stderr)) == 1
-    assert messages(proc.stderr)[0].startswith("error: out of memory at epoch 1, step 0 on cpu: lower train.batch_size (now 64)")
+    assert messages(proc.stderr)[0].startswith(
+        "error: out of memory at epoch 1, step 0 on cpu: lower train.batch_size (now 64)"
+    )
     assert not (tmp_path / "oom").exists()  # nothing to resume: the failed start leaves no folder
 
 

@@ -71,7 +71,9 @@ def test_messages_lead_somewhere(cwd, tmp_path):
     assert "unknown method 'umtt'; did you mean 'umt'?" in typo.stderr and "ogm_ge" in typo.stderr
     assert "no recipe" not in typo.stderr
     missing = mmtool(cwd, "probe", "-d", "tiny", check=False)
-    assert missing.returncode == 2 and messages(missing.stderr) == ["error: mmtool probe needs --run RUN_DIR (or run=RUN_DIR)"]
+    assert missing.returncode == 2 and messages(missing.stderr) == [
+        "error: mmtool probe needs --run RUN_DIR (or run=RUN_DIR)"
+    ]
     assert not (cwd / "runs" / "probe").exists()  # refused before any run folder was made
     mmtool(cwd, "pretrain-unimodal", "-d", "tiny", "train.epochs=2", "--run-dir", "pre")
     inside = mmtool(cwd, "decide", "-d", "tiny", "--teachers", "pre/m1", check=False)

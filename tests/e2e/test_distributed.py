@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.e2e.cli import run_cli
+
 REPO = Path(__file__).resolve().parents[2]
 EPOCHS = ["train.epochs=30", "train.eval_every=10", "train.checkpoint_every=0"]
 
@@ -53,8 +55,8 @@ def final_weights(run: Path) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("ddp")
-    launch(cwd, "-m", "mmtool", "prep", "synth-gamma", "data.n=600", ranks=1)
-    launch(cwd, "-m", "mmtool", "pretrain-unimodal", "-d", "tiny", "train.epochs=20", "--run-dir", "pre", ranks=1)
+    run_cli(cwd, "prep", "synth-gamma", "data.n=600")
+    run_cli(cwd, "pretrain-unimodal", "-d", "tiny", "train.epochs=20", "--run-dir", "pre")
     return cwd
 
 
@@ -70,10 +72,12 @@ def test_two_gloo_ranks_train_the_weights_of_one_process(work):
     samples of the one-process step. Five methods, final weights within 1e-4; decide and probe, whose
     features are extracted by shards and gathered, reach the one-process numbers."""
     runs = {"umt": [], "aux_ce": [], "ogm_ge": [], "mla": [], "naive:batch": ["train.batch_size=100"]}
-    one = [shlex.join(c) for c in commands("one", {"naive": [], **runs}) + analyses("one")]
-    launch(work, "-m", "mmtool.chain", *one, ranks=1)
+    for command in commands("one", {"naive": [], **runs}) + analyses("one"):  # one process: this one
+        run_cli(work, *command)
     # the documented command itself, then the other methods in one launch of the same CLI (mmtool.chain)
-    direct = launch(work, "-m", "mmtool", "train", "naive", *recipe("naive"), *EPOCHS, "--run-dir", "two-naive", ranks=2)
+    direct = launch(
+        work, "-m", "mmtool", "train", "naive", *recipe("naive"), *EPOCHS, "--run-dir", "two-naive", ranks=2
+    )
     assert len(json.loads(direct.stdout)["summary"]) == 1  # one rank printed the result
     launch(work, "-m", "mmtool.chain", *[shlex.join(c) for c in commands("two", runs) + analyses("two")], ranks=2)
     for method in ["naive", *runs]:

@@ -1,5 +1,5 @@
-"""The paper's chain on the real datasets' layouts, through the real CLI: fixture copies of UCF101 and
-VGG-Sound written in their published formats, the shipped recipes with the SMOKE fragment merged last."""
+"""The paper's chain on the real datasets' layouts, through the real CLI: a fixture copy of UCF101 (VGG-Sound:
+test_vggsound_chain.py) written in its published format, the shipped recipes with the SMOKE fragment merged last."""
 
 from __future__ import annotations
 
@@ -10,10 +10,9 @@ import pytest
 import torch
 
 from tests.e2e.test_cli_chain import REPO, mmtool
-from tests.fixtures.media import write_ucf101, write_vggsound
+from tests.fixtures.media import write_ucf101
 
 SMOKE_UCF = str(REPO / "recipes" / "_base" / "smoke" / "ucf101.yaml")
-SMOKE_VGG = str(REPO / "recipes" / "_base" / "smoke" / "vggsound.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -48,22 +47,6 @@ def test_ume_verdict_on_ucf101_scores_what_decide_reported(ucf):
     out = json.loads(mmtool(ucf, "train", "--from-decision", "-", "-r", SMOKE_UCF, "--run-dir", "ume",
                             stdin=decide.stdout).stdout)  # fmt: skip
     assert out["test_accuracy"] == verdict["average_accuracy"] and not (ucf / "ume" / "metrics.jsonl").exists()
-
-
-def test_vggsound_trains_video_and_spectrogram_encoders(tmp_path):
-    """R3D-18 on clips and ResNet-18 on the STFT of the waveform, UMT from uni-modal teachers."""
-    write_vggsound(tmp_path / "raw", train_per_class=3, test_per_class=1, frames=8, size=(32, 40), seconds=1.2)
-    mmtool(tmp_path, "prep", "vggsound", "--raw", "raw", "--root", "data/smoke", "data.store_size=32",
-           "data.clip_frames=4", "data.audio_seconds=1.0")  # fmt: skip
-    args = ("-r", SMOKE_VGG, "train.epochs=1")
-    mmtool(tmp_path, "pretrain-unimodal", "-d", "vggsound", *args, "--run-dir", "pre")
-    out = json.loads(mmtool(tmp_path, "train", "umt", "-d", "vggsound", *args, "--teachers", "pre",
-                            "--run-dir", "umt").stdout)  # fmt: skip
-    logged = json.loads((tmp_path / "umt" / "metrics.jsonl").read_text().splitlines()[-1])
-    assert {"train_distill_video_loss", "train_distill_audio_loss"} <= set(logged)
-    spec = torch.load(tmp_path / "umt" / "checkpoints" / "best.pt", weights_only=True)["spec"]
-    assert spec["encoders"]["audio"]["transform"] == "stft" and spec["encoders"]["video"]["name"] == "r3d18"
-    assert 0 <= out["test_accuracy"] <= 100
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,8 @@ def _loss_lines(fig):
 def test_equal_curves_get_different_line_styles_and_every_term_is_drawn():
     plt = plots._pyplot()
     same = [1.0, 0.8, 0.6]
-    fig = plots.curves_figure(plt, _records({"train_task_loss": same, "train_aux_loss": same, "train_loss": [2.0, 1.6, 1.2],
-                                             "val_loss": same}), "t")  # fmt: skip
+    losses = {"train_task_loss": same, "train_aux_loss": same, "train_loss": [2.0, 1.6, 1.2], "val_loss": same}
+    fig = plots.curves_figure(plt, _records(losses), "t")
     ax, lines = _loss_lines(fig)
     assert set(lines) == {"aux", "task", "total", "val loss (CE)"}
     styles = [lines[k].get_linestyle() for k in ("aux", "task", "val loss (CE)")]
@@ -36,10 +36,14 @@ def test_equal_curves_get_different_line_styles_and_every_term_is_drawn():
 def test_a_zero_or_negative_loss_keeps_a_linear_axis():
     """A log axis would drop the points at or below zero; a wide positive range gets a log axis."""
     plt = plots._pyplot()
-    fig = plots.curves_figure(plt, _records({"train_task_loss": [1.0, 0.5, 0.2], "train_kl_loss": [0.1, 0.0, -0.01]}), "t")
+    fig = plots.curves_figure(
+        plt, _records({"train_task_loss": [1.0, 0.5, 0.2], "train_kl_loss": [0.1, 0.0, -0.01]}), "t"
+    )
     assert fig.axes[0].get_yscale() == "linear"
     plt.close(fig)
-    fig = plots.curves_figure(plt, _records({"train_task_loss": [1.0, 0.5, 0.2], "train_kl_loss": [0.1, 0.01, 0.001]}), "t")
+    fig = plots.curves_figure(
+        plt, _records({"train_task_loss": [1.0, 0.5, 0.2], "train_kl_loss": [0.1, 0.01, 0.001]}), "t"
+    )
     ax, lines = _loss_lines(fig)
     assert ax.get_yscale() == "log" and all(all(y > 0 for y in line.get_ydata()) for line in lines.values())
     plt.close(fig)
