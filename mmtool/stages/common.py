@@ -6,6 +6,7 @@ checkpoints, results.json), read through the functions here.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import sys
@@ -179,6 +180,7 @@ def _flat_diff(a: dict, b: dict, prefix: str = "") -> dict[str, tuple]:
 def finish(run_dir: Path, result: dict) -> dict:
     """Write ``results.json``: the stage's numbers, plus where and how they were computed (device,
     precision, threads and processes, from env.json) and the wall time of the command that finished it."""
+    result = _rounded(result)
     result["run_dir"] = str(run_dir)
     env = read_json(run_dir / "env.json") if (run_dir / "env.json").is_file() else {}
     result["runtime"] = {k: env[k] for k in ("device", "device_name", "precision", "threads", "world_size") if k in env}
@@ -187,6 +189,21 @@ def finish(run_dir: Path, result: dict) -> dict:
         result["wall_seconds"] = round(held, 1)
     write_json(run_dir / "results.json", result)
     return result
+
+
+ACCURACY_DECIMALS = 4  # k/N exactly for test sets up to a million samples; beyond that, float32 noise
+
+
+def _rounded(value, key: str = ""):
+    """Accuracies (any key mentioning ``accuracy``, at any depth) rounded to :data:`ACCURACY_DECIMALS`
+    decimals: they are computed in float32, and 72.45370483398438 says no more than 72.4537."""
+    if isinstance(value, dict):
+        return {k: _rounded(v, k if "accuracy" in str(k) else key) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v, key) for v in value]
+    if isinstance(value, float) and "accuracy" in key and math.isfinite(value):
+        return round(value, ACCURACY_DECIMALS)
+    return value
 
 
 def seed_everything(seed: int) -> None:
