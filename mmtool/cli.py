@@ -239,8 +239,19 @@ def train(
         if method is not None and method != cfg.method.name and (dataset is None or _is_method(method)):
             raise UserError(f"{cfg.source}: the recipe trains method {cfg.method.name!r}, not {method!r}")
     _expect_stage(cfg, "train")
+    if cfg.teachers is None and _needs_teachers(cfg):  # before any run folder exists
+        from mmtool.runs import require_run
+
+        require_run(None, f"method {cfg.method.name!r}", "teachers")
     with new_run(cfg, "train", cfg.method.name, run_dir) as path:
         emit(stage.run(cfg, path), as_json)
+
+
+def _needs_teachers(cfg) -> bool:
+    """Methods that start from, or distil, the uni-modal models of a `pretrain-unimodal` run."""
+    return cfg.method.name in ("umt", "finetune") or (
+        cfg.method.name == "ume" and cfg.method.params.get("from_teachers")
+    )
 
 
 def _is_method(name: str) -> bool:
@@ -517,6 +528,15 @@ def validate(
         typer.echo(f"ok  {path}  (stage {cfg.stage}, method {cfg.method.name})")
 
 
+def _all_ranks_done() -> None:
+    """Under torchrun, wait until every rank got here (a no-op in one process)."""
+    if "WORLD_SIZE" not in os.environ:
+        return
+    from mmtool.engine.runtime import barrier_all
+
+    barrier_all()
+
+
 def _resume_command(run_dir: Path) -> str:
     """The command that continues ``run_dir`` (read from its config.yaml), as it was launched."""
     import yaml
@@ -544,6 +564,7 @@ def main() -> None:
     except Interrupted as err:
         if os.environ.get("RANK", "0") == "0":  # under torchrun, one line for the whole job
             typer.echo(f"{err}; resume with: {_resume_command(err.run_dir())}", err=True)
+        _all_ranks_done()  # torchrun stops every rank when one exits: none leaves before rank 0 has said it
         raise SystemExit(err.exit_code) from None
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)

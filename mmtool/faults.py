@@ -6,7 +6,8 @@ after a training step, while a checkpoint is saved). When the environment names 
 (``os._exit(137)``, no cleanup, no flushing), ``raise`` raises :class:`InjectedFault`, ``enospc`` raises
 the ``OSError`` of a full disk, ``oom`` torch's ``OutOfMemoryError``, ``sigterm`` / ``sigint`` send that
 signal to the process itself (as a scheduler or a Ctrl-C would, at exactly this point).
-Without the variable a call costs one dict lookup.
+Without the variable a call costs one dict lookup. Under torchrun, ``MMTOOL_FAULT_RANK=R`` limits the
+faults to rank R (how a test preempts one rank of a distributed run).
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ class InjectedFault(RuntimeError):
 def fault_point(name: str) -> None:
     spec = os.environ.get("MMTOOL_FAULT")
     if not spec or name not in spec:
+        return
+    only = os.environ.get("MMTOOL_FAULT_RANK")
+    if only is not None and only != os.environ.get("RANK", "0"):
         return
     actions = {}
     for one in spec.split(","):

@@ -279,6 +279,12 @@ def _control_group() -> Any:
     return _CONTROL.get("group")
 
 
+def barrier_all() -> None:
+    """Every rank of the process group (if one is up) reaches this point before any goes on."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier(group=_control_group())
+
+
 def _shutdown() -> None:
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
