@@ -21,3 +21,16 @@ def pytest_configure(config):
 def _recipes_env(monkeypatch):
     """Tests run from temp folders; point recipe lookup at the repository's recipes/."""
     monkeypatch.setenv("MMTOOL_RECIPES", str(RECIPES))
+
+
+@pytest.fixture(autouse=True)
+def _keep_thread_count():
+    """A test that changes torch's thread count (a benchmark's main run in-process) gives it back: one
+    xdist worker computing with two threads next to another would oversubscribe the cores, and OpenMP's
+    spinning threads then slow both several times over."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != before:
+        torch.set_num_threads(before)

@@ -359,21 +359,14 @@ class DiskSource:
         return self._loaders[key]
 
 
-FORKSERVER_PRELOAD = ["torch", "numpy", "mmtool.data.source"]
-
-
-def _mp_context():
+def _mp_context() -> str:
     """Workers start with ``forkserver`` where it exists: a forked copy of a parent that already runs
-    OpenMP threads (any torch op) can hang, and ``spawn`` re-imports everything per worker. The fork
-    server imports torch once (importing starts no thread), so each worker forked from it starts in
-    milliseconds instead of importing torch again (about a second of CPU per worker and per loader)."""
-    import multiprocessing as mp
-
+    OpenMP threads (any torch op) can hang, and ``spawn`` re-imports everything per worker. (The fork
+    server imports nothing in advance: workers forked from a server that had imported torch took seconds
+    each to shut down.)"""
     override = os.environ.get("MMTOOL_WORKER_START")
     if override:
-        return mp.get_context(override)
-    if "forkserver" not in mp.get_all_start_methods():
-        return mp.get_context("spawn")
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(FORKSERVER_PRELOAD)
-    return ctx
+        return override
+    import multiprocessing as mp
+
+    return "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
