@@ -16,6 +16,7 @@ from mmtool.errors import UserError
 from mmtool.methods import METHODS, MethodContext, build_method, describe
 from mmtool.models import build_model
 from tests.unit.conftest import measure_on
+from tests.unit.test_methods_zoo import Killed, KilledAt
 
 
 def make_teachers(make_model, hidden=(16,), seed=10):
@@ -289,26 +290,6 @@ def test_umt_needs_teachers(make_model):
         build_method("umt", {"modalities": ("m3",)}, MethodContext(teachers=make_teachers(make_model)))
 
 
-class _Killed(RuntimeError):
-    pass
-
-
-class _KilledAt:
-    """A method that dies at its ``at``-th training step (a kill between two checkpoints); hooks pass through."""
-
-    def __init__(self, method, at: int) -> None:
-        self.method, self.at, self.calls = method, at, 0
-
-    def training_step(self, model, batch):
-        self.calls += 1
-        if self.calls == self.at:
-            raise _Killed
-        return self.method.training_step(model, batch)
-
-    def __getattr__(self, name):
-        return getattr(self.method, name)
-
-
 @pytest.mark.parametrize("name", METHODS.names())
 def test_every_method_resumes_mid_epoch_exactly(name, make_model, naive_run, alpha_splits, train_cfgs, tmp_path):
     """A checkpoint every 2 steps, 3 steps per epoch: the kill at step 6 resumes from epoch 2, step 1 (loader
@@ -320,8 +301,8 @@ def test_every_method_resumes_mid_epoch_exactly(name, make_model, naive_run, alp
         train, val = (alpha_splits[k].select(model.modalities) for k in ("train", "val"))
         out = tmp_path / kind
         if kind == "killed":
-            with pytest.raises(_Killed):
-                fit(model, _KilledAt(method, 6), train, val, spec, out, optim, schedule, cfg, "cpu")
+            with pytest.raises(Killed):
+                fit(model, KilledAt(method, 6), train, val, spec, out, optim, schedule, cfg, "cpu")
             saved = load_checkpoint(out / "checkpoints" / LAST)
             assert (saved["epoch"], saved["partial"]["epoch"], saved["partial"]["step"]) == (1, 2, 1)
             model, spec, method, _ = setup_method(name, make_model, naive_run, alpha_splits)
