@@ -86,10 +86,16 @@ def _worker(rank: int, world: int, port: int, args: argparse.Namespace, out: str
 
 
 def run_side(world: int, args: argparse.Namespace, folder: str) -> dict:
+    import multiprocessing
+
     import torch.multiprocessing as mp
 
     out = str(Path(folder) / f"world{world}.pt")
-    mp.spawn(_worker, args=(world, _free_port(), args, out), nprocs=world, join=True)
+    # forked from a server that has imported torch once, rather than each process importing it again
+    start = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    if start == "forkserver":
+        multiprocessing.set_forkserver_preload(["torch", "mmtool.engine.loop"])
+    mp.start_processes(_worker, args=(world, _free_port(), args, out), nprocs=world, join=True, start_method=start)
     return torch.load(out, weights_only=True)
 
 

@@ -22,7 +22,7 @@ import time
 
 from typer.exceptions import TyperException
 
-from mmtool.cli import app
+from mmtool.cli import app, release_workers
 from mmtool.errors import UserError
 
 
@@ -31,7 +31,10 @@ def run(commands: list[str]) -> None:
     for command in commands:
         start = time.perf_counter()
         try:
-            app(shlex.split(command), standalone_mode=False)
+            try:
+                app(shlex.split(command), standalone_mode=False)
+            finally:
+                release_workers()
         except (UserError, TyperException) as err:  # a recipe or usage error: one line, as `mmtool` prints it
             print(f"error: {err} (in: mmtool {command})", file=sys.stderr, flush=True)
             raise SystemExit(2) from None

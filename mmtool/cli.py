@@ -553,10 +553,21 @@ def _resume_command(run_dir: Path) -> str:
     return f"{launcher} {command} --resume {run_dir}"
 
 
+def release_workers() -> None:
+    """Stop the data loader worker processes a command left running (without importing torch for a
+    command that never loaded data)."""
+    source = sys.modules.get("mmtool.data.source")
+    if source is not None:
+        source.release_workers()
+
+
 def main() -> None:
     """Console entry point: user errors print one line on stderr and exit 2."""
     try:
-        app()
+        try:
+            app()
+        finally:
+            release_workers()
     except UserError as err:
         rank = os.environ.get("RANK", "0") if "WORLD_SIZE" in os.environ else "0"
         typer.echo(f"error{f' (rank {rank})' if rank != '0' else ''}: {err}", err=True)

@@ -34,3 +34,13 @@ def _keep_thread_count():
     yield
     if torch.get_num_threads() != before:
         torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _release_loader_workers():
+    """Loader worker processes a test left running stop when it ends, as at the end of a command: left to
+    a later garbage collection, each could stall another test for torch's 5 s join timeout."""
+    yield
+    from mmtool.cli import release_workers
+
+    release_workers()

@@ -71,9 +71,7 @@ def test_a_killed_run_on_video_data_resumes_exactly(ucf, uninterrupted, workers)
     assert proc.returncode == 137, proc.stderr[-2000:]
     saved = torch.load(ucf / killed / "checkpoints" / "last.pt", weights_only=True)
     assert saved["step"] == 3 and saved["partial"]["step"] == 3  # inside epoch 1 (4 steps each)
-    # a child process: loader workers it starts end with it (kept in this process, their shutdown at a later
-    # garbage collection would wait on each worker)
-    mmtool(ucf, "train", "--resume", killed, process=workers > 0)
+    mmtool(ucf, "train", "--resume", killed)  # in this process: its loader workers end when it is done
     assert (ucf / killed / "metrics.jsonl").read_text() == (ucf / "whole" / "metrics.jsonl").read_text()
     a, b = (torch.load(ucf / r / "checkpoints" / "last.pt", weights_only=True)["model"] for r in (killed, "whole"))
     assert all(torch.equal(a[k], b[k]) for k in b)

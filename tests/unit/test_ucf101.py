@@ -180,6 +180,21 @@ def test_batches_are_the_same_with_0_and_2_workers(prepared):
         assert all(torch.equal(a.inputs[m], b.inputs[m]) for m in ("rgb", "flow"))
 
 
+def test_worker_processes_end_when_released_not_at_a_later_garbage_collection(prepared):
+    """Persistent workers outlive an epoch; release_workers (every command calls it as it ends) stops them
+    at once, and a loader used again afterwards starts new ones."""
+    from mmtool.data.source import release_workers
+
+    loader = load_dataset(prepared).splits["train"].loader(4, train=True, workers=2)
+    first = [b.ids for b in loader]
+    workers = list(loader._iterator._workers)
+    assert len(workers) == 2 and all(w.is_alive() for w in workers)
+    release_workers()
+    assert not any(w.is_alive() for w in workers) and loader._iterator is None
+    assert all(torch.equal(a, b.ids) for a, b in zip(first, loader, strict=True))  # new workers, same batches
+    release_workers()
+
+
 def test_load_checks_index_and_raw_paths_cheaply(prepared, tmp_path):
     shutil.copytree(Path(prepared.root), tmp_path / "data")
     cfg = data_cfg(tmp_path / "data", Path(prepared.raw))
