@@ -24,8 +24,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from mmtool.errors import UserError
 from mmtool.faults import fault_point
@@ -46,7 +47,14 @@ def is_writer() -> bool:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then rename over ``path``.
+    """Write ``data`` to a temp file in the same folder, fsync, then rename over ``path``
+    (:func:`atomic_write`)."""
+    atomic_write(path, lambda fh: fh.write(data))
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Call ``write`` on a temp file in the same folder, fsync, then rename over ``path``: a large
+    object (a checkpoint) streams to disk without a copy of it in memory first.
 
     A write the file system refuses (read-only folder, full disk, file too large, no permission) is a
     :class:`UserError` naming the path; the temp file is removed and ``path`` keeps its previous content.
@@ -61,7 +69,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a run is read by the group on shared servers
         with os.fdopen(fd, "wb") as fh:
             fault_point("write")  # tests: MMTOOL_FAULT=write:N:enospc fails the N-th file write
-            fh.write(data)
+            try:
+                write(fh)
+            except RuntimeError as err:  # torch.save reports its file's failed write as a RuntimeError
+                failed = _os_error(err)
+                if failed is None:
+                    raise
+                raise failed from None
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -76,6 +90,17 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _os_error(err: BaseException) -> OSError | None:
+    """The OSError an exception was raised while handling (its cause or context chain), if any."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 _STORAGE_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.EDQUOT}

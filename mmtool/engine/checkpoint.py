@@ -11,7 +11,6 @@ turn ``weights_only`` off.
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import sys
@@ -23,16 +22,14 @@ import torch
 from mmtool.errors import UserError
 from mmtool.faults import fault_point
 from mmtool.models import MultiModalNet, build_model
-from mmtool.runs import atomic_write_bytes
+from mmtool.runs import atomic_write
 
 LAST, BEST, COMPLETE = "last.pt", "best.pt", "COMPLETE"
 PREVIOUS = "last.prev.pt"  # the resumable checkpoint before the current one
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write(path, lambda fh: torch.save(state, fh))
 
 
 def resumable(ckpt_dir: Path, keep: int = 2) -> list[Path]:

@@ -387,13 +387,14 @@ def _save_last(run: _Run, epoch: int, partial: dict | None) -> None:
     rank's random state and, inside an epoch, the step reached and the epoch's loss sums so far."""
     state, sched, scaler = run.state, run.sched, run.scaler
     rng = run.runtime.gather_objects(_rng_state(run.runtime))  # every rank's, in rank order
+    weights = run.model.state_dict()
     save_last(
         run.ckpt_dir,
         {
             "epoch": epoch,  # epochs complete
             "partial": partial or {},  # {"epoch": e, "step": k, "sums": ...}: k steps of epoch e done
             "step": state.step,
-            "model": run.model.state_dict(),
+            "model": weights,
             "optimizer": run.opt.state_dict(),
             "scheduler": sched.state_dict() if sched is not None else {},
             "scaler": scaler.state_dict() if scaler is not None else {},
@@ -402,11 +403,23 @@ def _save_last(run: _Run, epoch: int, partial: dict | None) -> None:
             "method": run.method.state_dict(),
             "best_epoch": state.best_epoch,
             "best_val": state.best_val,
-            "best_model": state.best_weights or {},
+            "best_model": _sharing(state.best_weights or {}, weights),
             "spec": run.spec,
         },
         keep=run.cfg.keep_last,
     )
+
+
+def _sharing(best: dict[str, torch.Tensor], weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The best weights, each tensor that equals the model's own replaced by the model's: torch.save writes
+    a shared storage once, so ``last.pt`` saved right after a best epoch (or with frozen layers) does not
+    hold the same weights twice (a video model's best copy alone is hundreds of MB)."""
+    out = {}
+    for key, value in best.items():
+        mine = weights.get(key)
+        same = mine is not None and mine.shape == value.shape and mine.dtype == value.dtype
+        out[key] = mine if same and torch.equal(mine, value) else value
+    return out
 
 
 def _rng_state(runtime: Runtime) -> dict[str, torch.Tensor]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import signal
 
 import pytest
 import torch
@@ -73,3 +74,25 @@ def test_a_refused_write_names_the_path_and_keeps_the_previous_file(tmp_path, mo
     with pytest.raises(UserError, match=r"cannot write .*last\.pt: No space left on device"):
         atomic_write_bytes(target, b"new")
     assert target.read_bytes() == b"good" and [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs RLIMIT_FSIZE")
+def test_a_checkpoint_that_fails_while_streaming_to_disk_is_one_line_and_keeps_the_previous(tmp_path):
+    """torch.save writes straight into the temp file; when the file system refuses part-way (here: the
+    process's file size limit, EFBIG), the error is the same one line as for any refused write."""
+    import resource
+
+    from mmtool.engine.checkpoint import save_checkpoint
+
+    target = tmp_path / "best.pt"
+    save_checkpoint(target, {"epoch": 1})
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over the limit: EFBIG instead of a signal
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, limits[1]))
+    try:
+        with pytest.raises(UserError, match=r"cannot write .*best\.pt: File too large"):
+            save_checkpoint(target, {"epoch": 2, "w": torch.zeros(1 << 20)})  # 4 MiB
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, handler)
+    assert load_checkpoint(target)["epoch"] == 1 and [p.name for p in tmp_path.iterdir()] == ["best.pt"]

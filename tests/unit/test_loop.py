@@ -81,6 +81,28 @@ def test_best_checkpoint_is_selected_on_validation(make_model, alpha_splits, tra
     assert evaluate(last, val)["accuracy"] == pytest.approx(accs[-1])
 
 
+def test_last_holds_the_best_weights_once_when_they_are_the_models(make_model, alpha_splits, train_cfgs, tmp_path):
+    """Saved right after its best epoch, last.pt shares the model's storage for the best copy (a video
+    model's copy is hundreds of MB); after a later, worse epoch it holds both, and resuming reads either."""
+    model, spec = make_model()
+    optim, schedule, cfg = train_cfgs(epochs=1, lr=0.2)
+    fit(model, naive(), alpha_splits["train"], alpha_splits["val"], spec, tmp_path / "a", optim, schedule, cfg, CPU)
+    ckpt = torch.load(tmp_path / "a" / "checkpoints" / LAST, weights_only=True)
+    assert ckpt["best_epoch"] == 1 and ckpt["best_model"].keys() <= ckpt["model"].keys()
+    for key, value in ckpt["best_model"].items():
+        assert value.untyped_storage().data_ptr() == ckpt["model"][key].untyped_storage().data_ptr()
+
+    model, spec = make_model()
+    optim, schedule, cfg = train_cfgs(epochs=12, lr=0.2)
+    fit(model, naive(), alpha_splits["train"], flipped(alpha_splits["val"]), spec, tmp_path / "b", optim, schedule,
+        cfg, CPU)  # fmt: skip
+    ckpt = torch.load(tmp_path / "b" / "checkpoints" / LAST, weights_only=True)
+    best = load_checkpoint(tmp_path / "b" / "checkpoints" / BEST)
+    assert ckpt["best_epoch"] < 12  # the flipped validation labels make an early epoch the best
+    assert all(torch.equal(ckpt["best_model"][k], v) for k, v in best["model"].items())
+    assert any(not torch.equal(ckpt["model"][k], v) for k, v in best["model"].items())
+
+
 def test_metrics_record_losses_lr_and_validation(make_model, alpha_splits, train_cfgs, tmp_path):
     model, spec = make_model()
     optim, _, cfg = train_cfgs(epochs=6, lr=0.4, eval_every=2)
