@@ -79,7 +79,7 @@ class Batch:
         return Batch({m: x.pin_memory() for m, x in self.inputs.items()}, self.target.pin_memory(), self.ids)
 
     def __len__(self) -> int:
-        return len(self.target)
+        return self.target.shape[0]  # not len(tensor): that goes through torch's Python-level dispatch
 
 
 def _to(x: torch.Tensor, device, non_blocking: bool, channels_last: bool) -> torch.Tensor:
@@ -139,7 +139,7 @@ class ArraySource:
         self._perm_memo: dict[int, tuple[int, torch.Tensor]] = {}  # seed -> (epoch drawn, generator state)
 
     def __len__(self) -> int:
-        return len(self.target)
+        return self.target.shape[0]  # not len(tensor): that goes through torch's Python-level dispatch
 
     def targets(self) -> torch.Tensor:
         return self.target

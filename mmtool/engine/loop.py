@@ -48,7 +48,7 @@ from mmtool.engine.loggers import MetricLoggers
 from mmtool.engine.optim import build_optimizer, build_scheduler
 from mmtool.engine.runtime import Runtime
 from mmtool.errors import Interrupted, UserError
-from mmtool.faults import fault_point
+from mmtool.faults import armed
 from mmtool.models import MultiModalNet, build_model
 from mmtool.runs import write_json
 
@@ -249,11 +249,11 @@ def _train_epoch(run: _Run, train: Any, epoch: int) -> dict[str, float]:
     batches = train.loader(runtime.local_batch_size(cfg.batch_size), train=True, seed=cfg.seed, epoch=epoch,
                            workers=runtime.workers, shard=runtime.shard, pin_memory=runtime.pin_memory,
                            start=first)  # fmt: skip
-    step = first
+    step, fault = first, armed()
     try:
         for step, batch in enumerate(batches, start=first):
             batch = runtime.to_device(batch)
-            fault_point("train_forward")  # tests: MMTOOL_FAULT=train_forward:N:oom runs out of memory here
+            fault("train_forward")  # tests: MMTOOL_FAULT=train_forward:N:oom runs out of memory here
             with runtime.autocast():
                 losses = method.training_step(run.step_model, batch)
             total = functools.reduce(operator.add, losses.values())  # no `0 + loss` kernel for one loss
@@ -272,7 +272,7 @@ def _train_epoch(run: _Run, train: Any, epoch: int) -> dict[str, float]:
             method.after_step(model, step)
             state.step += 1
             sums.add(step, losses, total, len(batch))
-            fault_point("train_step")  # tests: MMTOOL_FAULT=train_step:N:kill dies here after the N-th step
+            fault("train_step")  # tests: MMTOOL_FAULT=train_step:N:kill dies here after the N-th step
             if (step + 1) % runtime.log_every == 0:
                 sums.check(epoch)
             stop = run.stop_requested()
@@ -328,7 +328,8 @@ class _LossSums:
     def check(self, epoch: int) -> None:
         if not self.pending:
             return
-        values = torch.stack([torch.stack(v).float() for _, v, _ in self.pending])  # (S, K + 1)
+        width = len(self.pending[0][1])
+        values = torch.stack([t for _, v, _ in self.pending for t in v]).float().view(-1, width)  # (S, K + 1)
         counts = [n for _, _, n in self.pending]
         if self.runtime.distributed:  # every rank's samples: the same sums, and the same verdict, on every rank
             weights = values.new_tensor(counts)[:, None]
