@@ -129,6 +129,10 @@ class DataConfig:
     audio_seconds: float = checked(10.0, above(0))
     sample_rate: int = checked(16000, at_least(1))  # vggsound prep: audio resampled to this rate (App. A.1: 16 kHz)
     augment: bool = True  # real sets: random crops and flips in training (UCF101: App. A.1; VGG-Sound: none)
+    # modelnet40 prep: 0-based indices of the 12 renders (v001 = 0) read as the front and the rear view
+    # (Wu et al. 2022, configs/training.gin: specific_views=[0, 6], i.e. v001 and v007, 180 degrees apart)
+    front_view: int = checked(0, between(0, 11))
+    rear_view: int = checked(6, between(0, 11))
 
 
 @dataclass(frozen=True)

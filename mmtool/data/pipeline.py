@@ -54,6 +54,7 @@ REASONS = {
     "no_audio": "the file has no audio stream",
     "unreadable": "the path exists but cannot be read (permissions, or not a regular file)",
     "too_short": "fewer frames or seconds than a sample needs",
+    "missing_view": "a sample made of several files lacks one of them (e.g. an object without its rear render)",
     "error": "an unexpected error while decoding (message recorded)",
 }
 JOURNAL = ".journal.jsonl"
