@@ -147,6 +147,13 @@ def fit(
             advance(record)
             if stop and epoch < cfg.epochs:
                 raise Interrupted(stop, ckpt_dir / LAST, epoch, None)
+        if state.best_epoch == 0:  # every validation loss was NaN or infinite: nothing to select
+            raise UserError(
+                f"the validation loss was not finite at any evaluation (every {cfg.eval_every} epochs of "
+                f"{cfg.epochs}): no epoch can be selected. The model diverges on held-out data (often batch-norm "
+                f"statistics from a high learning rate or tiny batches): lower optim.lr (now {optim.lr:g}) or "
+                "raise train.batch_size"
+            )
         run.save(cfg.epochs)
         write_json(
             ckpt_dir / COMPLETE, {"epochs": cfg.epochs, "best_epoch": state.best_epoch, "best_val": state.best_val}

@@ -11,6 +11,7 @@ Averaging "predictions" is read as averaging softmax probabilities (App. A.2 doe
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from mmtool.analysis import plots
@@ -80,7 +81,11 @@ def _data_overrides(recipe: Recipe) -> list[str]:
 
 
 def _yaml_value(value: object) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return json.dumps(list(value))  # a YAML flow list, e.g. [0, 6]
+    return str(value)
 
 
 def _summary(r: dict) -> list[str]:

@@ -193,6 +193,20 @@ def test_nan_validation_is_never_best(make_model, alpha_splits, train_cfgs, tmp_
     assert load_checkpoint(tmp_path / "checkpoints" / BEST)["epoch"] != 2
 
 
+def test_validation_that_is_never_finite_is_one_line_not_a_missing_best_checkpoint(
+    make_model, alpha_splits, train_cfgs, tmp_path, monkeypatch
+):
+    import mmtool.engine.loop as loop
+
+    real = loop.evaluate
+    monkeypatch.setattr(loop, "evaluate", lambda *a, **k: {**real(*a, **k), "loss": float("inf")})
+    model, spec = make_model()
+    optim, schedule, cfg = train_cfgs(epochs=2)
+    with pytest.raises(UserError, match=r"validation loss was not finite at any evaluation .* lower optim\.lr"):
+        fit(model, naive(), alpha_splits["train"], alpha_splits["val"], spec, tmp_path, optim, schedule, cfg, CPU)
+    assert not (tmp_path / "checkpoints" / COMPLETE).exists() and not (tmp_path / "checkpoints" / BEST).exists()
+
+
 def json_lines(path):
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 

@@ -205,3 +205,14 @@ def test_cli_train_with_eval_every_0_exits_2_and_leaves_no_run(tmp_path):
         "train.eval_every must be >= 1, got 0"
     ]
     assert not (tmp_path / "runs").exists() and not (tmp_path / "data").exists()
+
+
+def test_decide_hands_on_list_and_bool_data_settings_as_yaml_the_next_recipe_reads():
+    """`decide | train --from-decision -` re-applies the teachers' data.* settings as KEY=VALUE overrides:
+    a list must read back as a list (not the string "(0, 6)") and a bool as a bool."""
+    import yaml
+
+    from mmtool.stages.decide import _yaml_value
+
+    assert yaml.safe_load(_yaml_value((0, 6))) == [0, 6] and yaml.safe_load(_yaml_value(["a b", "c"])) == ["a b", "c"]
+    assert yaml.safe_load(_yaml_value(False)) is False and yaml.safe_load(_yaml_value(1e-3)) == 1e-3
