@@ -165,7 +165,8 @@ clean:
 # ---------------------------------------------------------------------------------------------------------------
 # Paper 000's tables on UCF101 and VGG-Sound -> results/tableN.md, the paper's numbers beside ours (docs/tables.md).
 #   make table9 DATA=/data/UCF101           DATA: the raw published layout of the table's dataset (data_prep/*.md)
-#   make table3 DATA=/data/UCF101 VGGSOUND=/data/vggsound   tables 1 and 3 span both sets (UCF101=, VGGSOUND=)
+#   make table3 DATA=/data/UCF101 VGGSOUND=/data/vggsound   tables 1 and 3 span both sets (UCF101=, VGGSOUND=);
+#                                           table 3 also takes MODELNET40=/data/modelnet40_images_new_12x
 #   make table9 SMOKE=1                     fixture copies (tests/fixtures/smoke.py), recipes/_base/smoke/<set>.yaml
 #                                           merged last, one seed -> results/smoke/tableN.md
 # Runs live in $(PT)/<set>/seed<k>/<run>/. A finished run (results.json) is reused by every later target, so
@@ -182,6 +183,7 @@ PT_SEEDS := $(firstword $(SEEDS))
 PREP_WORKERS ?= 0
 table1 table3 table4 table9: PT_UCF = data/smoke/raw/ucf101
 table1 table3 table5 table7 table8: PT_VGG = data/smoke/raw/vggsound
+table3: PT_MN40 = data/smoke/raw/modelnet40
 else
 PT := runs/paper
 PT_OUT := results
@@ -191,11 +193,12 @@ table1: PT_UCF = $(UCF101)
 table1 table3: PT_VGG = $(VGGSOUND)
 table3 table4 table9: PT_UCF = $(or $(UCF101),$(DATA))
 table5 table7 table8: PT_VGG = $(or $(VGGSOUND),$(DATA))
+table3: PT_MN40 = $(MODELNET40)
 endif
 PT_SEED := $(firstword $(PT_SEEDS))
 PT_JOINT := naive naive_mlp naive_attention aux_ce gblending ogm_ge
 PT_NEED_table1 := UCF101=/path/to/UCF101 and/or VGGSOUND=/path/to/vggsound
-PT_NEED_table3 := DATA=/path/to/UCF101 (add VGGSOUND=/path/to/vggsound for the VGG-Sound row)
+PT_NEED_table3 := DATA=/path/to/UCF101 (add VGGSOUND=/path/to/vggsound and MODELNET40=/path/to/modelnet40_images_new_12x for those rows)
 PT_NEED_table4 := DATA=/path/to/UCF101
 PT_NEED_table9 := DATA=/path/to/UCF101
 PT_NEED_table5 := DATA=/path/to/vggsound
@@ -205,7 +208,8 @@ PT_NEED_table8 := DATA=/path/to/vggsound
 # The data.* settings prep needs (cache root, VGG-Sound's stored sizes), read from the recipes the stages load.
 PT_PREP_ARGS = $(PYTHON) -c 'import sys; from mmtool.config import load_recipe; d = load_recipe([a for a in sys.argv[1:] if a != "-r"]).data; \
   print(f"--root {d.root} data.store_size={d.store_size} data.clip_frames={d.clip_frames} data.audio_seconds={d.audio_seconds} \
-  data.sample_rate={d.sample_rate} data.flow_stack={d.flow_stack} data.rgb_source={d.rgb_source}")'
+  data.sample_rate={d.sample_rate} data.flow_stack={d.flow_stack} data.rgb_source={d.rgb_source} \
+  data.front_view={d.front_view} data.rear_view={d.rear_view}")'
 
 # Shell helpers of the table targets (stderr of every stage goes to $(PT)/log.txt):
 #   prep SET RAW                     with SMOKE, write the fixture copy first; then build SET's cache from RAW
@@ -238,7 +242,7 @@ PT_SH = set -e; mkdir -p $(PT); L=$(PT)/log.txt; $(if $(SMOKE),export OMP_NUM_TH
     done; }; \
   teachers() { case $$2 in umt) echo "--teachers $$1/unimodal";; self_distill*) echo "method.teacher_run=$$1/naive";; esac; }
 # Expanded with the recipe, before its first line runs: without data the target stops at once, saying what to pass.
-PT_CHECK = $(if $(SMOKE)$(PT_UCF)$(PT_VGG),,$(error make $@: pass $(PT_NEED_$@), or SMOKE=1 (docs/tables.md)))
+PT_CHECK = $(if $(SMOKE)$(PT_UCF)$(PT_VGG)$(PT_MN40),,$(error make $@: pass $(PT_NEED_$@), or SMOKE=1 (docs/tables.md)))
 PT_START = $(if $(SMOKE),rm -rf $(PT);) mkdir -p $(PT)
 PT_BUILD = $(PYTHON) -m mmtool.analysis.paper_tables $@ $(PT) $(PT_OUT)/$@.md
 
@@ -256,8 +260,8 @@ table1:
 # Table 3: multi-modal linear classifier on the frozen uni-modal encoders vs. averaged predictions (decide)
 table3:
 	@$(PT_CHECK)$(PT_START)
-	@$(PT_SH); for s in $(if $(PT_VGG),vggsound) $(if $(PT_UCF),ucf101); do \
-	  case $$s in vggsound) prep vggsound $(PT_VGG);; *) prep ucf101 $(PT_UCF);; esac; \
+	@$(PT_SH); for s in $(if $(PT_VGG),vggsound) $(if $(PT_UCF),ucf101) $(if $(PT_MN40),modelnet40); do \
+	  case $$s in vggsound) prep vggsound $(PT_VGG);; modelnet40) prep modelnet40 $(PT_MN40);; *) prep ucf101 $(PT_UCF);; esac; \
 	  run $(PT)/$$s/seed$(PT_SEED)/unimodal pretrain-unimodal $$s pretrain data.seed=$(PT_SEED) train.seed=$(PT_SEED); \
 	  run $(PT)/$$s/seed$(PT_SEED)/decide decide $$s decide data.seed=$(PT_SEED) train.seed=$(PT_SEED) \
 	    --teachers $(PT)/$$s/seed$(PT_SEED)/unimodal; \

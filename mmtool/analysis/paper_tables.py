@@ -1,12 +1,12 @@
-"""Paper 000's Tables 1, 3, 4, 5, 7, 8 and 9 on UCF101 and VGG-Sound, from finished runs.
+"""Paper 000's Tables 1, 3, 4, 5, 7, 8 and 9 on UCF101, VGG-Sound and ModelNet40, from finished runs.
 
 Two parts, kept apart: ``PAPER`` holds the numbers the paper prints, transcribed table by table from the
 extracted text (``/work/shared/papers/000_*.txt``) with the paper's row and column names; ``OURS`` says,
-cell by cell, which run and which field of its ``results.json`` gives our number for that cell. Rows
-for Kinetics-400 and ModelNet40, which mmtool cannot prepare, have no source and print "—".
+cell by cell, which run and which field of its ``results.json`` gives our number for that cell. Cells
+of Kinetics-400, which mmtool cannot prepare, have no source and print "—".
 
 Run layout (what the Makefile's ``tableN`` targets write): ``<root>/<dataset>/seed<k>/<run>/results.json``
-with ``<dataset>`` ``ucf101`` or ``vggsound`` and ``<run>``:
+with ``<dataset>`` ``ucf101``, ``vggsound`` or ``modelnet40`` and ``<run>``:
 
 * ``unimodal`` (`pretrain-unimodal`), ``decide`` (`decide`), ``ume`` (`ensemble`),
 * a `train` run named after its recipe: ``naive`` (linear head), ``naive_mlp``, ``naive_attention``,
@@ -200,7 +200,7 @@ OURS: dict[str, dict[str, tuple[Source | None, ...]]] = {
         "VGG-Sound": _decision("vggsound"),
         "Kinetics-400": (None, None, None),
         "UCF101": _decision("ucf101"),
-        "ModelNet40": (None, None, None),
+        "ModelNet40": _decision("modelnet40"),
     },
     "table4": {
         "Uni-Clf from MM Clf": _ucf101_pair("split_classifier_accuracy"),
@@ -237,7 +237,7 @@ OURS: dict[str, dict[str, tuple[Source | None, ...]]] = {
     },
 }
 
-UNSUPPORTED = "Kinetics-400 and ModelNet40 cannot be prepared by mmtool yet: their cells show the paper only."
+UNSUPPORTED = "Kinetics-400 cannot be prepared by mmtool yet: its cells show the paper only."
 
 
 # --------------------------------------------------------------------------------------------- building

@@ -110,9 +110,18 @@ def test_table3_reads_decide_and_leaves_unsupported_datasets_empty(runs):
     text = pt.render("table3", runs)
     assert ours(text, "VGG-Sound") == ["51.0", "46.0", "UMT"]
     assert ours(text, "UCF101") == ["84.0", "86.0", "UME"]
-    assert ours(text, "Kinetics-400") == ours(text, "ModelNet40") == ["—", "—", "—"]
+    assert ours(text, "Kinetics-400") == ["—", "—", "—"]
     assert paper(text, "UCF101") == ["84.4", "86.8", "UME"]
     assert "cannot be prepared" in text
+
+
+def test_table3_has_a_modelnet40_row_from_its_decide_run(tmp_path):
+    (tmp_path / "modelnet40" / "seed0" / "decide").mkdir(parents=True)
+    write(tmp_path / "modelnet40" / "seed0" / "decide", {"mm_linear_accuracy": 91.3, "average_accuracy": 91.5,
+                                                         "verdict": "UME"})  # fmt: skip
+    text = pt.render("table3", tmp_path)
+    assert ours(text, "ModelNet40") == ["91.3", "91.5", "UME"] and paper(text, "ModelNet40") == ["91.7", "91.9", "UME"]
+    assert ours(text, "UCF101") == ["—", "—", "—"] and "Ours on ucf101: not run" in text
 
 
 def test_table4_splits_decide_per_modality(runs):
