@@ -394,4 +394,4 @@ def dataset_from_arrays(
 
 # register the built-in families
 import mmtool.data.registry_laziness  # noqa: E402,F401
-from mmtool.data import modelnet40, registry_synthetic, ucf101, vggsound  # noqa: E402,F401
+from mmtool.data import kinetics, modelnet40, registry_synthetic, ucf101, vggsound  # noqa: E402,F401
