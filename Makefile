@@ -166,7 +166,8 @@ clean:
 # Paper 000's tables on UCF101 and VGG-Sound -> results/tableN.md, the paper's numbers beside ours (docs/tables.md).
 #   make table9 DATA=/data/UCF101           DATA: the raw published layout of the table's dataset (data_prep/*.md)
 #   make table3 DATA=/data/UCF101 VGGSOUND=/data/vggsound   tables 1 and 3 span both sets (UCF101=, VGGSOUND=);
-#                                           table 3 also takes MODELNET40=/data/modelnet40_images_new_12x
+#                                           table 3 also takes MODELNET40=/data/modelnet40_images_new_12x, and
+#                                           tables 3, 5 and 7 KINETICS=/data/k400 (the cvdfoundation copy)
 #   make table9 SMOKE=1                     fixture copies (tests/fixtures/smoke.py), recipes/_base/smoke/<set>.yaml
 #                                           merged last, one seed -> results/smoke/tableN.md
 # Runs live in $(PT)/<set>/seed<k>/<run>/. A finished run (results.json) is reused by every later target, so
@@ -184,6 +185,7 @@ PREP_WORKERS ?= 0
 table1 table3 table4 table9: PT_UCF = data/smoke/raw/ucf101
 table1 table3 table5 table7 table8: PT_VGG = data/smoke/raw/vggsound
 table3: PT_MN40 = data/smoke/raw/modelnet40
+table3 table5 table7: PT_K400 = data/smoke/raw/kinetics400
 else
 PT := runs/paper
 PT_OUT := results
@@ -194,15 +196,16 @@ table1 table3: PT_VGG = $(VGGSOUND)
 table3 table4 table9: PT_UCF = $(or $(UCF101),$(DATA))
 table5 table7 table8: PT_VGG = $(or $(VGGSOUND),$(DATA))
 table3: PT_MN40 = $(MODELNET40)
+table3 table5 table7: PT_K400 = $(KINETICS)
 endif
 PT_SEED := $(firstword $(PT_SEEDS))
 PT_JOINT := naive naive_mlp naive_attention aux_ce gblending ogm_ge
 PT_NEED_table1 := UCF101=/path/to/UCF101 and/or VGGSOUND=/path/to/vggsound
-PT_NEED_table3 := DATA=/path/to/UCF101 (add VGGSOUND=/path/to/vggsound and MODELNET40=/path/to/modelnet40_images_new_12x for those rows)
+PT_NEED_table3 := DATA=/path/to/UCF101 (add VGGSOUND=/path/to/vggsound, KINETICS=/path/to/k400 and MODELNET40=/path/to/modelnet40_images_new_12x for those rows)
 PT_NEED_table4 := DATA=/path/to/UCF101
 PT_NEED_table9 := DATA=/path/to/UCF101
-PT_NEED_table5 := DATA=/path/to/vggsound
-PT_NEED_table7 := DATA=/path/to/vggsound
+PT_NEED_table5 := DATA=/path/to/vggsound and/or KINETICS=/path/to/k400
+PT_NEED_table7 := DATA=/path/to/vggsound and/or KINETICS=/path/to/k400
 PT_NEED_table8 := DATA=/path/to/vggsound
 
 # The data.* settings prep needs (cache root, VGG-Sound's stored sizes), read from the recipes the stages load.
@@ -242,7 +245,7 @@ PT_SH = set -e; mkdir -p $(PT); L=$(PT)/log.txt; $(if $(SMOKE),export OMP_NUM_TH
     done; }; \
   teachers() { case $$2 in umt) echo "--teachers $$1/unimodal";; self_distill*) echo "method.teacher_run=$$1/naive";; esac; }
 # Expanded with the recipe, before its first line runs: without data the target stops at once, saying what to pass.
-PT_CHECK = $(if $(SMOKE)$(PT_UCF)$(PT_VGG)$(PT_MN40),,$(error make $@: pass $(PT_NEED_$@), or SMOKE=1 (docs/tables.md)))
+PT_CHECK = $(if $(SMOKE)$(PT_UCF)$(PT_VGG)$(PT_MN40)$(PT_K400),,$(error make $@: pass $(PT_NEED_$@), or SMOKE=1 (docs/tables.md)))
 PT_START = $(if $(SMOKE),rm -rf $(PT);) mkdir -p $(PT)
 PT_BUILD = $(PYTHON) -m mmtool.analysis.paper_tables $@ $(PT) $(PT_OUT)/$@.md
 
@@ -260,8 +263,9 @@ table1:
 # Table 3: multi-modal linear classifier on the frozen uni-modal encoders vs. averaged predictions (decide)
 table3:
 	@$(PT_CHECK)$(PT_START)
-	@$(PT_SH); for s in $(if $(PT_VGG),vggsound) $(if $(PT_UCF),ucf101) $(if $(PT_MN40),modelnet40); do \
-	  case $$s in vggsound) prep vggsound $(PT_VGG);; modelnet40) prep modelnet40 $(PT_MN40);; *) prep ucf101 $(PT_UCF);; esac; \
+	@$(PT_SH); for s in $(if $(PT_VGG),vggsound) $(if $(PT_K400),kinetics400) $(if $(PT_UCF),ucf101) $(if $(PT_MN40),modelnet40); do \
+	  case $$s in vggsound) prep vggsound $(PT_VGG);; kinetics400) prep kinetics400 $(PT_K400);; \
+	    modelnet40) prep modelnet40 $(PT_MN40);; *) prep ucf101 $(PT_UCF);; esac; \
 	  run $(PT)/$$s/seed$(PT_SEED)/unimodal pretrain-unimodal $$s pretrain data.seed=$(PT_SEED) train.seed=$(PT_SEED); \
 	  run $(PT)/$$s/seed$(PT_SEED)/decide decide $$s decide data.seed=$(PT_SEED) train.seed=$(PT_SEED) \
 	    --teachers $(PT)/$$s/seed$(PT_SEED)/unimodal; \
@@ -276,22 +280,27 @@ table4:
 	run $$R/decide decide ucf101 decide data.seed=$(PT_SEED) train.seed=$(PT_SEED) --teachers $$R/unimodal
 	$(PT_BUILD)
 
-# Table 5: late-fusion methods and UMT on VGG-Sound, over $(SEEDS)
+# Table 5: late-fusion methods and UMT on VGG-Sound and Kinetics-400, over $(SEEDS)
 table5:
 	@$(PT_CHECK)$(PT_START)
-	@$(PT_SH); prep vggsound $(PT_VGG); for k in $(PT_SEEDS); do \
-	  run $(PT)/vggsound/seed$$k/unimodal pretrain-unimodal vggsound pretrain data.seed=$$k train.seed=$$k; \
-	  each vggsound $$k train $(PT_JOINT) umt; \
+	@$(PT_SH); for s in $(if $(PT_VGG),vggsound) $(if $(PT_K400),kinetics400); do \
+	  case $$s in vggsound) prep vggsound $(PT_VGG);; *) prep kinetics400 $(PT_K400);; esac; \
+	  for k in $(PT_SEEDS); do \
+	    run $(PT)/$$s/seed$$k/unimodal pretrain-unimodal $$s pretrain data.seed=$$k train.seed=$$k; \
+	    each $$s $$k train $(PT_JOINT) umt; \
+	  done; \
 	done
 	$(PT_BUILD)
 
-# Table 7: linear evaluation of the uni-modal, naive-fusion and UMT encoders on VGG-Sound
+# Table 7: linear evaluation of the uni-modal, naive-fusion and UMT encoders on VGG-Sound and Kinetics-400
 table7:
 	@$(PT_CHECK)$(PT_START)
-	@$(PT_SH); prep vggsound $(PT_VGG); \
-	run $(PT)/vggsound/seed$(PT_SEED)/unimodal pretrain-unimodal vggsound pretrain data.seed=$(PT_SEED) train.seed=$(PT_SEED); \
-	each vggsound $(PT_SEED) train naive umt; \
-	each vggsound $(PT_SEED) probe unimodal naive umt
+	@$(PT_SH); for s in $(if $(PT_VGG),vggsound) $(if $(PT_K400),kinetics400); do \
+	  case $$s in vggsound) prep vggsound $(PT_VGG);; *) prep kinetics400 $(PT_K400);; esac; \
+	  run $(PT)/$$s/seed$(PT_SEED)/unimodal pretrain-unimodal $$s pretrain data.seed=$(PT_SEED) train.seed=$(PT_SEED); \
+	  each $$s $(PT_SEED) train naive umt; \
+	  each $$s $(PT_SEED) probe unimodal naive umt; \
+	done
 	$(PT_BUILD)
 
 # Table 8: self-distillation from naive fusion (soft labels, features) vs. UMT on VGG-Sound, over $(SEEDS)

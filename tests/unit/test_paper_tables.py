@@ -19,8 +19,9 @@ TRAIN = {
     "self_distill_feature": 9,
     "ume": 10,
 }
-BASE = {"ucf101": 10.0, "vggsound": 50.0}
-PROBED = {"ucf101": {"rgb": 0.1, "flow": 0.2}, "vggsound": {"video": 0.3, "audio": 0.4}}
+BASE = {"ucf101": 10.0, "vggsound": 50.0, "kinetics400": 70.0}
+PROBED = {"ucf101": {"rgb": 0.1, "flow": 0.2}, "vggsound": {"video": 0.3, "audio": 0.4},
+          "kinetics400": {"video": 0.6, "audio": 0.7}}  # fmt: skip
 UNIMODAL_PROBE = 20.0  # probe-unimodal: BASE + 20 + modality offset
 DECIDE = {
     "ucf101": {
@@ -36,6 +37,13 @@ DECIDE = {
         "verdict": "UMT",
         "split_classifier_accuracy": {"video": 20.0, "audio": 40.0},
         "unimodal_accuracy": {"video": 23.0, "audio": 45.0},
+    },
+    "kinetics400": {
+        "mm_linear_accuracy": 76.0,
+        "average_accuracy": 74.0,
+        "verdict": "UMT",
+        "split_classifier_accuracy": {"video": 60.0, "audio": 20.0},
+        "unimodal_accuracy": {"video": 74.0, "audio": 23.0},
     },
 }
 
@@ -106,16 +114,17 @@ def test_table1_probes_each_method_on_both_datasets(runs):
     assert paper(text, "G-Blending")[1] == "43.90"  # the paper's two decimals are kept
 
 
-def test_table3_reads_decide_and_leaves_unsupported_datasets_empty(runs):
+def test_table3_reads_decide_and_leaves_datasets_not_run_empty(runs):
     text = pt.render("table3", runs)
     assert ours(text, "VGG-Sound") == ["51.0", "46.0", "UMT"]
     assert ours(text, "UCF101") == ["84.0", "86.0", "UME"]
-    assert ours(text, "Kinetics-400") == ["—", "—", "—"]
+    assert ours(text, "Kinetics-400") == ours(text, "ModelNet40") == ["—", "—", "—"]
     assert paper(text, "UCF101") == ["84.4", "86.8", "UME"]
-    assert "cannot be prepared" in text
+    assert "Ours on kinetics400: not run" in text and "Ours on modelnet40: not run" in text
 
 
 def test_table3_has_a_modelnet40_row_from_its_decide_run(tmp_path):
+    """ModelNet40 alone: its row from its decide run; the datasets not run say so."""
     (tmp_path / "modelnet40" / "seed0" / "decide").mkdir(parents=True)
     write(tmp_path / "modelnet40" / "seed0" / "decide", {"mm_linear_accuracy": 91.3, "average_accuracy": 91.5,
                                                          "verdict": "UME"})  # fmt: skip
@@ -130,7 +139,7 @@ def test_table4_splits_decide_per_modality(runs):
     assert ours(text, "Uni-Modal Model") == ["77.0", "75.0"]
 
 
-def test_table5_methods_on_vggsound_only(runs):
+def test_table5_methods_on_vggsound_and_kinetics(runs):
     text = pt.render("table5", runs)
     rows = {
         "Linear-Head": 1,
@@ -143,6 +152,11 @@ def test_table5_methods_on_vggsound_only(runs):
     }
     for row, i in rows.items():
         assert ours(text, row) == [f"{50 + i}.0", "—"], row
+    assert "Ours on kinetics400: not run" in text
+    fabricate(runs, datasets=("kinetics400",))
+    text = pt.render("table5", runs)
+    for row, i in rows.items():
+        assert ours(text, row) == [f"{50 + i}.0", f"{70 + i}.0"], row
     assert paper(text, "OGM-GE") == ["50.6*", "74.5"]
     assert paper(text, "G-Blending") == ["50.4", "75.8*"]
 
@@ -152,6 +166,10 @@ def test_table7_probes_uni_naive_and_umt(runs):
     assert ours(text, "Uni-Train") == ["70.3", "70.4", "—", "—"]
     assert ours(text, "MM Baseline") == ["51.3", "51.4", "—", "—"]
     assert ours(text, "UMT") == ["57.3", "57.4", "—", "—"]
+    fabricate(runs, datasets=("kinetics400",))
+    text = pt.render("table7", runs)
+    assert ours(text, "Uni-Train") == ["70.3", "70.4", "90.6", "90.7"]  # Kinetics-400 RGB is its video encoder
+    assert ours(text, "UMT") == ["57.3", "57.4", "77.6", "77.7"]
 
 
 def test_table8_self_distillation_rows(runs):
