@@ -97,7 +97,8 @@ def runs(tmp_path):
 
 
 def test_every_paper_row_has_a_source_per_column():
-    assert set(pt.PAPER) == set(pt.OURS) == {"table1", "table3", "table4", "table5", "table7", "table8", "table9"}
+    assert set(pt.PAPER) == set(pt.OURS) == {"table1", "table3", "table4", "table5", "table7", "table8", "table9",
+                                                 "table10"}  # fmt: skip
     for name, table in pt.PAPER.items():
         assert list(table.rows) == list(pt.OURS[name]), name
         for row, cells in table.rows.items():
@@ -131,6 +132,17 @@ def test_table3_has_a_modelnet40_row_from_its_decide_run(tmp_path):
     text = pt.render("table3", tmp_path)
     assert ours(text, "ModelNet40") == ["91.3", "91.5", "UME"] and paper(text, "ModelNet40") == ["91.7", "91.9", "UME"]
     assert ours(text, "UCF101") == ["—", "—", "—"] and "Ours on ucf101: not run" in text
+
+
+def test_table10_compares_ume_with_the_mmtm_model_over_seeds(tmp_path):
+    for seed, shift in ((0, 0.0), (1, 1.0)):
+        for run, acc in (("mmtm", 88.0), ("balanced_random", 89.0), ("balanced", 90.0), ("ume", 91.0)):
+            write(tmp_path / "modelnet40" / f"seed{seed}" / run, {"test_accuracy": acc + shift})
+    text = pt.render("table10", tmp_path)
+    assert ours(text, "multi-modal (vanilla)") == ["88.5 ± 0.7"] and ours(text, "+guided") == ["90.5 ± 0.7"]
+    assert ours(text, "UME (ours)") == ["91.5 ± 0.7"] and ours(text, "+RUBi") == ["—"]
+    assert paper(text, "UME (ours)") == ["91.92 ± 0.14"] and "RUBi is not implemented" in text
+    assert "Ours on modelnet40: mean ± std over 2 seeds" in text
 
 
 def test_table4_splits_decide_per_modality(runs):
