@@ -156,10 +156,11 @@ def prep(
     Example: mmtool prep synth-gamma data.seed=1   (real data: mmtool prep ucf101 --raw DIR --workers 8)
     """
     from mmtool.config import apply_overrides, build_recipe
-    from mmtool.data import PrepOptions
+    from mmtool.data import DATASETS, PrepOptions
     from mmtool.stages import prep as stage
 
-    data = {"name": dataset, "root": root, **({"raw": raw} if raw is not None else {})}
+    defaults = DATASETS.get(dataset).prep_defaults if dataset in DATASETS.names() else {}
+    data = {**defaults, "name": dataset, "root": root, **({"raw": raw} if raw is not None else {})}
     raw_cfg = apply_overrides({"stage": "prep", "data": data}, overrides, "command line")
     options = PrepOptions(workers=workers, max_skip_frac=max_skip_frac)
     emit(stage.run(build_recipe(raw_cfg, "command line"), force=force, options=options), as_json)

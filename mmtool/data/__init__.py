@@ -18,8 +18,9 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -69,6 +70,9 @@ class DatasetSpec:
     description: str
     data_format: int | None = None  # a cache whose manifest names another format is rebuilt by `prep`
     raw_doc: str | None = None  # real datasets: where the published layout `prep --raw DIR` reads is described
+    # prep-time data.* settings where the dataset's recipes differ from DataConfig's defaults (CREMA-D: 3 frames,
+    # 3 s at 22.05 kHz): `mmtool prep NAME` then builds the cache its recipes read; the command line still wins
+    prep_defaults: dict[str, Any] = field(default_factory=dict)
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
@@ -394,4 +398,4 @@ def dataset_from_arrays(
 
 # register the built-in families
 import mmtool.data.registry_laziness  # noqa: E402,F401
-from mmtool.data import kinetics, modelnet40, registry_synthetic, ucf101, vggsound  # noqa: E402,F401
+from mmtool.data import cremad, kinetics, modelnet40, registry_synthetic, ucf101, vggsound  # noqa: E402,F401

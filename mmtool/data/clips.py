@@ -1,6 +1,6 @@
 """Audio-visual clips from video files: probing, decoding, the cache files and reading them back.
 
-Shared by the families that prepare clips of a video dataset into one cache layout (VGG-Sound,
+Shared by the families that prepare clips of a video dataset into one cache layout (VGG-Sound, CREMA-D,
 Kinetics-400, Kinetics-Sounds); what differs between them (the annotation files, file naming, splits)
 stays in their own modules. For one clip, prep
 
@@ -166,9 +166,13 @@ def bmff_truncated(path: Path, size: int) -> bool:
     return pos > size or not has_index
 
 
-def probe(path: Path, head: bytes, size: int) -> Probe:
+def probe(path: Path, head: bytes, size: int, needs: Sequence[str] = MODALITIES) -> Probe:
     """Skip a clip whose container is not media, cut short, undecodable, or lacks a stream we need; else
-    return the frame size and duration the container announces."""
+    return the frame size and duration the container announces.
+
+    ``needs``: the streams the file must hold, ``video`` and/or ``audio`` (both by default; a dataset whose
+    audio and video come in separate files probes each file for its own stream).
+    """
     import av
 
     family = container_family(head)
@@ -189,9 +193,9 @@ def probe(path: Path, head: bytes, size: int) -> Probe:
         raise SkipSample("truncated", f"{family}: the file ends inside its boxes or has no 'moov' index")
     if n_video == 0 and n_audio == 0:
         raise SkipSample("not_media", f"{family or 'container'} without audio or video streams")
-    if n_video == 0:
+    if n_video == 0 and "video" in needs:
         raise SkipSample("no_video", f"{n_audio} audio stream(s), no video stream")
-    if n_audio == 0:
+    if n_audio == 0 and "audio" in needs:
         raise SkipSample("no_audio", f"{n_video} video stream(s), no audio stream")
     return found
 
