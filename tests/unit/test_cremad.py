@@ -20,6 +20,7 @@ from mmtool.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
 from mmtool.errors import UserError
 from tests.e2e.cli import REPO, messages, run_cli
 from tests.fixtures.cremad import SPARE_NAMES, TEST_NAMES, TRAIN_NAMES, write_cremad, write_flv, write_wav
+from tests.fixtures.files import check_killed_prep_resumes
 from tests.fixtures.media import class_tone_hz, write_broken
 
 SMALL = {"store_size": 32, "clip_frames": 3, "audio_seconds": 1.0, "sample_rate": 22050, "image_size": 32}
@@ -43,9 +44,6 @@ def prepared(raw, tmp_path_factory) -> DataConfig:
     prepare(cfg)
     return cfg
 
-
-def tree(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 # ------------------------------------------------------------------------------------- clip list, split
@@ -170,17 +168,7 @@ def test_missing_views_broken_files_and_the_budget(tmp_path):
 
 
 def test_killed_prep_resumes_byte_identical(raw, prepared, tmp_path):
-    args = ("prep", "cremad", "--raw", str(raw["root"]), "--root", "data", *SETTINGS)
-    killed = run_cli(tmp_path, *args, env={"MMTOOL_FAULT": "prep_item:3:kill"}, process=True, check=False)
-    assert killed.returncode == 137
-    folder = tmp_path / "data" / "cremad" / cache_dir(prepared).name
-    finished = [e["record"] for e in read_jsonl(folder / ".journal.jsonl")]
-    assert len(finished) == 3 and not (folder / "manifest.json").exists()
-    stamps = {r[k]: (folder / r[k]).stat().st_mtime_ns for r in finished for k in ("frames", "audio")}
-    resumed = json.loads(run_cli(tmp_path, *args).stdout)["manifest"]["run"]
-    assert (resumed["reused"], resumed["decoded"]) == (3, 9)
-    assert {p: (folder / p).stat().st_mtime_ns for p in stamps} == stamps  # finished clips not decoded again
-    assert tree(folder) == tree(cache_dir(prepared))  # every file, the manifest included, byte for byte
+    check_killed_prep_resumes(tmp_path, "cremad", raw["root"], SETTINGS, cache_dir(prepared), decoded=9)
 
 
 # ------------------------------------------------------------------------------------------ command line

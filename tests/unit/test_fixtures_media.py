@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image, UnidentifiedImageError
 
+from tests.fixtures.files import tree
 from tests.fixtures.media import (
     BROKEN_KINDS,
     UCF_OFFICIAL_TEST_GROUPS,
@@ -34,10 +35,6 @@ from tests.fixtures.media import (
 DECORD_ERRORS = (RuntimeError, decord.DECORDError)
 SMALL_GROUPS = (1, 8, 15, 22)  # one test group per split + one group that always trains
 SIZE = (32, 40)
-
-
-def tree_bytes(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def dominant_hz(samples: np.ndarray, rate: int) -> float:
@@ -343,10 +340,10 @@ def test_broken_frames(tmp_path):
 def test_datasets_are_byte_identical_on_a_second_write(tmp_path):
     """Same call, same bytes: every mp4, avi, jpg, csv and txt, in both layouts."""
     small = {"groups": SMALL_GROUPS, "classes": ("Archery", "HandstandPushups"), "frames": 6}
-    first = tree_bytes(write_ucf101(tmp_path / "u1", **small)["root"])
-    assert first == tree_bytes(write_ucf101(tmp_path / "u2", **small)["root"])
+    first = tree(write_ucf101(tmp_path / "u1", **small)["root"])
+    assert first == tree(write_ucf101(tmp_path / "u2", **small)["root"])
     assert any(k.endswith(".avi") for k in first) and any(k.endswith(".jpg") for k in first)
     vgg = {"train_per_class": 1, "test_per_class": 1}
-    assert tree_bytes(write_vggsound(tmp_path / "v1", **vgg)["root"]) == tree_bytes(
+    assert tree(write_vggsound(tmp_path / "v1", **vgg)["root"]) == tree(
         write_vggsound(tmp_path / "v2", **vgg)["root"]
     )

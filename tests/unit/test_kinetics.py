@@ -21,6 +21,7 @@ from mmtool.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
 from mmtool.errors import UserError
 from mmtool.models.transforms import INPUT_TRANSFORMS
 from tests.e2e.cli import REPO, messages, run_cli
+from tests.fixtures.files import check_killed_prep_resumes
 from tests.fixtures.kinetics import CLASSES, add_annotation_rows, write_kinetics
 from tests.fixtures.media import class_tone_hz, write_broken
 
@@ -50,9 +51,6 @@ def prepared(raw, tmp_path_factory) -> DataConfig:
     prepare(cfg)
     return cfg
 
-
-def tree(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 # ------------------------------------------------------------------------------------ annotations, names
@@ -190,17 +188,7 @@ def test_broken_clips_get_distinct_reasons_and_the_budget_holds(tmp_path):
 
 
 def test_killed_prep_resumes_byte_identical(raw, prepared, tmp_path):
-    args = ("prep", "kinetics400", "--raw", str(raw["root"]), "--root", "data", *SETTINGS)
-    killed = run_cli(tmp_path, *args, env={"MMTOOL_FAULT": "prep_item:3:kill"}, process=True, check=False)
-    assert killed.returncode == 137
-    folder = tmp_path / "data" / "kinetics400" / cache_dir(prepared).name
-    finished = [e["record"] for e in read_jsonl(folder / ".journal.jsonl")]
-    assert len(finished) == 3 and not (folder / "manifest.json").exists()
-    stamps = {r[k]: (folder / r[k]).stat().st_mtime_ns for r in finished for k in ("frames", "audio")}
-    resumed = json.loads(run_cli(tmp_path, *args).stdout)["manifest"]["run"]
-    assert (resumed["reused"], resumed["decoded"]) == (3, 9)
-    assert {p: (folder / p).stat().st_mtime_ns for p in stamps} == stamps  # finished clips not decoded again
-    assert tree(folder) == tree(cache_dir(prepared))  # every file, the manifest included, byte for byte
+    check_killed_prep_resumes(tmp_path, "kinetics400", raw["root"], SETTINGS, cache_dir(prepared), decoded=9)
 
 
 def test_load_refuses_a_cache_that_is_not_kinetics_sounds(raw, prepared, tmp_path):

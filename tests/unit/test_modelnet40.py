@@ -22,6 +22,7 @@ from mmtool.data.modelnet40 import MODALITIES, carve_splits
 from mmtool.data.pipeline import file_sha256, read_jsonl
 from mmtool.errors import UserError
 from tests.e2e.cli import run_cli
+from tests.fixtures.files import tree
 from tests.fixtures.modelnet40 import break_render, view_code, write_modelnet40
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,9 +50,6 @@ def codes(x: torch.Tensor) -> tuple[list[int], list[int]]:
 def reasons(folder: Path) -> dict[str, str]:
     return {row["key"]: row["reason"] for row in read_jsonl(folder / "skipped.jsonl")}
 
-
-def tree(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")

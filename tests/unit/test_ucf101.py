@@ -20,6 +20,7 @@ from mmtool.data import PrepOptions, cache_dir, load_dataset, prepare
 from mmtool.data.pipeline import file_sha256, read_jsonl
 from mmtool.data.ucf101 import ClipFiles, ClipReader, carve_splits, frame_name, parse_split_lists
 from mmtool.errors import UserError
+from tests.fixtures.files import tree
 from tests.fixtures.media import (
     UCF_OFFICIAL_TEST_GROUPS,
     render_frames,
@@ -269,9 +270,6 @@ def test_video_source_decodes_avi_with_decord_and_names_broken_files(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------- kill/resume
-def tree(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
 
 def test_killed_prep_resumes_to_byte_identical_outputs(tmp_path):
     raw = write_ucf101(tmp_path / "raw", groups=GROUPS)["root"]  # videos + frames + flow

@@ -31,6 +31,7 @@ from mmtool.data.vggsound import (
 )
 from mmtool.errors import UserError
 from mmtool.models.transforms import INPUT_TRANSFORMS
+from tests.fixtures.files import tree
 from tests.fixtures.media import add_missing_rows, class_tone_hz, vggsound_clip_name, write_broken, write_vggsound
 
 REPO = Path(__file__).resolve().parents[2]
@@ -82,9 +83,6 @@ def prepared(raw, tmp_path_factory) -> DataConfig:
     prepare(cfg)
     return cfg
 
-
-def tree(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 # ---------------------------------------------------------------------------------------------- csv, files
