@@ -33,7 +33,7 @@ import os
 import re
 import zlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -330,6 +330,22 @@ def write_clip(out: Path, key: str, frames: np.ndarray, wave: np.ndarray) -> dic
 
 
 # ----------------------------------------------------------------------------------------------- prep
+def walk_names(raw: Path) -> Iterator[tuple[str, str]]:
+    """(folder, name) of every file and folder under ``raw``, in sorted order, following links but entering
+    each folder once (a link loop, or two links to one folder, is walked once). Folder names are given too:
+    a folder named like a clip is a path that exists, so its row is ``unreadable``, not missing."""
+    seen: set[tuple[int, int]] = set()
+    for folder, dirs, files in os.walk(raw, followlinks=True):
+        stat = os.stat(folder)
+        if (stat.st_dev, stat.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((stat.st_dev, stat.st_ino))
+        dirs.sort()
+        for name in sorted(files) + dirs:
+            yield folder, name
+
+
 def cache_key(cfg: DataConfig) -> str:
     """Prep-time settings only: frames stored, their size, audio rate and length."""
     return f"s{cfg.store_size}-t{cfg.clip_frames}-sr{cfg.sample_rate}-a{cfg.audio_seconds:g}"

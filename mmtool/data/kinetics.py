@@ -92,6 +92,7 @@ from mmtool.data.clips import (
     decode_clip,
     load_clips,
     sweep,
+    walk_names,
 )
 from mmtool.data.pipeline import PrepItem, file_sha256, run_pipeline, write_jsonl
 from mmtool.errors import UserError
@@ -231,20 +232,12 @@ def find_clip_files(raw: Path) -> dict[str, list[Path]]:
     missing. Returns {clip key: candidate paths}.
     """
     found: dict[str, list[Path]] = {}
-    seen: set[tuple[int, int]] = set()
-    for folder, dirs, files in os.walk(raw, followlinks=True):
-        stat = os.stat(folder)
-        if (stat.st_dev, stat.st_ino) in seen:
-            dirs[:] = []
-            continue
-        seen.add((stat.st_dev, stat.st_ino))
-        dirs.sort()
-        for name in sorted(files) + dirs:
-            stem, suffix = os.path.splitext(name)
-            match = _CLIP_NAME.match(stem)
-            if match and suffix.lower() in VIDEO_EXTENSIONS:
-                key = clip_key(match["id"], int(match["start"]), int(match["end"]))
-                found.setdefault(key, []).append(Path(folder, name))
+    for folder, name in walk_names(raw):
+        stem, suffix = os.path.splitext(name)
+        match = _CLIP_NAME.match(stem)
+        if match and suffix.lower() in VIDEO_EXTENSIONS:
+            key = clip_key(match["id"], int(match["start"]), int(match["end"]))
+            found.setdefault(key, []).append(Path(folder, name))
     return found
 
 

@@ -63,6 +63,7 @@ from mmtool.data.clips import (
     fit_audio,
     load_clips,
     sweep,
+    walk_names,
 )
 from mmtool.data.pipeline import PrepItem, file_sha256, run_pipeline, write_jsonl
 from mmtool.errors import UserError
@@ -188,19 +189,11 @@ def find_clips(raw: Path) -> tuple[dict[tuple[str, int], list[ClipFile]], list[P
     """
     found: dict[tuple[str, int], list[ClipFile]] = {}
     csvs: list[Path] = []
-    seen: set[tuple[int, int]] = set()
-    for folder, dirs, files in os.walk(raw, followlinks=True):
-        stat = os.stat(folder)
-        if (stat.st_dev, stat.st_ino) in seen:
-            dirs[:] = []
-            continue
-        seen.add((stat.st_dev, stat.st_ino))
-        dirs.sort()
-        for name in sorted(files) + dirs:
-            if name == CSV_NAME:
-                csvs.append(Path(folder, name))
-            for youtube_id, start, variant in clip_readings(name):
-                found.setdefault((youtube_id, start), []).append(ClipFile(Path(folder, name), variant))
+    for folder, name in walk_names(raw):
+        if name == CSV_NAME:
+            csvs.append(Path(folder, name))
+        for youtube_id, start, variant in clip_readings(name):
+            found.setdefault((youtube_id, start), []).append(ClipFile(Path(folder, name), variant))
     return found, sorted(csvs)
 
 
