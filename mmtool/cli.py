@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from mmtool.errors import Interrupted, UserError
+from mmtool.errors import Interrupted, PrepInterrupted, UserError
 
 app = typer.Typer(
     add_completion=False,
@@ -147,6 +147,14 @@ def prep(
             "--max-skip-frac", metavar="FRACTION", help="Broken inputs allowed before prep fails, as a fraction."
         ),
     ] = 0.05,
+    max_missing_frac: Annotated[
+        float,
+        typer.Option(
+            "--max-missing-frac",
+            metavar="FRACTION",
+            help="Listed samples absent on disk allowed before prep fails, as a fraction (real datasets).",
+        ),
+    ] = 0.5,
     force: Annotated[bool, typer.Option(help="Rebuild even if a complete cache exists.")] = False,
     overrides: Overrides = None,
     as_json: JsonOpt = False,
@@ -162,7 +170,7 @@ def prep(
     defaults = DATASETS.get(dataset).prep_defaults if dataset in DATASETS.names() else {}
     data = {**defaults, "name": dataset, "root": root, **({"raw": raw} if raw is not None else {})}
     raw_cfg = apply_overrides({"stage": "prep", "data": data}, overrides, "command line")
-    options = PrepOptions(workers=workers, max_skip_frac=max_skip_frac)
+    options = PrepOptions(workers=workers, max_skip_frac=max_skip_frac, max_missing_frac=max_missing_frac)
     emit(stage.run(build_recipe(raw_cfg, "command line"), force=force, options=options), as_json)
 
 
@@ -577,6 +585,9 @@ def main() -> None:
         if os.environ.get("RANK", "0") == "0":  # under torchrun, one line for the whole job
             typer.echo(f"{err}; resume with: {_resume_command(err.run_dir())}", err=True)
         _all_ranks_done()  # torchrun stops every rank when one exits: none leaves before rank 0 has said it
+        raise SystemExit(err.exit_code) from None
+    except PrepInterrupted as err:
+        typer.echo(f"{err}; run the same command again to continue", err=True)
         raise SystemExit(err.exit_code) from None
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)

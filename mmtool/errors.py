@@ -30,3 +30,14 @@ class Interrupted(Exception):
             if (parent / "config.yaml").is_file():
                 return parent
         return self.checkpoint.parent.parent
+
+
+class PrepInterrupted(Exception):
+    """SIGTERM or SIGINT stopped a prep between two items; what was finished is journaled. The CLI prints
+    the message with how to continue, and exits ``128 + signum`` like :class:`Interrupted`."""
+
+    def __init__(self, signum: int, message: str) -> None:
+        import signal
+
+        self.signum, self.exit_code = signum, 128 + signum
+        super().__init__(f"{message} (stopped by {signal.Signals(signum).name})")

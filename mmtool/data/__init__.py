@@ -17,7 +17,9 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable
+import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +60,9 @@ class PrepOptions:
 
     workers: int = 0
     max_skip_frac: float = 0.05  # skipped (broken) inputs allowed, as a fraction of the listed ones
+    # listed inputs absent on disk allowed, as a fraction of the listed ones: deleted YouTube videos make every
+    # real VGG-Sound or Kinetics copy incomplete (10-25%); half of the list gone is more likely a wrong --raw
+    max_missing_frac: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -84,26 +89,37 @@ def cache_dir(cfg: DataConfig) -> Path:
     return data_root(cfg.root) / cfg.name / DATASETS.get(cfg.name).cache_key(cfg)
 
 
+PREP_STATE = ".prep.json"  # an unfinished cache: which --raw folder its journal was made from
+
+
 def prepare(cfg: DataConfig, force: bool = False, options: PrepOptions | None = None) -> tuple[Path, dict]:
     """Build the cache for ``cfg`` unless a complete one in the current data format exists; returns
-    (folder, manifest). A cache written by an older format is rebuilt in place."""
-    spec = DATASETS.get(cfg.name)
+    (folder, manifest). A cache written by an older format is rebuilt in place. One prep at a time per
+    cache folder (a file lock): a second command waits, then finds the cache complete."""
     out = cache_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    with _prep_lock(out):
+        return _prepare_locked(cfg, out, force, options or PrepOptions())
+
+
+def _prepare_locked(cfg: DataConfig, out: Path, force: bool, options: PrepOptions) -> tuple[Path, dict]:
+    spec = DATASETS.get(cfg.name)
     manifest_path = out / "manifest.json"
     raw = str(Path(cfg.raw).expanduser().resolve()) if cfg.raw else None
     if manifest_path.is_file() and not force:
         manifest = json.loads(manifest_path.read_text())
-        if raw and manifest.get("raw") not in (None, raw):
-            raise UserError(
-                f"{out} was prepared from {manifest['raw']}, not {raw}: give another --root, or --force to "
-                "rebuild it from the new folder"
-            )
+        _check_same_raw(out, manifest.get("raw"), raw, "was prepared from")
         if spec.data_format is None or manifest.get("format") == spec.data_format:
             return out, {**manifest, "run": {"cached": True}}
+    if not force and (out / JOURNAL).is_file():  # an interrupted prep: its journal is only valid for its --raw
+        _check_same_raw(out, _read_state(out).get("raw"), raw, "holds an unfinished prep of")
     manifest_path.unlink(missing_ok=True)  # stale or forced: incomplete until the new manifest is written
-    out.mkdir(parents=True, exist_ok=True)
+    if force:
+        (out / JOURNAL).unlink(missing_ok=True)  # --force rebuilds: nothing of an earlier prep is reused
+    write_json(out / PREP_STATE, {"raw": raw})
     started = time.perf_counter()
-    manifest = spec.prepare(cfg, out, options or PrepOptions())
+    manifest = spec.prepare(cfg, out, options)
+    _check_not_empty(cfg, out, manifest)
     # how this prep ran (time, work reused after an interruption) is reported, not stored: the cache's
     # bytes depend on the data only, however often prep was interrupted
     run = {**manifest.pop("run", {}), "seconds": round(time.perf_counter() - started, 3)}
@@ -111,19 +127,122 @@ def prepare(cfg: DataConfig, force: bool = False, options: PrepOptions | None = 
         manifest["raw"] = raw  # what a later `prep --raw` is checked against
     write_json(manifest_path, manifest)  # written last: its presence marks a complete cache
     (out / JOURNAL).unlink(missing_ok=True)  # kept until now: a kill before the manifest redoes nothing
+    (out / PREP_STATE).unlink(missing_ok=True)
     return out, {**manifest, "run": run}
 
 
+def _check_same_raw(out: Path, recorded: str | None, raw: str | None, what: str) -> None:
+    if raw and recorded not in (None, raw):
+        raise UserError(
+            f"{out} {what} {recorded}, not {raw}: give another --root, or --force to rebuild it from the new folder"
+        )
+
+
+def _read_state(out: Path) -> dict:
+    try:
+        state = json.loads((out / PREP_STATE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def _check_not_empty(cfg: DataConfig, out: Path, manifest: dict) -> None:
+    """A cache with no sample, or a train or test split with none, is not a dataset: fail now, not with a
+    NaN loss at the first epoch of training."""
+    if not manifest.get("n"):
+        raise UserError(f"prep {cfg.name}: no usable sample under {cfg.raw or out} (see {out}/skipped.jsonl)")
+    empty = [name for name, size in _leaves(manifest.get("split_sizes") or {}) if size == 0
+             and name.rsplit(".", 1)[-1] in ("train", "test")]  # fmt: skip
+    if empty:
+        raise UserError(
+            f"prep {cfg.name}: split {', '.join(empty)} has no sample (split sizes {manifest['split_sizes']}); "
+            "check the split files and --raw"
+        )
+
+
+def _leaves(tree: dict, prefix: str = "") -> list[tuple[str, object]]:
+    out: list[tuple[str, object]] = []
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        out += _leaves(value, name + ".") if isinstance(value, dict) else [(name, value)]
+    return out
+
+
+@contextmanager
+def _prep_lock(out: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``.<cache>.lock`` beside the cache folder (outside it: a cache holds its
+    data only), dropped by the kernel however its holder ends."""
+    import fcntl
+
+    try:
+        fh = open(out.parent / f".{out.name}.lock", "a")  # noqa: SIM115
+    except OSError:  # a read-only dataset folder: nobody can prepare into it, so nothing to serialise
+        yield
+        return
+    with fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
 def load_dataset(cfg: DataConfig) -> Dataset:
+    """The prepared dataset ``cfg`` names. An embedded dataset (generated, no ``--raw``) that is not
+    prepared yet is prepared now, with a line on stderr; a real one needs `mmtool prep NAME --raw DIR`."""
     spec = DATASETS.get(cfg.name)
     folder = cache_dir(cfg)
     if not (folder / "manifest.json").is_file():
-        how = f"mmtool prep {cfg.name} --raw DIR" if spec.raw_doc else f"mmtool prep {cfg.name}"
-        layout = f"; DIR holds the layout of {spec.raw_doc}" if spec.raw_doc else ""
-        raise UserError(
-            f"dataset {cfg.name!r} is not prepared under {folder} (run `{how}` with the same data.* settings{layout})"
-        )
+        how = prep_command(cfg, "--raw DIR" if spec.raw_doc else "")
+        if spec.raw_doc:
+            raise UserError(
+                f"dataset {cfg.name!r} is not prepared under {folder} (run `{how}`; DIR holds the layout of "
+                f"{spec.raw_doc})"
+            )
+        _prepare_on_first_use(cfg, folder, how)
     return spec.load(cfg, folder)
+
+
+def _prepare_on_first_use(cfg: DataConfig, folder: Path, how: str) -> None:
+    """Generate an embedded dataset's cache. Under torchrun rank 0 writes it (the other ranks write no
+    files) while the others wait for its manifest, taking the prep lock in turn."""
+    from mmtool.runs import is_writer
+
+    if is_writer():
+        _say(f"preparing {cfg.name} under {folder} on first use (as `{how}` would)")
+        prepare(cfg)
+        return
+    for _ in range(3000):  # rank 0 holds the lock while it prepares; at most ~10 minutes
+        folder.mkdir(parents=True, exist_ok=True)
+        with _prep_lock(folder):
+            if (folder / "manifest.json").is_file():
+                return
+        time.sleep(0.2)
+    raise UserError(f"dataset {cfg.name!r}: rank 0 did not prepare {folder} (run `{how}` first)")
+
+
+def prep_command(cfg: DataConfig, raw: str = "") -> str:
+    """The `mmtool prep` command line that builds the cache ``cfg`` reads: the data.* settings that differ
+    from the dataset's prep defaults, as overrides."""
+    import dataclasses
+
+    spec = DATASETS.get(cfg.name)
+    defaults = {**dataclasses.asdict(DataConfig()), **spec.prep_defaults}
+    skip = {"name", "root", "raw"}
+    extra = [f"data.{k}={_yaml_value(v)}" for k, v in dataclasses.asdict(cfg).items()
+             if k not in skip and v != defaults.get(k)]  # fmt: skip
+    return " ".join(["mmtool prep", cfg.name, *([raw] if raw else []), *extra])
+
+
+def _yaml_value(value: object) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(str(v) for v in value) + "]"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _say(line: str) -> None:
+    import os
+    import sys
+
+    if os.environ.get("RANK", "0") == "0":
+        print(line, file=sys.stderr, flush=True)
 
 
 def split_indices(n: int, seed: int, test_fraction: float, val_fraction: float) -> dict[str, np.ndarray]:
@@ -200,8 +319,12 @@ def read_verified_arrays(
                 f"{path} is missing or does not match its manifest (re-run `mmtool prep {cfg.name} --force`)"
             )
         _remember_verified(path, sha)
-    with np.load(path) as npz:
-        arrays = {k: npz[k] for k in npz.files}
+    try:
+        with np.load(path) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # damaged after it was verified
+        raise UserError(f"{path} is damaged ({type(err).__name__}: {err}); re-run `mmtool prep {cfg.name} --force`"
+                        ) from None  # fmt: skip
     check_array_manifest(cfg, folder, manifest, arrays, modalities, num_classes)
     return manifest, arrays
 
@@ -355,8 +478,11 @@ VERIFIED = ".verified.json"  # (size, mtime, sha256) of a file whose checksum wa
 
 
 def _stat_key(path: Path, sha: str) -> dict:
+    """What identifies the file that was hashed: a rewrite changes its change time (ctime) or inode even
+    when size and modification time are put back (``cp -p``, ``touch -r``), and ctime cannot be set back."""
     st = path.stat()
-    return {"file": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha}
+    return {"file": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns,
+            "inode": st.st_ino, "sha256": sha}  # fmt: skip
 
 
 def _verified_before(path: Path, sha: str) -> bool:

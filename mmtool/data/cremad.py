@@ -284,7 +284,8 @@ def prepare(cfg: DataConfig, out: Path, options: PrepOptions) -> dict:
     (out / "manifest.json").unlink(missing_ok=True)  # incomplete until the new manifest is written
     items, missing, layout = plan_items(raw)
     result = run_pipeline(items, partial(prepare_clip, settings=settings), out, workers=options.workers,
-                          max_skip_frac=options.max_skip_frac, missing=missing, label=f"prep {cfg.name}")  # fmt: skip
+                          max_skip_frac=options.max_skip_frac, missing=missing, label=f"prep {cfg.name}",
+                          max_missing_frac=options.max_missing_frac, raw=raw)  # fmt: skip
     write_jsonl(out / "index.jsonl", result.records)
     sweep(out, result.records)
     manifest = clip_manifest(

@@ -323,7 +323,8 @@ def prepare(cfg: DataConfig, out: Path, options: PrepOptions, subset: Sequence[s
     kept = [row for row in rows if row.label in wanted]
     items, missing, layout = plan_items(kept, find_clip_files(raw), classes, raw)
     result = run_pipeline(items, partial(prepare_clip, settings=settings), out, workers=options.workers,
-                          max_skip_frac=options.max_skip_frac, missing=missing, label=f"prep {cfg.name}")  # fmt: skip
+                          max_skip_frac=options.max_skip_frac, missing=missing, label=f"prep {cfg.name}",
+                          max_missing_frac=options.max_missing_frac, raw=raw)  # fmt: skip
     write_jsonl(out / "index.jsonl", result.records)
     sweep(out, result.records)
     if subset is not None:

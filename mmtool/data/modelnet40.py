@@ -188,7 +188,8 @@ def _prepare(cfg: DataConfig, out: Path, options: PrepOptions) -> dict:
         shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     process = functools.partial(process_object, raw=str(found.raw))
     result = run_pipeline(
-        items, process, out, workers=options.workers, max_skip_frac=options.max_skip_frac, label=f"prep {NAME}"
+        items, process, out, workers=options.workers, max_skip_frac=options.max_skip_frac, label=f"prep {NAME}",
+        raw=found.raw,
     )
     order = {s: i for i, s in enumerate(SPLIT_DIRS)}
     rows = sorted(result.records, key=lambda r: (order[r["split"]], r["label"], r["key"]))  # Wu et al.'s order

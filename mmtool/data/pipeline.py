@@ -7,12 +7,21 @@ function that decodes one sample's raw files and writes its loader-ready outputs
 * runs ``process`` over the items in ``workers`` processes (inline with 0), a bounded number in flight;
 * shows a progress bar with ETA on a terminal, and a plain line every few percent otherwise;
 * journals every finished item in ``out/.journal.jsonl`` (the main process appends one line per item),
-  so a killed prep, re-run, reuses what was finished and decodes nothing twice;
+  so a killed prep, re-run, reuses what was finished and decodes nothing twice. Each entry carries the
+  item's *fingerprint* (:func:`fingerprint`): its list row (split, label, sources, meta) and the identity of
+  every raw file it reads (size, modification and change times, inode; a folder's entries likewise). An
+  entry whose item changed since (another label or split in the list, a file replaced or edited, another
+  ``--raw`` folder) is redone, never reused;
 * turns a broken input into a skip: ``process`` raises :class:`SkipSample` with one of the
   :data:`REASONS`; anything else it raises is recorded as reason ``error`` with the exception's text;
-* stops with "too many failures (x/y); see skipped.jsonl" once skipped items exceed ``max_skip_frac`` of
-  the items (clips listed but absent on disk are *missing*, reported apart, and never count: deleted
-  YouTube videos make every real VGG-Sound or Kinetics copy incomplete);
+* stops with "too many failures" once skipped items exceed ``max_skip_frac`` of the items (clips listed
+  but absent on disk are *missing*, reported apart, and not counted there: deleted YouTube videos make
+  every real VGG-Sound or Kinetics copy incomplete); missing clips have their own, looser budget
+  (``max_missing_frac`` of the listed ones, checked before anything is decoded: a wrong ``--raw`` folder
+  or layout fails at once), and a prep that ends with no usable sample fails;
+* on SIGTERM or SIGINT stops its workers at once, keeps the journal, and raises :class:`PrepInterrupted`
+  (the command says how to continue and exits 143 / 130); workers end with the prep process however it
+  ends (``kill -9`` included), and ignore Ctrl-C themselves so that only the main process handles it;
 * writes ``skipped.jsonl`` and ``missing.jsonl`` sorted by key, so the final outputs are byte-identical
   whatever the completion order, the number of workers, or how often prep was interrupted (the journal
   is removed by :func:`mmtool.data.prepare` once the manifest is written);
@@ -41,8 +50,9 @@ from typing import Any
 
 import numpy as np
 
-from mmtool.errors import UserError
+from mmtool.errors import PrepInterrupted, UserError
 from mmtool.faults import fault_point
+from mmtool.procs import exit_with
 from mmtool.runs import atomic_write_bytes, atomic_write_text
 
 REASONS = {
@@ -143,46 +153,119 @@ def run_pipeline(
     workers: int = 0,
     max_skip_frac: float = 0.05,
     missing: Sequence[dict] = (),
+    max_missing_frac: float = 1.0,
+    raw: Path | None = None,
     label: str = "prep",
 ) -> PipelineResult:
     """Prepare ``items`` into ``out`` (see the module docstring). ``process`` must be picklable when
-    ``workers`` > 0 (a module-level function or a ``functools.partial`` of one)."""
-    if not 0 <= max_skip_frac <= 1:
-        raise UserError(f"--max-skip-frac must be in [0, 1], got {max_skip_frac}")
+    ``workers`` > 0 (a module-level function or a ``functools.partial`` of one). ``raw``: the folder that
+    relative ``sources`` are in (their files' identity is part of each item's fingerprint)."""
+    for flag, value in (("--max-skip-frac", max_skip_frac), ("--max-missing-frac", max_missing_frac)):
+        if not 0 <= value <= 1:
+            raise UserError(f"{flag} must be in [0, 1], got {value}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    _check_missing(len(items), missing, max_missing_frac, out)
     started = time.perf_counter()
-    done = _read_journal(out / JOURNAL, {it.key for it in items})
+    prints = {it.key: fingerprint(it, raw) for it in items}
+    done = _read_journal(out / JOURNAL, prints)
     todo = [it for it in items if it.key not in done]
     budget = max_skip_frac * len(items)
     skipped = sum(1 for e in done.values() if "reason" in e)
     progress = Progress(len(items), label, already=len(done))
-    with open(out / JOURNAL, "a") as journal:
-        for entry in _run(todo, process, out, workers):
-            journal.write(json.dumps(entry, sort_keys=True) + "\n")
-            journal.flush()
-            done[entry["key"]] = entry
-            skipped += "reason" in entry
-            progress.advance()
-            fault_point("prep_item")
-            if skipped > budget:
-                break
-    progress.close()
-    skips = sorted((e for e in done.values() if "reason" in e), key=lambda e: e["key"])
+    stop = _StopOnSignal()
+    try:
+        with stop, open(out / JOURNAL, "a") as journal:
+            for entry in _run(todo, process, out, workers, stop):
+                journal.write(json.dumps({**entry, "fp": prints[entry["key"]]}, sort_keys=True) + "\n")
+                journal.flush()
+                done[entry["key"]] = entry
+                skipped += "reason" in entry
+                progress.advance()
+                fault_point("prep_item")
+                stop.check(label, len(done), len(items))
+                if skipped > budget:
+                    break
+    finally:
+        progress.close()
+    skips = sorted((_without_fp(e) for e in done.values() if "reason" in e), key=lambda e: e["key"])
     write_jsonl(out / "skipped.jsonl", skips)
     write_jsonl(out / "missing.jsonl", sorted(missing, key=lambda m: m["key"]))
     if len(skips) > budget:
-        raise UserError(
-            f"too many failures ({len(skips)}/{len(items)}); see {out / 'skipped.jsonl'} "
-            f"(allowed: {max_skip_frac:.0%}, --max-skip-frac)"
-        )
+        raise UserError(_too_many(len(skips), len(done), len(items), max_skip_frac, out / "skipped.jsonl"))
     records = sorted((e["record"] for e in done.values() if "record" in e), key=lambda r: r["key"])
+    if not records:
+        raise UserError(
+            f"{label}: no usable sample: {len(items)} listed on disk, {len(skips)} skipped, {len(missing)} missing "
+            f"(see {out / 'skipped.jsonl'} and {out / 'missing.jsonl'}); is --raw the dataset's published layout?"
+        )
     return PipelineResult(records, skips, sorted(missing, key=lambda m: m["key"]), len(items) - len(todo),
                           round(time.perf_counter() - started, 3))  # fmt: skip
 
 
-def _read_journal(path: Path, keys: set[str]) -> dict[str, dict]:
-    """Entries of an interrupted run; a line cut by the kill is ignored (that item is redone)."""
+def _too_many(skipped: int, tried: int, total: int, frac: float, where: Path) -> str:
+    """The failure-budget message: prep stops at the first item over the budget, so the items it never
+    tried may hold more broken ones; the count says how far it got."""
+    counted = (
+        f"{skipped} of the first {tried} items skipped ({total} listed; prep stopped there, the rest were not tried)"
+        if tried < total
+        else f"{skipped} of {total} items skipped"
+    )
+    return f"too many failures: {counted}; see {where} (allowed: {frac:.0%}, --max-skip-frac)"
+
+
+def _check_missing(found: int, missing: Sequence[dict], frac: float, out: Path) -> None:
+    """Listed samples absent on disk beyond ``frac`` of the listed ones: a wrong ``--raw`` folder or layout
+    more likely than deleted videos. Said before anything is decoded."""
+    listed = found + len(missing)
+    if missing and len(missing) > frac * listed:
+        write_jsonl(out / "missing.jsonl", sorted(missing, key=lambda m: m["key"]))
+        raise UserError(
+            f"{len(missing)} of {listed} listed samples are missing on disk ({len(missing) / listed:.0%}; allowed: "
+            f"{frac:.0%}, --max-missing-frac); see {out / 'missing.jsonl'}: is --raw the right folder?"
+        )
+
+
+def _without_fp(entry: dict) -> dict:
+    return {k: v for k, v in entry.items() if k != "fp"}
+
+
+def fingerprint(item: PrepItem, raw: Path | None = None) -> str:
+    """What an item was made from: its list row (key, split, label, sources, meta) and the identity of each
+    raw file or folder it reads (:func:`_identity`). Equal fingerprints: the item's outputs are still valid."""
+    files = [_identity(Path(raw) / s if raw is not None else Path(s)) for s in item.sources]
+    row = {"key": item.key, "split": item.split, "label": item.label, "sources": list(item.sources),
+           "meta": item.meta, "files": files}  # fmt: skip
+    return hashlib.sha256(json.dumps(row, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _identity(path: Path) -> list:
+    """A file's (path, size, mtime, ctime, inode): a rewrite changes ctime even when size and mtime are put
+    back (``cp -p``, ``touch -r``). A folder (a clip's frames): the same for each of its entries, by name."""
+    try:
+        st = path.stat()
+    except OSError:
+        return [str(path), None]
+    stamp = [str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+    if not path.is_dir():
+        return stamp
+    with os.scandir(path) as entries:
+        inside = sorted((e.name, *_stat_tuple(e)) for e in entries)
+    return [*stamp, hashlib.sha256(json.dumps(inside).encode()).hexdigest()]
+
+
+def _stat_tuple(entry: os.DirEntry) -> tuple:
+    try:
+        st = entry.stat()
+    except OSError:
+        return (None,)
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+def _read_journal(path: Path, prints: dict[str, str]) -> dict[str, dict]:
+    """Entries of an interrupted run whose item is unchanged (same fingerprint); a line cut by the kill, an
+    entry of an item no longer listed or changed since (or written without a fingerprint) is dropped, and
+    that item is redone."""
     done: dict[str, dict] = {}
     if not path.is_file():
         return done
@@ -195,10 +278,49 @@ def _read_journal(path: Path, keys: set[str]) -> dict[str, dict]:
             entry = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if entry.get("key") in keys:
-            done[entry["key"]] = entry
+        key = entry.get("key") if isinstance(entry, dict) else None
+        if key in prints and entry.get("fp") == prints[key]:
+            done[key] = entry
     atomic_write_text(path, "".join(json.dumps(e, sort_keys=True) + "\n" for e in done.values()))
     return done
+
+
+class _StopOnSignal:
+    """SIGTERM / SIGINT during a prep: remembered, and acted on between items (:meth:`check`), where the
+    journal is consistent. A flag rather than an exception raised from the handler: a decoder library that
+    calls back into Python (decord) can swallow an exception raised inside its call, never a flag.
+    Only the main thread can install handlers; elsewhere (a prep run from a worker thread) this is a no-op."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._saved: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopOnSignal:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._saved[sig] = signal.signal(sig, self._note)
+        return self
+
+    def _note(self, signum: int, frame: object) -> None:
+        if self.signum is None:
+            self.signum = signum  # a second signal while stopping changes nothing
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)
+
+    @property
+    def stopped(self) -> bool:
+        return self.signum is not None
+
+    def check(self, label: str, done: int, total: int) -> None:
+        if self.signum is not None:
+            raise PrepInterrupted(self.signum, f"{label}: interrupted after {done}/{total} items, which are kept")
 
 
 def _attempt(process: Callable[[PrepItem, Path], dict], item: PrepItem, out: Path) -> dict:
@@ -228,45 +350,71 @@ def _skip_entry(item: PrepItem, reason: str, detail: str) -> dict:
             "reason": reason, "detail": detail[:500]}  # fmt: skip
 
 
-def _run(todo: list[PrepItem], process, out: Path, workers: int) -> Iterator[dict]:
+def _run(todo: list[PrepItem], process, out: Path, workers: int, stop: _StopOnSignal) -> Iterator[dict]:
     if workers <= 0:
         for item in todo:
+            if stop.stopped:
+                return
             yield _attempt(process, item, out)
         return
     queue = list(reversed(todo))  # popped from the end: original order
-    while queue:
-        crashed = yield from _pool_pass(queue, process, out, workers)
+    while queue and not stop.stopped:
+        crashed = yield from _pool_pass(queue, process, out, workers, stop)
         for item in crashed:  # one at a time, each in a fresh process: find the file that kills decoders
-            survivors = yield from _pool_pass([item], process, out, 1)
+            survivors = yield from _pool_pass([item], process, out, 1, stop)
             for culprit in survivors:
                 yield _skip_entry(culprit, "error", "the decoder crashed its worker process")
 
 
-def _pool_pass(queue: list[PrepItem], process, out: Path, workers: int):
+def _worker_init(owner: int) -> None:
+    """A prep worker: Ctrl-C reaches the whole terminal's process group, but only the main process acts on
+    it (it stops the workers); and a worker ends with the prep process, however that ends."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    exit_with(owner)
+
+
+def _pool_pass(queue: list[PrepItem], process, out: Path, workers: int, stop: _StopOnSignal):
     """Run items popped from ``queue`` in a pool until it is empty or the pool breaks; yields entries and
-    returns the items that were in flight when a worker died."""
+    returns the items that were in flight when a worker died. On a signal (or any exit before the queue
+    is done: the failure budget, an error) the workers are ended at once, not after their current item."""
     import multiprocessing as mp
     from concurrent.futures.process import BrokenProcessPool
 
     method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
     pending: dict[Future, PrepItem] = {}
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context(method)) as pool:
-        try:
-            while queue or pending:
-                while queue and len(pending) < 4 * workers:
-                    item = queue.pop()
-                    pending[pool.submit(_attempt, process, item, out)] = item
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    entry = fut.result()
-                    del pending[fut]
-                    yield entry
-        except BrokenProcessPool:
-            return list(pending.values())
-        finally:
-            for fut in pending:
-                fut.cancel()
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context(method), initializer=_worker_init,
+                               initargs=(os.getpid(),))  # fmt: skip
+    finished_all = False
+    try:
+        while (queue or pending) and not stop.stopped:
+            while queue and len(pending) < 4 * workers:
+                item = queue.pop()
+                pending[pool.submit(_attempt, process, item, out)] = item
+            finished, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)  # wakes up for a signal too
+            for fut in finished:
+                entry = fut.result()
+                del pending[fut]
+                yield entry
+        finished_all = not queue and not pending
+    except BrokenProcessPool:
+        return list(pending.values())
+    finally:
+        _close_pool(pool, kill=not finished_all)
     return []
+
+
+def _close_pool(pool: ProcessPoolExecutor, kill: bool) -> None:
+    """Shut ``pool`` down; ``kill``: end its workers now (SIGKILL: their items are redone by the next run)
+    instead of waiting for the items they are decoding."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # no public handle on the workers
+    pool.shutdown(wait=not kill, cancel_futures=True)
+    if kill:
+        for proc in processes:
+            proc.kill()
+        for proc in processes:
+            proc.join()
 
 
 class Progress:

@@ -37,6 +37,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from mmtool.procs import exit_with
+
 DEFAULT_EVAL_BATCH = 4096  # in-memory splits: large batches are cheapest
 
 
@@ -254,38 +256,7 @@ def _worker_init(worker_id: int) -> None:
     torch.set_num_threads(1)
     np.random.seed(base % 2**32)
     if info is not None:
-        _exit_with(info.dataset.owner)
-
-
-def _exit_with(owner: int) -> None:
-    """End this worker as soon as process ``owner`` ends. torch's own check watches the worker's parent,
-    which under ``forkserver`` is the fork server, not the training process: a training process killed
-    with SIGKILL would otherwise leave its workers (and their shared memory) behind. A daemon thread
-    waits on a pidfd (no polling) where Linux has one, else checks once a second."""
-    import threading
-
-    def watch() -> None:
-        import select
-        import time
-
-        try:
-            fd = os.pidfd_open(owner)
-        except (AttributeError, OSError):
-            fd = None
-        if fd is not None:
-            select.select([fd], [], [])
-        else:
-            while True:
-                try:
-                    os.kill(owner, 0)
-                except ProcessLookupError:
-                    break
-                except PermissionError:
-                    pass
-                time.sleep(1.0)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="mmtool-owner-watch", daemon=True).start()
+        exit_with(info.dataset.owner)
 
 
 class DiskSource:

@@ -302,6 +302,8 @@ def _prepare(cfg: DataConfig, out: Path, options: PrepOptions) -> dict:
         workers=options.workers,
         max_skip_frac=options.max_skip_frac,
         missing=missing,
+        max_missing_frac=options.max_missing_frac,
+        raw=layout.raw,
         label="prep ucf101",
     )
     write_jsonl(out / INDEX, result.records)

@@ -271,7 +271,8 @@ def prepare(cfg: DataConfig, out: Path, options: PrepOptions) -> dict:
     classes = sorted({row.label for row in rows})
     items, missing, layout = plan_items(rows, found, classes, raw)
     result = run_pipeline(items, partial(prepare_clip, settings=settings), out, workers=options.workers,
-                          max_skip_frac=options.max_skip_frac, missing=missing, label="prep vggsound")  # fmt: skip
+                          max_skip_frac=options.max_skip_frac, missing=missing, label="prep vggsound",
+                          max_missing_frac=options.max_missing_frac, raw=raw)  # fmt: skip
     write_jsonl(out / "index.jsonl", result.records)
     sweep(out, result.records)
     source = {"csv": str(csv_path), "csv_rows": len(rows), "repeated_rows_dropped": repeated, **layout}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 
 import numpy as np
 import pytest
@@ -118,9 +119,37 @@ def test_val_fraction_changes_only_the_train_val_boundary_at_load(tmp_path):
     assert rows(b.splits["train"].inputs["m1"]) == rows(a.splits["train"].inputs["m1"], a.splits["val"].inputs["m1"])
 
 
-def test_load_before_prepare_raises(tmp_path):
-    with pytest.raises(UserError, match="not prepared"):
-        load_dataset(cfg(tmp_path))
+def test_an_embedded_dataset_is_prepared_on_first_use(tmp_path, capsys):
+    c = cfg(tmp_path, n=300)
+    data = load_dataset(c)
+    assert sum(len(s) for s in data.splits.values()) == 300
+    said = capsys.readouterr().err.strip().splitlines()
+    assert len(said) == 1 and "on first use" in said[0] and "mmtool prep synth-gamma data.n=300" in said[0]
+    assert (cache_dir(c) / "manifest.json").is_file()
+    load_dataset(c)  # prepared now: nothing said
+    assert capsys.readouterr().err == ""
+
+
+def test_a_real_dataset_is_not_prepared_behind_the_users_back(tmp_path):
+    with pytest.raises(UserError, match=r"not prepared .*mmtool prep vggsound --raw DIR data\.clip_frames=4"):
+        load_dataset(DataConfig(name="vggsound", root=str(tmp_path), clip_frames=4))
+
+
+def test_a_same_size_rewrite_with_its_time_put_back_is_caught(tmp_path):
+    """The hash of a cache is checked once and then trusted while the file is unchanged; a rewrite that
+    keeps the size and puts the modification time back (``cp -p``) changes its ctime, so it is hashed again."""
+    c = cfg(tmp_path, name="synth-beta")
+    folder, _ = prepare(c)
+    load_dataset(c)
+    path = folder / "data.npz"
+    st = path.stat()
+    blob = bytearray(path.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    path.write_bytes(bytes(blob))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+    with pytest.raises(UserError, match="does not match its manifest"):
+        load_dataset(c)
 
 
 def test_corrupted_cache_raises(tmp_path):

@@ -219,7 +219,7 @@ def test_workers_give_identical_batches(prepared):
 
 
 def test_app_a1_input_sizes_with_stft(tmp_path):
-    info = write_raw(tmp_path / "raw", train_per_class=1, test_per_class=0, name_variants=False)
+    info = write_raw(tmp_path / "raw", train_per_class=1, test_per_class=1, name_variants=False)
     cfg = DataConfig(name="vggsound", root=str(tmp_path / "data"), raw=str(info["root"]), val_fraction=0.0)
     prepare(cfg)  # the defaults: 32 frames stored at 256x256, 10 s at 16 kHz (the 2 s tracks are tiled)
     ds = load_dataset(cfg)
