@@ -71,10 +71,38 @@ SourceOpt = Annotated[Path | None, typer.Option("--run", metavar="RUN_DIR", help
 
 
 def _load(recipe: list[Path] | None, dataset: str | None, stage_file: str, overrides: list[str] | None, **extra):
-    from mmtool.config import load_recipe, resolve_recipe
+    """The recipe that ``-r``/``-d`` name, with the options in ``extra`` (``teachers=...``) and then the
+    command line's ``key=value`` overrides applied; a key the command line gives twice is refused."""
+    from mmtool.config import check_overrides, load_recipe, resolve_recipe
 
+    check_overrides(overrides)
     extra_overrides = [f"{k}={v}" for k, v in extra.items() if v is not None]
     return load_recipe(resolve_recipe(recipe, dataset, stage_file), [*extra_overrides, *(overrides or [])])
+
+
+def _given(recipe: list[Path] | None, dataset: str | None, method: str | None = None) -> str:
+    """How the command line named its recipe, for messages: ``-r a.yaml -d tiny naive``."""
+    parts = ([method] if method is not None else []) + [f"-r {r}" for r in recipe or []]
+    return " ".join(parts + ([f"-d {dataset}"] if dataset is not None else [])) or "the command line"
+
+
+def _resume(resume: Path, stage: str, wanted, given: str, overrides: list[str] | None, method: str | None,
+            run_dir: Path | None, as_json: bool) -> None:  # fmt: skip
+    """Continue the run ``resume`` as it is. ``wanted``: the recipe the command line also named (``-r``, ``-d``,
+    ``--from-decision``), refused unless it is the run's own; without one, ``overrides`` and ``method`` are
+    checked against the run's recipe. Either way a resume never runs other settings than it says."""
+    import importlib
+
+    from mmtool.stages.common import check_resume_recipe, resumed_run
+
+    if run_dir is not None and Path(run_dir).resolve() != Path(resume).resolve():
+        raise UserError(f"--run-dir {run_dir} and --resume {resume} name two runs; --resume continues its own folder")
+    if wanted is not None:
+        check_resume_recipe(resume, stage, wanted, given)
+        overrides, method = None, None  # already part of ``wanted``
+    module = importlib.import_module(f"mmtool.stages.{stage}")
+    with resumed_run(resume, stage, overrides, method) as (path, cfg):
+        emit(module.run(cfg, path, resume=True), as_json)
 
 
 def _expect_stage(cfg, *stages: str) -> None:
@@ -167,11 +195,21 @@ def prep(
     from mmtool.data import DATASETS, PrepOptions
     from mmtool.stages import prep as stage
 
+    _check_prep_dataset(dataset, DATASETS.names(), overrides)
     defaults = DATASETS.get(dataset).prep_defaults if dataset in DATASETS.names() else {}
     data = {**defaults, "name": dataset, "root": root, **({"raw": raw} if raw is not None else {})}
     raw_cfg = apply_overrides({"stage": "prep", "data": data}, overrides, "command line")
     options = PrepOptions(workers=workers, max_skip_frac=max_skip_frac, max_missing_frac=max_missing_frac)
     emit(stage.run(build_recipe(raw_cfg, "command line"), force=force, options=options), as_json)
+
+
+def _check_prep_dataset(dataset: str, known: list[str], overrides: list[str] | None) -> None:
+    """Refuse an unregistered dataset in one line with the closest names (and a key given twice)."""
+    from mmtool.config import check_overrides, did_you_mean
+
+    if dataset not in known:
+        raise UserError(f"unknown dataset {dataset!r}{did_you_mean(dataset, known)} (known: {', '.join(known)})")
+    check_overrides(overrides)
 
 
 @app.command("pretrain-unimodal")
@@ -187,12 +225,17 @@ def pretrain_unimodal(
 
     Example: mmtool pretrain-unimodal --dataset synth-gamma train.seed=1
     """
+    from mmtool.config import check_overrides
     from mmtool.stages import pretrain as stage
-    from mmtool.stages.common import new_run, resumed_run
+    from mmtool.stages.common import new_run
 
+    check_overrides(overrides)
     if resume is not None:
-        with resumed_run(resume, "pretrain", overrides) as (path, cfg):
-            return emit(stage.run(cfg, path, resume=True), as_json)
+        wanted = None
+        if recipe or dataset is not None:  # the recipe named must be the run's own
+            wanted = _load(recipe, dataset, "pretrain.yaml", overrides)
+            _expect_stage(wanted, "pretrain")
+        return _resume(resume, "pretrain", wanted, _given(recipe, dataset), overrides, None, run_dir, as_json)
     cfg = _load(recipe, dataset, "pretrain.yaml", overrides)
     _expect_stage(cfg, "pretrain")
     with new_run(cfg, "pretrain", "unimodal", run_dir) as path:
@@ -225,16 +268,35 @@ def train(
 
     Example: mmtool train umt --dataset synth-gamma --teachers runs/pretrain/synth-gamma-unimodal-...
     """
+    from mmtool.config import check_overrides
     from mmtool.stages import train as stage
-    from mmtool.stages.common import new_run, resumed_run
+    from mmtool.stages.common import new_run
 
     if list_methods:
         return _list_methods(as_json)
     if method is not None and "=" in method:
         overrides, method = [method, *(overrides or [])], None
+    check_overrides(overrides)
     if resume is not None:
-        with resumed_run(resume, "train", overrides, method) as (path, cfg):
-            return emit(stage.run(cfg, path, resume=True), as_json)
+        wanted = None
+        if recipe or dataset is not None or from_decision is not None:  # the recipe named must be the run's own
+            wanted = _train_recipe(method, overrides, recipe, dataset, teachers, from_decision)
+        elif teachers is not None:
+            overrides = [f"teachers={teachers}", *(overrides or [])]
+        given = _given(recipe, dataset, method) if from_decision is None else f"--from-decision {from_decision}"
+        return _resume(resume, "train", wanted, given, overrides, method, run_dir, as_json)
+    cfg = _train_recipe(method, overrides, recipe, dataset, teachers, from_decision)
+    if cfg.teachers is None and _needs_teachers(cfg):  # before any run folder exists
+        from mmtool.runs import require_run
+
+        require_run(None, f"method {cfg.method.name!r}", "teachers")
+    with new_run(cfg, "train", cfg.method.name, run_dir) as path:
+        emit(stage.run(cfg, path), as_json)
+
+
+def _train_recipe(method: str | None, overrides: list[str] | None, recipe: list[Path] | None, dataset: str | None,
+                  teachers: Path | None, from_decision: str | None):  # fmt: skip
+    """The training recipe a `mmtool train` command line names: a decision's, or ``-r``/``-d``/METHOD's."""
     if from_decision is not None:
         if dataset is not None:
             raise UserError("--from-decision names its own recipe; drop --dataset (-r adds fragments over it)")
@@ -248,12 +310,7 @@ def train(
         if method is not None and method != cfg.method.name and (dataset is None or _is_method(method)):
             raise UserError(f"{cfg.source}: the recipe trains method {cfg.method.name!r}, not {method!r}")
     _expect_stage(cfg, "train")
-    if cfg.teachers is None and _needs_teachers(cfg):  # before any run folder exists
-        from mmtool.runs import require_run
-
-        require_run(None, f"method {cfg.method.name!r}", "teachers")
-    with new_run(cfg, "train", cfg.method.name, run_dir) as path:
-        emit(stage.run(cfg, path), as_json)
+    return cfg
 
 
 def _needs_teachers(cfg) -> bool:
@@ -275,14 +332,13 @@ def _check_method_recipe(name: str, dataset: str) -> None:
     (and the closest name); a known method without a recipe for the dataset says which recipes it has."""
     import difflib
 
-    from mmtool.config import recipes_dir
+    from mmtool.config import check_recipe_dataset, recipes_dir
     from mmtool.methods.params import METHOD_PARAMS
 
     folder = recipes_dir() / dataset
     if (folder / f"{name}.yaml").is_file():
         return
-    if not folder.is_dir():
-        raise UserError(f"no recipes for dataset {dataset!r} in {recipes_dir()} (see `mmtool recipes`)")
+    check_recipe_dataset(dataset)  # a mistyped dataset: the closest names
     variants = sorted(p.stem for p in folder.glob("*.yaml") if p.stem not in ("pretrain", "decide", "probe",
                       "ensemble", "utilization"))  # fmt: skip
     if name not in METHOD_PARAMS:
@@ -332,7 +388,7 @@ def _list_methods(as_json: bool) -> None:
     from mmtool.methods import describe
 
     rows = describe()
-    if as_json or not sys.stdout.isatty():
+    if as_json:  # a listing stays a table when piped; --json for scripts
         typer.echo(json.dumps([{"name": n, "summary": s, "reference": r} for n, s, r in rows], indent=2))
         return
     for name, summary, ref in rows:
@@ -425,10 +481,12 @@ def list_runs(
     root: Annotated[
         Path | None, typer.Option("--root", metavar="DIR", help="Folder to search (default: runs/).")
     ] = None,
-    as_json: JsonOpt = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of the table.")] = False,
 ) -> None:
-    """List the runs under the runs folder, by start time: stage, dataset, method, seed, status (running,
-    complete, failed, interrupted), best-validation and test accuracy, wall time, path.
+    """List the runs under the runs folder, by start time: stage, dataset, method (with the settings that
+    tell it apart from other runs of that method, e.g. head=mlp), seed, status (running, complete, failed,
+    interrupted), best-validation and test accuracy, wall time, path. A table, also when piped (--json for
+    JSON), that fits the terminal (80 columns when piped, or COLUMNS) by shortening paths.
 
     Example: mmtool runs --stage train -d synth-gamma
     """
@@ -442,24 +500,12 @@ def list_runs(
     rows = report.listing(report.select(report.collect_runs([folder]), stage, dataset))
     if not rows:
         raise report.no_runs(str(folder), stage=stage, dataset=dataset)
-    if as_json or not sys.stdout.isatty():
+    if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    colours = {"complete": "green", "running": "yellow", "failed": "red", "interrupted": "magenta"}
-    table = Table(box=None, header_style="bold")
-    for column in ("stage", "dataset", "method", "seed", "status", "val", "test", "wall", "path"):
-        table.add_column(column, justify="right" if column in ("seed", "val", "test", "wall") else "left")
-    for row in rows:
-        table.add_row(
-            row["stage"], row["dataset"] or "—", row["method"] or "—", "—" if row["seed"] is None else str(row["seed"]),
-            f"[{colours.get(row['status'], 'white')}]{row['status']}[/]",
-            report.accuracy_cell(row, "val_accuracy"), report.accuracy_cell(row, "test_accuracy"),
-            report.duration(row["wall_s"], row["wall_lower_bound"]), row["path"],
-        )  # fmt: skip
-    Console().print(table)
+    tty = sys.stdout.isatty()
+    colour = tty and not os.environ.get("NO_COLOR")  # plain text when piped
+    typer.echo(report.render_runs(rows, report.output_width(tty), colour), nl=False)
 
 
 @app.command("report")
@@ -472,19 +518,31 @@ def report_runs(
     metric: Annotated[
         str, typer.Option("--metric", metavar="FIELD", help="The results.json field to compare.")
     ] = "test_accuracy",
+    group_by: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--group-by",
+            metavar="KEY",
+            help="Pool the runs that agree on this recipe key (repeatable) instead of on the whole recipe.",
+        ),
+    ] = None,
 ) -> None:
-    """Mean ± std over seeds of finished runs, per (dataset, method): train runs by method, pretrain runs
-    per modality, ensemble runs; a note says when a group's recipes differ beyond the seed.
+    """Mean ± std over seeds of finished runs, per (dataset, method) and setup: train runs by method,
+    pretrain runs per modality, ensemble runs. Runs pool only when their recipes (config.yaml) agree up to
+    the seeds; where runs of one method differ (e.g. model.head), each setup is a row with that key as a
+    column. --group-by KEY pools by the given keys alone; a note names what then differs.
 
     Example: mmtool report runs/train --format csv
     """
     from mmtool.analysis import report
 
-    writers = {"md": lambda rows: report.to_markdown(rows, metric), "csv": report.to_csv, "json": report.to_json}
+    writers = {"md": lambda r: report.to_markdown(r, metric, group_by), "csv": report.to_csv, "json": report.to_json}
     if fmt not in writers:
         raise UserError(f"--format must be md, csv or json, not {fmt!r}")
     runs = report.collect_runs(paths)
-    rows = report.report_rows(runs, metric)
+    if group_by:
+        report.check_group_by(runs, group_by)
+    rows = report.report_rows(runs, metric, group_by)
     where = ", ".join(str(p) for p in paths)
     if not rows:
         raise UserError(
@@ -496,7 +554,9 @@ def report_runs(
 
 
 @app.command()
-def recipes(as_json: JsonOpt = False) -> None:
+def recipes(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of the table.")] = False,
+) -> None:
     """List the shipped recipes with their first comment line.
 
     Example: mmtool recipes
@@ -510,7 +570,7 @@ def recipes(as_json: JsonOpt = False) -> None:
             continue
         first = next((ln.lstrip("# ").strip() for ln in path.read_text().splitlines() if ln.startswith("#")), "")
         rows.append((str(path.relative_to(root)), first))
-    if as_json or not sys.stdout.isatty():
+    if as_json:  # a listing stays a table when piped; --json for scripts
         typer.echo(json.dumps([{"recipe": r, "about": a} for r, a in rows], indent=2))
         return
     for rel, about in rows:
@@ -526,15 +586,41 @@ def validate(
         list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="An override to apply (repeatable).")
     ] = None,
 ) -> None:
-    """Check recipes: unknown keys, wrong types and missing files fail with one line.
+    """Check recipes: unknown keys, wrong types and missing files. Every file given is checked, with one
+    line each (ok, or error and its problem); a fragment (under _base/, or a base of another file given)
+    is checked key by key without needing a stage. Exits 2 if any file failed.
 
-    Example: mmtool validate recipes/synth-gamma/umt.yaml
+    Example: mmtool validate recipes/*/*.yaml recipes/_base/*.yaml
     """
-    from mmtool.config import load_recipe
+    from mmtool.config import check_overrides, recipe_bases
 
+    check_overrides(overrides)
+    included = set().union(*(recipe_bases(p) for p in paths))
+    if len(paths) == 1:  # one file: its problem is the command's error, as for any other command
+        typer.echo(_validated(paths[0], overrides, included))
+        return
+    failed = 0
     for path in paths:
-        cfg = load_recipe(path, overrides)
-        typer.echo(f"ok  {path}  (stage {cfg.stage}, method {cfg.method.name})")
+        try:
+            line = _validated(path, overrides, included)
+        except UserError as err:
+            failed += 1
+            message = str(err).removeprefix(f"{path}: ")
+            line = f"error {path}: {message}"
+        typer.echo(line)
+    if failed:
+        raise UserError(f"{failed} of {len(paths)} recipes failed validation")
+
+
+def _validated(path: Path, overrides: list[str] | None, included: set[Path]) -> str:
+    """The ``ok`` line of a recipe or fragment that validates (else its :class:`UserError`)."""
+    from mmtool.config import is_fragment, load_recipe
+
+    if is_fragment(path, included):
+        load_recipe(path, overrides, fragment=True)
+        return f"ok  {path}  (fragment)"
+    cfg = load_recipe(path, overrides)
+    return f"ok  {path}  (stage {cfg.stage}, method {cfg.method.name})"
 
 
 def _all_ranks_done() -> None:

@@ -28,6 +28,7 @@ is type-checked only (the method's own constructor may still refuse a value).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 import re
@@ -205,6 +206,9 @@ class TrainConfig:
     sync_batchnorm: bool = False  # under torchrun: batch-norm statistics over the global batch (nn.SyncBatchNorm)
     # metrics.jsonl is always written; csv adds metrics.csv, tensorboard adds <run>/tensorboard/ event files
     loggers: tuple[str, ...] = checked(("jsonl",), one_of("jsonl", "csv", "tensorboard"))
+    # a finished run's last.pt keeps the optimizer and scheduler state (to continue training it later);
+    # off: last.pt is cut down to the weights and counters when the run completes (best.pt is kept either way)
+    keep_optimizer: bool = False
 
 
 @dataclass(frozen=True)
@@ -299,6 +303,7 @@ def resolve_recipe(
     over it (``-d ucf101 -r recipes/_base/smoke/ucf101.yaml``)."""
     files = [Path(r) for r in (recipe if isinstance(recipe, list) else [recipe] if recipe is not None else [])]
     if dataset is not None:
+        check_recipe_dataset(dataset)
         path = recipes_dir() / dataset / stage_file
         if not path.is_file():
             raise UserError(f"no recipe {path} for dataset {dataset!r} (see `mmtool recipes`)")
@@ -306,6 +311,34 @@ def resolve_recipe(
     if not files:
         raise UserError("give --recipe PATH or --dataset NAME (see `mmtool recipes`)")
     return files[0] if len(files) == 1 else files
+
+
+def recipe_datasets() -> list[str]:
+    """The datasets with a recipes folder (what ``--dataset NAME`` accepts)."""
+    root = recipes_dir()
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("_"))
+
+
+def check_recipe_dataset(dataset: str) -> None:
+    """Refuse a ``--dataset`` without a recipes folder in one line, with the closest names."""
+    known = recipe_datasets()
+    if dataset in known:
+        return
+    raise UserError(f"no recipes for dataset {dataset!r} in {recipes_dir()}{did_you_mean(dataset, known)} "
+                    f"(datasets: {', '.join(known) or 'none'}; see `mmtool recipes`)")  # fmt: skip
+
+
+def did_you_mean(word: str, choices: list[str], prefix: str = "") -> str:
+    """``"; did you mean 'x'?"`` for the name closest to ``word`` (``'x' or 'y'`` for names equally close),
+    else ``""``."""
+    close = difflib.get_close_matches(word, choices, n=3)
+    if not close:
+        return ""
+    ratio = [difflib.SequenceMatcher(None, word, c).ratio() for c in close]
+    close = [c for c, r in zip(close, ratio, strict=True) if r == ratio[0]]
+    return "; did you mean " + " or ".join(f"'{prefix}{c}'" for c in close) + "?"
 
 
 # YAML 1.2 floats that YAML 1.1 (PyYAML) reads as strings: an exponent without a dot or without a sign
@@ -411,6 +444,33 @@ def _read_layer(shown: Path, seen: tuple[Path, ...] = ()) -> _Layer:
     return _Layer(f"in {shown}", raw, deep_merge(merged, raw), layers)
 
 
+def recipe_bases(path: Path, seen: frozenset[Path] = frozenset()) -> set[Path]:
+    """The files ``path`` builds on through ``base:``, and theirs, resolved; a file that does not read
+    (missing, not YAML) names none here: loading it reports why."""
+    try:
+        base = read_yaml(Path(path)).get("base")
+    except UserError:
+        return set()
+    names = [base] if isinstance(base, str) else base if isinstance(base, list) else []
+    found = {(Path(path).parent / b).resolve() for b in names if isinstance(b, str)}
+    for parent in found - seen:
+        found |= recipe_bases(parent, seen | found)
+    return found
+
+
+def is_fragment(path: Path, included: set[Path]) -> bool:
+    """Whether ``path`` is a fragment other recipes build on rather than a recipe: a file under a ``_base``
+    folder, or one in ``included`` (the bases of other recipes) with no ``stage`` of its own or its bases."""
+    if "_base" in Path(path).resolve().parts:
+        return True
+    if Path(path).resolve() not in included:
+        return False
+    try:
+        return "stage" not in _read_layer(Path(path)).merged
+    except UserError:
+        return False
+
+
 def deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     out = dict(a)
     for key, value in b.items():
@@ -419,6 +479,19 @@ def deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+def check_overrides(overrides: list[str] | None) -> None:
+    """Refuse, in one line, a ``key=value`` that is not one, or a key given twice: with two values on
+    one command line, which was meant is not for the last one to decide silently."""
+    seen: dict[str, str] = {}
+    for item in overrides or []:
+        key, sep, _ = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"override {item!r}: expected key=value (e.g. optim.lr=0.1)")
+        if key in seen:
+            raise UserError(f"override {key!r} given twice: {seen[key]} and {item}; give it once")
+        seen[key] = item
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str] | None, origin: str) -> dict[str, Any]:
@@ -443,10 +516,13 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | None, origin: st
     return out
 
 
-def load_recipe(path: str | Path | list[str | Path], overrides: list[str] | None = None) -> Recipe:
+def load_recipe(
+    path: str | Path | list[str | Path], overrides: list[str] | None = None, fragment: bool = False
+) -> Recipe:
     """Read, merge, override and validate a recipe file, or several merged in order (later ones win;
     ``-r recipes/synth-gamma/aux_ce.yaml -r recipes/_base/data/digits-colored.yaml`` runs a method's
-    recipe on another dataset with that dataset's own settings)."""
+    recipe on another dataset with that dataset's own settings). ``fragment``: a file other recipes
+    build on (``base:``), checked key by key without requiring a ``stage``."""
     paths = [Path(p) for p in (path if isinstance(path, list) else [path])]
     files = [_read_layer(p) for p in paths]
     raw: dict[str, Any] = {}
@@ -456,20 +532,29 @@ def load_recipe(path: str | Path | list[str | Path], overrides: list[str] | None
     written = apply_overrides({}, overrides, "command line")  # the keys the overrides write
     command_line = _Layer("on the command line", written, written)
     top = _Layer(f"in {paths[0]}", {}, raw, (*files, command_line))
-    return build_recipe(raw, str(paths[0]), origin=top.origin)
+    return build_recipe(raw, str(paths[0]), origin=top.origin, overrides=overrides, fragment=fragment)
 
 
-def build_recipe(raw: dict[str, Any], source: str, origin: Callable[[str], str | None] | None = None) -> Recipe:
+def build_recipe(
+    raw: dict[str, Any],
+    source: str,
+    origin: Callable[[str], str | None] | None = None,
+    overrides: list[str] | None = None,
+    fragment: bool = False,
+) -> Recipe:
     """Validate a merged raw recipe; every problem found is reported in one :class:`UserError`.
 
     ``origin`` maps a dotted key to where its value was written (``"in FILE"``, ``"on the command line"``);
-    a wrong-type problem whose value was not written in ``source`` itself says where it was."""
+    a wrong-type problem whose value was not written in ``source`` itself says where it was, and an unknown
+    key written by one of the ``key=value`` ``overrides`` is blamed on that override. ``fragment``: a
+    missing ``stage`` is no problem (a file that other recipes build on)."""
     problems: list[str] = []
     raw = dict(raw)
     raw.pop("source", None)
     method_raw = raw.pop("method", {}) or {}
     if "stage" not in raw:
-        problems.append(f"missing key 'stage' (one of {', '.join(STAGES)})")
+        if not fragment:
+            problems.append(f"missing key 'stage' (one of {', '.join(STAGES)})")
     elif isinstance(raw["stage"], str) and raw["stage"] not in STAGES:
         problems.append(f"key 'stage' must be one of {', '.join(STAGES)}, got {raw['stage']!r}")
     recipe = _build(Recipe, raw, "", problems)
@@ -479,7 +564,7 @@ def build_recipe(raw: dict[str, Any], source: str, origin: Callable[[str], str |
         problems.append(_WrongType("method", f"expected a mapping like {{name: umt}}, got {_given(method_raw)}"))
         method = MethodConfig()
     if origin is not None:
-        problems = [_located(p, source, origin) for p in problems]
+        problems = [_located(p, source, origin, overrides or []) for p in problems]
     _raise_problems(source, problems)
     return dataclasses.replace(recipe, method=method, source=source)
 
@@ -487,8 +572,8 @@ def build_recipe(raw: dict[str, Any], source: str, origin: Callable[[str], str |
 def _raise_problems(source: str, problems: list[str]) -> None:
     """Raise one :class:`UserError` listing every problem: ``FILE: problem`` for one, else
     ``FILE: N problems:`` and one indented line each."""
-    if len(problems) == 1:
-        raise UserError(f"{source}: {problems[0]}")
+    if len(problems) == 1:  # a mistyped override is the command line's, not the recipe file's
+        raise UserError(problems[0] if isinstance(problems[0], _Override) else f"{source}: {problems[0]}")
     if problems:
         raise UserError(f"{source}: {len(problems)} problems:\n" + "\n".join(f"  {p}" for p in problems))
 
@@ -505,7 +590,8 @@ def build_method_config(raw: dict[str, Any], problems: list[str]) -> MethodConfi
         problems.append(_WrongType("method.name", f"expected {_describe(str)}, got {_given(name)}"))
         return MethodConfig()
     if name not in schemas:
-        problems.append(f"key 'method.name': unknown method {name!r} (known: {', '.join(sorted(schemas))})")
+        hint = did_you_mean(name, sorted(schemas))
+        problems.append(f"key 'method.name': unknown method {name!r} (known: {', '.join(sorted(schemas))}){hint}")
         return MethodConfig()
     params = _build(schemas[name], raw, "method.", problems)
     return MethodConfig(name=name, params=dataclasses.asdict(params))
@@ -533,14 +619,44 @@ class _WrongType(str):
         return self
 
 
-def _located(problem: str, source: str, origin: Callable[[str], str | None]) -> str:
+class _Unknown(str):
+    """An unknown-key problem, ``unknown key 'a.b' (known: ...); did you mean 'a.c'?``, that keeps its key,
+    the known keys and the closest one apart, so that :func:`_located` can blame a ``key=value`` override."""
+
+    key: str
+    known: tuple[str, ...]
+    hint: str
+
+    def __new__(cls, prefix: str, key: str, known: list[str]) -> _Unknown:
+        hint = did_you_mean(key, known, prefix)
+        self = super().__new__(cls, f"unknown key '{prefix}{key}' (known: {', '.join(known) or 'none'}){hint}")
+        self.key, self.known, self.hint = f"{prefix}{key}", tuple(known), hint
+        return self
+
+
+class _Override(str):
+    """A problem of a ``key=value`` override, said without the recipe file (which is not at fault)."""
+
+
+def _located(problem: str, source: str, origin: Callable[[str], str | None], overrides: list[str]) -> str:
     """``problem`` naming where its value was written, when that is not ``source`` (the reported file)."""
+    if isinstance(problem, _Unknown):
+        return _unknown_override(problem, overrides) if origin(problem.key) == "on the command line" else problem
     if not isinstance(problem, _WrongType):
         return problem
     where = origin(problem.key)
     if where is None or where == f"in {source}":
         return problem
     return f"key '{problem.key}' (set {where}): {problem.detail}"
+
+
+def _unknown_override(problem: _Unknown, overrides: list[str]) -> str:
+    """An unknown key written on the command line, blamed on the override that wrote it (the last one
+    whose key is the unknown key or lies below it, as ``optimm.lr=0.1`` for ``optimm``)."""
+    written = [o for o in overrides if o.partition("=")[0] == problem.key or o.startswith(problem.key + ".")]
+    item = written[-1] if written else problem.key
+    tail = problem.hint or f" (known: {', '.join(problem.known) or 'none'})"
+    return _Override(f"override '{item}': unknown key '{problem.key}'{tail}")
 
 
 def _build(cls: type, raw: Any, prefix: str, problems: list[str]) -> Any:
@@ -555,7 +671,7 @@ def _build(cls: type, raw: Any, prefix: str, problems: list[str]) -> Any:
     kwargs = {}
     for key, value in raw.items():
         if key not in fields:
-            problems.append(f"unknown key '{prefix}{key}' (known: {', '.join(sorted(fields)) or 'none'})")
+            problems.append(_Unknown(prefix, str(key), sorted(fields)))
             continue
         try:
             value = _coerce(hints[key], value, f"{prefix}{key}", problems)

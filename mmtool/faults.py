@@ -4,8 +4,11 @@ Code calls :func:`fault_point` at places where a real run can die (after a prep 
 after a training step, while a checkpoint is saved). When the environment names that point, the
 ``count``-th call (1-based) performs the action: ``kill`` ends the process at once as ``kill -9`` would
 (``os._exit(137)``, no cleanup, no flushing), ``raise`` raises :class:`InjectedFault`, ``enospc`` raises
-the ``OSError`` of a full disk, ``oom`` torch's ``OutOfMemoryError``, ``sigterm`` / ``sigint`` send that
-signal to the process itself (as a scheduler or a Ctrl-C would, at exactly this point).
+the ``OSError`` of a full disk, ``edquot`` of a full quota, ``efbig`` of a file over the size limit,
+``erofs`` of a read-only file system and ``eacces`` of a folder without write permission, ``oom`` torch's
+``OutOfMemoryError``, ``sigterm`` / ``sigint`` send that signal to the process itself (as a scheduler or a
+Ctrl-C would, at exactly this point). A point inside a write may pass ``partial``: before a full disk
+(``enospc``, ``edquot``, ``efbig``) refuses the rest, it is called to write the part the disk took.
 Without the variable a call costs one dict lookup. Under torchrun, ``MMTOOL_FAULT_RANK=R`` limits the
 faults to rank R (how a test preempts one rank of a distributed run).
 """
@@ -33,7 +36,13 @@ def _nothing(name: str) -> None:
     pass
 
 
-def fault_point(name: str) -> None:
+STORAGE = {"enospc": errno.ENOSPC, "edquot": errno.EDQUOT, "efbig": errno.EFBIG, "erofs": errno.EROFS,
+           "eacces": errno.EACCES}  # fmt: skip
+_CUT_SHORT = ("enospc", "edquot", "efbig")  # a write the disk took in part (a refused open writes nothing)
+
+
+def fault_point(name: str, partial: Callable[[], object] | None = None) -> None:
+    """Perform the action ``MMTOOL_FAULT`` names for this call of point ``name``, if any (module docstring)."""
     spec = os.environ.get("MMTOOL_FAULT")
     if not spec or name not in spec:
         return
@@ -59,8 +68,10 @@ def fault_point(name: str) -> None:
         return
     if action == "raise":
         raise InjectedFault(f"injected fault at {name} #{_counts[name]}")
-    if action == "enospc":  # a full disk, as the kernel reports it
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    if action in STORAGE:  # a file system that refuses the write, as the kernel reports it
+        if partial is not None and action in _CUT_SHORT:
+            partial()
+        raise OSError(STORAGE[action], os.strerror(STORAGE[action]))
     if action == "oom":  # the device (or the host) out of memory, as torch reports it
         import torch
 

@@ -5,26 +5,32 @@ Layout of every run::
     runs/<stage>/<dataset>-<method>-<timestamp>/
         config.yaml      resolved recipe (re-loadable: `mmtool train --resume RUN_DIR`)
         env.json         versions, git SHA, device, seed
-        metrics.jsonl    one JSON object per logged epoch / evaluation
-        checkpoints/     last.pt (resumable), best.pt (selected on validation), COMPLETE marker
+        metrics.jsonl    one JSON object per logged epoch / evaluation (null for a number that was not finite)
+        checkpoints/     last.pt (resumable; weights and counters only once complete), best.pt (selected on
+                         validation), COMPLETE marker
         results.json     the stage's final numbers
         plots/           PNG figures
         .lock            flock'ed by the command that owns the run while it runs
         sessions.json    start, end, duration and outcome of each command that worked on the run
         failed.json      the one-line error of a run whose last command failed (removed by a resume)
+
+A write the file system refuses (full disk or quota, read-only folder, no permission, file too large), on any
+of these paths, is one line naming the path and what to do (:func:`storage_error`, :func:`writing`).
 """
 
 from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import platform
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -52,40 +58,34 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     atomic_write(path, lambda fh: fh.write(data))
 
 
-def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+def atomic_write(path: Path, write: Callable[[BinaryIO], object], before_replace: Callable[[], object] | None = None
+                 ) -> None:  # fmt: skip
     """Call ``write`` on a temp file in the same folder, fsync, then rename over ``path``: a large
-    object (a checkpoint) streams to disk without a copy of it in memory first.
+    object (a checkpoint) streams to disk without a copy of it in memory first. ``before_replace`` runs once
+    the temp file is complete, just before the rename (a checkpoint's rotation: nothing moves before the new
+    file is safely on disk).
 
     A write the file system refuses (read-only folder, full disk, file too large, no permission) is a
-    :class:`UserError` naming the path; the temp file is removed and ``path`` keeps its previous content.
-    Does nothing outside the writing process (:func:`set_writer`)."""
+    :class:`UserError` naming the path and what to do (:func:`storage_error`); the temp file is removed and
+    ``path`` keeps its previous content. Does nothing outside the writing process (:func:`set_writer`)."""
     if not _WRITER:
         return
     path = Path(path)
     tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a run is read by the group on shared servers
-        with os.fdopen(fd, "wb") as fh:
-            fault_point("write")  # tests: MMTOOL_FAULT=write:N:enospc fails the N-th file write
-            try:
+        with writing(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a run is read by the group on shared servers
+            with os.fdopen(fd, "wb") as fh:
+                fault_point("write")  # tests: MMTOOL_FAULT=write:N:enospc fails the N-th file write
+                fault_point(f"write_{path.name}")  # tests: write_results.json:1:erofs fails that file's first write
                 write(fh)
-            except RuntimeError as err:  # torch.save reports its file's failed write as a RuntimeError
-                failed = _os_error(err)
-                if failed is None:
-                    raise
-                raise failed from None
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        if err.errno in _STORAGE_ERRORS:
-            reason = err.strerror or str(err)
-            raise UserError(f"cannot write {path}: {reason} (its previous version, if any, is intact)") from None
-        raise
+                fh.flush()
+                os.fsync(fh.fileno())
+            if before_replace is not None:
+                before_replace()
+            os.replace(tmp, path)
     except BaseException:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
@@ -93,7 +93,8 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
 
 
 def _os_error(err: BaseException) -> OSError | None:
-    """The OSError an exception was raised while handling (its cause or context chain), if any."""
+    """The OSError an exception was raised while handling (its cause or context chain), if any: torch.save
+    reports its file's failed write as a RuntimeError raised from the OSError."""
     seen = set()
     while err is not None and id(err) not in seen:
         if isinstance(err, OSError):
@@ -104,6 +105,85 @@ def _os_error(err: BaseException) -> OSError | None:
 
 
 _STORAGE_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.EDQUOT}
+RESUMABLE = ("train", "pretrain")  # the stages whose runs `--resume` continues
+
+
+def storage_error(err: BaseException, path: Path, action: str = "write") -> UserError | None:
+    """The one-line :class:`UserError` for a write the file system refused (full disk or quota, read-only
+    folder, no permission, file too large) while writing ``path``, or None for any other error.
+
+    It names the path, the reason and what to do: fix the cause, then resume the run (when its stage
+    resumes and it holds progress: a checkpoint, a logged epoch or results) or run the command again."""
+    found = _os_error(err)
+    if found is None or found.errno not in _STORAGE_ERRORS:
+        return None
+    path = Path(path)
+    reason = found.strerror or os.strerror(found.errno)
+    return UserError(f"cannot {action} {path}: {reason}; {_fix(found.errno, path)}, then {_next_step(path)}")
+
+
+@contextmanager
+def writing(path: Path, action: str = "write") -> Iterator[None]:
+    """Turn a refused write inside the block into :func:`storage_error`'s one line naming ``path``; any
+    other error passes unchanged."""
+    try:
+        yield
+    except (OSError, RuntimeError) as err:
+        failed = storage_error(err, path, action)
+        if failed is None:
+            raise
+        raise failed from None
+
+
+def _fix(code: int, path: Path) -> str:
+    if code == errno.ENOSPC:
+        return "free space on its disk"
+    if code == errno.EDQUOT:
+        return "free space within your disk quota"
+    if code == errno.EFBIG:
+        return "raise the file size limit (ulimit -f) or keep runs on a file system that allows larger files"
+    if code == errno.EROFS:  # the whole file system: name the folder
+        folder = next((p for p in path.parents if p.is_dir()), path.parent)
+        return f"make {_shown(folder)} writable (its file system is read-only)"
+    here = next((p for p in (path, *path.parents) if p.exists()), path)
+    return f"give yourself write permission on {_shown(here)}"
+
+
+def _shown(path: Path) -> Path:
+    """``path`` as a message names it: the current folder by its full name rather than ``.``."""
+    return Path.cwd() if str(path) in ("", ".") else path
+
+
+def _next_step(path: Path) -> str:
+    """What follows the fix: the run's resume command when it has something to resume, else a rerun."""
+    try:
+        run = run_of(path)
+        resumable = run is not None and run_stage(run) in RESUMABLE and has_progress(run)
+    except OSError:  # a folder that cannot even be read: nothing to promise
+        resumable = False
+    return f"resume with `{resume_command(run)}`" if resumable else "run the command again"
+
+
+def run_of(path: Path) -> Path | None:
+    """The run folder holding ``path`` (the nearest of it and its parents with a config.yaml), if any."""
+    return next((p for p in (Path(path), *Path(path).parents) if (p / "config.yaml").is_file()), None)
+
+
+def has_progress(run: Path) -> bool:
+    """Whether a run folder holds anything worth resuming: results, a logged epoch or a checkpoint."""
+    run = Path(run)
+    if (run / RESULTS).exists() or any(run.rglob("last*.pt")):
+        return True
+    return any(p.stat().st_size > 0 for p in run.rglob("metrics.jsonl"))
+
+
+def resume_command(run: Path) -> str:
+    """The command that continues ``run`` (train or pretrain), as it was launched (torchrun included)."""
+    command = COMMANDS.get(run_stage(run) or "train", "mmtool train")
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world > 1:
+        command = command.replace("mmtool", f"torchrun --nproc_per_node {world} -m mmtool", 1)
+    return f"{command} --resume {run}"
 
 
 def _umask() -> int:
@@ -142,24 +222,44 @@ def new_run_dir(root: str | Path, stage: str, dataset: str, method: str, run_dir
     """Create ``root/stage/<dataset>-<method>-<timestamp>`` (or ``run_dir`` when given) and return it.
 
     The folder is created with ``mkdir(exist_ok=False)``, so two commands started in the same second get
-    two folders (``-1``, ``-2``, ... suffixes) instead of sharing one."""
+    two folders (``-1``, ``-2``, ... suffixes) instead of sharing one. A folder this call creates is listed
+    in :func:`created_runs`; a folder it cannot create is one line naming it (:func:`storage_error`)."""
     if run_dir is not None:
         path = Path(run_dir)
         if (path / "config.yaml").exists():
             raise UserError(f"run directory {path} already holds a run (use --resume to continue it)")
-        path.mkdir(parents=True, exist_ok=True)
+        if not path.is_dir():
+            _make_dir(path, parents=True)
         return path
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = Path(root) / stage / f"{dataset}-{method}-{stamp}"
-    base.parent.mkdir(parents=True, exist_ok=True)
+    with writing(base.parent, "create"):
+        fault_point("run_mkdir")
+        base.parent.mkdir(parents=True, exist_ok=True)
     for k in range(10_000):
         path = base if k == 0 else Path(f"{base}-{k}")
         try:
-            path.mkdir()
+            _make_dir(path)
             return path
         except FileExistsError:
             continue
     raise UserError(f"could not create a run folder next to {base}")
+
+
+_created: list[Path] = []  # run folders new_run_dir made in this process, oldest first
+
+
+def created_runs() -> list[Path]:
+    """The run folders :func:`new_run_dir` made in this process, oldest first (a start that fails after
+    making its folder finds it here, to remove it again)."""
+    return list(_created)
+
+
+def _make_dir(path: Path, parents: bool = False) -> None:
+    with writing(path, "create"):
+        fault_point("run_mkdir")  # tests: MMTOOL_FAULT=run_mkdir:1:eacces (a runs root without write permission)
+        path.mkdir(parents=parents)
+    _created.append(path)
 
 
 LOCK = ".lock"
@@ -178,7 +278,9 @@ def lock_run(path: Path) -> None:
     key = str(path.resolve())
     if key in _held:
         return
-    fh = open(path / LOCK, "a+")  # noqa: SIM115  (kept open: the lock lives as long as the file)
+    with writing(path / LOCK):
+        fault_point("lock")  # tests: MMTOOL_FAULT=lock:1:erofs (a run folder on a read-only file system)
+        fh = open(path / LOCK, "a+")  # noqa: SIM115  (kept open: the lock lives as long as the file)
     for attempt in range(5):  # a few tries: `mmtool runs` probes the lock for an instant (lock_held)
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -191,11 +293,17 @@ def lock_run(path: Path) -> None:
             holder = fh.read().strip() or "another process"
             fh.close()
             raise UserError(f"run directory {path} is in use by {holder}; wait for it or stop it first") from None
-    fh.seek(0)
-    fh.truncate()
     command = " ".join(["mmtool", *sys.argv[1:]])
-    fh.write(f"pid {os.getpid()} on {platform.node()} ({command}), since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-    fh.flush()
+    holder = f"pid {os.getpid()} on {platform.node()} ({command}), since {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+    try:
+        with writing(path / LOCK):
+            fh.seek(0)
+            fh.truncate()
+            fh.write(holder)
+            fh.flush()
+    except BaseException:
+        fh.close()  # the lock goes with it: a command that cannot start does not hold the run
+        raise
     _held[key] = fh
     _started[key] = time.monotonic()
 
@@ -270,7 +378,8 @@ def begin_session(path: Path) -> float:
     its last command's). Returns the start, for :func:`end_session`."""
     path = Path(path)
     if _WRITER:
-        (path / FAILED).unlink(missing_ok=True)
+        with writing(path / FAILED, "remove"):
+            (path / FAILED).unlink(missing_ok=True)
         write_json(path / SESSIONS, [*read_sessions(path), {"started": _now(), "ended": None, "seconds": None,
                                                              "outcome": None}])  # fmt: skip
     return time.monotonic()
@@ -294,33 +403,70 @@ def end_session(path: Path, began: float, outcome: str, error: str | None = None
 
 
 class MetricsWriter:
-    """Appends one JSON object per line to ``metrics.jsonl``, flushed at every write."""
+    """Appends one JSON object per line to ``metrics.jsonl``, flushed at every write.
+
+    The file is standard JSON Lines: a float that is not finite (NaN, inf) is written as ``null``, which
+    readers take as "not a number". A record cut short (a full disk in the middle of a write) can only be
+    the last line and never blocks anything: :meth:`read` skips it and :meth:`truncate_after`, which a
+    resume calls, drops it. A write the file system refuses is one line naming the file (:func:`writing`).
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if _WRITER:
+            with writing(self.path.parent, "create"):
+                self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def write(self, record: dict[str, Any]) -> None:
         if not _WRITER:
             return
-        with self.path.open("a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        line = json.dumps(finite_or_none(record), allow_nan=False) + "\n"
+        with writing(self.path), self.path.open("a") as fh:
+            # tests: MMTOOL_FAULT=metrics_write:N:enospc writes half of the N-th record, then fails
+            fault_point("metrics_write", partial=lambda: (fh.write(line[: len(line) // 2]), fh.flush()))
+            fh.write(line)
 
     def truncate_after(self, epoch: int) -> None:
-        """Drop records logged after ``epoch`` (work a resumed run will redo)."""
+        """Drop records logged after ``epoch`` (work a resumed run will redo), and a record cut short."""
         if not _WRITER or not self.path.exists():
             return
-        keep = [
-            line
-            for line in self.path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("epoch", 0) <= epoch
-        ]
+        keep = [line for line, record in self._lines() if record.get("epoch", 0) <= epoch]
         atomic_write_text(self.path, "".join(line + "\n" for line in keep))
 
     def read(self) -> list[dict[str, Any]]:
+        """The records, in order (``null`` where a number was not finite; a record cut short left out)."""
+        return [record for _, record in self._lines()]
+
+    def _lines(self) -> list[tuple[str, dict[str, Any]]]:
+        """(line, record) of every complete record. Only the last line can be cut short (the one being
+        written when the disk filled up); a line elsewhere that is not JSON is damage to the file."""
         if not self.path.exists():
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        lines = self.path.read_text().split("\n")
+        out = []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                out.append((line, json.loads(line)))
+            except json.JSONDecodeError:
+                if number == len(lines):  # no newline after it: a write that never finished
+                    continue
+                raise UserError(
+                    f"{self.path}: line {number} is not JSON ({line[:40]!r}); delete that line, then run again"
+                ) from None
+        return out
+
+
+def finite_or_none(value: Any) -> Any:
+    """``value`` with every float that is not finite (at any depth of dicts and lists) replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    return value
 
 
 def git_sha() -> str | None:
@@ -382,22 +528,22 @@ def require_run(path: str | Path | None, what: str, key: str) -> Path:
     raise UserError(f"{name}: {p} is not a run directory (no config.yaml)")
 
 
+def run_stage(folder: Path) -> str | None:
+    """The stage of the run in ``folder``, from its config.yaml (None when it has none or names none)."""
+    try:
+        text = (Path(folder) / "config.yaml").read_text()
+    except OSError:
+        return None
+    found = [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("stage:")]
+    return found[0] if found else None
+
+
 def _stage_of(folder: Path) -> str:
     """``a `mmtool decide` run``, read from the folder's config.yaml or results.json."""
-    stage = None
-    for name in ("config.yaml", "results.json"):
+    stage = run_stage(folder)
+    if not stage:
         try:
-            text = (folder / name).read_text()
-        except OSError:
-            continue
-        if name == "results.json":
-            try:
-                stage = json.loads(text).get("stage")
-            except (json.JSONDecodeError, AttributeError):
-                stage = None
-        else:
-            found = [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("stage:")]
-            stage = found[0] if found else None
-        if stage:
-            break
+            stage = json.loads((folder / "results.json").read_text()).get("stage")
+        except (OSError, json.JSONDecodeError, AttributeError):
+            stage = None
     return f"a `{COMMANDS.get(stage, stage)}` run" if stage else "a run"

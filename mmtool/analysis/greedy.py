@@ -14,20 +14,22 @@ Usage: python -m mmtool.analysis.greedy RUNS_ROOT OUT.md  (PNGs: OUT's name + _<
 
 from __future__ import annotations
 
-import json
+import math
 import statistics
 import sys
 from pathlib import Path
 
 from mmtool.analysis import plots
 from mmtool.analysis.tables import mean, mean_std
-from mmtool.runs import atomic_write_text, read_json
+from mmtool.runs import MetricsWriter, atomic_write_text, read_json
 
 ORDER = ("vanilla", "guided", "random")
 
 
 def _metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    """The run's metrics.jsonl records, ``null`` (a number that was not finite) read as NaN."""
+    records = MetricsWriter(run / "metrics.jsonl").read()
+    return [{k: math.nan if v is None else v for k, v in r.items()} for r in records]
 
 
 def collect(root: Path) -> dict[str, dict]:

@@ -17,7 +17,10 @@ with ``<dataset>`` ``ucf101``, ``vggsound``, ``kinetics400`` or ``modelnet40`` a
 A cell averages every seed folder that holds its run: mean ± std where there are several, the value
 where there is one, "—" where there is none (a dataset that was not run).
 
-Usage: python -m mmtool.analysis.paper_tables table1|table3|table4|table5|table7|table8|table9|table10 RUNS_ROOT OUT.md
+``--smoke`` (what ``make tableN SMOKE=1`` passes) opens the table with :data:`SMOKE_BANNER`: its runs were made
+on generated fixture copies with tiny models, and a reader must not take them for a reproduction.
+
+Usage: python -m mmtool.analysis.paper_tables [--smoke] table1|table3|...|table10 RUNS_ROOT OUT.md
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from mmtool.analysis.tables import mean_std
 from mmtool.runs import atomic_write_text, read_json
 
 Cell = float | str | None  # a paper cell: a number, a number with the paper's mark ("50.6*") or a word
+SMOKE_BANNER = "> SMOKE mode: generated fixture data, tiny models — not comparable with the paper"
 
 
 @dataclass(frozen=True)
@@ -265,7 +269,6 @@ OURS: dict[str, dict[str, tuple[Source | None, ...]]] = {
 }
 
 
-
 # --------------------------------------------------------------------------------------------- building
 def collect(root: Path, source: Source) -> list[float | str]:
     """The value at ``source.key`` in every ``<root>/<dataset>/seed*/<run>/results.json`` that exists."""
@@ -324,11 +327,13 @@ def _settings(root: Path, dataset: str) -> str:
     return "no uni-modal run found"
 
 
-def render(name: str, root: Path) -> str:
-    """The Markdown table ``name``: each paper column beside ours, row names as in the paper."""
+def render(name: str, root: Path, smoke: bool = False) -> str:
+    """The Markdown table ``name``: each paper column beside ours, row names as in the paper; with ``smoke``
+    its first line is :data:`SMOKE_BANNER`."""
     table = PAPER[name]
     header = f"| {table.row_header} | " + " | ".join(f"{c}: paper | {c}: ours" for c in table.columns) + " |"
-    lines = [f"# {table.caption}", "", header, "|---" * (1 + 2 * len(table.columns)) + "|"]
+    lines = [SMOKE_BANNER, ""] if smoke else []
+    lines += [f"# {table.caption}", "", header, "|---" * (1 + 2 * len(table.columns)) + "|"]
     for row, paper in table.rows.items():
         cells = []
         for value, source in zip(paper, OURS[name][row], strict=True):
@@ -351,10 +356,13 @@ def render(name: str, root: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = argv if argv is not None else sys.argv[1:]
+    """``python -m mmtool.analysis.paper_tables [--smoke] TABLE RUNS_ROOT OUT.md``: write the table and print it."""
+    args = list(argv if argv is not None else sys.argv[1:])
+    smoke = "--smoke" in args
+    args = [a for a in args if a != "--smoke"]
     if len(args) != 3 or args[0] not in PAPER:
-        raise SystemExit(f"usage: python -m mmtool.analysis.paper_tables {'|'.join(PAPER)} RUNS_ROOT OUT.md")
-    text = render(args[0], Path(args[1]))
+        raise SystemExit(f"usage: python -m mmtool.analysis.paper_tables [--smoke] {'|'.join(PAPER)} RUNS_ROOT OUT.md")
+    text = render(args[0], Path(args[1]), smoke)
     atomic_write_text(Path(args[2]), text)
     print(text)
 

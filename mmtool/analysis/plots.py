@@ -1,8 +1,12 @@
-"""PNG figures for run directories (matplotlib, headless)."""
+"""PNG figures for run directories (matplotlib, headless).
+
+A figure is written atomically (temp file, then rename); a write the file system refuses is one line
+naming the file. ``metrics.jsonl`` holds ``null`` where a number was not finite: it is drawn as a gap.
+"""
 
 from __future__ import annotations
 
-import json
+import math
 from pathlib import Path
 
 
@@ -20,7 +24,9 @@ STYLES = ("-", "--", "-.", ":")  # cycled with the colours: a line drawn over an
 
 def training_curves(metrics_path: Path, out: Path, title: str) -> Path | None:
     """Training losses and validation accuracy against epochs, from ``metrics.jsonl``."""
-    records = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
+    from mmtool.runs import MetricsWriter
+
+    records = MetricsWriter(metrics_path).read()
     if not records:
         return None
     plt = _pyplot()
@@ -45,7 +51,7 @@ def curves_figure(plt, records: list[dict], title: str):
     if any("val_loss" in r for r in records):
         series["val loss (CE)"] = [r.get("val_loss") for r in records]
     plotted = []
-    series = {k: [float("nan") if v is None else float(v) for v in vs] for k, vs in series.items()}
+    series = {k: [_number(v) for v in vs] for k, vs in series.items()}
     series = {k: ys for k, ys in series.items() if any(y == y for y in ys)}  # never logged: no empty legend entry
     for i, (name, ys) in enumerate(series.items()):
         plotted += [y for y in ys if y == y]
@@ -55,7 +61,7 @@ def curves_figure(plt, records: list[dict], title: str):
         ax_loss.set_yscale("log")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="losses")
     if any("val_accuracy" in r for r in records):
-        ax_acc.plot(epochs, [r.get("val_accuracy", float("nan")) for r in records], "-", marker=marker, markersize=3,
+        ax_acc.plot(epochs, [_number(r.get("val_accuracy")) for r in records], "-", marker=marker, markersize=3,
                     label="validation")  # fmt: skip
         best = records[-1].get("best_epoch")
         if best:
@@ -64,7 +70,7 @@ def curves_figure(plt, records: list[dict], title: str):
     if speeds:  # conditional learning speeds (paper 002, Def. 5.1), logged by method `balanced`
         for i, key in enumerate(speeds):
             style = "k-" if key == "d_speed" else STYLES[1 + i % (len(STYLES) - 1)]
-            axes[2].plot(epochs, [r.get(key, float("nan")) for r in records], style, label=key)
+            axes[2].plot(epochs, [_number(r.get(key)) for r in records], style, label=key)
         axes[2].axhline(0, color="grey", linestyle=":")
         axes[2].set(xlabel="epoch", ylabel="log ratio", title="conditional learning speed")
     for ax in axes:
@@ -73,6 +79,11 @@ def curves_figure(plt, records: list[dict], title: str):
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def _number(value) -> float:
+    """A logged number as a float; a missing one, or ``null`` (not finite when logged), as NaN (a gap)."""
+    return math.nan if value is None else float(value)
 
 
 def confusion(cm: list[list[int]], out: Path, title: str) -> Path:
@@ -92,15 +103,19 @@ def confusion(cm: list[list[int]], out: Path, title: str) -> Path:
 
 
 def _save(fig, plt, out: Path) -> Path:
-    from mmtool.runs import is_writer
+    from mmtool.faults import fault_point
+    from mmtool.runs import atomic_write
 
     out = Path(out)
-    if not is_writer():  # another rank of a distributed run: rank 0 draws the same figure
+
+    def write(fh) -> None:
+        fault_point("plot_write")  # tests: MMTOOL_FAULT=plot_write:1:enospc
+        fig.savefig(fh, dpi=110, format=out.suffix.lstrip(".") or "png")
+
+    try:
+        atomic_write(out, write)  # a no-op in other ranks of a distributed run: rank 0 draws the same figure
+    finally:
         plt.close(fig)
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
     return out
 
 

@@ -3,6 +3,23 @@ mean ± std over seeds that every result table uses (:func:`summarise`).
 
 A run folder is any folder holding config.yaml; the search does not descend into one, so a pretrain run's
 per-modality sub-folders belong to their run. Only files are read here (no torch): listing is instant.
+
+What counts as one setup. A report pools runs over seeds only: its groups are (dataset, method) and the
+resolved recipe (config.yaml) with these keys left out:
+
+* the seeds: every key named ``seed`` (``train.seed``, ``data.seed``). ``data.seed`` is pooled too although
+  it decides the synthetic sets' samples and the validation split: the result tables' seed folders vary
+  both together (the Makefile passes ``data.seed=k train.seed=k``; Table 20 says "data and training seed
+  together"), so a report pools the same runs a table does (``--group-by`` naming data.seed keeps data
+  seeds apart, grouping by the named keys alone);
+* paths to each seed's own earlier runs (:data:`RUN_PATHS`): the teachers of seed 1 are not those of seed
+  2, yet both runs are one setup;
+* settings that do not change results (:data:`NOT_SETUP`: where files live, logging, checkpointing).
+
+Runs of one (dataset, method) that differ anywhere else are separate rows, each showing the keys on which
+they differ (three ``naive`` runs with ``model.head`` linear, mlp and attention are three rows).
+``--group-by KEY`` groups by the given keys alone (pooling deliberately); a row whose runs then differ
+elsewhere names those keys in its note. `mmtool runs` shows the same differing keys beside the method.
 """
 
 from __future__ import annotations
@@ -11,6 +28,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import statistics
 import time
 from collections.abc import Iterable, Sequence
@@ -27,11 +45,14 @@ from mmtool.runs import FAILED, RESULTS, read_sessions, run_status
 CONFIG = "config.yaml"
 STAGE_ALIASES = {"pretrain-unimodal": "pretrain"}  # command names accepted for --stage
 
-# Keys a report ignores when it checks that the runs of a group share one recipe: the seeds, where files
-# live (each seed has its own teachers / analysed run) and settings that do not change results.
-SEED_KEYS = ("train.seed", "data.seed")
-NOT_RECIPE = ("description", "runs_root", "data.root", "teachers", "run", "method.teacher_run", "train.workers",
-              "train.log_every")  # fmt: skip
+# Recipe keys that do not make two runs different setups (see the module docstring); a key is left out
+# with everything under it. Seeds: every key whose last part is SEED.
+SEED = "seed"
+RUN_PATHS = ("teachers", "run", "method.teacher_run")  # each seed's own earlier runs
+NOT_SETUP = ("description", "runs_root", "data.root", "train.workers", "train.log_every", "train.loggers",
+             "train.eval_batch_size", "train.checkpoint_every", "train.checkpoint_every_steps",
+             "train.checkpoint_every_minutes", "train.keep_last", "train.snapshot_every",
+             "train.keep_optimizer")  # fmt: skip
 REPORTED = ("train", "pretrain", "ensemble")  # stages whose results.json holds a model's accuracy
 
 
@@ -196,6 +217,65 @@ def _last_write(path: Path) -> float:
     return max((p.stat().st_mtime for p in path.rglob("*") if p.is_file()), default=0.0)
 
 
+# --------------------------------------------------------------------------------------------- setups
+def is_setup_key(key: str) -> bool:
+    """Whether the dotted recipe key ``key`` can make two runs different setups: not a seed, not a path to
+    an earlier run, not a setting that leaves results unchanged (see the module docstring)."""
+    if key.rsplit(".", 1)[-1] == SEED:
+        return False
+    return not any(key == k or key.startswith(k + ".") for k in (*RUN_PATHS, *NOT_SETUP))
+
+
+def setup(config: dict[str, Any]) -> dict[str, Any]:
+    """The run's setup: its flattened recipe (``{"model.head": "mlp", ...}``) without the keys that
+    :func:`is_setup_key` leaves out."""
+    return {k: v for k, v in _flatten(config).items() if is_setup_key(k)}
+
+
+def recipe_differences(configs: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
+    """``{key: [distinct values]}`` for every setup key on which the configs differ (a key one config
+    lacks counts as None): runs that differ there are not repeats of one experiment."""
+    flat = [setup(c) for c in configs]
+    out = {}
+    for key in sorted({k for f in flat for k in f}):
+        distinct: list[Any] = []
+        for f in flat:
+            value = f.get(key)
+            if value not in distinct:
+                distinct.append(value)
+        if len(distinct) > 1:
+            out[key] = distinct
+    return out
+
+
+def show(value: Any) -> str:
+    """A setting as it reads on a command line: ``mlp``, ``0.01``, ``true``, ``null``, ``[64,64]``."""
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value, separators=(",", ":"), default=str)
+    return str(value)
+
+
+def _order(setting: dict[str, Any]) -> list[tuple[int, Any]]:
+    """Sort key of a row's settings: numbers by value, before anything else by its text."""
+    return [(0, v) if isinstance(v, (int, float)) else (1, show(v)) for v in setting.values()]
+
+
+def _has(config: dict[str, Any], dotted: str) -> bool:
+    value: Any = config
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return False
+        value = value[part]
+    return True
+
+
+def _seed_values(config: dict[str, Any]) -> str:
+    """Every seed of a run together: two runs repeat a seed only when all of them agree."""
+    return json.dumps({k: v for k, v in _flatten(config).items() if k.rsplit(".", 1)[-1] == SEED}, sort_keys=True)
+
+
 # --------------------------------------------------------------------------------------------- mmtool runs
 def accuracies(run: Run) -> dict[str, Any]:
     """The run's best-validation and test accuracy (the selected checkpoint's). Pretrain and probe runs hold
@@ -213,15 +293,32 @@ def accuracies(run: Run) -> dict[str, Any]:
     return out
 
 
+def distinguishing(runs: Sequence[Run]) -> list[dict[str, Any]]:
+    """For each run, the settings on which the listed runs of its stage, dataset and method differ (the
+    run's value of each); ``{}`` where they agree on everything but the seeds."""
+    families: dict[tuple[str, str | None, str | None], list[int]] = {}
+    for i, run in enumerate(runs):
+        families.setdefault((run.stage, run.dataset, run.method), []).append(i)
+    out: list[dict[str, Any]] = [{} for _ in runs]
+    for members in families.values():
+        keys = recipe_differences([runs[i].config for i in members])
+        for i in members:
+            flat = setup(runs[i].config)
+            out[i] = {k: flat.get(k) for k in keys}
+    return out
+
+
 def listing(runs: Iterable[Run]) -> list[dict[str, Any]]:
-    """One JSON-ready object per run: what `mmtool runs` prints."""
+    """One JSON-ready object per run: what `mmtool runs` prints (``setup``: see :func:`distinguishing`)."""
+    runs = list(runs)
     rows = []
-    for run in runs:
+    for run, differs in zip(runs, distinguishing(runs), strict=True):
         rows.append(
             {
                 "stage": run.stage,
                 "dataset": run.dataset,
                 "method": run.method,
+                "setup": differs,
                 "seed": run.seed,
                 "status": run.status,
                 **accuracies(run),
@@ -239,15 +336,6 @@ def _stamp(t: float | None) -> str | None:
     return None if t is None else datetime.fromtimestamp(t).astimezone().isoformat(timespec="seconds")
 
 
-def accuracy_cell(row: dict[str, Any], key: str) -> str:
-    """A table cell: the accuracy, or ``m1 71.2 · m2 65.0`` per modality, or a dash."""
-    if row.get(key) is not None:
-        return f"{row[key]:.1f}"
-    per = row.get("modalities") or {}
-    cells = [f"{m} {v[key]:.1f}" for m, v in per.items() if v.get(key) is not None]
-    return " · ".join(cells) or "—"
-
-
 def duration(seconds: float | None, lower_bound: bool = False) -> str:
     """``42s``, ``3m05s``, ``2h07m`` (``≥`` when a killed session's time is unknown)."""
     if seconds is None:
@@ -261,6 +349,124 @@ def no_runs(where: str, **filters: str | None) -> UserError:
     """The one-line error for an empty selection, naming where it looked and the filters."""
     given = ", ".join(f"{k} {v}" for k, v in filters.items() if v is not None)
     return UserError(f"no runs in {where}" + (f" with {given}" if given else ""))
+
+
+RUN_COLUMNS = ("stage", "dataset", "method", "seed", "status", "val", "test", "wall", "path")
+RIGHT_ALIGNED = ("seed", "val", "test", "wall")
+COLOURS = {"complete": "32", "running": "33", "failed": "31", "interrupted": "35"}  # ANSI green, yellow, ...
+SETTINGS_WIDTH = 24  # settings shown beside a method before the rest are counted ("+2 more")
+MIN_PATH = 10  # a path is never cut below this (the table is wider than asked instead)
+
+
+def short_keys(keys: Sequence[str]) -> dict[str, str]:
+    """Each dotted key's shortest tail that no other key ends with: ``model.head`` -> ``head``, but
+    ``train.epochs`` and ``probe.epochs`` stay whole."""
+    out = {}
+    for key in keys:
+        parts = key.split(".")
+        for n in range(1, len(parts) + 1):
+            tail = ".".join(parts[-n:])
+            if not any(other != key and (other == tail or other.endswith("." + tail)) for other in keys):
+                break
+        out[key] = tail
+    return out
+
+
+def settings_cell(settings: dict[str, Any], width: int = SETTINGS_WIDTH) -> str:
+    """``head=mlp lr=0.1``: the settings that fit in ``width`` characters (one at least), then ``+N more``."""
+    names = short_keys(list(settings))
+    parts = [f"{names[k]}={show(v)}" for k, v in settings.items()]
+    shown: list[str] = []
+    for part in parts:
+        if shown and len(" ".join([*shown, part])) > width:
+            break
+        shown.append(part)
+    rest = len(parts) - len(shown)
+    return " ".join(shown) + (f" +{rest} more" if rest else "")
+
+
+def _accuracy(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}"
+
+
+def table_cells(rows: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
+    """The cells of `mmtool runs`' table, one line per run, or per modality for a run that holds one model
+    per modality (``uni-modal m1`` for pretrain, ``probe m1``); the method cell carries the settings on
+    which the run differs from the others of its method (``naive head=mlp``)."""
+    lines = []
+    for row in rows:
+        settings = settings_cell(row.get("setup") or {})
+        base = {
+            "stage": row["stage"],
+            "dataset": row["dataset"] or "—",
+            "seed": "—" if row["seed"] is None else str(row["seed"]),
+            "status": row["status"],
+            "wall": duration(row["wall_s"], row["wall_lower_bound"]),
+            "path": row["path"],
+        }
+        per = row.get("modalities") or {}
+        if per and row.get("val_accuracy") is None and row.get("test_accuracy") is None:
+            kind = "uni-modal" if row["stage"] == "pretrain" else row["stage"]
+            models = [(f"{kind} {m}", v.get("val_accuracy"), v.get("test_accuracy")) for m, v in per.items()]
+        else:
+            models = [(row["method"] or ("" if settings else "—"), row.get("val_accuracy"), row.get("test_accuracy"))]
+        for name, val, test in models:
+            method = " ".join(p for p in (name, settings) if p)
+            lines.append({**base, "method": method, "val": _accuracy(val), "test": _accuracy(test)})
+    return lines
+
+
+def shorten_paths(paths: Sequence[str], width: int) -> list[str]:
+    """Paths in ``width`` characters, keeping their ends (a run's own folder name tells it apart): first the
+    folders every path starts with become "…" (``…/seed0/naive_mlp``), then a path still too long keeps
+    only its last ``width - 1`` characters (``…ive_attention``)."""
+    parts = [p.split("/") for p in paths]
+    common = 0
+    while all(len(p) > common + 1 for p in parts) and len({p[common] for p in parts}) == 1:
+        common += 1
+    if common and max(len(p) for p in paths) > width:
+        paths = ["…/" + "/".join(p[common:]) for p in parts]
+    return [p if len(p) <= width else "…" + p[len(p) - max(width - 1, 1) :] for p in paths]
+
+
+def render_runs(rows: Sequence[dict[str, Any]], width: int = 80, colour: bool = False) -> str:
+    """`mmtool runs`' table in ``width`` columns: paths too long to fit are shortened (:func:`shorten_paths`;
+    never below :data:`MIN_PATH`), no other column is cut; ``colour`` paints the status with ANSI colours."""
+    lines = table_cells(rows)
+    widths = {c: max(len(c), *(len(line[c]) for line in lines)) for c in RUN_COLUMNS}
+    others = sum(widths[c] for c in RUN_COLUMNS if c != "path") + len(RUN_COLUMNS) - 1
+    room = max(width - others, MIN_PATH)
+    if widths["path"] > room:
+        for line, path in zip(lines, shorten_paths([line["path"] for line in lines], room), strict=True):
+            line["path"] = path
+        widths["path"] = max(len("path"), *(len(line["path"]) for line in lines))
+    out = [_line(dict(zip(RUN_COLUMNS, RUN_COLUMNS, strict=True)), widths, False)]
+    out += [_line(line, widths, colour) for line in lines]
+    return "\n".join(out) + "\n"
+
+
+def _line(cells: dict[str, str], widths: dict[str, int], colour: bool) -> str:
+    parts = []
+    for column in RUN_COLUMNS:
+        cell = cells[column]
+        if column == RUN_COLUMNS[-1]:
+            parts.append(cell)  # no trailing spaces
+            continue
+        text = cell.rjust(widths[column]) if column in RIGHT_ALIGNED else cell.ljust(widths[column])
+        if colour and column == "status" and cell in COLOURS:
+            text = f"\x1b[{COLOURS[cell]}m{text}\x1b[0m"
+        parts.append(text)
+    return " ".join(parts)
+
+
+def output_width(tty: bool) -> int:
+    """Columns a table may use: the terminal's width on a terminal; when piped, ``COLUMNS`` if set, else 80."""
+    if tty:
+        return shutil.get_terminal_size().columns
+    try:
+        return max(int(os.environ.get("COLUMNS", "")), 20)
+    except ValueError:
+        return 80
 
 
 # --------------------------------------------------------------------------------------------- mmtool report
@@ -280,48 +486,62 @@ def measurements(run: Run, metric: str) -> list[tuple[str, float]]:
     return [(name, value) for name, value in pairs if value is not None]
 
 
-def group(runs: Iterable[Run], metric: str) -> dict[tuple[str, str], list[tuple[Run, float]]]:
+Members = list[tuple[Run, float]]
+
+
+def group(runs: Iterable[Run], metric: str) -> dict[tuple[str, str], Members]:
     """``{(dataset, method): [(run, value)]}`` over the runs' :func:`measurements`, sorted by key."""
-    groups: dict[tuple[str, str], list[tuple[Run, float]]] = {}
+    groups: dict[tuple[str, str], Members] = {}
     for run in runs:
         for method, value in measurements(run, metric):
             groups.setdefault((str(run.dataset), method), []).append((run, value))
     return dict(sorted(groups.items()))
 
 
-def recipe_differences(configs: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
-    """``{key: [distinct values]}`` for every recipe key on which the configs differ, the seeds and
-    :data:`NOT_RECIPE` aside: runs that differ there are not repeats of one experiment."""
-    flat = [_flatten(c) for c in configs]
-    out = {}
-    for key in sorted({k for f in flat for k in f}):
-        if key in SEED_KEYS or any(key == k or key.startswith(k + ".") for k in NOT_RECIPE):
-            continue
-        distinct: list[Any] = []
-        for f in flat:
-            value = f.get(key)
-            if value not in distinct:
-                distinct.append(value)
-        if len(distinct) > 1:
-            out[key] = distinct
-    return out
+def split_setups(members: Members, by: Sequence[str] | None = None) -> list[tuple[dict[str, Any], Members]]:
+    """The runs of one (dataset, method) split into setups, each with the settings that tell it apart:
+    by default runs pool when their :func:`setup` is the same, and the settings shown are the keys on which
+    the setups differ; with ``by``, runs pool when those keys agree, and all of them are shown."""
+    parts: dict[str, Members] = {}
+    for run, value in members:
+        same = [_get(run.config, k) for k in by] if by else setup(run.config)
+        parts.setdefault(json.dumps(same, sort_keys=True, default=str), []).append((run, value))
+    groups = list(parts.values())
+    if by:
+        shown = [{k: _get(g[0][0].config, k) for k in by} for g in groups]
+    else:
+        keys = recipe_differences([g[0][0].config for g in groups])
+        shown = [{k: setup(g[0][0].config).get(k) for k in keys} for g in groups]
+    return sorted(zip(shown, groups, strict=True), key=lambda pair: _order(pair[0]))
 
 
-def summarise_group(dataset: str, method: str, members: Sequence[tuple[Run, float]], metric: str) -> dict[str, Any]:
-    """One report row: mean ± sample std over the group's runs, their seeds, and a note when the runs are
-    not repeats of one recipe (keys that differ beyond the seed) or repeat a seed."""
+def check_group_by(runs: Iterable[Run], by: Sequence[str]) -> None:
+    """A ``--group-by`` key that no run's config.yaml holds is a typo: say so rather than pool everything."""
+    configs = [r.config for r in runs]
+    for key in by:
+        if not any(_has(c, key) for c in configs):
+            raise UserError(f"--group-by {key}: no run's config.yaml has this key (a recipe key, e.g. model.head)")
+
+
+def summarise_group(dataset: str, method: str, members: Members, metric: str,
+                    settings: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """One report row: mean ± sample std over the group's runs, their seeds, the ``settings`` that tell
+    the group apart from others of its (dataset, method), and a note when the runs are not repeats of one
+    setup (keys that differ beyond the seed, possible only with ``--group-by``) or repeat a seed."""
     s = summarise([v for _, v in members])
     seeds = [r.seed for r, _ in members]
     differs = recipe_differences([r.config for r, _ in members])
     notes = []
     if differs:
         notes.append("recipes differ beyond the seed: " + ", ".join(differs))
-    repeated = sorted({x for x in seeds if seeds.count(x) > 1}, key=str)
+    ids = [_seed_values(r.config) for r, _ in members]
+    repeated = sorted({seeds[i] for i, x in enumerate(ids) if ids.count(x) > 1}, key=str)
     if repeated:
         notes.append("seed repeated: " + ", ".join(map(str, repeated)))
     return {
         "dataset": dataset,
         "method": method,
+        "setup": dict(settings or {}),
         "metric": metric,
         "n": s.n,
         "mean": s.mean,
@@ -333,32 +553,56 @@ def summarise_group(dataset: str, method: str, members: Sequence[tuple[Run, floa
     }
 
 
-def report_rows(runs: Iterable[Run], metric: str) -> list[dict[str, Any]]:
-    return [summarise_group(ds, m, members, metric) for (ds, m), members in group(runs, metric).items()]
+def report_rows(runs: Iterable[Run], metric: str, by: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """The report: one row per (dataset, method) and setup (:func:`split_setups`), in that order."""
+    rows = []
+    for (dataset, method), members in group(runs, metric).items():
+        for settings, part in split_setups(members, by):
+            rows.append(summarise_group(dataset, method, part, metric, settings))
+    return rows
 
 
-def to_markdown(rows: Sequence[dict[str, Any]], metric: str) -> str:
-    lines = [
-        f"| dataset | method | {metric} | n | seeds | note |",
-        "|---|---|---|---|---|---|",
-    ]
+def setup_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The setting columns of a report: every key some row is told apart by, in order of first use."""
+    return list(dict.fromkeys(k for row in rows for k in row.get("setup", {})))
+
+
+def _setting(row: dict[str, Any], key: str) -> str:
+    """A row's value of a setting column; empty where the key does not tell the row's runs apart."""
+    return show(row["setup"][key]) if key in row.get("setup", {}) else ""
+
+
+def to_markdown(rows: Sequence[dict[str, Any]], metric: str, by: Sequence[str] | None = None) -> str:
+    """The report as a Markdown table, with a column per setting that tells rows of one method apart."""
+    keys = setup_columns(rows)
+    header = ["dataset", "method", *keys, metric, "n", "seeds", "note"]
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for row in rows:
         std = "—" if row["std"] is None else f"{row['std']:.2f}"
-        cells = [row["dataset"], row["method"], f"{row['mean']:.2f} ± {std}", str(row["n"]),
-                 ", ".join(str(s) for s in row["seeds"]), row["note"]]  # fmt: skip
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"{metric}: mean ± sample standard deviation (n − 1) over the runs of each (dataset, method)."]
+        cells = [row["dataset"], row["method"], *(_setting(row, k) for k in keys), f"{row['mean']:.2f} ± {std}",
+                 str(row["n"]), ", ".join(str(s) for s in row["seeds"]), row["note"]]  # fmt: skip
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    spread = f"{metric}: mean ± sample standard deviation (n − 1) over the runs of each row"
+    if by:
+        lines += ["", f"{spread}: one dataset, method and value of {', '.join(by)} (other differences: note)."]
+    else:
+        lines += ["", f"{spread}: one dataset, method and recipe, seeds aside."]
+        if keys:
+            lines.append(f"{', '.join(keys)}: where runs of one method differ (empty: no difference there).")
     return "\n".join(lines) + "\n"
 
 
 def to_csv(rows: Sequence[dict[str, Any]]) -> str:
+    """The report as CSV, the setting columns after ``method`` (empty where they do not apply)."""
+    keys = setup_columns(rows)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["dataset", "method", "metric", "n", "mean", "std", "seeds", "note"])
+    writer.writerow(["dataset", "method", *keys, "metric", "n", "mean", "std", "seeds", "note"])
     for row in rows:
         std = "" if row["std"] is None else row["std"]
         seeds = " ".join(str(s) for s in row["seeds"])
-        writer.writerow([row["dataset"], row["method"], row["metric"], row["n"], row["mean"], std, seeds, row["note"]])
+        writer.writerow([row["dataset"], row["method"], *(_setting(row, k) for k in keys), row["metric"], row["n"],
+                         row["mean"], std, seeds, row["note"]])  # fmt: skip
     return out.getvalue()
 
 

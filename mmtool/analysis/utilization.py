@@ -127,18 +127,16 @@ def main(argv: list[str] | None = None) -> None:
 
 def _d_speed_at_best(source: str | None) -> float | None:
     """d_speed logged by a training run at its selected (best-validation) epoch, if it logged one."""
-    import json
     from pathlib import Path
 
-    from mmtool.runs import read_json
+    from mmtool.runs import MetricsWriter, read_json
 
     if not source or not (Path(source) / "results.json").is_file() or not (Path(source) / "metrics.jsonl").is_file():
         return None
     best = read_json(Path(source) / "results.json").get("best_epoch")
-    for line in (Path(source) / "metrics.jsonl").read_text().splitlines():
-        row = json.loads(line) if line.strip() else {}
+    for row in MetricsWriter(Path(source) / "metrics.jsonl").read():
         if row.get("epoch") == best and "d_speed" in row:
-            return float(row["d_speed"])
+            return float("nan") if row["d_speed"] is None else float(row["d_speed"])  # null: not finite when logged
     return None
 
 

@@ -1,17 +1,20 @@
 """Checkpoints: plain tensors and dicts, written atomically, loaded with ``weights_only=True``.
 
 Every file is written to a temporary sibling, flushed to disk and renamed over its target, so a crash at
-any point of a save leaves the previous complete file in place. ``last.pt`` is rotated to
-``last.prev.pt`` before it is replaced, and :func:`latest_good` skips a truncated, empty or unreadable
-``last.pt`` (naming it in a warning) for the one before. Loading never executes a pickled payload: a file
-that holds anything but tensors and plain containers is refused with one line naming the global it
-asked for, and a damaged file is one line naming the file, never a raw ``EOFError`` or torch's advice to
-turn ``weights_only`` off.
+any point of a save leaves the previous complete file in place. A new ``last.pt`` is written to its
+temporary file first; only once it is complete is ``last.pt`` rotated to ``last.prev.pt`` (and so on) and
+the new one renamed into place, so a save that fails at any point (a full disk, a folder turned read-only)
+leaves the previous checkpoint resumable. :func:`latest_good` skips a truncated, empty or unreadable
+``last.pt`` (naming it in a warning) for the one before, and refuses, naming them, when every one is
+damaged. When a run completes, :func:`compact_last` cuts ``last.pt`` down to the weights and counters.
+
+Loading never executes a pickled payload: a file that holds anything but tensors and plain containers is
+refused with one line naming the global it asked for, and a damaged file is one line naming the file,
+never a raw ``EOFError`` or torch's advice to turn ``weights_only`` off.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 from pathlib import Path
@@ -22,7 +25,7 @@ import torch
 from mmtool.errors import UserError
 from mmtool.faults import fault_point
 from mmtool.models import MultiModalNet, build_model
-from mmtool.runs import atomic_write
+from mmtool.runs import atomic_write, writing
 
 LAST, BEST, COMPLETE = "last.pt", "best.pt", "COMPLETE"
 PREVIOUS = "last.prev.pt"  # the resumable checkpoint before the current one
@@ -41,19 +44,32 @@ def resumable(ckpt_dir: Path, keep: int = 2) -> list[Path]:
 
 def save_last(ckpt_dir: Path, state: dict[str, Any], keep: int = 2) -> None:
     """Write the resumable checkpoint ``last.pt``, keeping the ``keep - 1`` before it (``last.prev.pt``, ...,
-    oldest dropped): with ``keep >= 2`` a save that dies half-way always leaves a complete one behind."""
+    oldest dropped). The new file is complete on disk before anything is rotated: a save that dies or is
+    refused at any point leaves the previous checkpoint as ``last.pt`` (or, once rotated, ``last.prev.pt``)."""
     from mmtool.runs import is_writer
 
     if not is_writer():
         return
     chain = resumable(ckpt_dir, max(keep, 1))
+
+    def write(fh) -> None:
+        fault_point("save_last")  # tests: a second signal, a kill or a full disk in the middle of the save
+        torch.save(state, fh)
+
+    atomic_write(chain[0], write, before_replace=lambda: _rotate(chain))
     for older in _older_than(ckpt_dir, len(chain)):
-        older.unlink(missing_ok=True)  # a larger keep_last before: retention is what the recipe says now
+        with writing(older, "remove"):  # a larger keep_last before: retention is what the recipe says now
+            older.unlink(missing_ok=True)
+
+
+def _rotate(chain: list[Path]) -> None:
+    """``last.prev.pt`` -> ``last.prev2.pt``, ..., then ``last.pt`` -> ``last.prev.pt`` (oldest first, so a
+    failure half-way loses no checkpoint but the oldest)."""
     for newer, older in zip(chain[-2::-1], chain[:0:-1], strict=True):
         if newer.exists():
-            os.replace(newer, older)
-    fault_point("save_last")  # tests: a second signal, or a kill, in the middle of the save
-    save_checkpoint(chain[0], state)
+            with writing(older):
+                fault_point("checkpoint_rotate")  # tests: checkpoints/ turning read-only (checkpoint_rotate:1:erofs)
+                newer.replace(older)
 
 
 def _older_than(ckpt_dir: Path, keep: int) -> list[Path]:
@@ -67,7 +83,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
     if path.stat().st_size == 0:
-        raise UserError(f"checkpoint {path} is empty (a save that never finished); delete it or resume from another")
+        raise UserError(f"checkpoint {path} is empty (a save that never finished); {_what_to_do(path)}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001  (torch raises many types for a bad file; all mean the same here)
@@ -75,6 +91,18 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(state, dict):
         raise UserError(f"checkpoint {path} holds a {type(state).__name__}, not an mmtool checkpoint")
     return state
+
+
+def damaged(path: Path) -> str | None:
+    """Why the checkpoint at ``path`` cannot be loaded (:func:`load_checkpoint`'s one line), or None when it
+    loads or does not exist."""
+    if not Path(path).is_file():
+        return None
+    try:
+        load_checkpoint(path)
+    except UserError as err:
+        return str(err)
+    return None
 
 
 def _why_unreadable(path: Path, err: Exception) -> str:
@@ -85,21 +113,67 @@ def _why_unreadable(path: Path, err: Exception) -> str:
             f"checkpoint {path} holds a pickled object ({unsafe.group(1)}); mmtool loads plain tensors only and "
             "refuses to run code from a checkpoint"
         )
-    return f"checkpoint {path} is truncated or not a checkpoint ({type(err).__name__}); resume from another one"
+    return f"checkpoint {path} is truncated or not a checkpoint ({type(err).__name__}); {_what_to_do(path)}"
+
+
+def _what_to_do(path: Path) -> str:
+    """What a damaged checkpoint means for its run, by its kind."""
+    if path.name.startswith("last"):
+        return "`--resume` falls back to an older last*.pt when there is one"
+    if path.name == BEST:
+        return ("`--resume` writes it again from last.pt where that still holds the best weights (an unfinished "
+                "run, or one with train.keep_optimizer); otherwise train again or restore the file")  # fmt: skip
+    return "restore the file or write it again"
 
 
 def latest_good(ckpt_dir: Path) -> dict[str, Any] | None:
-    """The newest readable resumable checkpoint (``last.pt``, else ``last.prev.pt``, ...), or None. A file
-    that cannot be read is skipped with a warning naming it."""
+    """The newest readable resumable checkpoint (``last.pt``, else ``last.prev.pt``, ...), or None when
+    there is none. A file that cannot be read is skipped with a warning naming it; when every one is
+    damaged, a :class:`UserError` names them (restarting from epoch 0 is the user's call, not a silent one)."""
     kept = len(list(Path(ckpt_dir).glob("last.prev*.pt"))) + 1
+    damaged: list[UserError] = []
     for path in resumable(ckpt_dir, kept + 1):
         if not path.exists():
             continue
         try:
-            return load_checkpoint(path)
+            state = load_checkpoint(path)
         except UserError as err:
-            print(f"warning: {err}; trying an older one", file=sys.stderr)
+            damaged.append(err)
+            continue
+        for err in damaged:
+            print(f"warning: {err}; resuming from {path.name}", file=sys.stderr)
+        return state
+    if damaged:
+        names = ", ".join(p.name for p in resumable(ckpt_dir, kept + 1) if p.exists())
+        raise UserError(
+            f"every resumable checkpoint in {ckpt_dir} is damaged ({names}); start a new run, or move them out "
+            f"of {ckpt_dir} to restart this run from epoch 0"
+        )
     return None
+
+
+# what a finished run's last.pt keeps: how training ended, a few kilobytes. Not the final weights: the run's
+# weights are best.pt's (selected on validation); train.keep_optimizer keeps everything (to train on from it)
+SMALL = ("epoch", "step", "spec", "best_epoch", "best_val")
+
+
+def compact_last(ckpt_dir: Path, keep_optimizer: bool = False) -> None:
+    """For a finished training (``COMPLETE`` written): remove the older rotations (``last.prev*.pt``) and,
+    unless ``keep_optimizer``, cut ``last.pt`` down to :data:`SMALL` (the counters: no weights, optimizer,
+    scheduler, scaler, random or method state), marked ``complete``.
+    best.pt is untouched. A ``last.pt`` that cannot be read is left as it is (the run is complete without it)."""
+    ckpt_dir = Path(ckpt_dir)
+    last = ckpt_dir / LAST
+    try:
+        state = load_checkpoint(last) if last.is_file() and not keep_optimizer else None
+    except UserError:
+        return
+    for older in ckpt_dir.glob("last.prev*.pt"):  # first: their space is what the smaller file is written in
+        with writing(older, "remove"):
+            older.unlink(missing_ok=True)
+    if state is None or state.get("complete"):
+        return
+    save_checkpoint(last, {**{k: state[k] for k in SMALL if k in state}, "complete": True})
 
 
 def snapshot_path(ckpt_dir: Path, epoch: int) -> Path:

@@ -8,7 +8,8 @@ run never shows an epoch twice. Only the writing process (rank 0) writes.
 
 TensorBoard is an optional extra (``pip install 'mmtool[tensorboard]'``): asking for it without the
 package is a one-line error before training starts. Its events go to ``<run>/tensorboard/``:
-``tensorboard --logdir runs/`` shows every run.
+``tensorboard --logdir runs/`` shows every run. A write the file system refuses, in any of them, is one
+line naming the file or folder (:func:`~mmtool.runs.writing`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from mmtool.errors import UserError
-from mmtool.runs import MetricsWriter, atomic_write_text, is_writer
+from mmtool.faults import fault_point
+from mmtool.runs import MetricsWriter, atomic_write_text, is_writer, writing
 
 LOGGERS = ("jsonl", "csv", "tensorboard")
 
@@ -56,8 +58,9 @@ class MetricLoggers:
 
     def close(self) -> None:
         if self.tensorboard is not None:
-            self.tensorboard.close()
-            self.tensorboard = None
+            writer, self.tensorboard = self.tensorboard, None
+            with writing(self.out_dir / "tensorboard"):
+                writer.close()
 
     def _write_csv(self) -> None:
         """``metrics.csv`` rewritten from ``metrics.jsonl``: a column per key ever logged, in first-seen order
@@ -68,18 +71,22 @@ class MetricLoggers:
         writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(records)
-        atomic_write_text(self.out_dir / "metrics.csv", buf.getvalue())
+        with writing(self.out_dir / "metrics.csv"):
+            fault_point("logger_write")  # tests: MMTOOL_FAULT=logger_write:1:enospc (csv or tensorboard)
+            atomic_write_text(self.out_dir / "metrics.csv", buf.getvalue())
 
     def _write_tensorboard(self, record: dict[str, Any]) -> None:
         epoch = int(record["epoch"])
-        if self.tensorboard is None:  # events from this epoch on, left by an interrupted attempt, are purged
-            folder = self.out_dir / "tensorboard"
-            _after_earlier_event_files(folder)
-            self.tensorboard = _summary_writer_class()(log_dir=str(folder), purge_step=epoch)
-        for key, value in record.items():
-            if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):
-                self.tensorboard.add_scalar(_tag(key), value, epoch)
-        self.tensorboard.flush()
+        folder = self.out_dir / "tensorboard"
+        with writing(folder):
+            fault_point("logger_write")
+            if self.tensorboard is None:  # events from this epoch on, left by an interrupted attempt, are purged
+                _after_earlier_event_files(folder)
+                self.tensorboard = _summary_writer_class()(log_dir=str(folder), purge_step=epoch)
+            for key, value in record.items():
+                if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self.tensorboard.add_scalar(_tag(key), value, epoch)
+            self.tensorboard.flush()
 
 
 def _after_earlier_event_files(folder: Path) -> None:

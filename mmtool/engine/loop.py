@@ -11,7 +11,11 @@ same batches. Device, precision (autocast, fp16 gradient scaling) and memory for
 :class:`~mmtool.engine.runtime.Runtime`. The loop never waits for the device inside an epoch: a step
 keeps references to its losses, read back in one transfer every ``train.log_every`` steps and at the end
 of the epoch; a non-finite loss is noticed then, and reported with the epoch, the first bad step and the loss terms
-that were not finite, before anything is validated or saved.
+that were not finite, before anything is validated or saved (one line, :class:`NonFiniteLoss`).
+
+A resume continues from the newest readable ``last*.pt``; a damaged ``best.pt`` is written again from the
+copy of the best weights that ``last.pt`` keeps, and a run whose every ``last*.pt`` is damaged is refused
+(naming them) rather than restarted. A run that completed is not trained again: ``--resume`` only scores it.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from mmtool.engine.checkpoint import (
     BEST,
     COMPLETE,
     LAST,
+    damaged,
     latest_good,
     load_checkpoint,
     load_model,
@@ -50,7 +55,7 @@ from mmtool.engine.runtime import Runtime
 from mmtool.errors import Interrupted, UserError
 from mmtool.faults import armed
 from mmtool.models import MultiModalNet, build_model
-from mmtool.runs import write_json
+from mmtool.runs import write_json, writing
 
 
 @dataclass
@@ -96,7 +101,8 @@ def fit(
     runtime = Runtime.of(runtime, cfg)
     ckpt_dir = out_dir / "checkpoints"
     if runtime.is_main:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        with writing(ckpt_dir, "create"):
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
     metrics = MetricLoggers(out_dir, cfg.loggers)
     runtime.prepare_model(model)
     method.setup(model)  # attaches the method's trainable extras to the model, before the optimizer sees it
@@ -110,8 +116,10 @@ def fit(
     resumed = None
     if resume:
         if (ckpt_dir / COMPLETE).exists():
-            return _finished(ckpt_dir)
+            return _finished(ckpt_dir, spec, runtime.is_main)
         last = latest_good(ckpt_dir)  # last.pt, or an older one when last.pt is damaged
+        if last is not None and last.get("complete"):  # a finished run's small last.pt (its marker lost)
+            return FitResult(last["best_epoch"], last["best_val"], last["epoch"], last["epoch"])
         if last is not None:
             resumed = _restore(last, model, opt, sched, scaler, method, state, runtime)
             metrics.truncate_after(resumed)
@@ -227,12 +235,18 @@ def _mark_best(state: _State, model, epoch: int, val: dict, spec: dict, ckpt_dir
 
 
 def _rewind_best(ckpt_dir: Path, state: _State, spec: dict) -> None:
-    """After a resume, best.pt must be the best of the epochs kept, not of the epochs being redone."""
+    """After a resume, best.pt must be the best of the epochs kept, not of the epochs being redone; a
+    damaged best.pt is written again from the copy in last.pt (with a warning naming it)."""
     best = ckpt_dir / BEST
-    if best.exists() and load_checkpoint(best)["epoch"] == state.best_epoch:
-        return
+    try:
+        if best.exists() and load_checkpoint(best)["epoch"] == state.best_epoch:
+            return
+    except UserError as err:
+        print(f"warning: {str(err).split(';')[0]}; writing it again from the best weights kept in last.pt",
+              file=sys.stderr)  # fmt: skip
     if state.best_weights is None:
-        best.unlink(missing_ok=True)
+        with writing(best, "remove"):
+            best.unlink(missing_ok=True)
         return
     save_checkpoint(best, {"model": state.best_weights, "spec": spec, "epoch": state.best_epoch, "val": state.best_val})
 
@@ -311,6 +325,11 @@ def _oom_message(epoch: int, step: int, cfg: TrainConfig, runtime: Runtime) -> s
     return f"out of memory at epoch {epoch}, step {step} on {runtime.device}: lower {', or '.join(lower)}"
 
 
+class NonFiniteLoss(UserError, FloatingPointError):
+    """A loss that was not finite: the CLI's one line with the epoch, the step and the terms to blame (a
+    setting to change, not a bug: a :class:`UserError`, and a ``FloatingPointError`` for callers of fit)."""
+
+
 class _LossSums:
     """Running, sample-weighted loss sums and the first step whose loss was not finite. A step only keeps
     references to its (detached) loss tensors; :meth:`check` stacks them on their device, reads them back
@@ -359,7 +378,7 @@ class _LossSums:
         values = dict(zip(self.names or [], row, strict=True))
         bad = [k for k, v in values.items() if not math.isfinite(v) and k != "loss"] or ["loss"]
         detail = ", ".join(f"{k}={v}" for k, v in values.items())
-        raise FloatingPointError(
+        raise NonFiniteLoss(
             f"non-finite loss at epoch {epoch}, step {step} in {', '.join(bad)} ({detail}); "
             "lower optim.lr or check the inputs"
         )
@@ -460,11 +479,28 @@ def _restore(ckpt, model, opt, sched, scaler, method, state: _State, runtime: Ru
     return ckpt["epoch"]
 
 
-def _finished(ckpt_dir: Path) -> FitResult:
+def _finished(ckpt_dir: Path, spec: dict, writer: bool) -> FitResult:
+    """The result of a training that completed (``COMPLETE``), for a ``--resume`` that only scores it.
+    A damaged best.pt is written again from the best weights in last.pt when it still holds them (a run
+    with ``train.keep_optimizer``, or one stopped before its last.pt was cut down); else the one line
+    names it and says what to do."""
     import json
 
     done = json.loads((ckpt_dir / COMPLETE).read_text())
-    return FitResult(done["best_epoch"], done["best_val"], done["epochs"], done["epochs"])
+    result = FitResult(done["best_epoch"], done["best_val"], done["epochs"], done["epochs"])
+    problem = damaged(ckpt_dir / BEST)
+    if problem is None or not writer:
+        return result
+    try:
+        copy = load_checkpoint(ckpt_dir / LAST).get("best_model")
+    except UserError:
+        copy = None
+    if not copy:
+        raise UserError(problem)  # it says what to do for a finished run
+    print(f"warning: {problem.split(';')[0]}; writing it again from the best weights kept in last.pt", file=sys.stderr)
+    best = {"model": copy, "spec": spec, "epoch": done["best_epoch"], "val": done["best_val"]}
+    save_checkpoint(ckpt_dir / BEST, best)
+    return result
 
 
 class _progress:

@@ -20,7 +20,7 @@ import torch
 from mmtool.analysis import plots
 from mmtool.config import DataConfig, Recipe, load_recipe, relative_to_recipe, save_recipe
 from mmtool.data import ArraySource, Dataset, load_dataset
-from mmtool.engine.checkpoint import LAST, list_snapshots, load_model, model_from_checkpoint
+from mmtool.engine.checkpoint import COMPLETE, compact_last, list_snapshots, load_model, model_from_checkpoint
 from mmtool.engine.evaluate import evaluate_splits
 from mmtool.engine.inference import encode_only, run_inference
 from mmtool.engine.loop import fit, selected_model
@@ -33,7 +33,9 @@ from mmtool.paths import runs_root
 from mmtool.runs import (
     COMMANDS,
     begin_session,
+    created_runs,
     end_session,
+    has_progress,
     is_writer,
     lock_run,
     new_run_dir,
@@ -47,8 +49,9 @@ from mmtool.runs import (
 
 
 def start_run(recipe: Recipe, stage: str, tag: str, run_dir: str | Path | None) -> Path:
-    """Create the run directory, take its lock, and write config.yaml and env.json into it. The runtime is
-    checked first: a device or precision this machine lacks stops the command before any folder exists."""
+    """Create the run directory, take its lock, and write config.yaml and env.json into it (with the
+    sha256 of config.yaml, which ``--resume`` checks). The runtime is checked first: a device or precision
+    this machine lacks stops the command before any folder exists."""
     runtime = Runtime.from_config(recipe.train)
     if not runtime.is_main:  # under torchrun, rank 0 creates the folder and every rank uses its path
         return Path(runtime.broadcast_object(None))
@@ -56,7 +59,7 @@ def start_run(recipe: Recipe, stage: str, tag: str, run_dir: str | Path | None) 
         path = new_run_dir(runs_root(recipe.runs_root), stage, recipe.data.name, tag, run_dir)
         lock_run(path)
         save_recipe(recipe, path / "config.yaml")
-        write_env(path, recipe.train.seed, runtime.describe())
+        write_env(path, recipe.train.seed, {**runtime.describe(), CONFIG_SHA256: _sha256(path / "config.yaml")})
     except BaseException:
         runtime.broadcast_object(None)  # the other ranks stop too (each with its own line)
         raise
@@ -71,26 +74,37 @@ def new_run(recipe: Recipe, stage: str, tag: str, run_dir: str | Path | None) ->
     path is announced on stderr when it starts and, with its outcome, when it ends; the outcome is recorded
     in the run (sessions.json, and failed.json for an error) for `mmtool runs`."""
     existed = run_dir is not None and Path(run_dir).exists()
-    path = start_run(recipe, stage, tag, run_dir)
+    made = len(created_runs())
+    try:
+        path = start_run(recipe, stage, tag, run_dir)
+    except BaseException as err:
+        for folder in created_runs()[made:]:  # made before the start failed (a full disk at config.yaml, say)
+            _discard(folder, err)
+        raise
     began = None
     try:
         began = begin_session(path)
         _announce(path)
         yield path
     except BaseException as err:
-        if not existed and is_writer() and not _has_progress(path):
-            unlock_run(path)
-            shutil.rmtree(path, ignore_errors=True)
-            for parent in (path.parent, path.parent.parent):  # runs/<stage>/ and runs/, when this left them empty
-                try:
-                    parent.rmdir()
-                except OSError:
-                    break
-            _announce(path, f"{_outcome(err)[0]}, nothing kept")
+        if not existed and is_writer() and not has_progress(path):
+            _discard(path, err)
         else:
             _close(path, began, err)
         raise
     _close(path, began, None)
+
+
+def _discard(path: Path, err: BaseException) -> None:
+    """Remove the folder of a run that failed before it made progress, and say so."""
+    unlock_run(path)
+    shutil.rmtree(path, ignore_errors=True)
+    for parent in (path.parent, path.parent.parent):  # runs/<stage>/ and runs/, when this left them empty
+        try:
+            parent.rmdir()
+        except OSError:
+            break
+    _announce(path, f"{_outcome(err)[0]}, nothing kept")
 
 
 @contextmanager
@@ -134,19 +148,14 @@ def _announce(path: Path, outcome: str | None = None) -> None:
     print(f"run: {path}" + (f" ({outcome})" if outcome else ""), file=sys.stderr, flush=True)
 
 
-def _has_progress(path: Path) -> bool:
-    """Whether a run folder holds anything worth resuming: results, a logged epoch or a checkpoint."""
-    if (path / "results.json").exists() or any(path.rglob(LAST)):
-        return True
-    return any(p.stat().st_size > 0 for p in path.rglob("metrics.jsonl"))
-
-
 def resume_run(run_dir: str | Path, stage: str, overrides: list[str] | None = None, method: str | None = None
                ) -> tuple[Path, Recipe]:  # fmt: skip
     """Re-open a run directory for ``--resume``: its lock, and its recipe exactly as it was. A resume that
     asks for anything else (another stage, method or recipe value) is refused, listing each change:
-    continuing a run under other settings would leave a config.yaml describing a run that never happened."""
+    continuing a run under other settings would leave a config.yaml describing a run that never happened.
+    So is a config.yaml edited since the run started (see :func:`check_unedited`)."""
     path = require_run(run_dir, "--resume", "--resume")
+    check_unedited(path, stage)
     saved = load_recipe(path / "config.yaml")
     changes = []
     if saved.stage != stage:
@@ -166,10 +175,59 @@ def resume_run(run_dir: str | Path, stage: str, overrides: list[str] | None = No
     return path, saved
 
 
+CONFIG_SHA256 = "config_sha256"  # env.json key: config.yaml's hash when the run started
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def check_unedited(path: Path, stage: str) -> None:
+    """Refuse to resume a run whose config.yaml changed since it started: the checkpoints were trained
+    under the recorded recipe, and a resume under another would describe a run that never happened. A run
+    started before the hash was recorded is taken as it is."""
+    env = read_json(path / "env.json") if (path / "env.json").is_file() else {}
+    started = env.get(CONFIG_SHA256) if isinstance(env, dict) else None
+    if started is None:
+        return
+    now = _sha256(path / "config.yaml")
+    if now != started:
+        raise UserError(
+            f"{path / 'config.yaml'} was edited after the run started (sha256 {started[:12]} then, {now[:12]} now); "
+            f"put it back or start a new run with that recipe: {COMMANDS.get(stage, 'mmtool ' + stage)} "
+            f"-r {path / 'config.yaml'}"
+        )
+
+
+def check_resume_recipe(run_dir: str | Path, stage: str, wanted: Recipe, given: str) -> None:
+    """Refuse ``--resume`` together with a recipe (``given``: what named it, e.g. ``-r other.yaml``) that is
+    not the run's own, listing the differences (old -> new); the same recipe is accepted, so that a
+    command line with ``--resume RUN`` added continues the run it started."""
+    path = require_run(run_dir, "--resume", "--resume")
+    check_unedited(path, stage)
+    saved = load_recipe(path / "config.yaml")
+    changes = [f"{k}: {a!r} -> {b!r}" for k, (a, b) in _flat_diff(saved.to_dict(), wanted.to_dict()).items()]
+    if changes:
+        raise UserError(
+            f"--resume {path}: {given} is not the recipe of the run ({'; '.join(changes)}); resume it as it is "
+            f"({COMMANDS.get(stage, 'mmtool ' + stage)} --resume {path}), or start a new run"
+        )
+
+
+class _Unset:
+    """A key one recipe does not have (another method's parameter), shown as ``unset`` in a diff."""
+
+    def __repr__(self) -> str:
+        return "unset"
+
+
 def _flat_diff(a: dict, b: dict, prefix: str = "") -> dict[str, tuple]:
+    """``{dotted key: (value in a, value in b)}`` for every key whose values differ."""
     out: dict[str, tuple] = {}
     for key in sorted(set(a) | set(b)):
-        x, y = a.get(key), b.get(key)
+        x, y = a.get(key, _Unset()), b.get(key, _Unset())
         if isinstance(x, dict) and isinstance(y, dict):
             out.update(_flat_diff(x, y, f"{prefix}{key}."))
         elif x != y:
@@ -179,7 +237,10 @@ def _flat_diff(a: dict, b: dict, prefix: str = "") -> dict[str, tuple]:
 
 def finish(run_dir: Path, result: dict) -> dict:
     """Write ``results.json``: the stage's numbers, plus where and how they were computed (device,
-    precision, threads and processes, from env.json) and the wall time of the command that finished it."""
+    precision, threads and processes, from env.json) and the wall time of the command that finished it.
+    First, each finished training's older last.prev*.pt are removed and its last.pt is cut down to the
+    weights and counters unless the recipe sets ``train.keep_optimizer``
+    (:func:`~mmtool.engine.checkpoint.compact_last`)."""
     result = _rounded(result)
     result["run_dir"] = str(run_dir)
     env = read_json(run_dir / "env.json") if (run_dir / "env.json").is_file() else {}
@@ -187,6 +248,10 @@ def finish(run_dir: Path, result: dict) -> dict:
     held = seconds_held(run_dir)
     if held is not None:
         result["wall_seconds"] = round(held, 1)
+    if is_writer():
+        keep = load_recipe(run_dir / "config.yaml").train.keep_optimizer
+        for marker in sorted(run_dir.rglob(COMPLETE)):
+            compact_last(marker.parent, keep)
     write_json(run_dir / "results.json", result)
     return result
 
@@ -470,8 +535,8 @@ def _store(folder: Path, key: str, split: str, feats: dict[str, torch.Tensor]) -
         for m, f in feats.items():
             save_npy(base / f"{split}-{m}.npy", f.numpy())
         write_json(base / f"{split}.json", {**_fingerprint(folder), "modalities": list(feats)})
-    except OSError:
-        return
+    except (OSError, UserError) as err:  # atomic writes report a refused write as a UserError
+        print(f"warning: features not cached ({str(err).split(';')[0]})", file=sys.stderr)
 
 
 def unimodal_predictions(

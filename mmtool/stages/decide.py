@@ -99,7 +99,12 @@ def _summary(r: dict) -> list[str]:
         f"difference {ci['diff']:+.2f} points, {ci['confidence']:.0%} paired bootstrap interval "
         f"[{ci['low']:+.2f}, {ci['high']:+.2f}]",
     ]
-    if r["coin_flip"]:
+    if ci["low"] == ci["high"] == ci["diff"] == 0:  # not an interval around zero: no sample tells them apart
+        lines.append(
+            "the interval is a single point at zero: both are right and wrong on exactly the same test samples, "
+            f"so this test set cannot tell them apart; on the tie the rule picks {r['verdict']}"
+        )
+    elif r["coin_flip"]:
         lines.append(
             "the interval spans zero: the rule picks " + r["verdict"] + ", but on this test set the call is a coin flip"
         )

@@ -41,10 +41,17 @@ def run(recipe: Recipe, run_dir: Path, resume: bool = False) -> dict:
         scores = train_and_evaluate(recipe, data, modalities, run_dir, resume, name, teachers)
     summary = [
         f"{name} on {data.name}: test {scores['test_accuracy']:.2f}%  "
-        f"(val {scores['val_accuracy']:.2f}%, best epoch {scores['best_epoch']})"
+        f"(val {scores['val_accuracy']:.2f}%, {_how(scores)})"
     ]
     result = {"stage": "train", "dataset": data.name, "method": name, **scores, "summary": summary}
     return finish(run_dir, result)
+
+
+def _how(scores: dict) -> str:
+    """How the model was selected: its best validation epoch, or that nothing was trained."""
+    if "assembled_from" in scores:  # no epoch was run, so none was best
+        return "trains nothing: averages the uni-modal models' predictions"
+    return f"best epoch {scores['best_epoch']}"
 
 
 def assemble_ensemble(
@@ -70,7 +77,7 @@ def assemble_ensemble(
     splits = {k: s.select(modalities) for k, s in data.splits.items()}
     scores = evaluate_splits(runtime.prepare_model(model.eval()), splits, data.num_classes, runtime)
     plots.confusion(scores["test_confusion"], run_dir / "plots" / "confusion.png", f"UME on {data.name}, test")
-    return {"best_epoch": 0, "assembled_from": str(recipe.teachers), **scores}
+    return {"assembled_from": str(recipe.teachers), **scores}  # no best_epoch: no epoch was trained
 
 
 def ensemble_spec(teachers: dict[str, MultiModalNet]) -> dict:

@@ -165,7 +165,8 @@ def test_killed_run_resumes_exactly(chain, method):
                                                        "-r", str(REPO / "recipes/_base/tiny.yaml")]  # fmt: skip
     extra = ["--teachers", "pre"] if method == "umt" else []
     args = ["train", method, *recipe, *extra, "train.epochs=8", "train.batch_size=100", "train.eval_every=1",
-            "train.checkpoint_every=0", "train.checkpoint_every_steps=6"]  # fmt: skip
+            "train.checkpoint_every=0", "train.checkpoint_every_steps=6",
+            "train.keep_optimizer=true"]  # fmt: skip  (last.pt keeps the final weights, compared below)
     whole, killed_dir = f"whole-{method}", f"killed-{method}"
     mmtool(chain, *args, "--run-dir", whole)
     step = KILL_STEPS[method]
@@ -192,7 +193,8 @@ def test_a_signal_saves_within_one_step_and_resumes_exactly(chain, fault, code, 
     """SIGTERM (a scheduler's preemption; here with a Ctrl-C arriving in the middle of the save) or SIGINT
     after step N: a checkpoint at step N, one line naming it and the resume command, exit 143 / 130; the
     resumed run is the uninterrupted one."""
-    args = ["train", "naive", "-d", "tiny", "train.epochs=4", "train.batch_size=100", "train.eval_every=1"]
+    args = ["train", "naive", "-d", "tiny", "train.epochs=4", "train.batch_size=100", "train.eval_every=1",
+            "train.keep_optimizer=true"]  # a finished run's last.pt then keeps the final weights, compared below
     whole, stopped = f"whole-{code}", f"stopped-{code}"
     mmtool(chain, *args, "--run-dir", whole)
     env = {**os.environ, "MMTOOL_RECIPES": str(REPO / "recipes"), "PYTHONPATH": str(REPO), "MMTOOL_FAULT": fault}

@@ -18,7 +18,8 @@ import torch
 from tests.e2e.cli import run_cli
 
 REPO = Path(__file__).resolve().parents[2]
-EPOCHS = ["train.epochs=10", "train.eval_every=5", "train.checkpoint_every=0"]
+# keep_optimizer: a finished run's last.pt keeps its final weights, which the tests compare
+EPOCHS = ["train.epochs=10", "train.eval_every=5", "train.checkpoint_every=0", "train.keep_optimizer=true"]
 
 pytestmark = pytest.mark.skipif(
     not torch.distributed.is_available() or shutil.which("torchrun") is None, reason="needs torch.distributed"

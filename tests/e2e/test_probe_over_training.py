@@ -14,7 +14,8 @@ def test_probe_curves_follow_snapshots(tmp_path):
     mmtool(
         tmp_path, "pretrain-unimodal", "-d", "tiny", "train.epochs=30", "train.snapshot_every=15", "--run-dir", "uni"
     )
-    mmtool(tmp_path, "train", "naive", "-d", "tiny", "train.epochs=30", "train.snapshot_every=10", "--run-dir", "fused")
+    mmtool(tmp_path, "train", "naive", "-d", "tiny", "train.epochs=30", "train.snapshot_every=10",
+           "train.keep_optimizer=true", "--run-dir", "fused")  # last.pt then keeps the final weights
     snaps = sorted(p.name for p in (tmp_path / "fused" / "checkpoints").glob("epoch_*.pt"))
     assert snaps == ["epoch_000010.pt", "epoch_000020.pt", "epoch_000030.pt"]
     # the last snapshot is the final model: its weights equal last.pt's

@@ -54,7 +54,8 @@ def uninterrupted(ucf):
     """The reference run of the kill tests: read in this process (0 workers); an epoch is the same with any
     number of workers, so it is the reference for both."""
     args = ["train", "naive", "-d", "ucf101", "-r", SMOKE_UCF, "train.epochs=2", "train.batch_size=2",
-            "train.checkpoint_every_steps=3", "train.eval_every=1"]  # fmt: skip
+            "train.checkpoint_every_steps=3", "train.eval_every=1",
+            "train.keep_optimizer=true"]  # fmt: skip  (a finished last.pt keeps the final weights, compared)
     mmtool(ucf, *args, "--run-dir", "whole")
     return args
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 import statistics
 from pathlib import Path
 
@@ -67,7 +68,7 @@ def test_runs_lists_status_numbers_and_wall_time_by_start(tree):
     cwd, _, paths = tree
     lock_run(cwd / paths["b"])  # as a command working on b would: b is running
     try:
-        rows = json.loads(mmtool(cwd, "runs").stdout)  # stdout is not a terminal: JSON
+        rows = json.loads(mmtool(cwd, "runs", "--json").stdout)
     finally:
         unlock_run(cwd / paths["b"])
     assert [r["path"] for r in rows] == [paths[k] for k in ("a", "b", "c", "failed", "interrupted")]
@@ -84,6 +85,18 @@ def test_runs_lists_status_numbers_and_wall_time_by_start(tree):
         else:
             assert row["test_accuracy"] is None
     assert rows[3]["error"].startswith("InjectedFault")
+
+
+def test_runs_piped_is_a_plain_table_of_80_columns(tree):
+    cwd, _, paths = tree
+    out = mmtool(cwd, "runs", env={"COLUMNS": ""}).stdout  # stdout is not a terminal: still a table
+    lines = out.splitlines()
+    assert lines[0].split() == ["stage", "dataset", "method", "seed", "status", "val", "test", "wall", "path"]
+    assert len(lines) == 6 and "\x1b" not in out and max(len(line) for line in lines) <= 80
+    # the failed run validated every epoch: the others show the setting in which they differ from it
+    assert lines[1].split()[:6] == ["train", "synth-gamma", "naive", "eval_every=5", "1", "complete"]
+    assert lines[4].split()[:4] == ["train", "synth-gamma", "naive", "eval_every=1"]
+    assert lines[1].split()[-1] in (paths["a"], "…/a")
 
 
 def test_runs_filters_and_empty_selections(tree):
@@ -129,3 +142,41 @@ def test_report_of_nothing_finished_is_one_line(tree):
     assert "runs/train/failed, runs/train/interrupted (2 runs found)" in none.stderr
     fmt = mmtool(cwd, "report", "runs", "--format", "xlsx", check=False)
     assert fmt.returncode == 2 and "--format must be md, csv or json" in fmt.stderr
+
+
+@pytest.fixture(scope="module")
+def heads(tree):
+    """Under heads/: the tree's runs a and b (tiny's MLP head, seeds 1 and 2), and a linear-head and an
+    attention-head run of seed 1: three setups of method naive that differ only in model.head."""
+    cwd, _, paths = tree
+    for name in ("a", "b"):
+        shutil.copytree(cwd / paths[name], cwd / "heads" / f"mlp-{name}")
+    for head in ("linear", "attention"):
+        _train(cwd, 1, f"model.head={head}", "--run-dir", f"heads/{head}")
+    return cwd
+
+
+def test_report_gives_one_row_per_setup_and_pools_seeds(heads):
+    cwd = heads
+    rows = json.loads(mmtool(cwd, "report", "heads", "--format", "json").stdout)
+    assert [(r["method"], r["setup"], r["n"], r["seeds"]) for r in rows] == [
+        ("naive", {"model.head": "attention"}, 1, [1]),
+        ("naive", {"model.head": "linear"}, 1, [1]),
+        ("naive", {"model.head": "mlp"}, 2, [1, 2]),
+    ]  # fmt: skip
+    acc = [_results(cwd, f"heads/mlp-{k}")["test_accuracy"] for k in ("a", "b")]
+    assert rows[2]["mean"] == pytest.approx(statistics.mean(acc)) and rows[2]["note"] == ""
+    md = mmtool(cwd, "report", "heads").stdout.splitlines()
+    assert md[0] == "| dataset | method | model.head | test_accuracy | n | seeds | note |"
+    assert [line.split(" | ")[2] for line in md[2:5]] == ["attention", "linear", "mlp"]
+    pooled = json.loads(mmtool(cwd, "report", "heads", "--group-by", "optim.lr", "--format", "json").stdout)
+    assert len(pooled) == 1 and pooled[0]["n"] == 4 and "model.head" in pooled[0]["note"]
+    typo = mmtool(cwd, "report", "heads", "--group-by", "model.haed", check=False)
+    assert typo.returncode == 2 and "--group-by model.haed" in typo.stderr
+
+
+def test_runs_shows_the_head_of_each_run(heads):
+    lines = mmtool(heads, "runs", "--root", "heads").stdout.splitlines()
+    methods = {line.split()[-1].rsplit("/", 1)[-1]: " ".join(line.split()[2:4]) for line in lines[1:]}
+    assert methods == {"mlp-a": "naive head=mlp", "mlp-b": "naive head=mlp", "linear": "naive head=linear",
+                       "attention": "naive head=attention"}  # fmt: skip

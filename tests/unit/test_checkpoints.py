@@ -96,3 +96,102 @@ def test_a_checkpoint_that_fails_while_streaming_to_disk_is_one_line_and_keeps_t
         resource.setrlimit(resource.RLIMIT_FSIZE, limits)
         signal.signal(signal.SIGXFSZ, handler)
     assert load_checkpoint(target)["epoch"] == 1 and [p.name for p in tmp_path.iterdir()] == ["best.pt"]
+
+
+@pytest.fixture
+def fault(monkeypatch):
+    """``fault("point:N:action")`` arms MMTOOL_FAULT for this test, counting from zero."""
+    from mmtool import faults
+
+    def arm(spec: str) -> None:
+        monkeypatch.setenv("MMTOOL_FAULT", spec)
+        monkeypatch.setattr(faults, "_counts", {})
+
+    return arm
+
+
+@pytest.mark.parametrize("spec", ["save_last:1:enospc", "write:1:efbig", "checkpoint_rotate:1:erofs"])
+def test_a_refused_save_leaves_the_previous_checkpoints_as_they_were(tmp_path, fault, spec):
+    """The new last.pt is complete on disk before anything rotates: a full disk while writing it, or a folder
+    turned read-only while rotating, leaves last.pt and last.prev.pt as they were, and no temp file."""
+    save_last(tmp_path, {"epoch": 1})
+    save_last(tmp_path, {"epoch": 2})
+    fault(spec)
+    with pytest.raises(UserError, match=r"cannot write .*last(\.prev)?\.pt: .*, then run the command again"):
+        save_last(tmp_path, {"epoch": 3})
+    assert {p.name: load_checkpoint(p)["epoch"] for p in tmp_path.iterdir()} == {LAST: 2, PREVIOUS: 1}
+
+
+def test_a_save_that_dies_after_rotating_still_leaves_a_resumable_checkpoint(tmp_path, monkeypatch):
+    import os
+
+    save_last(tmp_path, {"epoch": 1})
+    real = os.replace
+
+    def dies_at_the_last_rename(src, dst):
+        if str(dst).endswith(LAST):
+            raise KeyboardInterrupt  # as a kill between the rotation and the rename would
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", dies_at_the_last_rename)
+    with pytest.raises(KeyboardInterrupt):
+        save_last(tmp_path, {"epoch": 2})
+    assert latest_good(tmp_path)["epoch"] == 1 and not list(tmp_path.glob("*.tmp"))
+
+
+def test_every_resumable_checkpoint_damaged_is_one_line_naming_them(tmp_path, capsys):
+    assert latest_good(tmp_path) is None  # nothing saved yet: a fresh start
+    save_last(tmp_path, {"epoch": 1})
+    save_last(tmp_path, {"epoch": 2})
+    (tmp_path / LAST).write_bytes(b"")
+    (tmp_path / PREVIOUS).write_bytes(b"\x00junk")
+    with pytest.raises(UserError) as err:
+        latest_good(tmp_path)
+    assert str(err.value) == (
+        f"every resumable checkpoint in {tmp_path} is damaged (last.pt, last.prev.pt); start a new run, or move "
+        f"them out of {tmp_path} to restart this run from epoch 0"
+    )
+    assert capsys.readouterr().err == ""  # no warnings before the one line
+
+
+def _full(epoch: int) -> dict:
+    weights = {"w": torch.ones(4)}
+    return {"epoch": epoch, "step": 5 * epoch, "model": weights, "spec": {"x": 1}, "best_epoch": 1,
+            "best_val": {"accuracy": 50.0}, "optimizer": {"state": {0: {"m": torch.ones(4)}}}, "scheduler": {},
+            "method": {}, "rng": [], "best_model": weights, "partial": {}}  # fmt: skip
+
+
+def test_compact_last_keeps_the_counters_and_drops_the_rest_and_the_rotations(tmp_path):
+    from mmtool.engine.checkpoint import BEST, SMALL, compact_last, save_checkpoint
+
+    for epoch in (1, 2, 3):
+        save_last(tmp_path, _full(epoch), keep=3)
+    save_checkpoint(tmp_path / BEST, {"model": {"w": torch.ones(4)}, "epoch": 1})
+    compact_last(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [BEST, LAST]
+    small = load_checkpoint(tmp_path / LAST)
+    assert set(small) == {*SMALL, "complete"} and small["epoch"] == 3 and small["step"] == 15
+    assert "model" not in small and "optimizer" not in small  # the run's weights are best.pt's
+    stamp = (tmp_path / LAST).stat().st_mtime_ns
+    compact_last(tmp_path)  # again: nothing to do
+    assert (tmp_path / LAST).stat().st_mtime_ns == stamp
+
+
+def test_compact_last_with_keep_optimizer_only_drops_the_rotations(tmp_path):
+    from mmtool.engine.checkpoint import compact_last
+
+    for epoch in (1, 2):
+        save_last(tmp_path, _full(epoch))
+    compact_last(tmp_path, keep_optimizer=True)
+    assert [p.name for p in tmp_path.iterdir()] == [LAST]
+    assert "optimizer" in load_checkpoint(tmp_path / LAST)
+
+
+def test_compact_last_leaves_a_damaged_last_alone(tmp_path):
+    from mmtool.engine.checkpoint import compact_last
+
+    for epoch in (1, 2):
+        save_last(tmp_path, _full(epoch))
+    (tmp_path / LAST).write_bytes(b"\x00junk")
+    compact_last(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([LAST, PREVIOUS])

@@ -183,11 +183,64 @@ def test_override_without_equals_sign_raises(tmp_path):
         load_recipe(path, ["optim.lr"])
 
 
-def test_unknown_override_key_names_file_and_key(tmp_path):
+def test_unknown_override_key_is_blamed_on_the_override_with_the_closest_key(tmp_path):
+    """The recipe file is not at fault for a key typed on the command line: the override is named."""
     path = write(tmp_path / "r.yaml", "stage: train\n")
     with pytest.raises(UserError) as err:
         load_recipe(path, ["optim.lrr=0.1"])
-    assert str(path) in str(err.value) and "'optim.lrr'" in str(err.value)
+    assert str(err.value) == "override 'optim.lrr=0.1': unknown key 'optim.lrr'; did you mean 'optim.lr'?"
+    with pytest.raises(UserError) as err:  # an unknown section: the override that wrote it
+        load_recipe(path, ["train.epochs=3", "optimm.lr=0.1"])
+    assert str(err.value) == "override 'optimm.lr=0.1': unknown key 'optimm'; did you mean 'optim'?"
+    with pytest.raises(UserError) as err:  # nothing close: the known keys instead
+        load_recipe(path, ["optim.zzz=1"])
+    assert str(err.value) == "override 'optim.zzz=1': unknown key 'optim.zzz' (known: lr, momentum, name, weight_decay)"
+    with pytest.raises(UserError) as err:  # with a problem of the file, both are listed under the file
+        load_recipe(write(tmp_path / "two.yaml", "stage: train\ntrain: {epochs: 0}\n"), ["optim.lrr=0.1"])
+    assert sorted(str(err.value).splitlines()[1:]) == [
+        "  override 'optim.lrr=0.1': unknown key 'optim.lrr'; did you mean 'optim.lr'?",
+        "  train.epochs must be >= 1, got 0",
+    ]
+
+
+def test_unknown_key_in_a_file_gets_the_closest_key(tmp_path):
+    path = write(tmp_path / "r.yaml", "stage: train\noptim: {lrr: 0.1}\nmethod: {name: umt, distil_weight: 5}\n")
+    with pytest.raises(UserError) as err:
+        load_recipe(path)
+    msg = str(err.value)
+    assert "unknown key 'optim.lrr' (known: lr, momentum, name, weight_decay); did you mean 'optim.lr'?" in msg
+    assert "unknown key 'method.distil_weight' (known: " in msg and "did you mean 'method.distill_weight'?" in msg
+    with pytest.raises(UserError, match=r"unknown method 'umtt' \(known: .*\); did you mean 'umt'\?$"):
+        load_recipe(write(tmp_path / "m.yaml", "stage: train\nmethod: {name: umtt}\n"))
+
+
+def test_an_override_given_twice_is_refused_naming_both_values():
+    from mmtool.config import check_overrides
+
+    with pytest.raises(UserError) as err:
+        check_overrides(["optim.lr=0.1", "train.epochs=3", "optim.lr=0.3"])
+    assert str(err.value) == "override 'optim.lr' given twice: optim.lr=0.1 and optim.lr=0.3; give it once"
+    with pytest.raises(UserError, match="expected key=value"):
+        check_overrides(["optim.lr"])
+    check_overrides(["optim.lr=0.1", "optim.momentum=0.9"])  # different keys: fine
+    check_overrides(None)
+
+
+def test_a_fragment_validates_without_a_stage_but_with_its_keys_checked(tmp_path):
+    from mmtool.config import is_fragment, recipe_bases
+
+    frag = write(tmp_path / "frag.yaml", "optim: {lr: 0.5}\n")
+    recipe = write(tmp_path / "sub" / "r.yaml", "base: ../frag.yaml\nstage: train\n")
+    with pytest.raises(UserError, match="missing key 'stage'"):
+        load_recipe(frag)
+    assert load_recipe(frag, fragment=True).optim.lr == 0.5
+    assert recipe_bases(recipe) == {frag.resolve()}
+    assert is_fragment(frag, recipe_bases(recipe)) and not is_fragment(frag, set())
+    assert not is_fragment(recipe, set())
+    assert is_fragment(REPO / "recipes" / "_base" / "tiny.yaml", set())
+    write(frag, "optim: {lrr: 0.5}\n")
+    with pytest.raises(UserError, match="unknown key 'optim.lrr'"):
+        load_recipe(frag, fragment=True)
 
 
 # ------------------------------------------------------------------------------------------ strictness

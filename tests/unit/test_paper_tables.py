@@ -1,10 +1,14 @@
 """The paper-table builders map each run of a fabricated run tree to the right row and column."""
 
 import json
+import subprocess
+from pathlib import Path
 
 import pytest
 
 from mmtool.analysis import paper_tables as pt
+
+REPO = Path(__file__).resolve().parents[2]
 
 # Every run gets its own accuracy, so a cell shows which run it was read from.
 TRAIN = {
@@ -236,3 +240,19 @@ def test_main_writes_the_table(runs, tmp_path, capsys):
     assert "UME (ours)" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="usage"):
         pt.main(["table2", str(runs), str(out)])
+
+
+def test_smoke_tables_say_so_in_their_first_line(runs, tmp_path, capsys):
+    out = tmp_path / "results" / "smoke" / "table9.md"
+    pt.main(["--smoke", "table9", str(runs), str(out)])
+    lines = out.read_text().splitlines()
+    assert lines[0] == pt.SMOKE_BANNER and pt.SMOKE_BANNER.startswith("> SMOKE mode: generated fixture data")
+    assert lines[2].startswith("# Table 9.") and capsys.readouterr().out.startswith(pt.SMOKE_BANNER)
+    assert "SMOKE" not in pt.render("table9", runs)  # real runs: no banner
+
+
+@pytest.mark.parametrize(("args", "flag"), [(["SMOKE=1"], True), (["DATA=/raw/UCF101"], False)])
+def test_make_passes_smoke_to_the_table_builder(args, flag):
+    dry = subprocess.run(["make", "-n", "table9", *args], cwd=REPO, capture_output=True, text=True, timeout=60)
+    build = [line for line in dry.stdout.splitlines() if "mmtool.analysis.paper_tables" in line]
+    assert len(build) == 1 and ("paper_tables --smoke table9 " in build[0]) == flag, dry.stdout + dry.stderr

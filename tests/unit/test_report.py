@@ -213,7 +213,9 @@ def test_pretrain_accuracies_are_per_modality(tmp_path):
     run = make_run(tmp_path / "p", stage="pretrain", results={"stage": "pretrain", "modalities": per})
     row = report.listing([report.read_run(run)])[0]
     assert row["test_accuracy"] is None and row["modalities"] == per and row["method"] is None
-    assert report.accuracy_cell(row, "test_accuracy") == "m1 70.0 · m2 60.0"
+    cells = report.table_cells([row])  # one line per model, never their mean
+    assert [(c["method"], c["val"], c["test"]) for c in cells] == [("uni-modal m1", "71.0", "70.0"),
+                                                                    ("uni-modal m2", "61.0", "60.0")]  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -325,9 +327,147 @@ def test_runs_prints_a_table_on_a_terminal(tmp_path, monkeypatch):
     out = Terminal()
     monkeypatch.setattr(sys, "stdout", out)
     monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.delenv("NO_COLOR", raising=False)
     list_runs(stage=None, dataset=None, root=tmp_path, as_json=False)
+    assert "\x1b[32mcomplete" in out.getvalue()  # the status in colour on a terminal
     lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).split() for line in out.getvalue().splitlines()]
     assert lines[0] == ["stage", "dataset", "method", "seed", "status", "val", "test", "wall", "path"]
-    assert lines[1] == ["pretrain", "synth-gamma", "—", "3", "complete", "m1", "71.0", "·", "m2", "61.0", "m1", "70.0",
-                        "·", "m2", "60.0", "1m05s", str(tmp_path / "pre")]  # fmt: skip
-    assert lines[2][:5] == ["train", "synth-gamma", "naive", "0", "interrupted"]
+    for line, m, val, test in ((lines[1], "m1", "71.0", "70.0"), (lines[2], "m2", "61.0", "60.0")):
+        assert line == ["pretrain", "synth-gamma", "uni-modal", m, "3", "complete", val, test, "1m05s",
+                        str(tmp_path / "pre")]  # fmt: skip
+    assert lines[3][:5] == ["train", "synth-gamma", "naive", "0", "interrupted"]
+
+
+# ------------------------------------------------------------------------------------------ one setup per row
+HEADS = ("linear", "mlp", "attention")
+
+
+def _heads(tmp_path: Path) -> list[Run]:
+    """Three naive runs that differ only in model.head (seed 1), and a second seed of the linear one."""
+    runs = [_info(tmp_path / h, seed=1, results={"test_accuracy": 10.0 * (i + 1)}, model__head=h)
+            for i, h in enumerate(HEADS)]  # fmt: skip
+    runs.append(_info(tmp_path / "linear2", seed=2, results={"test_accuracy": 20.0}, model__head="linear"))
+    return runs
+
+
+def test_report_never_averages_different_setups(tmp_path):
+    rows = report.report_rows(_heads(tmp_path), "test_accuracy")
+    assert [(r["setup"], r["n"], r["mean"], r["seeds"], r["note"]) for r in rows] == [
+        ({"model.head": "attention"}, 1, 30.0, [1], ""),
+        ({"model.head": "linear"}, 2, 15.0, [1, 2], ""),
+        ({"model.head": "mlp"}, 1, 20.0, [1], ""),
+    ]  # fmt: skip
+    md = report.to_markdown(rows, "test_accuracy").splitlines()
+    assert md[0] == "| dataset | method | model.head | test_accuracy | n | seeds | note |"
+    assert md[3] == f"| synth-gamma | naive | linear | 15.00 ± {statistics.stdev([10.0, 20.0]):.2f} | 2 | 1, 2 |  |"
+    table = list(csv.DictReader(io.StringIO(report.to_csv(rows))))
+    assert [t["model.head"] for t in table] == ["attention", "linear", "mlp"]
+    assert json.loads(report.to_json(rows))[2]["setup"] == {"model.head": "mlp"}
+
+
+def test_seeds_run_paths_and_bookkeeping_do_not_split_a_setup(tmp_path):
+    runs = [_info(tmp_path / "a", seed=1, results={"test_accuracy": 1.0}, train__workers=4, method__teacher_run="x/1"),
+            _info(tmp_path / "b", seed=2, results={"test_accuracy": 3.0}, train__workers=0, method__teacher_run="x/2",
+                  train__loggers=["jsonl", "csv"], data__root="/elsewhere")]  # fmt: skip
+    # data.seed (and train.seed) differ too: the tables pool the seed folders, which vary both together
+    assert [r.config["data"]["seed"] for r in runs] == [1, 2]
+    rows = report.report_rows(runs, "test_accuracy")
+    assert [(r["n"], r["mean"], r["setup"], r["note"]) for r in rows] == [(2, 2.0, {}, "")]
+    assert not report.is_setup_key("model.encoders.rgb.seed") and report.is_setup_key("model.head")
+
+
+def test_rows_of_different_methods_show_only_their_own_differences(tmp_path):
+    runs = _heads(tmp_path)
+    runs.append(_info(tmp_path / "umt", method="umt", results={"test_accuracy": 50.0}, model__head="linear"))
+    rows = report.report_rows(runs, "test_accuracy")
+    assert rows[-1]["method"] == "umt" and rows[-1]["setup"] == {}
+    assert report.to_markdown(rows, "test_accuracy").splitlines()[5].startswith("| synth-gamma | umt |  | 50.00")
+
+
+def test_group_by_pools_deliberately_and_names_what_differs(tmp_path):
+    runs = _heads(tmp_path)
+    runs.append(_info(tmp_path / "lr", seed=3, results={"test_accuracy": 40.0}, model__head="mlp", optim__lr=0.5))
+    pooled = report.report_rows(runs, "test_accuracy", by=["optim.lr"])
+    assert [(r["setup"], r["n"]) for r in pooled] == [({"optim.lr": 0.2}, 4), ({"optim.lr": 0.5}, 1)]
+    assert pooled[0]["note"] == "recipes differ beyond the seed: model.head; seed repeated: 1"
+    md = report.to_markdown(pooled, "test_accuracy", by=["optim.lr"])
+    assert "| synth-gamma | naive | 0.2 | 20.00 ± " in md and "value of optim.lr" in md
+    report.check_group_by(runs, ["optim.lr", "teachers"])  # teachers is in every config (a path; still a key)
+    with pytest.raises(UserError, match="--group-by model.haed: no run's config.yaml has this key"):
+        report.check_group_by(runs, ["model.haed"])
+
+
+def test_runs_listing_shows_the_settings_that_tell_runs_of_a_method_apart(tmp_path):
+    runs = _heads(tmp_path)
+    runs.append(_info(tmp_path / "umt", method="umt", results={"test_accuracy": 50.0}))
+    rows = report.listing(runs)
+    assert [r["setup"] for r in rows] == [{"model.head": h} for h in (*HEADS, "linear")] + [{}]
+    assert [c["method"] for c in report.table_cells(rows)] == [
+        "naive head=linear", "naive head=mlp", "naive head=attention", "naive head=linear", "umt"]  # fmt: skip
+
+
+def test_settings_cells_are_short_and_count_what_does_not_fit():
+    assert report.short_keys(["model.head", "train.epochs", "probe.epochs"]) == {
+        "model.head": "head", "train.epochs": "train.epochs", "probe.epochs": "probe.epochs"}  # fmt: skip
+    many = {"data.image_size": 32, "data.n": None, "model.hidden": [64, 64], "train.augment": True}
+    assert report.settings_cell(many) == "image_size=32 n=null +2 more"
+    assert report.settings_cell({"model.hidden": [64, 64]}) == "hidden=[64,64]"
+
+
+def test_runs_table_fits_80_columns_by_shortening_paths_only(tmp_path):
+    deep = tmp_path / ("x" * 60) / "train"
+    rows = report.listing(_heads(deep))
+    lines = report.render_runs(rows, width=80).splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert [line.split()[2:4] for line in lines[1:]] == [["naive", f"head={h}"] for h in (*HEADS, "linear")]
+    # the folders all paths share go first: each run's own name stays whole
+    assert [line.split()[-1] for line in lines[1:]] == ["…/linear", "…/mlp", "…/attention", "…/linear2"]
+    assert str(deep / "attention") in report.render_runs(rows, width=300)  # whole paths where they fit
+    assert report.shorten_paths(["runs/a/seed0/naive", "runs/a/seed1/naive_attention"], 24) == [
+        "…/seed0/naive", "…/seed1/naive_attention"]  # fmt: skip
+    assert report.shorten_paths(["a/b", "a/cccccccccccc"], 8) == ["…/b", "…ccccccc"]
+    assert report.shorten_paths(["runs/smoke/paper/ucf101/seed0/naive_attention"], 20) == ["…/naive_attention"]
+
+
+def test_pretrain_rows_and_long_methods_still_fit(tmp_path):
+    per = {m: {"val_accuracy": 1.0, "test_accuracy": 2.0} for m in ("rgb", "flow")}
+    runs = [_info(tmp_path / "runs" / "smoke" / "paper" / "ucf101" / "seed0" / name, stage=stage, seed=0,
+                  dataset="ucf101", results=results, sessions=[_session(0, 65.0)], model__head=head)
+            for name, stage, head, results in (("unimodal", "pretrain", None, {"modalities": per}),
+                                               ("naive", "train", "linear", {"test_accuracy": 3.0}),
+                                               ("naive_attention", "train", "attention", {"test_accuracy": 4.0}))
+            ]  # fmt: skip
+    text = report.render_runs(report.listing(runs), width=80)
+    assert max(len(line) for line in text.splitlines()) <= 80 and "\x1b" not in text
+    assert "naive head=attention" in text and "uni-modal flow" in text and "1m05s" in text
+
+
+def test_runs_piped_prints_a_plain_table_80_wide(tmp_path, monkeypatch, capsys):
+    from mmtool.cli import list_runs
+
+    _heads(tmp_path / ("y" * 70))
+    monkeypatch.delenv("COLUMNS", raising=False)
+    list_runs(stage=None, dataset=None, root=tmp_path, as_json=False)
+    out = capsys.readouterr().out  # not a terminal: still a table, no colour, 80 columns
+    assert out.splitlines()[0].split() == list(report.RUN_COLUMNS)
+    assert "\x1b" not in out and max(len(line) for line in out.splitlines()) <= 80
+    monkeypatch.setenv("COLUMNS", "300")
+    list_runs(stage=None, dataset=None, root=tmp_path, as_json=False)
+    assert str(tmp_path / ("y" * 70) / "mlp") in capsys.readouterr().out
+    list_runs(stage=None, dataset=None, root=tmp_path, as_json=True)
+    assert [r["setup"]["model.head"] for r in json.loads(capsys.readouterr().out)] == [*HEADS, "linear"]
+
+
+def test_recipes_and_method_list_print_tables_when_piped(capsys):
+    from mmtool.cli import _list_methods, recipes
+    from mmtool.methods import describe
+
+    recipes(as_json=False)  # capsys: not a terminal
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.split()[0] == "tiny/naive.yaml" for line in lines) and not lines[0].startswith("[")
+    recipes(as_json=True)
+    assert "tiny/naive.yaml" in [r["recipe"] for r in json.loads(capsys.readouterr().out)]
+    _list_methods(as_json=False)
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == [n for n, _, _ in describe()]
+    _list_methods(as_json=True)
+    assert [m["name"] for m in json.loads(capsys.readouterr().out)] == [n for n, _, _ in describe()]

@@ -104,3 +104,20 @@ def test_probe_table_rows_deltas_and_lazy_encoders(tmp_path):
     assert "| umt | 88.5 ± 0.7 (-2.0) | 81.0 ± 0.0 (+1.0) |" in text
     assert text.index("| unimodal") < text.index("| naive") < text.index("| umt")
     assert "below uni-modal: naive on digits-colored m1." in text
+
+
+def _decision(low: float, high: float, diff: float) -> dict:
+    ci = {"diff": diff, "low": low, "high": high, "confidence": 0.95, "resamples": 200}
+    return {"verdict": "UME", "mm_linear_accuracy": 50.0, "average_accuracy": 50.0 - diff, "difference": ci,
+            "unimodal_accuracy": {"m1": 40.0}, "split_classifier_accuracy": {"m1": 30.0},
+            "coin_flip": low <= 0 <= high}  # fmt: skip
+
+
+def test_decide_calls_a_point_interval_a_tie_not_an_interval_spanning_zero():
+    from mmtool.stages.decide import _summary
+
+    tie = _summary(_decision(0.0, 0.0, 0.0))
+    assert "[+0.00, +0.00]" in tie[3] and "spans zero" not in "\n".join(tie)
+    assert tie[4].startswith("the interval is a single point at zero: both are right and wrong on exactly the same")
+    assert _summary(_decision(-1.5, 2.0, 0.3))[4].startswith("the interval spans zero: the rule picks UME")
+    assert len(_summary(_decision(0.5, 2.0, 1.0))) == 4  # clear of zero: nothing to add
