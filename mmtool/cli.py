@@ -2,8 +2,10 @@
 
 Each command resolves a recipe, applies ``key=value`` overrides, opens a run directory and hands over to
 ``mmtool.stages.<stage>.run``. torch is imported only inside commands, so ``mmtool --help`` is instant.
-Results print as a table on a terminal and as JSON when stdout is piped (or with ``--json``); logs and
-summaries go to stderr. A user error prints one line and exits 2.
+A stage's results print as a table on a terminal and as JSON when stdout is piped (or with ``--json``), so
+``decide | train --from-decision -`` works; listings (``runs``, ``recipes``, ``train --list``) stay tables
+when piped, as ``gh`` and ``kubectl`` do, and print JSON with ``--json``. Logs and summaries go to stderr.
+A user error prints one line and exits 2.
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ Layout of every run::
         config.yaml      resolved recipe (re-loadable: `mmtool train --resume RUN_DIR`)
         env.json         versions, git SHA, device, seed
         metrics.jsonl    one JSON object per logged epoch / evaluation (null for a number that was not finite)
-        checkpoints/     last.pt (resumable; weights and counters only once complete), best.pt (selected on
-                         validation), COMPLETE marker
+        checkpoints/     last.pt (resumable; counters only once complete, unless train.keep_optimizer),
+                         best.pt (selected on validation), COMPLETE marker
         results.json     the stage's final numbers
         plots/           PNG figures
         .lock            flock'ed by the command that owns the run while it runs

@@ -158,3 +158,14 @@ def test_no_helper_process_outlives_an_interrupted_prep(raw, tmp_path, fault, co
         assert last.endswith("run the same command again to continue")
         resumed = json.loads(_prep(tmp_path, raw, "data").stdout)["manifest"]["run"]
         assert resumed["reused"] == 3
+
+
+def test_a_shipped_recipe_runs_with_one_command_on_a_fresh_checkout(tmp_path):
+    """`mmtool train naive -d tiny` with nothing prepared: the embedded dataset is generated on first use,
+    said in one line, and a second command finds it ready."""
+    first = run_cli(tmp_path, "train", "naive", "-d", "tiny", "train.epochs=2", "--run-dir", "a")
+    said = [line for line in messages(first.stderr) if "on first use" in line]
+    assert len(said) == 1 and "mmtool prep synth-gamma data.n=600" in said[0]
+    assert json.loads(first.stdout)["dataset"] == "synth-gamma"
+    again = run_cli(tmp_path, "pretrain-unimodal", "-d", "tiny", "train.epochs=2", "--run-dir", "b")
+    assert "on first use" not in again.stderr
