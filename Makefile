@@ -246,6 +246,16 @@ PT_SH = set -e; mkdir -p $(PT); L=$(PT)/log.txt; $(if $(SMOKE),export OMP_NUM_TH
       esac; \
     done; }; \
   teachers() { case $$2 in umt) echo "--teachers $$1/unimodal";; self_distill*) echo "method.teacher_run=$$1/naive";; esac; }
+# `mmtool reproduce` builds a table's graph of runs (mmtool/analysis/paper_plans.py), reuses every run whose recipe
+# and inputs are unchanged, runs the rest $(PT_JOBS) at a time and writes $(PT_OUT)/TABLE.md. DATA names the table's
+# main dataset; UCF101=, VGGSOUND=, KINETICS=, MODELNET40= name each one. SMOKE starts from scratch: it checks
+# the code, and a run reused from before a code change would check nothing.
+PT_JOBS ?= $(if $(SMOKE),2,1)
+PT_DATA = $(if $(DATA),--data $(DATA)) $(if $(UCF101),--data ucf101=$(UCF101)) \
+  $(if $(VGGSOUND),--data vggsound=$(VGGSOUND)) $(if $(KINETICS),--data kinetics400=$(KINETICS)) \
+  $(if $(MODELNET40),--data modelnet40=$(MODELNET40))
+PT_REPRODUCE = $(if $(SMOKE),rm -rf $(PT) && )$(MMTOOL) reproduce $@ $(if $(SMOKE),--smoke,$(PT_DATA) --seeds "$(SEEDS)") \
+  --jobs $(PT_JOBS)
 # Expanded with the recipe, before its first line runs: without data the target stops at once, saying what to pass.
 PT_CHECK = $(if $(SMOKE)$(PT_UCF)$(PT_VGG)$(PT_MN40)$(PT_K400),,$(error make $@: pass $(PT_NEED_$@), or SMOKE=1 (docs/tables.md)))
 PT_START = $(if $(SMOKE),rm -rf $(PT);) mkdir -p $(PT)
@@ -265,15 +275,7 @@ table1:
 
 # Table 3: multi-modal linear classifier on the frozen uni-modal encoders vs. averaged predictions (decide)
 table3:
-	@$(PT_CHECK)$(PT_START)
-	@$(PT_SH); for s in $(if $(PT_VGG),vggsound) $(if $(PT_K400),kinetics400) $(if $(PT_UCF),ucf101) $(if $(PT_MN40),modelnet40); do \
-	  case $$s in vggsound) prep vggsound $(PT_VGG);; kinetics400) prep kinetics400 $(PT_K400);; \
-	    modelnet40) prep modelnet40 $(PT_MN40);; *) prep ucf101 $(PT_UCF);; esac; \
-	  run $(PT)/$$s/seed$(PT_SEED)/unimodal pretrain-unimodal $$s pretrain data.seed=$(PT_SEED) train.seed=$(PT_SEED); \
-	  run $(PT)/$$s/seed$(PT_SEED)/decide decide $$s decide data.seed=$(PT_SEED) train.seed=$(PT_SEED) \
-	    --teachers $(PT)/$$s/seed$(PT_SEED)/unimodal; \
-	done
-	$(PT_BUILD)
+	$(PT_REPRODUCE)
 
 # Table 4: the uni-modal classifiers split out of decide's multi-modal linear classifier on UCF101
 table4:
@@ -317,12 +319,7 @@ table8:
 
 # Table 9: UME (the uni-modal models' averaged predictions) vs. joint training on UCF101
 table9:
-	@$(PT_CHECK)$(PT_START)
-	@$(PT_SH); R=$(PT)/ucf101/seed$(PT_SEED); prep ucf101 $(PT_UCF); \
-	run $$R/unimodal pretrain-unimodal ucf101 pretrain data.seed=$(PT_SEED) train.seed=$(PT_SEED); \
-	each ucf101 $(PT_SEED) train $(PT_JOINT); \
-	run $$R/ume ensemble ucf101 ensemble data.seed=$(PT_SEED) train.seed=$(PT_SEED) --teachers $$R/unimodal --run $$R/naive
-	$(PT_BUILD)
+	$(PT_REPRODUCE)
 
 # Table 10: UME vs. paper 002's MMTM model trained plainly, with random and with guided re-balancing, on
 # ModelNet40, over $(SEEDS) (the paper gives mean ± std)
