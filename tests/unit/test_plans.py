@@ -18,7 +18,7 @@ from mmtool.plans import graph
 from mmtool.plans.driver import Driver, preview, report, run_plan
 from mmtool.plans.graph import Input, Node, Plan
 from mmtool.plans.local import LocalExecutor
-from mmtool.plans.task import Task, command, execute
+from mmtool.plans.task import Task, command
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -176,8 +176,10 @@ def test_table_plans_are_data_and_the_command_line_is_checked():
     assert [k for k in t8.nodes if k.endswith("/umt")] == ["vggsound/seed0/umt", "vggsound/seed1/umt"]
     assert paper_plans.parse_data("table3", ["/u", "vggsound=/v"]) == {"ucf101": "/u", "vggsound": "/v"}
     assert paper_plans.parse_seeds("0 1,2") == (0, 1, 2)
-    for bad in (lambda: paper_plans.parse_data("table1", ["/u"]), lambda: paper_plans.parse_data("table9", ["x=/u"]),
-                lambda: paper_plans.build(paper_plans.Options("table9", {}, (0,))), lambda: paper_plans.parse_seeds("a")):
+    bad_calls = (lambda: paper_plans.parse_data("table1", ["/u"]), lambda: paper_plans.parse_data("table9", ["x=/u"]),
+                 lambda: paper_plans.build(paper_plans.Options("table9", {}, (0,))),
+                 lambda: paper_plans.parse_seeds("a"))
+    for bad in bad_calls:
         with pytest.raises(UserError):
             bad()
 
@@ -236,7 +238,8 @@ def test_a_preempted_job_is_requeued_and_resumes_exactly(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for key, value in base_env().items():
         monkeypatch.setenv(key, value)
-    args = ("-r", f"{REPO}/recipes/tiny/naive.yaml", "train.epochs=5", "train.keep_optimizer=true", "train.eval_every=1")
+    args = ("-r", f"{REPO}/recipes/tiny/naive.yaml", "train.epochs=5", "train.keep_optimizer=true",
+            "train.eval_every=1")
     run_cli(tmp_path, "prep", "synth-gamma", "data.n=600")
     run_cli(tmp_path, "train", *args, "--run-dir", "plain")
     cli = (sys.executable, "-m", "mmtool.cli", "train")
