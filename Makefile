@@ -163,175 +163,60 @@ clean:
 	rm -rf runs data .pytest_cache
 
 # ---------------------------------------------------------------------------------------------------------------
-# Paper 000's tables on UCF101 and VGG-Sound -> results/tableN.md, the paper's numbers beside ours (docs/tables.md).
-#   make table9 DATA=/data/UCF101           DATA: the raw published layout of the table's dataset (data_prep/*.md)
-#   make table3 DATA=/data/UCF101 VGGSOUND=/data/vggsound   tables 1 and 3 span both sets (UCF101=, VGGSOUND=);
-#                                           table 3 also takes MODELNET40=/data/modelnet40_images_new_12x, and
-#                                           tables 3, 5 and 7 KINETICS=/data/k400 (the cvdfoundation copy)
+# Paper 000's tables on UCF101, VGG-Sound, Kinetics-400 and ModelNet40 -> results/tableN.md, the paper's numbers
+# beside ours (docs/tables.md). Each target is one `mmtool reproduce` (mmtool/analysis/paper_plans.py says which
+# runs a table reads):
+#   make table9 DATA=/data/UCF101           DATA: the raw published layout of the table's main dataset (data_prep/*.md)
+#   make table3 DATA=/data/UCF101 VGGSOUND=/data/vggsound   UCF101=, VGGSOUND=, KINETICS=, MODELNET40= name each
+#                                           dataset of a table that spans several (table1 takes only these)
 #   make table9 SMOKE=1                     fixture copies (tests/fixtures/smoke.py), recipes/_base/smoke/<set>.yaml
 #                                           merged last, one seed -> results/smoke/tableN.md
-# Runs live in $(PT)/<set>/seed<k>/<run>/. A finished run (results.json) is reused by every later target, so
-# table5 after table1 trains only what table1 did not; delete $(PT) after changing a recipe or the data. SMOKE
-# starts from scratch. Tables 5 and 8 average $(SEEDS) (paper 001, Table 2 gives these VGG-Sound runs as
-# mean ± std); the others run the first seed.
+# Runs live in $(PT)/<set>/seed<k>/<run>-<id>/, <id> a hash of the run's resolved recipe and inputs: a finished run
+# with the same identity is reused by every later target (table5 after table1 trains only what table1 did not),
+# a changed recipe value or cache makes new runs. $(PT_JOBS) runs at a time. SMOKE starts from scratch: it checks
+# the code, and a run reused from before a code change would check nothing. Tables 5, 8 and 10 average $(SEEDS)
+# (the papers give mean ± std); the others run the first seed. PT_ARGS: further `mmtool reproduce` options
+# (--executor slurm --slurm partition=gpu ..., --dry-run).
 PAPER_TABLES := table1 table3 table4 table5 table7 table8 table9 table10
 .PHONY: $(PAPER_TABLES)
-
-ifneq ($(SMOKE),)
-PT := runs/smoke/paper
-PT_OUT := results/smoke
-PT_SEEDS := $(firstword $(SEEDS))
-PREP_WORKERS ?= 0
-table1 table3 table4 table9: PT_UCF = data/smoke/raw/ucf101
-table1 table3 table5 table7 table8: PT_VGG = data/smoke/raw/vggsound
-table3 table10: PT_MN40 = data/smoke/raw/modelnet40
-table3 table5 table7: PT_K400 = data/smoke/raw/kinetics400
-else
-PT := runs/paper
-PT_OUT := results
-PT_SEEDS := $(SEEDS)
-PREP_WORKERS ?= 8
-table1: PT_UCF = $(UCF101)
-table1 table3: PT_VGG = $(VGGSOUND)
-table3 table4 table9: PT_UCF = $(or $(UCF101),$(DATA))
-table5 table7 table8: PT_VGG = $(or $(VGGSOUND),$(DATA))
-table3: PT_MN40 = $(MODELNET40)
-table10: PT_MN40 = $(or $(MODELNET40),$(DATA))
-table3 table5 table7: PT_K400 = $(KINETICS)
-endif
-PT_SEED := $(firstword $(PT_SEEDS))
-PT_JOINT := naive naive_mlp naive_attention aux_ce gblending ogm_ge
-PT_NEED_table1 := UCF101=/path/to/UCF101 and/or VGGSOUND=/path/to/vggsound
-PT_NEED_table3 := DATA=/path/to/UCF101 (add VGGSOUND=/path/to/vggsound, KINETICS=/path/to/k400 and MODELNET40=/path/to/modelnet40_images_new_12x for those rows)
-PT_NEED_table4 := DATA=/path/to/UCF101
-PT_NEED_table9 := DATA=/path/to/UCF101
-PT_NEED_table10 := DATA=/path/to/modelnet40_images_new_12x
-PT_NEED_table5 := DATA=/path/to/vggsound and/or KINETICS=/path/to/k400
-PT_NEED_table7 := DATA=/path/to/vggsound and/or KINETICS=/path/to/k400
-PT_NEED_table8 := DATA=/path/to/vggsound
-
-# The data.* settings prep needs (cache root, VGG-Sound's stored sizes), read from the recipes the stages load.
-PT_PREP_ARGS = $(PYTHON) -c 'import sys; from mmtool.config import load_recipe; d = load_recipe([a for a in sys.argv[1:] if a != "-r"]).data; \
-  print(f"--root {d.root} data.store_size={d.store_size} data.clip_frames={d.clip_frames} data.audio_seconds={d.audio_seconds} \
-  data.sample_rate={d.sample_rate} data.flow_stack={d.flow_stack} data.rgb_source={d.rgb_source} \
-  data.front_view={d.front_view} data.rear_view={d.rear_view}")'
-
-# Shell helpers of the table targets (stderr of every stage goes to $(PT)/log.txt):
-#   prep SET RAW                     with SMOKE, write the fixture copy first; then build SET's cache from RAW
-#   run DIR CMD SET RECIPE ARGS...   mmtool CMD -r recipes/SET/RECIPE.yaml [smoke fragment] ARGS --run-dir DIR,
-#                                    unless DIR holds a finished run
-#   each SET SEED train RUN...       train each recipe RUN into <seed dir>/RUN (umt: with --teachers the seed's
-#                                    unimodal run; self_distill*: with its naive run as method.teacher_run)
-#   each SET SEED probe RUN...       probe the encoders of each run RUN into <seed dir>/probe-RUN
-# With SMOKE, one thread per process: the models are tiny and two threads on two (often shared) cores wait on each other.
-PT_SH = set -e; mkdir -p $(PT); L=$(PT)/log.txt; $(if $(SMOKE),export OMP_NUM_THREADS=1;) \
-  smoke() { local d=$$1; if [ -n "$(SMOKE)" ]; then echo "-r recipes/_base/smoke/$$d.yaml"; fi; }; \
-  prep() { \
-    if [ -n "$(SMOKE)" ]; then $(PYTHON) -m tests.fixtures.smoke $$1 $$2 > /dev/null; fi; \
-    echo "$@: prep $$1 from $$2 (log: $$L)" >&2; local a; a=$$($(PT_PREP_ARGS) recipes/$$1/pretrain.yaml $$(smoke $$1)); \
-    $(MMTOOL) prep $$1 --raw $$2 --workers $(PREP_WORKERS) $$a > /dev/null 2>> $$L \
-      || { echo "$@: prep $$1 failed; the end of $$L:" >&2; tail -n 15 $$L >&2; return 1; }; }; \
-  run() { \
-    local d=$$1 c=$$2 s=$$3 r=$$4; shift 4; \
-    if [ -f $$d/results.json ]; then echo "$@: $$d (finished before)" >&2; return 0; fi; \
-    echo "$@: $$d (log: $$L)" >&2; rm -rf $$d; \
-    $(MMTOOL) $$c -r recipes/$$s/$$r.yaml $$(smoke $$s) "$$@" --run-dir $$d > /dev/null 2>> $$L \
-      || { echo "$@: $$c $$s/$$r failed; the end of $$L:" >&2; tail -n 15 $$L >&2; return 1; }; }; \
-  each() { \
-    local s=$$1 k=$$2 c=$$3 r; local R=$(PT)/$$1/seed$$2; shift 3; \
-    for r in "$$@"; do \
-      case $$c in \
-        probe) run $$R/probe-$$r probe $$s probe data.seed=$$k train.seed=$$k --run $$R/$$r;; \
-        train) run $$R/$$r train $$s $$r data.seed=$$k train.seed=$$k $$(teachers $$R $$r);; \
-      esac; \
-    done; }; \
-  teachers() { case $$2 in umt) echo "--teachers $$1/unimodal";; self_distill*) echo "method.teacher_run=$$1/naive";; esac; }
-# Expanded with the recipe, before its first line runs: without data the target stops at once, saying what to pass.
-PT_CHECK = $(if $(SMOKE)$(PT_UCF)$(PT_VGG)$(PT_MN40)$(PT_K400),,$(error make $@: pass $(PT_NEED_$@), or SMOKE=1 (docs/tables.md)))
-PT_START = $(if $(SMOKE),rm -rf $(PT);) mkdir -p $(PT)
-# With SMOKE the table says so in its first line (--smoke): its numbers come from fixture data and tiny models.
-PT_BUILD = $(PYTHON) -m mmtool.analysis.paper_tables $(if $(SMOKE),--smoke )$@ $(PT) $(PT_OUT)/$@.md
+PT := runs/$(if $(SMOKE),smoke/)paper
+PT_JOBS ?= $(if $(SMOKE),2,1)
+PT_ARGS ?=
+PT_DATA = $(if $(DATA),--data $(DATA)) $(if $(UCF101),--data ucf101=$(UCF101)) \
+  $(if $(VGGSOUND),--data vggsound=$(VGGSOUND)) $(if $(KINETICS),--data kinetics400=$(KINETICS)) \
+  $(if $(MODELNET40),--data modelnet40=$(MODELNET40))
+PT_REPRODUCE = $(if $(SMOKE),rm -rf $(PT) && )$(MMTOOL) reproduce $@ \
+  $(if $(SMOKE),--smoke,$(PT_DATA) --seeds "$(SEEDS)") --jobs $(PT_JOBS) $(PT_ARGS)
 
 # Table 1: linear evaluation of the encoders of each late-fusion method and of uni-modal training
 table1:
-	@$(PT_CHECK)$(PT_START)
-	@$(PT_SH); for s in $(if $(PT_VGG),vggsound) $(if $(PT_UCF),ucf101); do \
-	  case $$s in vggsound) prep vggsound $(PT_VGG);; *) prep ucf101 $(PT_UCF);; esac; \
-	  run $(PT)/$$s/seed$(PT_SEED)/unimodal pretrain-unimodal $$s pretrain data.seed=$(PT_SEED) train.seed=$(PT_SEED); \
-	  each $$s $(PT_SEED) train naive naive_mlp naive_attention gblending ogm_ge; \
-	  each $$s $(PT_SEED) probe unimodal naive naive_mlp naive_attention gblending ogm_ge; \
-	done
-	$(PT_BUILD)
+	$(PT_REPRODUCE)
 
 # Table 3: multi-modal linear classifier on the frozen uni-modal encoders vs. averaged predictions (decide)
 table3:
-	@$(PT_CHECK)$(PT_START)
-	@$(PT_SH); for s in $(if $(PT_VGG),vggsound) $(if $(PT_K400),kinetics400) $(if $(PT_UCF),ucf101) $(if $(PT_MN40),modelnet40); do \
-	  case $$s in vggsound) prep vggsound $(PT_VGG);; kinetics400) prep kinetics400 $(PT_K400);; \
-	    modelnet40) prep modelnet40 $(PT_MN40);; *) prep ucf101 $(PT_UCF);; esac; \
-	  run $(PT)/$$s/seed$(PT_SEED)/unimodal pretrain-unimodal $$s pretrain data.seed=$(PT_SEED) train.seed=$(PT_SEED); \
-	  run $(PT)/$$s/seed$(PT_SEED)/decide decide $$s decide data.seed=$(PT_SEED) train.seed=$(PT_SEED) \
-	    --teachers $(PT)/$$s/seed$(PT_SEED)/unimodal; \
-	done
-	$(PT_BUILD)
+	$(PT_REPRODUCE)
 
 # Table 4: the uni-modal classifiers split out of decide's multi-modal linear classifier on UCF101
 table4:
-	@$(PT_CHECK)$(PT_START)
-	@$(PT_SH); R=$(PT)/ucf101/seed$(PT_SEED); prep ucf101 $(PT_UCF); \
-	run $$R/unimodal pretrain-unimodal ucf101 pretrain data.seed=$(PT_SEED) train.seed=$(PT_SEED); \
-	run $$R/decide decide ucf101 decide data.seed=$(PT_SEED) train.seed=$(PT_SEED) --teachers $$R/unimodal
-	$(PT_BUILD)
+	$(PT_REPRODUCE)
 
 # Table 5: late-fusion methods and UMT on VGG-Sound and Kinetics-400, over $(SEEDS)
 table5:
-	@$(PT_CHECK)$(PT_START)
-	@$(PT_SH); for s in $(if $(PT_VGG),vggsound) $(if $(PT_K400),kinetics400); do \
-	  case $$s in vggsound) prep vggsound $(PT_VGG);; *) prep kinetics400 $(PT_K400);; esac; \
-	  for k in $(PT_SEEDS); do \
-	    run $(PT)/$$s/seed$$k/unimodal pretrain-unimodal $$s pretrain data.seed=$$k train.seed=$$k; \
-	    each $$s $$k train $(PT_JOINT) umt; \
-	  done; \
-	done
-	$(PT_BUILD)
+	$(PT_REPRODUCE)
 
 # Table 7: linear evaluation of the uni-modal, naive-fusion and UMT encoders on VGG-Sound and Kinetics-400
 table7:
-	@$(PT_CHECK)$(PT_START)
-	@$(PT_SH); for s in $(if $(PT_VGG),vggsound) $(if $(PT_K400),kinetics400); do \
-	  case $$s in vggsound) prep vggsound $(PT_VGG);; *) prep kinetics400 $(PT_K400);; esac; \
-	  run $(PT)/$$s/seed$(PT_SEED)/unimodal pretrain-unimodal $$s pretrain data.seed=$(PT_SEED) train.seed=$(PT_SEED); \
-	  each $$s $(PT_SEED) train naive umt; \
-	  each $$s $(PT_SEED) probe unimodal naive umt; \
-	done
-	$(PT_BUILD)
+	$(PT_REPRODUCE)
 
 # Table 8: self-distillation from naive fusion (soft labels, features) vs. UMT on VGG-Sound, over $(SEEDS)
 table8:
-	@$(PT_CHECK)$(PT_START)
-	@$(PT_SH); prep vggsound $(PT_VGG); for k in $(PT_SEEDS); do \
-	  run $(PT)/vggsound/seed$$k/unimodal pretrain-unimodal vggsound pretrain data.seed=$$k train.seed=$$k; \
-	  each vggsound $$k train naive self_distill self_distill_feature umt; \
-	done
-	$(PT_BUILD)
+	$(PT_REPRODUCE)
 
 # Table 9: UME (the uni-modal models' averaged predictions) vs. joint training on UCF101
 table9:
-	@$(PT_CHECK)$(PT_START)
-	@$(PT_SH); R=$(PT)/ucf101/seed$(PT_SEED); prep ucf101 $(PT_UCF); \
-	run $$R/unimodal pretrain-unimodal ucf101 pretrain data.seed=$(PT_SEED) train.seed=$(PT_SEED); \
-	each ucf101 $(PT_SEED) train $(PT_JOINT); \
-	run $$R/ume ensemble ucf101 ensemble data.seed=$(PT_SEED) train.seed=$(PT_SEED) --teachers $$R/unimodal --run $$R/naive
-	$(PT_BUILD)
+	$(PT_REPRODUCE)
 
 # Table 10: UME vs. paper 002's MMTM model trained plainly, with random and with guided re-balancing, on
 # ModelNet40, over $(SEEDS) (the paper gives mean ± std)
 table10:
-	@$(PT_CHECK)$(PT_START)
-	@$(PT_SH); prep modelnet40 $(PT_MN40); for k in $(PT_SEEDS); do \
-	  R=$(PT)/modelnet40/seed$$k; \
-	  run $$R/unimodal pretrain-unimodal modelnet40 pretrain data.seed=$$k train.seed=$$k; \
-	  run $$R/ume train modelnet40 ume data.seed=$$k train.seed=$$k --teachers $$R/unimodal; \
-	  each modelnet40 $$k train mmtm balanced_random balanced; \
-	done
-	$(PT_BUILD)
+	$(PT_REPRODUCE)

@@ -472,6 +472,47 @@ def utilization(
     _analyse("utilization", "util", recipe, dataset, overrides, run_dir, as_json, run=run)
 
 
+@app.command()
+def reproduce(
+    table: Annotated[str, typer.Argument(metavar="TABLE", help="table1, table3, table4, table5, table7, table8, "
+                                         "table9 or table10 (docs/tables.md).", show_default=False)],
+    data: Annotated[
+        list[str] | None,
+        typer.Option("--data", metavar="[NAME=]DIR", help="Raw folder of a dataset (NAME: ucf101, vggsound, "
+                     "kinetics400, modelnet40; without NAME the table's main dataset). Repeatable."),
+    ] = None,
+    seeds: Annotated[str, typer.Option(metavar="0,1,2", help="Seeds of the tables that average seeds.")] = "0,1,2",
+    smoke: Annotated[bool, typer.Option("--smoke", help="Tiny fixture data and models, one seed.")] = False,
+    executor: Annotated[str, typer.Option(metavar="local|slurm", help="Where the runs run.")] = "local",
+    jobs: Annotated[int, typer.Option(metavar="N", help="Local: runs at a time.")] = 1,
+    threads: Annotated[
+        int | None, typer.Option(metavar="N", help="Local: threads per run (default: cores / jobs; 1 with --smoke).")
+    ] = None,
+    slurm: Annotated[
+        list[str] | None,
+        typer.Option("--slurm", metavar="KEY=VALUE", help="SLURM setting, e.g. partition=gpu gpus_per_run=1 "
+                     "time_min=720 mode=afterok|wait (docs/tables.md). Repeatable."),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would be reused and run, and stop.")] = False,
+) -> None:
+    """Reproduce a paper table: prepare its data, run (or reuse) every run it reads, write results/TABLE.md.
+
+    A finished run is reused when its recipe and inputs are unchanged (its folder name carries their hash);
+    a failed run does not stop the others, and running the command again continues from there.
+
+    Example: mmtool reproduce table9 --data /data/UCF101 --jobs 2   (or --smoke; --executor slurm --slurm partition=gpu)
+    """
+    from mmtool.analysis import paper_plans
+    from mmtool.plans import executors
+
+    opts = paper_plans.Options(
+        table, paper_plans.parse_data(table, data or []), paper_plans.parse_seeds(seeds), smoke
+    )
+    run_on = None if dry_run else executors.make(executor, jobs, 1 if smoke and threads is None else threads,
+                                                  slurm or [], opts.root)  # fmt: skip
+    raise typer.Exit(paper_plans.reproduce(opts, run_on, dry_run))
+
+
 @app.command("runs")
 def list_runs(
     stage: Annotated[

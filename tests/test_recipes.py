@@ -32,6 +32,7 @@ def _bases(path: Path) -> set[Path]:
 
 
 MAKEFILE = (RECIPES.parent / "Makefile").read_text()
+PLANS = (RECIPES.parent / "mmtool" / "analysis" / "paper_plans.py").read_text()  # what `mmtool reproduce` merges
 
 
 @functools.cache
@@ -43,13 +44,15 @@ def _used_fragments() -> frozenset[Path]:
 
 @pytest.mark.parametrize("fragment", FRAGMENTS, ids=lambda p: str(p.relative_to(RECIPES)))
 def test_fragment_is_used(fragment):
-    """Every fragment is a base of a recipe, or merged by a Make target (``-r recipes/_base/...``)."""
+    """Every fragment is a base of a recipe, or merged by a Make target (``-r recipes/_base/...``) or a table's
+    plan (``recipes/_base/smoke/{dataset}.yaml``)."""
     assert fragment.resolve() in _used_fragments()
 
 
 def _named_in_makefile(fragment: Path) -> bool:
     rel = fragment.relative_to(RECIPES.parent).as_posix()
-    return rel in MAKEFILE or rel.replace(fragment.stem, "$$d") in MAKEFILE
+    in_make = rel in MAKEFILE or rel.replace(fragment.stem, "$$d") in MAKEFILE
+    return in_make or rel.replace(fragment.stem, "{dataset}") in PLANS
 
 
 DATA_FRAGMENTS = sorted((RECIPES / "_base" / "data").glob("*.yaml"))

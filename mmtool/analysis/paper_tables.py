@@ -6,7 +6,8 @@ extracted text (``/work/shared/papers/000_*.txt``) with the paper's row and colu
 cell by cell, which run and which field of its ``results.json`` gives our number for that cell (a cell
 without a source prints "—").
 
-Run layout (what the Makefile's ``tableN`` targets write): ``<root>/<dataset>/seed<k>/<run>/results.json``
+Run layout: ``<root>/<dataset>/seed<k>/<run>/results.json``, where `mmtool reproduce` (the plans of
+:mod:`mmtool.analysis.paper_plans`) names each folder ``<run>-<id12>`` and passes the folders to :func:`render`,
 with ``<dataset>`` ``ucf101``, ``vggsound``, ``kinetics400`` or ``modelnet40`` and ``<run>``:
 
 * ``unimodal`` (`pretrain-unimodal`), ``decide`` (`decide`), ``ume`` (`ensemble`),
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,9 @@ from mmtool.analysis.tables import mean_std
 from mmtool.runs import atomic_write_text, read_json
 
 Cell = float | str | None  # a paper cell: a number, a number with the paper's mark ("50.6*") or a word
+# The run folders of each (dataset, run name), one per seed, where a plan names them (`mmtool reproduce`:
+# <seed dir>/<run>-<id12>); without one, <root>/<dataset>/seed*/<run> as the Makefile used to write them.
+Located = Mapping[tuple[str, str], Sequence[Path]]
 SMOKE_BANNER = "> SMOKE mode: generated fixture data, tiny models — not comparable with the paper"
 
 
@@ -270,11 +274,18 @@ OURS: dict[str, dict[str, tuple[Source | None, ...]]] = {
 
 
 # --------------------------------------------------------------------------------------------- building
-def collect(root: Path, source: Source) -> list[float | str]:
-    """The value at ``source.key`` in every ``<root>/<dataset>/seed*/<run>/results.json`` that exists."""
+def run_dirs(root: Path, dataset: str, run: str, runs: Located | None = None) -> list[Path]:
+    """The folders of ``run`` on ``dataset``, one per seed: from ``runs`` where given, else found by name."""
+    if runs is not None:
+        return list(runs.get((dataset, run), ()))
+    return [seed_dir / run for seed_dir in sorted((root / dataset).glob("seed*"))]
+
+
+def collect(root: Path, source: Source, runs: Located | None = None) -> list[float | str]:
+    """The value at ``source.key`` in the ``results.json`` of each run folder of ``source`` that has one."""
     values = []
-    for seed_dir in sorted((root / source.dataset).glob("seed*")):
-        path = seed_dir / source.run / "results.json"
+    for folder in run_dirs(root, source.dataset, source.run, runs):
+        path = folder / "results.json"
         if path.is_file():
             value = read_json(path)
             for part in source.key:
@@ -303,20 +314,20 @@ def paper_cell(value: Cell, digits: int) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else value
 
 
-def _seeds(root: Path, name: str) -> dict[str, int]:
+def _seeds(root: Path, name: str, runs: Located | None = None) -> dict[str, int]:
     """How many seeds each dataset contributes to table ``name`` (most runs found for one cell)."""
     counts: dict[str, int] = {}
     for sources in OURS[name].values():
         for s in sources:
             if s is not None:
-                counts[s.dataset] = max(counts.get(s.dataset, 0), len(collect(root, s)))
+                counts[s.dataset] = max(counts.get(s.dataset, 0), len(collect(root, s, runs)))
     return counts
 
 
-def _settings(root: Path, dataset: str) -> str:
+def _settings(root: Path, dataset: str, runs: Located | None = None) -> str:
     """Input size, epochs and batch of the dataset's uni-modal run: says at a glance whether these are SMOKE runs."""
-    for seed_dir in sorted((root / dataset).glob("seed*")):
-        config = seed_dir / "unimodal" / "config.yaml"
+    for folder in run_dirs(root, dataset, "unimodal", runs):
+        config = folder / "config.yaml"
         if config.is_file():  # the resolved recipe the run saved
             cfg = yaml.safe_load(config.read_text())
             data, train, optim = cfg["data"], cfg["train"], cfg["optim"]
@@ -327,9 +338,9 @@ def _settings(root: Path, dataset: str) -> str:
     return "no uni-modal run found"
 
 
-def render(name: str, root: Path, smoke: bool = False) -> str:
+def render(name: str, root: Path, smoke: bool = False, runs: Located | None = None) -> str:
     """The Markdown table ``name``: each paper column beside ours, row names as in the paper; with ``smoke``
-    its first line is :data:`SMOKE_BANNER`."""
+    its first line is :data:`SMOKE_BANNER`. ``runs``: where each run is (else found by name under ``root``)."""
     table = PAPER[name]
     header = f"| {table.row_header} | " + " | ".join(f"{c}: paper | {c}: ours" for c in table.columns) + " |"
     lines = [SMOKE_BANNER, ""] if smoke else []
@@ -337,11 +348,11 @@ def render(name: str, root: Path, smoke: bool = False) -> str:
     for row, paper in table.rows.items():
         cells = []
         for value, source in zip(paper, OURS[name][row], strict=True):
-            ours = "—" if source is None else ours_cell(collect(root, source))
+            ours = "—" if source is None else ours_cell(collect(root, source, runs))
             cells += [paper_cell(value, table.digits), ours]
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     lines += ["", *table.notes]
-    seeds = _seeds(root, name)
+    seeds = _seeds(root, name, runs)
     for dataset, n in sorted(seeds.items()):
         if n == 0:
             lines.append(f"Ours on {dataset}: not run (no runs in {root / dataset}).")
@@ -349,7 +360,7 @@ def render(name: str, root: Path, smoke: bool = False) -> str:
         spread = "mean ± std over " if n > 1 else ""
         lines.append(
             f"Ours on {dataset}: {spread}{n} seed{'s' if n != 1 else ''} "
-            f"({_settings(root, dataset)}; runs in {root / dataset})."
+            f"({_settings(root, dataset, runs)}; runs in {root / dataset})."
         )
     lines.append("Top-1 test accuracy in %. How the runs are made: docs/tables.md.")
     return "\n".join(lines) + "\n"

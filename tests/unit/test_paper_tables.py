@@ -252,7 +252,17 @@ def test_smoke_tables_say_so_in_their_first_line(runs, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(("args", "flag"), [(["SMOKE=1"], True), (["DATA=/raw/UCF101"], False)])
-def test_make_passes_smoke_to_the_table_builder(args, flag):
+def test_make_passes_smoke_to_reproduce(args, flag):
     dry = subprocess.run(["make", "-n", "table9", *args], cwd=REPO, capture_output=True, text=True, timeout=60)
-    build = [line for line in dry.stdout.splitlines() if "mmtool.analysis.paper_tables" in line]
-    assert len(build) == 1 and ("paper_tables --smoke table9 " in build[0]) == flag, dry.stdout + dry.stderr
+    build = [line for line in dry.stdout.splitlines() if " reproduce table9" in line]
+    assert len(build) == 1 and ("--smoke" in build[0]) == flag, dry.stdout + dry.stderr
+    assert ("--data /raw/UCF101" in build[0]) != flag
+
+
+def test_render_reads_the_run_folders_a_plan_names(runs, tmp_path):
+    """`mmtool reproduce` names each run <run>-<id12>: the builder reads the folders it is given, not others."""
+    seed = runs / "ucf101" / "seed0"
+    (seed / "naive").rename(seed / "naive-0123456789ab")
+    write(seed / "naive-ffffffffffff", {"test_accuracy": 99.0})  # another recipe's run: not this table's
+    text = pt.render("table9", runs, runs={("ucf101", "naive"): [seed / "naive-0123456789ab"]})
+    assert ours(text, "Linear-Head") == ["11.0"] and ours(text, "UME (ours)") == ["—"]

@@ -1,0 +1,235 @@
+"""The runs behind each of paper 000's tables (:mod:`mmtool.analysis.paper_tables`), as data.
+
+A table names its datasets and, per dataset and seed, its runs: a run is (name, command, recipe, inputs),
+where an input names another run of the same seed folder and the recipe key that receives its folder
+(``teachers`` for the uni-modal models, ``run`` for what a probe reads, ``method.teacher_run`` for
+self-distillation). :func:`build` turns that into a :class:`~mmtool.plans.graph.Plan`: per dataset a prep
+node (with ``--smoke`` the fixture copy is written first), then each run on ``recipes/<dataset>/<recipe>.yaml``
+(and ``recipes/_base/smoke/<dataset>.yaml`` merged last with ``--smoke``) with ``data.seed`` and
+``train.seed`` set to the seed. Runs live in ``runs/paper/<dataset>/seed<k>/<name>-<id12>/``
+(``runs/smoke/paper/...`` with ``--smoke``); the table goes to ``results/tableN.md`` (``results/smoke/``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from mmtool.errors import UserError
+from mmtool.plans.graph import Input, Node, Plan
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run per dataset and seed; ``inputs``: (recipe key, name of the run in the same seed folder)."""
+
+    name: str
+    command: str
+    recipe: str
+    inputs: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class TablePlan:
+    """The datasets a table spans (in the order they are prepared) and the runs it reads."""
+
+    datasets: tuple[str, ...]
+    runs: tuple[Run, ...]
+    primary: str | None  # the dataset a bare --data DIR names (None: give NAME=DIR)
+    all_seeds: bool = False  # the paper gives mean ± std: every seed (else the first)
+
+
+UNIMODAL = Run("unimodal", "pretrain-unimodal", "pretrain")
+DECIDE = Run("decide", "decide", "decide", (("teachers", "unimodal"),))
+# which earlier run a training recipe reads: UMT distils the uni-modal models, self-distillation the naive run
+TEACHER = {
+    "umt": (("teachers", "unimodal"),),
+    "ume": (("teachers", "unimodal"),),
+    "self_distill": (("method.teacher_run", "naive"),),
+    "self_distill_feature": (("method.teacher_run", "naive"),),
+}
+JOINT = ("naive", "naive_mlp", "naive_attention", "aux_ce", "gblending", "ogm_ge")
+PROBED_T1 = ("naive", "naive_mlp", "naive_attention", "gblending", "ogm_ge")
+
+
+def train(*names: str) -> tuple[Run, ...]:
+    return tuple(Run(n, "train", n, TEACHER.get(n, ())) for n in names)
+
+
+def probe(*names: str) -> tuple[Run, ...]:
+    return tuple(Run(f"probe-{n}", "probe", "probe", (("run", n),)) for n in names)
+
+
+UME_ENSEMBLE = Run("ume", "ensemble", "ensemble", (("teachers", "unimodal"), ("run", "naive")))
+VGG_K400 = ("vggsound", "kinetics400")
+TABLES: dict[str, TablePlan] = {
+    "table1": TablePlan(("vggsound", "ucf101"), (UNIMODAL, *train(*PROBED_T1), *probe("unimodal", *PROBED_T1)), None),
+    "table3": TablePlan((*VGG_K400, "ucf101", "modelnet40"), (UNIMODAL, DECIDE), "ucf101"),
+    "table4": TablePlan(("ucf101",), (UNIMODAL, DECIDE), "ucf101"),
+    "table5": TablePlan(VGG_K400, (UNIMODAL, *train(*JOINT, "umt")), "vggsound", all_seeds=True),
+    "table7": TablePlan(VGG_K400, (UNIMODAL, *train("naive", "umt"), *probe("unimodal", "naive", "umt")), "vggsound"),
+    "table8": TablePlan(
+        ("vggsound",), (UNIMODAL, *train("naive", "self_distill", "self_distill_feature", "umt")), "vggsound", True
+    ),
+    "table9": TablePlan(("ucf101",), (UNIMODAL, *train(*JOINT), UME_ENSEMBLE), "ucf101"),
+    "table10": TablePlan(
+        ("modelnet40",), (UNIMODAL, *train("ume", "mmtm", "balanced_random", "balanced")), "modelnet40", True
+    ),
+}
+
+# The prep settings read from the recipes the stages load, so prep builds the cache they look for.
+PREP_KEYS = ("store_size", "clip_frames", "audio_seconds", "sample_rate", "flow_stack", "rgb_source", "front_view",
+             "rear_view")  # fmt: skip
+# Rough durations per run (docs/tables.md): one A100/H100-class GPU, 8 loader workers; SMOKE on one CPU thread.
+ESTIMATES = {"ucf101": "15-30 min", "vggsound": "10-20 GPU-h", "kinetics400": "10-20 GPU-h", "modelnet40": "5-15 min"}
+LIGHT = {"probe": "a few min", "decide": "a few min", "ensemble": "a few min"}  # frozen features, no training
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the command line asked for."""
+
+    table: str
+    data: dict[str, str]  # dataset -> raw folder
+    seeds: tuple[int, ...]
+    smoke: bool = False
+
+    @property
+    def root(self) -> Path:
+        return Path("runs/smoke/paper" if self.smoke else "runs/paper")
+
+    @property
+    def out(self) -> Path:
+        return Path("results/smoke" if self.smoke else "results") / f"{self.table}.md"
+
+
+def table_plan(name: str) -> TablePlan:
+    if name not in TABLES:
+        raise UserError(f"unknown table {name!r} (known: {', '.join(TABLES)})")
+    return TABLES[name]
+
+
+def parse_data(name: str, given: list[str]) -> dict[str, str]:
+    """``--data DIR`` (the table's primary dataset) and ``--data NAME=DIR``; each dataset once."""
+    table = table_plan(name)
+    data: dict[str, str] = {}
+    for item in given:
+        dataset, _, folder = item.rpartition("=") if "=" in item else (table.primary, "", item)
+        if dataset is None:
+            raise UserError(f"--data {item}: {name} spans {' and '.join(table.datasets)}; give NAME=DIR")
+        if dataset not in table.datasets:
+            known = ", ".join(table.datasets)
+            raise UserError(f"--data {item}: {name} has no {dataset} column (its datasets: {known})")
+        if dataset in data:
+            raise UserError(f"--data names {dataset} twice ({data[dataset]} and {folder})")
+        data[dataset] = folder
+    return data
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    parts = text.replace(",", " ").split()
+    if not parts or not all(p.isdigit() for p in parts):
+        raise UserError(f"--seeds {text!r}: expected seeds like 0,1,2")
+    return tuple(int(p) for p in parts)
+
+
+def build(opts: Options) -> Plan:
+    """The plan of ``opts.table``: prep, then each run per dataset and seed (module docstring)."""
+    table = table_plan(opts.table)
+    datasets = table.datasets if opts.smoke else tuple(d for d in table.datasets if d in opts.data)
+    if not datasets:
+        raise UserError(f"{opts.table}: no data given; pass --data DIR{_data_hint(opts.table)}, or --smoke")
+    seeds = opts.seeds if (table.all_seeds and not opts.smoke) else opts.seeds[:1]
+    plan = Plan(opts.table, opts.root)
+    for dataset in datasets:
+        prep = plan.add(_prep_node(opts, dataset))
+        for seed in seeds:
+            for run in table.runs:
+                plan.add(_run_node(opts, dataset, seed, run, prep.key))
+    return plan
+
+
+def _data_hint(table: str) -> str:
+    names = TABLES[table].datasets
+    return f" or --data NAME=DIR (NAME: {', '.join(names)})"
+
+
+def _fragments(opts: Options, dataset: str, recipe: str) -> tuple[str, ...]:
+    files = (f"recipes/{dataset}/{recipe}.yaml",)
+    return (*files, f"recipes/_base/smoke/{dataset}.yaml") if opts.smoke else files
+
+
+def _prep_node(opts: Options, dataset: str) -> Node:
+    """Prep of ``dataset`` with the data settings of its recipes (``--smoke``: from the fixture copy)."""
+    from mmtool.config import load_recipe
+
+    data = load_recipe([Path(f) for f in _fragments(opts, dataset, "pretrain")]).data
+    raw = f"data/smoke/raw/{dataset}" if opts.smoke else opts.data[dataset]
+    workers = 0 if opts.smoke else min(8, os.cpu_count() or 1)
+    setup = (("python", "-m", "tests.fixtures.smoke", dataset, raw),) if opts.smoke else ()
+    return Node(
+        key=f"{dataset}/prep",
+        command="prep",
+        args=(dataset, "--raw", raw, "--workers", str(workers), "--root", data.root),
+        overrides=tuple(f"data.{k}={getattr(data, k)}" for k in PREP_KEYS),
+        setup=tuple((_python(), *argv[1:]) for argv in setup),
+        folder=str(opts.root / dataset),
+        name="prep",
+        estimate="seconds" if opts.smoke else "minutes (cached) to hours (first time)",
+    )
+
+
+def _run_node(opts: Options, dataset: str, seed: int, run: Run, prep: str) -> Node:
+    where = f"{dataset}/seed{seed}"
+    inputs = (Input("", prep), *(Input(key, f"{where}/{name}") for key, name in run.inputs))
+    light = LIGHT.get(run.command)
+    return Node(
+        key=f"{where}/{run.name}",
+        command=run.command,
+        recipes=_fragments(opts, dataset, run.recipe),
+        overrides=(f"data.seed={seed}", f"train.seed={seed}"),
+        inputs=inputs,
+        folder=str(opts.root / where),
+        name=run.name,
+        estimate="~10 s" if opts.smoke else (light or ESTIMATES[dataset]),
+    )
+
+
+def _python() -> str:
+    import sys
+
+    return sys.executable
+
+
+def located(plan: Plan, paths: dict[str, Path]) -> dict[tuple[str, str], list[Path]]:
+    """(dataset, run name) -> the finished run folders, one per seed, for the table builder."""
+    out: dict[tuple[str, str], list[Path]] = {}
+    for node in plan.nodes.values():
+        if not node.is_prep and node.key in paths:
+            out.setdefault((node.key.split("/")[0], node.name), []).append(paths[node.key])
+    return out
+
+
+def reproduce(opts: Options, executor, dry_run: bool = False) -> int:
+    """Build the plan of ``opts.table``, run what did not finish before and write the table; the exit status
+    (1 when a run failed: the table is then not written)."""
+    from mmtool.analysis import paper_tables
+    from mmtool.plans.driver import preview, report, run_plan, say
+    from mmtool.runs import atomic_write_text
+
+    plan = build(opts)
+    if dry_run:
+        print(f"{opts.table}: {len(plan.nodes)} nodes, runs in {plan.root}/, table -> {opts.out}")
+        print("\n".join(preview(plan)))
+        return 0
+    say(f"{opts.table}: {len(plan.nodes)} nodes ({executor.describe()}); logs in {plan.root / 'logs'}")
+    outcome = run_plan(plan, executor)
+    report(plan, outcome)
+    if not outcome.ok:
+        say(f"{opts.table}: {opts.out} not written; run the same command again to continue (finished runs are reused)")
+        return 1
+    text = paper_tables.render(opts.table, opts.root, opts.smoke, located(plan, outcome.paths))
+    atomic_write_text(opts.out, text)
+    print(text)
+    return 0
