@@ -417,16 +417,26 @@ def table_cells(rows: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
 
 
 def shorten_paths(paths: Sequence[str], width: int) -> list[str]:
-    """Paths in ``width`` characters, keeping their ends (a run's own folder name tells it apart): first the
-    folders every path starts with become "…" (``…/seed0/naive_mlp``), then a path still too long keeps
-    only its last ``width - 1`` characters (``…ive_attention``)."""
+    """Paths in ``width`` characters, keeping what tells runs apart, their own folder names: first the
+    folders every path starts with become "…" (``…/seed0/naive_mlp``); a path still too long keeps its own
+    folder name only (``…/naive_mlp-9868efa5caee``), and where even that is too long, the name's beginning
+    (``naive_mlp-98…``: the name says what the run is, an identity suffix rarely matters at a glance)."""
     parts = [p.split("/") for p in paths]
     common = 0
     while all(len(p) > common + 1 for p in parts) and len({p[common] for p in parts}) == 1:
         common += 1
     if common and max(len(p) for p in paths) > width:
         paths = ["…/" + "/".join(p[common:]) for p in parts]
-    return [p if len(p) <= width else "…" + p[len(p) - max(width - 1, 1) :] for p in paths]
+    return [_fit(p, width) for p in paths]
+
+
+def _fit(path: str, width: int) -> str:
+    if len(path) <= width:
+        return path
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    if len(name) + 2 <= width:
+        return "…/" + name
+    return name[: max(width - 1, 1)] + "…"
 
 
 def render_runs(rows: Sequence[dict[str, Any]], width: int = 80, colour: bool = False) -> str:

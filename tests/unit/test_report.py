@@ -425,7 +425,8 @@ def test_runs_table_fits_80_columns_by_shortening_paths_only(tmp_path):
     assert str(deep / "attention") in report.render_runs(rows, width=300)  # whole paths where they fit
     assert report.shorten_paths(["runs/a/seed0/naive", "runs/a/seed1/naive_attention"], 24) == [
         "…/seed0/naive", "…/seed1/naive_attention"]  # fmt: skip
-    assert report.shorten_paths(["a/b", "a/cccccccccccc"], 8) == ["…/b", "…ccccccc"]
+    assert report.shorten_paths(["a/b", "a/cccccccccccc"], 8) == ["…/b", "ccccccc…"]
+    assert report.shorten_paths(["x/seed0/naive_mlp-9868efa5caee", "y/z"], 24) == ["…/naive_mlp-9868efa5caee", "y/z"]
     assert report.shorten_paths(["runs/smoke/paper/ucf101/seed0/naive_attention"], 20) == ["…/naive_attention"]
 
 
