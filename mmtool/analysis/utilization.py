@@ -16,6 +16,8 @@ where (a, b) are the dataset's first and second modality (the paper's m0, m1).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from mmtool.engine.evaluate import accuracy
@@ -23,8 +25,11 @@ from mmtool.engine.inference import encode_only, run_inference
 from mmtool.models import MultiModalNet
 from mmtool.models.mmtm import MMTMNet
 
+if TYPE_CHECKING:
+    from mmtool.engine.runtime import Runtime
 
-def mean_features(model: MultiModalNet, split, runtime=None) -> dict[str, torch.Tensor]:
+
+def mean_features(model: MultiModalNet, split, runtime: Runtime) -> dict[str, torch.Tensor]:
     """Training-set mean of every modality's encoder features: ``{m: (D,)}``."""
     feats = run_inference(model, split, runtime, want=("features",), forward=encode_only)["features"]
     return {m: f.sum(0) / len(f) for m, f in feats.items()}
@@ -56,7 +61,7 @@ def _branch_accuracies(model: MMTMNet, split, runtime, override: dict | None) ->
     return {m: accuracy(z, pred["target"]) for m, z in pred["unimodal_logits"].items()}
 
 
-def intermediate_rates(model: MMTMNet, train, test, runtime=None) -> dict:
+def intermediate_rates(model: MMTMNet, train, test, runtime: Runtime) -> dict:
     """Paper 002, Def. 4.1 as written: ``f_a'`` is branch a's prediction when every MMTM sees the training
     mean of the other modality's squeezed activations (Eq. 7), ``u(b|a) = (A(f_a) - A(f_a')) / A(f_a)``."""
     a, b = model.modalities
@@ -80,7 +85,7 @@ def intermediate_rates(model: MMTMNet, train, test, runtime=None) -> dict:
     }
 
 
-def utilization_rates(model: MultiModalNet, train, test, runtime=None) -> dict:
+def utilization_rates(model: MultiModalNet, train, test, runtime: Runtime) -> dict:
     if isinstance(model, MMTMNet):
         return intermediate_rates(model, train, test, runtime)
     a, b = model.modalities[:2]
