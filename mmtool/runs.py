@@ -792,3 +792,47 @@ def _stage_of(folder: Path) -> str:
         except (OSError, json.JSONDecodeError, AttributeError):
             stage = None
     return f"a `{COMMANDS.get(stage, stage)}` run" if stage else "a run"
+
+
+# ------------------------------------------------------------------------------------ listings of run folders
+def find_runs(root: Path) -> list[Path]:
+    """Every run folder at or under ``root`` (hidden folders skipped, runs not descended into: a pretrain
+    run's modality folders are part of it)."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        if CONFIG in filenames:
+            found.append(Path(dirpath))
+            dirnames.clear()
+        else:
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    return found
+
+
+def _mapping(path: Path) -> dict[str, Any] | None:
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def listed(folder: Path) -> dict[str, Any]:
+    """What a listing of runs reads from a run folder, each None when missing or unreadable: ``config``
+    (config.yaml's text), ``results``, ``error`` (failed.json's), ``env`` and the modification times of
+    config.yaml and results.json (``created``, ``finished``)."""
+    folder = Path(folder)
+
+    def mtime(name: str) -> float | None:
+        try:
+            return (folder / name).stat().st_mtime
+        except OSError:
+            return None
+
+    return {
+        "config": config_text(folder),
+        "results": _mapping(folder / RESULTS),
+        "error": (_mapping(folder / FAILED) or {}).get("error"),
+        "env": _mapping(folder / ENV) or {},
+        "created": mtime(CONFIG),
+        "finished": mtime(RESULTS),
+    }

@@ -115,12 +115,12 @@ def main(argv: list[str] | None = None) -> None:
     from pathlib import Path
 
     from mmtool.analysis.plots import histograms
-    from mmtool.runs import read_json
+    from mmtool.runs import results_of
 
     args = argv if argv is not None else sys.argv[1:]
     if len(args) < 2:
         raise SystemExit("usage: python -m mmtool.analysis.utilization OUT.png UTILIZATION_RUN...")
-    results = [read_json(Path(run) / "results.json") for run in args[1:]]
+    results = [results_of(run) for run in args[1:]]
     values = [r["d_util"] for r in results]
     speeds = [s for s in (_d_speed_at_best(r.get("source")) for r in results) if s is not None]
     panels = {"d_util = u(m2|m1) - u(m1|m2)": values}
@@ -132,14 +132,12 @@ def main(argv: list[str] | None = None) -> None:
 
 def _d_speed_at_best(source: str | None) -> float | None:
     """d_speed logged by a training run at its selected (best-validation) epoch, if it logged one."""
-    from pathlib import Path
+    from mmtool.runs import Run, is_finished
 
-    from mmtool.runs import MetricsWriter, read_json
-
-    if not source or not (Path(source) / "results.json").is_file() or not (Path(source) / "metrics.jsonl").is_file():
+    if not source or not is_finished(source) or not Run(source).has_metrics():
         return None
-    best = read_json(Path(source) / "results.json").get("best_epoch")
-    for row in MetricsWriter(Path(source) / "metrics.jsonl").read():
+    best = Run(source).results().get("best_epoch")
+    for row in Run(source).metrics().read():
         if row.get("epoch") == best and "d_speed" in row:
             return float("nan") if row["d_speed"] is None else float(row["d_speed"])  # null: not finite when logged
     return None

@@ -1,12 +1,14 @@
 """Checkpoints: plain tensors and dicts, written atomically, loaded with ``weights_only=True``.
 
-Every file is written to a temporary sibling, flushed to disk and renamed over its target, so a crash at
-any point of a save leaves the previous complete file in place. A new ``last.pt`` is written to its
-temporary file first; only once it is complete is ``last.pt`` rotated to ``last.prev.pt`` (and so on) and
-the new one renamed into place, so a save that fails at any point (a full disk, a folder turned read-only)
-leaves the previous checkpoint resumable. :func:`first_good` skips a truncated, empty or unreadable
-``last.pt`` (naming it in a warning) for the one before, and refuses, naming them, when every one is
-damaged. When a run completes, :func:`compact` cuts ``last.pt`` down to the weights and counters.
+The file names and their folder are :class:`mmtool.runs.CheckpointStore`'s; this module writes and reads
+the files it is given. Every file is written to a temporary sibling, flushed to disk and renamed over its
+target, so a crash at any point of a save leaves the previous complete file in place. A new ``last.pt``
+is written to its temporary file first; only once it is complete is ``last.pt`` rotated to
+``last.prev.pt`` (and so on) and the new one renamed into place, so a save that fails at any point (a
+full disk, a folder turned read-only) leaves the previous checkpoint resumable. :func:`first_good` skips a
+truncated, empty or unreadable ``last.pt`` (naming it in a warning) for the one before, and refuses,
+naming them, when every one is damaged. When a run completes, :func:`compact` cuts ``last.pt`` down to
+the weights and counters.
 
 Loading never executes a pickled payload: a file that holds anything but tensors and plain containers is
 refused with one line naming the global it asked for, and a damaged file is one line naming the file,

@@ -106,19 +106,10 @@ def fit(
     state = _State(best_epoch=0, best_val={"accuracy": -math.inf}, start=1)
     resumed = None
     if resume:
-        if store.complete() is not None:
-            return _finished(store, spec, runtime.is_main)
-        last = store.latest_good()  # last.pt, or an older one when last.pt is damaged
-        if last is not None and last.get("complete"):  # a finished run's small last.pt (its marker lost)
-            return FitResult(last["best_epoch"], last["best_val"], last["epoch"], last["epoch"])
-        if last is not None:
-            resumed = _restore(last, model, opt, sched, scaler, method, state, runtime)
-            metrics.truncate_after(resumed)
-            if runtime.is_main:
-                _rewind_best(store, state, spec)
-        else:
-            metrics.truncate_after(0)
-
+        done = _resume(store, spec, model, opt, sched, scaler, method, state, metrics, runtime)
+        if isinstance(done, FitResult):
+            return done
+        resumed = done
     run = _Run(model, step_model, method, opt, sched, scaler, state, spec, store, cfg, runtime)
     with (
         _progress(cfg.epochs, state.start - 1, label, runtime.is_main) as advance,
@@ -127,38 +118,70 @@ def fit(
     ):
         run.signals = signals
         for epoch in range(state.start, cfg.epochs + 1):
-            if state.partial is None:
-                method.on_epoch_start(model, epoch)  # a resumed epoch's method state already reflects it
-            train_losses = _train_epoch(run, train, epoch)
-            record: dict[str, Any] = {"epoch": epoch, "lr": opt.param_groups[0]["lr"], **train_losses}
-            record.update(method.epoch_metrics())
-            if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
-                record.update(_validate(model, val, spec, epoch, store, state, runtime))
-                metrics.write(record)
-            _step_scheduler(sched, record)
-            if cfg.snapshot_every and epoch % cfg.snapshot_every == 0:
-                store.save_snapshot(epoch, {"model": model.weights(), "spec": spec, "epoch": epoch})
-            stop = run.stop_requested()
-            if stop or (cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0 and epoch < cfg.epochs):
-                run.save(epoch)
-            advance(record)
-            if stop and epoch < cfg.epochs:
-                raise Interrupted(stop, store.last, epoch, None)
-        if state.best_epoch == 0:  # every validation loss was NaN or infinite: nothing to select
-            raise UserError(
-                f"the validation loss was not finite at any evaluation (every {cfg.eval_every} epochs of "
-                f"{cfg.epochs}): no epoch can be selected. The model diverges on held-out data (often batch-norm "
-                f"statistics from a high learning rate or tiny batches): lower optim.lr (now {optim.lr:g}) or "
-                "raise train.batch_size"
-            )
-        run.save(cfg.epochs)
-        store.mark_complete({"epochs": cfg.epochs, "best_epoch": state.best_epoch, "best_val": state.best_val})
-        stop = run.stop_requested()
-        if stop:  # training is complete; what follows (scoring the splits) is left to the resume
-            raise Interrupted(stop, store.last, cfg.epochs, None)
+            _epoch(run, train, val, epoch, metrics, advance)
+        _complete(run, optim)
     runtime.barrier()  # every rank leaves with rank 0's files complete
-    best = state.best_weights
-    return FitResult(state.best_epoch, state.best_val, cfg.epochs, resumed, best)
+    return FitResult(state.best_epoch, state.best_val, cfg.epochs, resumed, state.best_weights)
+
+
+def _resume(store: CheckpointStore, spec: dict, model, opt, sched, scaler, method, state: _State,
+            metrics: MetricLoggers, runtime: Runtime) -> FitResult | int | None:  # fmt: skip
+    """Continue from the newest readable last*.pt: the epochs it holds (None: from the start), or the
+    :class:`FitResult` of a training that already completed (only scored again)."""
+    if store.complete() is not None:
+        return _finished(store, spec, runtime.is_main)
+    last = store.latest_good()  # last.pt, or an older one when last.pt is damaged
+    if last is not None and last.get("complete"):  # a finished run's small last.pt (its marker lost)
+        return FitResult(last["best_epoch"], last["best_val"], last["epoch"], last["epoch"])
+    if last is None:
+        metrics.truncate_after(0)
+        return None
+    resumed = _restore(last, model, opt, sched, scaler, method, state, runtime)
+    metrics.truncate_after(resumed)
+    if runtime.is_main:
+        _rewind_best(store, state, spec)
+    return resumed
+
+
+def _epoch(run: _Run, train: Any, val: Any, epoch: int, metrics: MetricLoggers, advance: Any) -> None:
+    """One epoch: train, validate when due, step the scheduler, snapshot and checkpoint when due, show progress.
+    A signal received during it saves last.pt and raises :class:`Interrupted` (unless it is the last)."""
+    model, method, cfg, state, store = run.model, run.method, run.cfg, run.state, run.store
+    if state.partial is None:
+        method.on_epoch_start(model, epoch)  # a resumed epoch's method state already reflects it
+    train_losses = _train_epoch(run, train, epoch)
+    record: dict[str, Any] = {"epoch": epoch, "lr": run.opt.param_groups[0]["lr"], **train_losses}
+    record.update(method.epoch_metrics())
+    if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+        record.update(_validate(model, val, run.spec, epoch, store, state, run.runtime))
+        metrics.write(record)
+    _step_scheduler(run.sched, record)
+    if cfg.snapshot_every and epoch % cfg.snapshot_every == 0:
+        store.save_snapshot(epoch, {"model": model.weights(), "spec": run.spec, "epoch": epoch})
+    stop = run.stop_requested()
+    if stop or (cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0 and epoch < cfg.epochs):
+        run.save(epoch)
+    advance(record)
+    if stop and epoch < cfg.epochs:
+        raise Interrupted(stop, store.last, epoch, None)
+
+
+def _complete(run: _Run, optim: OptimConfig) -> None:
+    """After the last epoch: the final last.pt and the COMPLETE marker (a signal now leaves only the scoring
+    to a resume)."""
+    cfg, state = run.cfg, run.state
+    if state.best_epoch == 0:  # every validation loss was NaN or infinite: nothing to select
+        raise UserError(
+            f"the validation loss was not finite at any evaluation (every {cfg.eval_every} epochs of "
+            f"{cfg.epochs}): no epoch can be selected. The model diverges on held-out data (often batch-norm "
+            f"statistics from a high learning rate or tiny batches): lower optim.lr (now {optim.lr:g}) or "
+            "raise train.batch_size"
+        )
+    run.save(cfg.epochs)
+    run.store.mark_complete({"epochs": cfg.epochs, "best_epoch": state.best_epoch, "best_val": state.best_val})
+    stop = run.stop_requested()
+    if stop:  # training is complete; what follows (scoring the splits) is left to the resume
+        raise Interrupted(stop, run.store.last, cfg.epochs, None)
 
 
 @dataclass
@@ -193,18 +216,21 @@ class _Run:
     last_save: float = field(default_factory=lambda: _clock())  # looked up when the run starts
 
     def stop_requested(self) -> int:
-        """The signal to stop for (agreed by every rank), or 0."""
+        """The signal to stop for, or 0: after the step it arrived in. In one process that is the handler's
+        flag (an attribute read); several ranks agree on it with a one-integer sum on the CPU control group,
+        so a signal reaching one rank stops every rank at the same step."""
         got = self.signals.received if self.signals is not None else 0
         if not self.runtime.distributed:
             return got
         return (got or signal.SIGTERM) if self.runtime.any_rank(bool(got)) else 0
 
-    def save_due(self, steps_done: int) -> bool:
-        """A mid-epoch checkpoint is due: every ``checkpoint_every_steps`` steps, or every
-        ``checkpoint_every_minutes`` by rank 0's clock (agreed by every rank)."""
+    def save_due(self, steps_done: int, agree: bool = True) -> bool:
+        """A mid-epoch checkpoint is due: every ``checkpoint_every_steps`` steps (the same step count on
+        every rank), or every ``checkpoint_every_minutes`` by rank 0's clock, which several ranks agree on
+        only when ``agree`` (every ``train.log_every`` steps, as for signals)."""
         cfg = self.cfg
-        due = bool(cfg.checkpoint_every_steps) and self.state.step % cfg.checkpoint_every_steps == 0
-        if cfg.checkpoint_every_minutes:
+        due = bool(cfg.checkpoint_every_steps) and steps_done % cfg.checkpoint_every_steps == 0
+        if cfg.checkpoint_every_minutes and (agree or not self.runtime.distributed):
             late = self.runtime.is_main and _clock() - self.last_save >= 60 * cfg.checkpoint_every_minutes
             due = due or self.runtime.any_rank(late)
         return due
@@ -280,10 +306,11 @@ def _train_epoch(run: _Run, train: Any, epoch: int) -> dict[str, float]:
             state.step += 1
             sums.add(step, losses, total, len(batch))
             fault("train_step")  # tests: MMTOOL_FAULT=train_step:N:kill dies here after the N-th step
-            if (step + 1) % runtime.log_every == 0:
+            boundary = (step + 1) % runtime.log_every == 0  # where ranks agree and losses are read back
+            if boundary:
                 sums.check(epoch)
             stop = run.stop_requested()
-            if stop or run.save_due(state.step):
+            if stop or run.save_due(state.step, boundary):
                 sums.check(epoch)
                 run.save(epoch - 1, {"epoch": epoch, "step": step + 1, "sums": sums.state()})
                 if stop:

@@ -78,14 +78,14 @@ def _check_separable(model: MultiModalNet, path: Path) -> None:
         )
 
 
-def load_teacher(run_dir: str | None) -> tuple[MultiModalNet, dict]:
+def load_teacher(teacher_run: str | None) -> tuple[MultiModalNet, dict]:
     """The selected model of a `mmtool train` run, frozen and in eval mode, and its spec (self-distillation)."""
-    if not run_dir:
+    if not teacher_run:
         raise UserError("method 'self_distill' needs method.teacher_run=RUN_DIR (a finished `mmtool train naive` run)")
-    store = Layout(run_dir).checkpoints()
+    store = Layout(teacher_run).checkpoints()
     if not store.best.is_file():
-        where = store.best.relative_to(Path(run_dir))
-        raise UserError(f"method.teacher_run: {run_dir} has no {where} (expected a `mmtool train` run)")
+        where = store.best.relative_to(Path(teacher_run))
+        raise UserError(f"method.teacher_run: {teacher_run} has no {where} (expected a `mmtool train` run)")
     teacher, ckpt = store.load_model()
     teacher.requires_grad_(False)
     return teacher.eval(), ckpt["spec"]
