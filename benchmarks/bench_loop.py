@@ -21,6 +21,7 @@ from mmtool.config import OptimConfig, ScheduleConfig, TrainConfig
 from mmtool.data import Split
 from mmtool.data.synthetic import generate_gamma
 from mmtool.engine.loop import fit
+from mmtool.engine.runtime import Runtime
 from mmtool.methods import MethodContext, build_method
 from mmtool.models import build_model
 
@@ -51,6 +52,7 @@ def with_loop(split: Split, val: Split, epochs: int) -> float:
     torch.manual_seed(0)
     model = build_model(SPEC)
     method = build_method("naive", {}, MethodContext())
+    cfg = TrainConfig(epochs=epochs, eval_every=10, checkpoint_every=100)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         fit(
@@ -62,8 +64,8 @@ def with_loop(split: Split, val: Split, epochs: int) -> float:
             Path(tmp),
             OptimConfig(lr=0.2),
             ScheduleConfig(),
-            TrainConfig(epochs=epochs, eval_every=10, checkpoint_every=100),
-            torch.device("cpu"),
+            cfg,
+            Runtime.cpu(cfg),
         )
         return time.perf_counter() - start
 

@@ -1,7 +1,9 @@
 """Command-line interface: one thin function per subcommand.
 
-Each command resolves a recipe, applies ``key=value`` overrides, opens a run directory and hands over to
-``mmtool.stages.<stage>.run``. torch is imported only inside commands, so ``mmtool --help`` is instant.
+Each command resolves a recipe, applies ``key=value`` overrides, builds the command's one
+:class:`~mmtool.engine.runtime.Runtime`, creates (or, with ``--resume``, reopens) its
+:class:`~mmtool.runs.Run` and hands both to ``mmtool.stages.<stage>.run``; the run writes the results.
+torch is imported only inside commands, so ``mmtool --help`` is instant.
 A stage's results print as a table on a terminal and as JSON when stdout is piped (or with ``--json``), so
 ``decide | train --from-decision -`` works; listings (``runs``, ``recipes``, ``train --list``) stay tables
 when piped, as ``gh`` and ``kubectl`` do, and print JSON with ``--json``. Logs and summaries go to stderr.
@@ -95,16 +97,32 @@ def _resume(resume: Path, stage: str, wanted, given: str, overrides: list[str] |
     checked against the run's recipe. Either way a resume never runs other settings than it says."""
     import importlib
 
-    from mmtool.stages.common import check_resume_recipe, resumed_run
+    from mmtool.engine.runtime import Runtime
+    from mmtool.runs import Run
 
     if run_dir is not None and Path(run_dir).resolve() != Path(resume).resolve():
         raise UserError(f"--run-dir {run_dir} and --resume {resume} name two runs; --resume continues its own folder")
-    if wanted is not None:
-        check_resume_recipe(resume, stage, wanted, given)
-        overrides, method = None, None  # already part of ``wanted``
+    saved = Run.open(resume, key="--resume", what="--resume")
+    saved.check_resume(stage, overrides, method, wanted, given)
+    runtime = Runtime.from_config(saved.config.train)  # the command's one runtime, as the run was made
     module = importlib.import_module(f"mmtool.stages.{stage}")
-    with resumed_run(resume, stage, overrides, method) as (path, cfg):
-        emit(module.run(cfg, path, resume=True), as_json)
+    with saved.resume(runtime) as run:
+        emit(run.finish(module.run(run.config, run, runtime, resume=True)), as_json)
+
+
+def _start(stage: str, cfg, run_dir: Path | None, as_json: bool) -> None:
+    """Run a stage in a new run: the command's one :class:`Runtime` (an impossible device or precision
+    stops here, before any folder exists), the run created, the stage's results written by the run."""
+    import importlib
+
+    from mmtool.engine.runtime import Runtime
+    from mmtool.paths import runs_root
+    from mmtool.runs import Run
+
+    module = importlib.import_module(f"mmtool.stages.{stage}")
+    runtime = Runtime.from_config(cfg.train)
+    with Run.create(runs_root(cfg.runs_root), stage, cfg, runtime, run_dir) as run:
+        emit(run.finish(module.run(cfg, run, runtime)), as_json)
 
 
 def _expect_stage(cfg, *stages: str) -> None:
@@ -115,21 +133,16 @@ def _expect_stage(cfg, *stages: str) -> None:
 NEEDS = {"probe": ("run",), "utilization": ("run",), "decide": ("teachers",), "ensemble": ("teachers",)}
 
 
-def _analyse(stage: str, tag: str, recipe, dataset, overrides, run_dir, as_json: bool, **extra) -> None:
+def _analyse(stage: str, recipe, dataset, overrides, run_dir, as_json: bool, **extra) -> None:
     """Shared body of the commands that read earlier runs and write one new run (no training resume)."""
-    import importlib
-
     from mmtool.runs import require_run
-    from mmtool.stages.common import new_run
 
     cfg = _load(recipe, dataset, f"{stage}.yaml", overrides, **extra)
     _expect_stage(cfg, stage)
     for key in NEEDS.get(stage, ()):  # before any run folder exists
         if getattr(cfg, key) is None:
             require_run(None, f"mmtool {stage.replace('pretrain', 'pretrain-unimodal')}", key)
-    module = importlib.import_module(f"mmtool.stages.{stage}")
-    with new_run(cfg, stage, tag, run_dir) as path:
-        emit(module.run(cfg, path), as_json)
+    _start(stage, cfg, run_dir, as_json)
 
 
 def emit(result: dict, as_json: bool) -> None:
@@ -228,8 +241,6 @@ def pretrain_unimodal(
     Example: mmtool pretrain-unimodal --dataset synth-gamma train.seed=1
     """
     from mmtool.config import check_overrides
-    from mmtool.stages import pretrain as stage
-    from mmtool.stages.common import new_run
 
     check_overrides(overrides)
     if resume is not None:
@@ -240,8 +251,7 @@ def pretrain_unimodal(
         return _resume(resume, "pretrain", wanted, _given(recipe, dataset), overrides, None, run_dir, as_json)
     cfg = _load(recipe, dataset, "pretrain.yaml", overrides)
     _expect_stage(cfg, "pretrain")
-    with new_run(cfg, "pretrain", "unimodal", run_dir) as path:
-        emit(stage.run(cfg, path), as_json)
+    _start("pretrain", cfg, run_dir, as_json)
 
 
 @app.command()
@@ -271,8 +281,6 @@ def train(
     Example: mmtool train umt --dataset synth-gamma --teachers runs/pretrain/synth-gamma-unimodal-...
     """
     from mmtool.config import check_overrides
-    from mmtool.stages import train as stage
-    from mmtool.stages.common import new_run
 
     if list_methods:
         return _list_methods(as_json)
@@ -292,8 +300,7 @@ def train(
         from mmtool.runs import require_run
 
         require_run(None, f"method {cfg.method.name!r}", "teachers")
-    with new_run(cfg, "train", cfg.method.name, run_dir) as path:
-        emit(stage.run(cfg, path), as_json)
+    _start("train", cfg, run_dir, as_json)
 
 
 def _train_recipe(method: str | None, overrides: list[str] | None, recipe: list[Path] | None, dataset: str | None,
@@ -417,7 +424,7 @@ def probe(
 
     Example: mmtool probe --dataset synth-gamma --run runs/train/synth-gamma-umt-...
     """
-    _analyse("probe", "probe", recipe, dataset, overrides, run_dir, as_json, run=run, teachers=teachers)
+    _analyse("probe", recipe, dataset, overrides, run_dir, as_json, run=run, teachers=teachers)
 
 
 @app.command()
@@ -433,7 +440,7 @@ def decide(
 
     Example: mmtool decide --dataset synth-gamma --teachers RUN | mmtool train --from-decision -
     """
-    _analyse("decide", "decide", recipe, dataset, overrides, run_dir, as_json, teachers=teachers)
+    _analyse("decide", recipe, dataset, overrides, run_dir, as_json, teachers=teachers)
 
 
 @app.command()
@@ -453,7 +460,7 @@ def ensemble(
 
     Example: mmtool ensemble --dataset synth-gamma --teachers runs/pretrain/synth-gamma-unimodal-...
     """
-    _analyse("ensemble", "ume", recipe, dataset, overrides, run_dir, as_json, teachers=teachers, run=run)
+    _analyse("ensemble", recipe, dataset, overrides, run_dir, as_json, teachers=teachers, run=run)
 
 
 @app.command()
@@ -469,7 +476,7 @@ def utilization(
 
     Example: mmtool utilization --dataset synth-gamma --run runs/train/synth-gamma-naive-...
     """
-    _analyse("utilization", "util", recipe, dataset, overrides, run_dir, as_json, run=run)
+    _analyse("utilization", recipe, dataset, overrides, run_dir, as_json, run=run)
 
 
 @app.command()
@@ -677,12 +684,9 @@ def _all_ranks_done() -> None:
 
 def _resume_command(run_dir: Path) -> str:
     """The command that continues ``run_dir`` (read from its config.yaml), as it was launched."""
-    import yaml
+    from mmtool.runs import run_stage
 
-    try:
-        stage = (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("stage")
-    except (OSError, yaml.YAMLError):
-        stage = None
+    stage = run_stage(run_dir)
     command = {"pretrain": "pretrain-unimodal", "train": "train"}.get(stage or "")
     if command is None:
         return f"run the command again (a {stage or 'this'} run does not resume)"

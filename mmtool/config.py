@@ -832,3 +832,27 @@ def relative_to_recipe(recipe: Recipe, path: str) -> Path:
     if p.is_absolute() or not recipe.source:
         return p
     return Path(recipe.source).parent / p
+
+
+class _Unset:
+    """A key one recipe does not have (another method's parameter), shown as ``unset`` in a diff."""
+
+    def __repr__(self) -> str:
+        return "unset"
+
+
+def recipe_changes(old: Recipe, new: Recipe) -> list[str]:
+    """``key: old -> new`` for every dotted recipe key whose value differs (what a resume refuses)."""
+    return [f"{k}: {a!r} -> {b!r}" for k, (a, b) in _flat_diff(old.to_dict(), new.to_dict()).items()]
+
+
+def _flat_diff(a: dict, b: dict, prefix: str = "") -> dict[str, tuple]:
+    """``{dotted key: (value in a, value in b)}`` for every key whose values differ."""
+    out: dict[str, tuple] = {}
+    for key in sorted(set(a) | set(b)):
+        x, y = a.get(key, _Unset()), b.get(key, _Unset())
+        if isinstance(x, dict) and isinstance(y, dict):
+            out.update(_flat_diff(x, y, f"{prefix}{key}."))
+        elif x != y:
+            out[f"{prefix}{key}"] = (x, y)
+    return out

@@ -25,11 +25,10 @@ class Interrupted(Exception):
         super().__init__(f"interrupted by {signal.Signals(signum).name} at {where}; saved {self.checkpoint}")
 
     def run_dir(self):
-        """The run folder holding the checkpoint (the nearest parent with a config.yaml)."""
-        for parent in self.checkpoint.parents:
-            if (parent / "config.yaml").is_file():
-                return parent
-        return self.checkpoint.parent.parent
+        """The run folder holding the checkpoint (:func:`mmtool.runs.interrupted_run`)."""
+        from mmtool.runs import interrupted_run
+
+        return interrupted_run(self.checkpoint)
 
 
 class PrepInterrupted(Exception):

@@ -1,5 +1,6 @@
 """Structural rules of the code base, checked by reading the source."""
 
+import ast
 import re
 from pathlib import Path
 
@@ -33,4 +34,123 @@ def test_whole_split_tensors_are_read_only_by_the_data_layer():
         for n, line in enumerate(p.read_text().splitlines(), 1)
         if pattern.search(line)
     ]
+    assert offenders == []
+
+
+# ------------------------------------------------------------------------------------ one owner of the run folder
+# A run folder's layout is spelt in mmtool/runs.py only. The rule, on the syntax tree of every other module:
+# - a file of the layout (below) is never a string constant, nor a "/"-separated part of one (f-string pieces
+#   included): these names mean nothing else, so any use is a path composed outside the Run;
+# - a folder of the layout is never joined onto a path: not an operand of "/", not an argument of Path(),
+#   joinpath(), os.path.join(), glob() or rglob(), not part of a constant path ("checkpoints/best.pt"), and
+#   not bound to a name (which would be joined later). "features" and "plots" are also plain words (a model's
+#   output key), which stay allowed.
+LAYOUT_FILES = {"config.yaml", "env.json", "metrics.jsonl", "best.pt", "last.pt", "COMPLETE", "results.json",
+                "sessions.json", "failed.json"}  # fmt: skip
+LAYOUT_FOLDERS = {"checkpoints", "plots", "features"}
+LAYOUT_NAMES = {"CONFIG", "ENV", "METRICS", "RESULTS", "PLOTS", "CHECKPOINTS", "FEATURES", "SESSIONS", "FAILED",
+                "LOCK", "LAST", "BEST", "COMPLETE", "PREVIOUS"}  # their constants in mmtool/runs.py  # fmt: skip
+RUN_OWNER = {"runs.py"}
+PATH_CALLS = {"Path", "PurePath", "joinpath", "join", "glob", "rglob"}
+# analysis/paper_tables.py reads finished runs' results.json and config.yaml by path; it moves to
+# mmtool.runs.results_of with its rework into plans
+NOT_YET = {"analysis/paper_tables.py"}
+
+
+def _modules():
+    for path in sorted(PACKAGE.rglob("*.py")):
+        yield path.relative_to(PACKAGE).as_posix(), ast.parse(path.read_text(), filename=str(path))
+
+
+def _strings(node):
+    return [n for n in ast.walk(node) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+
+
+def _joined_strings(tree):
+    """String constants used as a path component: operands of "/", arguments of path calls, bound names."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+            found += [n for n in (node.left, node.right) if isinstance(n, ast.Constant)]
+        elif isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+            if name in PATH_CALLS:
+                found += [a for a in node.args if isinstance(a, ast.Constant)]
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)) and isinstance(node.value, ast.Constant):
+            found.append(node.value)
+    return [n for n in found if isinstance(n.value, str)]
+
+
+def test_only_the_run_spells_the_run_layout():
+    offenders = []
+    for rel, tree in _modules():
+        if rel in RUN_OWNER or rel in NOT_YET:
+            continue
+        for node in _strings(tree):
+            parts = node.value.split("/")
+            if LAYOUT_FILES & set(parts) or (len(parts) > 1 and LAYOUT_FOLDERS & set(parts)):
+                offenders.append(f"{rel}:{node.lineno}: {node.value!r}")
+        for node in _joined_strings(tree):
+            if node.value in LAYOUT_FOLDERS:
+                offenders.append(f"{rel}:{node.lineno}: {node.value!r} joined onto a path")
+        for node in ast.walk(tree):  # the Run's own names, imported to compose paths elsewhere
+            if isinstance(node, ast.ImportFrom) and node.module == "mmtool.runs":
+                offenders += [f"{rel}:{node.lineno}: imports {a.name}" for a in node.names if a.name in LAYOUT_NAMES]
+    assert offenders == []
+
+
+# ---------------------------------------------------------------------------------------- one runtime per command
+RUNTIME_MAKERS = {"cli.py", "runs.py", "engine/runtime.py"}
+
+
+def _builds_a_runtime(node) -> str | None:
+    if not isinstance(node, ast.Call):
+        return None
+    func = node.func
+    if isinstance(func, ast.Name) and func.id == "Runtime":
+        return "Runtime("
+    if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
+        if func.value.id == "Runtime" and func.attr in ("from_config", "cpu"):
+            return f"Runtime.{func.attr}("
+        if func.value.id == "torch" and func.attr == "device":
+            return "torch.device("
+    return None
+
+
+def test_only_the_command_builds_the_runtime():
+    """A device, a precision or a Runtime is made once per command (mmtool/cli.py), never below it."""
+    offenders = [
+        f"{rel}:{node.lineno}: {what}"
+        for rel, tree in _modules()
+        if rel not in RUNTIME_MAKERS
+        for node in ast.walk(tree)
+        if (what := _builds_a_runtime(node))
+    ]
+    assert offenders == []
+
+
+# ------------------------------------------------------------------------------------------ stages receive a Run
+FOLDER_PARAMETERS = {"run_dir", "out_dir", "ckpt_dir", "out_path"}
+
+
+def test_stages_receive_the_run_and_the_runtime_and_nothing_takes_a_bare_folder():
+    """`train` and every other stage get ``run(recipe, run: Run, runtime: Runtime)``; below them the training
+    code takes the Run's layout, never a folder to compose paths in."""
+    stages = PACKAGE / "stages"
+    for path in sorted(stages.glob("*.py")):
+        if path.name in ("__init__.py", "prep.py"):  # prep writes a dataset cache, not a run
+            continue
+        tree = ast.parse(path.read_text())
+        run = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "run")
+        annotations = [ast.unparse(a.annotation) for a in run.args.args[:3]]
+        assert annotations == ["Recipe", "Run", "Runtime"], f"{path.name}: run{annotations}"
+    offenders = []
+    for rel, tree in _modules():
+        if not rel.startswith(("stages/", "engine/", "analysis/", "methods/")):  # cli.py: --run-dir is a flag
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                names = {a.arg for a in [*node.args.args, *node.args.kwonlyargs]}
+                offenders += [f"{rel}:{node.lineno}: {node.name}({n})" for n in names & FOLDER_PARAMETERS]
     assert offenders == []

@@ -21,14 +21,14 @@ from pathlib import Path
 
 from mmtool.analysis import plots
 from mmtool.analysis.tables import mean, mean_std
-from mmtool.runs import MetricsWriter, atomic_write_text, read_json
+from mmtool.runs import atomic_write_text, metrics_of, results_of
 
 ORDER = ("vanilla", "guided", "random")
 
 
 def _metrics(run: Path) -> list[dict]:
     """The run's metrics.jsonl records, ``null`` (a number that was not finite) read as NaN."""
-    records = MetricsWriter(run / "metrics.jsonl").read()
+    records = metrics_of(run)
     return [{k: math.nan if v is None else v for k, v in r.items()} for r in records]
 
 
@@ -41,7 +41,7 @@ def collect(root: Path) -> dict[str, dict]:
         curves = []
         modalities: list[str] = []
         for seed in sorted((root / name).glob("seed*")):
-            train, util = read_json(seed / "train" / "results.json"), read_json(seed / "utilization" / "results.json")
+            train, util = results_of(seed / "train"), results_of(seed / "utilization")
             records = _metrics(seed / "train")
             at_best = next(r for r in records if r["epoch"] == train["best_epoch"])
             modalities = util["modalities"]

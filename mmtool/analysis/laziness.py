@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mmtool.analysis.tables import mean, mean_std, table_main
-from mmtool.runs import read_json
+from mmtool.runs import results_of
 
 RUNS = {"unimodal": "Uni-modal training", "naive": "Naive fusion (MM baseline)", "umt": "UMT"}
 
@@ -27,12 +27,12 @@ def collect(root: Path) -> dict[str, dict]:
         test: dict[str, list[float]] = {}
         for seed in seeds:
             for run in RUNS:
-                for m, p in read_json(seed / f"probe-{run}" / "results.json")["probes"].items():
+                for m, p in results_of(seed / f"probe-{run}")["probes"].items():
                     probe[run].setdefault(m, []).append(p["test_accuracy"])
-            for m, r in read_json(seed / "unimodal" / "results.json")["modalities"].items():
+            for m, r in results_of(seed / "unimodal")["modalities"].items():
                 test.setdefault(f"uni-modal {m}", []).append(r["test_accuracy"])
             for run in ("naive", "umt"):
-                test.setdefault(RUNS[run], []).append(read_json(seed / run / "results.json")["test_accuracy"])
+                test.setdefault(RUNS[run], []).append(results_of(seed / run)["test_accuracy"])
         out[ds_dir.name] = {"probe": probe, "test": test, "seeds": len(seeds)}
     return out
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mmtool.analysis.tables import mean_std, table_main
-from mmtool.runs import read_json
+from mmtool.runs import is_finished, results_of
 
 
 def collect(root: Path) -> tuple[list[str], dict[str, dict[str, list[float]]]]:
@@ -21,8 +21,8 @@ def collect(root: Path) -> tuple[list[str], dict[str, dict[str, list[float]]]]:
     rows: dict[str, dict[str, list[float]]] = {}
     for ds in datasets:
         for seed in sorted((root / ds).glob("seed*")):
-            for run in sorted(p for p in seed.iterdir() if (p / "results.json").is_file()):
-                result = read_json(run / "results.json")
+            for run in sorted(p for p in seed.iterdir() if is_finished(p)):
+                result = results_of(run)
                 if result.get("stage") == "pretrain":
                     for m, r in result["modalities"].items():
                         rows.setdefault(f"uni-modal {m}", {}).setdefault(ds, []).append(r["test_accuracy"])

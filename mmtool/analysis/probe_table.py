@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mmtool.analysis.tables import mean, mean_std, table_main
-from mmtool.runs import read_json
+from mmtool.runs import is_finished, results_of
 
 PREFIX = "probe-"
 REFERENCE = "unimodal"
@@ -28,9 +28,9 @@ def collect(root: Path) -> tuple[list[tuple[str, str]], dict[str, dict[tuple[str
     rows: dict[str, dict[tuple[str, str], list[float]]] = {}
     for ds_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         for seed in sorted(ds_dir.glob("seed*")):
-            for probe in sorted(seed.glob(f"{PREFIX}*/results.json")):
-                run = probe.parent.name[len(PREFIX) :]
-                for m, p in read_json(probe)["probes"].items():
+            for probe in sorted(p for p in seed.glob(f"{PREFIX}*") if is_finished(p)):
+                run = probe.name[len(PREFIX) :]
+                for m, p in results_of(probe)["probes"].items():
                     key = (ds_dir.name, m)
                     if key not in columns:
                         columns.append(key)

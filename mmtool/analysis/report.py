@@ -40,9 +40,8 @@ from typing import Any
 import yaml
 
 from mmtool.errors import UserError
-from mmtool.runs import FAILED, RESULTS, read_sessions, run_status
+from mmtool.runs import find_runs, listed, read_sessions, run_status
 
-CONFIG = "config.yaml"
 STAGE_ALIASES = {"pretrain-unimodal": "pretrain"}  # command names accepted for --stage
 
 # Recipe keys that do not make two runs different setups (see the module docstring); a key is left out
@@ -92,31 +91,20 @@ class Run:
     error: str | None  # failed.json's one-line error
 
 
-def find_runs(root: Path) -> list[Path]:
-    """Every run folder at or under ``root`` (hidden folders skipped, runs not descended into)."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        if CONFIG in filenames:
-            found.append(Path(dirpath))
-            dirnames.clear()
-        else:
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-    return found
-
-
 def read_run(path: Path) -> Run:
     """One run folder as :class:`Run` (a config.yaml that is not a mapping gives a run of stage ``?``)."""
     path = Path(path)
+    found = listed(path)
     try:
-        config = yaml.safe_load((path / CONFIG).read_text())
-    except (OSError, yaml.YAMLError):
+        config = yaml.safe_load(found["config"] or "")
+    except yaml.YAMLError:
         config = None
     config = config if isinstance(config, dict) else {}
     stage = str(config.get("stage") or "?")
     status = run_status(path)
     sessions = read_sessions(path)
-    started = _started(path, sessions)
-    wall, lower = _wall(path, status, sessions, started)
+    started = _started(found, sessions)
+    wall, lower = _wall(path, found, status, sessions, started)
     method = _get(config, "method.name") if stage == "train" else None
     seed = _get(config, "train.seed")
     return Run(
@@ -130,8 +118,8 @@ def read_run(path: Path) -> Run:
         wall_s=wall,
         wall_lower_bound=lower,
         config=config,
-        results=_json(path / RESULTS),
-        error=(_json(path / FAILED) or {}).get("error") if status == "failed" else None,
+        results=found["results"],
+        error=found["error"] if status == "failed" else None,
     )
 
 
@@ -162,14 +150,6 @@ def _get(config: dict[str, Any], dotted: str) -> Any:
     return value
 
 
-def _json(path: Path) -> dict[str, Any] | None:
-    try:
-        obj = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return obj if isinstance(obj, dict) else None
-
-
 def _parse_time(stamp: Any) -> float | None:
     """Seconds since the epoch of an ISO time with offset (sessions.json, env.json); None if unreadable."""
     try:
@@ -178,25 +158,23 @@ def _parse_time(stamp: Any) -> float | None:
         return None
 
 
-def _started(path: Path, sessions: list[dict[str, Any]]) -> float | None:
+def _started(found: dict[str, Any], sessions: list[dict[str, Any]]) -> float | None:
     """The first session's start; for runs made before sessions were recorded, env.json's time."""
-    for stamp in ((sessions[0].get("started") if sessions else None), (_json(path / "env.json") or {}).get("time")):
+    for stamp in ((sessions[0].get("started") if sessions else None), found["env"].get("time")):
         if stamp and (t := _parse_time(stamp)) is not None:
             return t
-    try:
-        return (path / CONFIG).stat().st_mtime
-    except OSError:
-        return None
+    return found["created"]
 
 
-def _wall(path: Path, status: str, sessions: list[dict[str, Any]], started: float | None) -> tuple[float | None, bool]:
+def _wall(path: Path, found: dict[str, Any], status: str, sessions: list[dict[str, Any]],
+          started: float | None) -> tuple[float | None, bool]:  # fmt: skip
     """Seconds the run's commands worked on it, summed over sessions (a pause before a resume is not
     counted). A session killed outright recorded no end: the last one counts up to the run's last file
     write (or now, while it runs); an earlier one is left out and the sum marked as a lower bound. A run
     without sessions.json (made before they were recorded) counts from env.json's time to results.json."""
     if not sessions:
-        if status == "complete" and started is not None:
-            return max(0.0, (path / RESULTS).stat().st_mtime - started), False
+        if status == "complete" and started is not None and found["finished"] is not None:
+            return max(0.0, found["finished"] - started), False
         return None, False
     total, lower = 0.0, False
     for i, session in enumerate(sessions):

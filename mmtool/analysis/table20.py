@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mmtool.analysis.tables import mean, mean_std, table_main
-from mmtool.runs import read_json
+from mmtool.runs import results_of
 
 DATASETS = ("synth-alpha", "synth-beta", "synth-gamma")
 # What the paper reports (Table 20 / Table 21), shown for comparison only; our columns are computed.
@@ -30,8 +30,8 @@ def collect(root: Path) -> dict[str, dict[str, list[float]]]:
     rows["_confusion"] = {"m1": [], "m2": []}
     for ds in DATASETS:
         for seed_dir in sorted((root / ds).glob("seed*")):
-            uni = read_json(seed_dir / "unimodal" / "results.json")["modalities"]
-            mm = read_json(seed_dir / "multimodal" / "results.json")
+            uni = results_of(seed_dir / "unimodal")["modalities"]
+            mm = results_of(seed_dir / "multimodal")
             rows["Uni-modal (modality 1)"][ds].append(uni["m1"]["test_accuracy"])
             rows["Uni-modal (modality 2)"][ds].append(uni["m2"]["test_accuracy"])
             rows["Multi-modal"][ds].append(mm["test_accuracy"])

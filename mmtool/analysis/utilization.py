@@ -16,6 +16,8 @@ where (a, b) are the dataset's first and second modality (the paper's m0, m1).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from mmtool.engine.evaluate import accuracy
@@ -23,8 +25,11 @@ from mmtool.engine.inference import encode_only, run_inference
 from mmtool.models import MultiModalNet
 from mmtool.models.mmtm import MMTMNet
 
+if TYPE_CHECKING:
+    from mmtool.engine.runtime import Runtime
 
-def mean_features(model: MultiModalNet, split, runtime=None) -> dict[str, torch.Tensor]:
+
+def mean_features(model: MultiModalNet, split, runtime: Runtime) -> dict[str, torch.Tensor]:
     """Training-set mean of every modality's encoder features: ``{m: (D,)}``."""
     feats = run_inference(model, split, runtime, want=("features",), forward=encode_only)["features"]
     return {m: f.sum(0) / len(f) for m, f in feats.items()}
@@ -56,7 +61,7 @@ def _branch_accuracies(model: MMTMNet, split, runtime, override: dict | None) ->
     return {m: accuracy(z, pred["target"]) for m, z in pred["unimodal_logits"].items()}
 
 
-def intermediate_rates(model: MMTMNet, train, test, runtime=None) -> dict:
+def intermediate_rates(model: MMTMNet, train, test, runtime: Runtime) -> dict:
     """Paper 002, Def. 4.1 as written: ``f_a'`` is branch a's prediction when every MMTM sees the training
     mean of the other modality's squeezed activations (Eq. 7), ``u(b|a) = (A(f_a) - A(f_a')) / A(f_a)``."""
     a, b = model.modalities
@@ -80,7 +85,7 @@ def intermediate_rates(model: MMTMNet, train, test, runtime=None) -> dict:
     }
 
 
-def utilization_rates(model: MultiModalNet, train, test, runtime=None) -> dict:
+def utilization_rates(model: MultiModalNet, train, test, runtime: Runtime) -> dict:
     if isinstance(model, MMTMNet):
         return intermediate_rates(model, train, test, runtime)
     a, b = model.modalities[:2]
@@ -110,12 +115,12 @@ def main(argv: list[str] | None = None) -> None:
     from pathlib import Path
 
     from mmtool.analysis.plots import histograms
-    from mmtool.runs import read_json
+    from mmtool.runs import results_of
 
     args = argv if argv is not None else sys.argv[1:]
     if len(args) < 2:
         raise SystemExit("usage: python -m mmtool.analysis.utilization OUT.png UTILIZATION_RUN...")
-    results = [read_json(Path(run) / "results.json") for run in args[1:]]
+    results = [results_of(run) for run in args[1:]]
     values = [r["d_util"] for r in results]
     speeds = [s for s in (_d_speed_at_best(r.get("source")) for r in results) if s is not None]
     panels = {"d_util = u(m2|m1) - u(m1|m2)": values}
@@ -127,14 +132,12 @@ def main(argv: list[str] | None = None) -> None:
 
 def _d_speed_at_best(source: str | None) -> float | None:
     """d_speed logged by a training run at its selected (best-validation) epoch, if it logged one."""
-    from pathlib import Path
+    from mmtool.runs import Run, is_finished
 
-    from mmtool.runs import MetricsWriter, read_json
-
-    if not source or not (Path(source) / "results.json").is_file() or not (Path(source) / "metrics.jsonl").is_file():
+    if not source or not is_finished(source) or not Run(source).has_metrics():
         return None
-    best = read_json(Path(source) / "results.json").get("best_epoch")
-    for row in MetricsWriter(Path(source) / "metrics.jsonl").read():
+    best = Run(source).results().get("best_epoch")
+    for row in Run(source).metrics().read():
         if row.get("epoch") == best and "d_speed" in row:
             return float("nan") if row["d_speed"] is None else float(row["d_speed"])  # null: not finite when logged
     return None

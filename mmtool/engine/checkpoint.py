@@ -1,12 +1,14 @@
 """Checkpoints: plain tensors and dicts, written atomically, loaded with ``weights_only=True``.
 
-Every file is written to a temporary sibling, flushed to disk and renamed over its target, so a crash at
-any point of a save leaves the previous complete file in place. A new ``last.pt`` is written to its
-temporary file first; only once it is complete is ``last.pt`` rotated to ``last.prev.pt`` (and so on) and
-the new one renamed into place, so a save that fails at any point (a full disk, a folder turned read-only)
-leaves the previous checkpoint resumable. :func:`latest_good` skips a truncated, empty or unreadable
-``last.pt`` (naming it in a warning) for the one before, and refuses, naming them, when every one is
-damaged. When a run completes, :func:`compact_last` cuts ``last.pt`` down to the weights and counters.
+The file names and their folder are :class:`mmtool.runs.CheckpointStore`'s; this module writes and reads
+the files it is given. Every file is written to a temporary sibling, flushed to disk and renamed over its
+target, so a crash at any point of a save leaves the previous complete file in place. A new ``last.pt``
+is written to its temporary file first; only once it is complete is ``last.pt`` rotated to
+``last.prev.pt`` (and so on) and the new one renamed into place, so a save that fails at any point (a
+full disk, a folder turned read-only) leaves the previous checkpoint resumable. :func:`first_good` skips a
+truncated, empty or unreadable ``last.pt`` (naming it in a warning) for the one before, and refuses,
+naming them, when every one is damaged. When a run completes, :func:`compact` cuts ``last.pt`` down to
+the weights and counters.
 
 Loading never executes a pickled payload: a file that holds anything but tensors and plain containers is
 refused with one line naming the global it asked for, and a damaged file is one line naming the file,
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,57 +27,42 @@ import torch
 
 from mmtool.errors import UserError
 from mmtool.faults import fault_point
+from mmtool.files import atomic_write, writing
 from mmtool.models import MultiModalNet, build_model
-from mmtool.runs import atomic_write, writing
-
-LAST, BEST, COMPLETE = "last.pt", "best.pt", "COMPLETE"
-PREVIOUS = "last.prev.pt"  # the resumable checkpoint before the current one
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     atomic_write(path, lambda fh: torch.save(state, fh))
 
 
-def resumable(ckpt_dir: Path, keep: int = 2) -> list[Path]:
-    """The names of the ``keep`` newest resumable checkpoints, newest first: ``last.pt``, ``last.prev.pt``,
-    ``last.prev2.pt``, ..."""
-    names = [LAST, PREVIOUS, *(f"last.prev{k}.pt" for k in range(2, keep))]
-    return [Path(ckpt_dir) / n for n in names[:keep]]
-
-
-def save_last(ckpt_dir: Path, state: dict[str, Any], keep: int = 2) -> None:
-    """Write the resumable checkpoint ``last.pt``, keeping the ``keep - 1`` before it (``last.prev.pt``, ...,
-    oldest dropped). The new file is complete on disk before anything is rotated: a save that dies or is
-    refused at any point leaves the previous checkpoint as ``last.pt`` (or, once rotated, ``last.prev.pt``)."""
-    from mmtool.runs import is_writer
+def save_rotating(chain: list[Path], state: dict[str, Any], stale: Callable[[], list[Path]] = list) -> None:
+    """Write ``state`` to ``chain[0]`` (last.pt), moving each older file one place down the chain (last.pt
+    -> last.prev.pt -> ...; the oldest dropped), then remove the ``stale`` rotations a smaller chain no
+    longer keeps. The new file is complete on disk before anything is rotated: a save that dies or is
+    refused at any point leaves the previous checkpoint as ``chain[0]`` (or, once rotated, ``chain[1]``)."""
+    from mmtool.files import is_writer
 
     if not is_writer():
         return
-    chain = resumable(ckpt_dir, max(keep, 1))
 
     def write(fh) -> None:
         fault_point("save_last")  # tests: a second signal, a kill or a full disk in the middle of the save
         torch.save(state, fh)
 
     atomic_write(chain[0], write, before_replace=lambda: _rotate(chain))
-    for older in _older_than(ckpt_dir, len(chain)):
-        with writing(older, "remove"):  # a larger keep_last before: retention is what the recipe says now
+    for older in stale():  # a larger keep_last before: retention is what the recipe says now
+        with writing(older, "remove"):
             older.unlink(missing_ok=True)
 
 
 def _rotate(chain: list[Path]) -> None:
-    """``last.prev.pt`` -> ``last.prev2.pt``, ..., then ``last.pt`` -> ``last.prev.pt`` (oldest first, so a
-    failure half-way loses no checkpoint but the oldest)."""
+    """``chain[-2]`` -> ``chain[-1]``, ..., then ``chain[0]`` -> ``chain[1]`` (oldest first, so a failure
+    half-way loses no checkpoint but the oldest)."""
     for newer, older in zip(chain[-2::-1], chain[:0:-1], strict=True):
         if newer.exists():
             with writing(older):
                 fault_point("checkpoint_rotate")  # tests: checkpoints/ turning read-only (checkpoint_rotate:1:erofs)
                 newer.replace(older)
-
-
-def _older_than(ckpt_dir: Path, keep: int) -> list[Path]:
-    kept = {p.name for p in resumable(ckpt_dir, keep)}
-    return [p for p in Path(ckpt_dir).glob("last.prev*.pt") if p.name not in kept]
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -120,19 +108,18 @@ def _what_to_do(path: Path) -> str:
     """What a damaged checkpoint means for its run, by its kind."""
     if path.name.startswith("last"):
         return "`--resume` falls back to an older last*.pt when there is one"
-    if path.name == BEST:
+    if path.name.startswith("best"):
         return ("`--resume` writes it again from last.pt where that still holds the best weights (an unfinished "
                 "run, or one with train.keep_optimizer); otherwise train again or restore the file")  # fmt: skip
     return "restore the file or write it again"
 
 
-def latest_good(ckpt_dir: Path) -> dict[str, Any] | None:
-    """The newest readable resumable checkpoint (``last.pt``, else ``last.prev.pt``, ...), or None when
-    there is none. A file that cannot be read is skipped with a warning naming it; when every one is
-    damaged, a :class:`UserError` names them (restarting from epoch 0 is the user's call, not a silent one)."""
-    kept = len(list(Path(ckpt_dir).glob("last.prev*.pt"))) + 1
+def first_good(chain: list[Path], folder: Path) -> dict[str, Any] | None:
+    """The newest readable checkpoint of ``chain`` (newest first), or None when there is none. A file that
+    cannot be read is skipped with a warning naming it; when every one is damaged, a :class:`UserError`
+    names them (restarting from epoch 0 is the user's call, not a silent one)."""
     damaged: list[UserError] = []
-    for path in resumable(ckpt_dir, kept + 1):
+    for path in chain:
         if not path.exists():
             continue
         try:
@@ -144,10 +131,10 @@ def latest_good(ckpt_dir: Path) -> dict[str, Any] | None:
             print(f"warning: {err}; resuming from {path.name}", file=sys.stderr)
         return state
     if damaged:
-        names = ", ".join(p.name for p in resumable(ckpt_dir, kept + 1) if p.exists())
+        names = ", ".join(p.name for p in chain if p.exists())
         raise UserError(
-            f"every resumable checkpoint in {ckpt_dir} is damaged ({names}); start a new run, or move them out "
-            f"of {ckpt_dir} to restart this run from epoch 0"
+            f"every resumable checkpoint in {folder} is damaged ({names}); start a new run, or move them out "
+            f"of {folder} to restart this run from epoch 0"
         )
     return None
 
@@ -157,39 +144,21 @@ def latest_good(ckpt_dir: Path) -> dict[str, Any] | None:
 SMALL = ("epoch", "step", "spec", "best_epoch", "best_val")
 
 
-def compact_last(ckpt_dir: Path, keep_optimizer: bool = False) -> None:
-    """For a finished training (``COMPLETE`` written): remove the older rotations (``last.prev*.pt``) and,
-    unless ``keep_optimizer``, cut ``last.pt`` down to :data:`SMALL` (the counters: no weights, optimizer,
-    scheduler, scaler, random or method state), marked ``complete``.
-    best.pt is untouched. A ``last.pt`` that cannot be read is left as it is (the run is complete without it)."""
-    ckpt_dir = Path(ckpt_dir)
-    last = ckpt_dir / LAST
+def compact(last: Path, rotations: list[Path], keep_optimizer: bool = False) -> None:
+    """For a finished training: remove the older ``rotations`` and, unless ``keep_optimizer``, cut ``last``
+    down to :data:`SMALL` (the counters: no weights, optimizer, scheduler, scaler, random or method state),
+    marked ``complete``. The selected checkpoint is untouched. A ``last`` that cannot be read is left as it
+    is (the run is complete without it)."""
     try:
         state = load_checkpoint(last) if last.is_file() and not keep_optimizer else None
     except UserError:
         return
-    for older in ckpt_dir.glob("last.prev*.pt"):  # first: their space is what the smaller file is written in
+    for older in rotations:  # first: their space is what the smaller file is written in
         with writing(older, "remove"):
             older.unlink(missing_ok=True)
     if state is None or state.get("complete"):
         return
     save_checkpoint(last, {**{k: state[k] for k in SMALL if k in state}, "complete": True})
-
-
-def snapshot_path(ckpt_dir: Path, epoch: int) -> Path:
-    """Where the loop keeps the weights of ``epoch`` when ``train.snapshot_every`` is set."""
-    return Path(ckpt_dir) / f"epoch_{epoch:06d}.pt"
-
-
-def list_snapshots(ckpt_dir: Path) -> list[tuple[int, Path]]:
-    """``[(epoch, path)]`` of the snapshots in a checkpoints folder, by epoch."""
-    found = [(int(p.stem.removeprefix("epoch_")), p) for p in Path(ckpt_dir).glob("epoch_*.pt")]
-    return sorted(found)
-
-
-def load_model(run_dir: str | Path, which: str = BEST, subdir: str = "") -> tuple[MultiModalNet, dict]:
-    """Rebuild the model saved in ``run_dir[/subdir]/checkpoints/<which>``; returns (model, checkpoint)."""
-    return model_from_checkpoint(Path(run_dir) / subdir / "checkpoints" / which)
 
 
 def model_from_checkpoint(path: Path) -> tuple[MultiModalNet, dict]:

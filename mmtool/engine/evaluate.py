@@ -24,7 +24,7 @@ def scores(pred: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def evaluate(model: torch.nn.Module, split: Any, runtime: Runtime | None = None) -> dict[str, float]:
+def evaluate(model: torch.nn.Module, split: Any, runtime: Runtime) -> dict[str, float]:
     return scores(run_inference(model, split, runtime, want=("logits",)))
 
 
@@ -36,7 +36,7 @@ def confusion_matrix(logits: torch.Tensor, target: torch.Tensor, num_classes: in
     return cm.tolist()
 
 
-def evaluate_splits(model: torch.nn.Module, splits: dict, num_classes: int, runtime: Runtime | None = None) -> dict:
+def evaluate_splits(model: torch.nn.Module, splits: dict, num_classes: int, runtime: Runtime) -> dict:
     """Fused accuracy on every split; per-modality head accuracy where the head has one; test confusion."""
     out: dict = {}
     for name, split in splits.items():

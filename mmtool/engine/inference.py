@@ -41,7 +41,7 @@ def encode_only(model: nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, 
 def run_inference(
     model: nn.Module,
     source: Any,
-    runtime: Runtime | torch.device | str | None = None,
+    runtime: Runtime,
     *,
     want: Iterable[str] = DEFAULT_WANT,
     forward: Forward | None = None,
@@ -51,9 +51,11 @@ def run_inference(
 
     Returns ``{"target": (N,), "ids": (N,)}`` plus each name in ``want`` that the forward produced:
     ``logits`` (N, C), ``features`` {m: (N, D)}, ``unimodal_logits`` {m: (N, C)}, ... — float32 on the
-    CPU, in sample order. The model is put in eval mode and restored afterwards.
+    CPU, in sample order. The model is put in eval mode and restored afterwards. ``runtime`` is the
+    command's: device, autocast, workers and ranks.
     """
-    runtime = Runtime.of(runtime)
+    if not isinstance(runtime, Runtime):
+        raise TypeError(f"run_inference needs the command's Runtime, got {type(runtime).__name__}")
     forward = forward or _model_forward
     want = tuple(want)
     size = batch_size or runtime.eval_batch_size or source.eval_batch_size
@@ -114,3 +116,11 @@ def _in_id_order(result: dict[str, Any]) -> dict[str, Any]:
         return result
     order = torch.argsort(ids)
     return {k: ({m: t[order] for m, t in v.items()} if isinstance(v, dict) else v[order]) for k, v in result.items()}
+
+
+def unimodal_predictions(models: dict[str, nn.Module], split: Any, runtime: Runtime) -> dict[str, torch.Tensor]:
+    """Logits of each one-modality model on its own modality: ``{m: (N, C)}``."""
+    return {
+        m: run_inference(runtime.prepare_model(model), split.select([m]), runtime, want=("logits",))["logits"]
+        for m, model in models.items()
+    }

@@ -7,7 +7,8 @@ TensorBoard's writer purges its events from the first epoch written again (``pur
 run never shows an epoch twice. Only the writing process (rank 0) writes.
 
 TensorBoard is an optional extra (``pip install 'mmtool[tensorboard]'``): asking for it without the
-package is a one-line error before training starts. Its events go to ``<run>/tensorboard/``:
+package is a one-line error before training starts. Its events go to ``<run>/tensorboard/`` (the run's
+loggers' folder, :attr:`mmtool.runs.Layout.logs`):
 ``tensorboard --logdir runs/`` shows every run. A write the file system refuses, in any of them, is one
 line naming the file or folder (:func:`~mmtool.runs.writing`).
 """
@@ -21,7 +22,7 @@ from typing import Any
 
 from mmtool.errors import UserError
 from mmtool.faults import fault_point
-from mmtool.runs import MetricsWriter, atomic_write_text, is_writer, writing
+from mmtool.runs import Layout, atomic_write_text, is_writer, writing
 
 LOGGERS = ("jsonl", "csv", "tensorboard")
 
@@ -29,12 +30,12 @@ LOGGERS = ("jsonl", "csv", "tensorboard")
 class MetricLoggers:
     """The loggers of one training run (see the module docstring)."""
 
-    def __init__(self, out_dir: Path, names: tuple[str, ...] | list[str] = ("jsonl",)) -> None:
+    def __init__(self, out: Layout, names: tuple[str, ...] | list[str] = ("jsonl",)) -> None:
         unknown = [n for n in names if n not in LOGGERS]
         if unknown:
             raise UserError(f"train.loggers: {unknown} unknown; choose from {', '.join(LOGGERS)}")
-        self.out_dir = Path(out_dir)
-        self.jsonl = MetricsWriter(self.out_dir / "metrics.jsonl")
+        self.out_dir = out.logs  # the run's (or part's) loggers' folder: metrics.csv and tensorboard/ go here
+        self.jsonl = out.metrics()
         self.csv = "csv" in names
         self.tensorboard = None
         self._tb_wanted = "tensorboard" in names

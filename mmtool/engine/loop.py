@@ -36,18 +36,7 @@ from typing import Any
 import torch
 
 from mmtool.config import OptimConfig, ScheduleConfig, TrainConfig
-from mmtool.engine.checkpoint import (
-    BEST,
-    COMPLETE,
-    LAST,
-    damaged,
-    latest_good,
-    load_checkpoint,
-    load_model,
-    save_checkpoint,
-    save_last,
-    snapshot_path,
-)
+from mmtool.engine.checkpoint import damaged, load_checkpoint
 from mmtool.engine.evaluate import evaluate
 from mmtool.engine.loggers import MetricLoggers
 from mmtool.engine.optim import build_optimizer, build_scheduler
@@ -55,7 +44,7 @@ from mmtool.engine.runtime import Runtime
 from mmtool.errors import Interrupted, UserError
 from mmtool.faults import armed
 from mmtool.models import MultiModalNet, build_model
-from mmtool.runs import write_json, writing
+from mmtool.runs import CheckpointStore, Layout
 
 
 @dataclass
@@ -67,11 +56,11 @@ class FitResult:
     best_weights: dict[str, torch.Tensor] | None = None  # the selected model's weights (None: read best.pt)
 
 
-def selected_model(result: FitResult, out_dir: Path, spec: dict) -> MultiModalNet:
+def selected_model(result: FitResult, out: Layout, spec: dict) -> MultiModalNet:
     """The model selected on validation, in eval mode: from memory when :func:`fit` trained it (every rank
-    has it, whether or not rank 0 has finished writing best.pt), else from ``out_dir``'s best.pt."""
+    has it, whether or not rank 0 has finished writing best.pt), else from ``out``'s best.pt."""
     if result.best_weights is None:
-        return load_model(out_dir)[0]
+        return out.checkpoints().load_model()[0]
     model = build_model(spec)
     model.load_state_dict(result.best_weights)
     return model.eval()
@@ -83,27 +72,29 @@ def fit(
     train: Any,
     val: Any,
     spec: dict,
-    out_dir: Path,
+    out: Layout | Path,
     optim: OptimConfig,
     schedule: ScheduleConfig,
     cfg: TrainConfig,
-    runtime: Runtime | torch.device | str,
+    runtime: Runtime,
     resume: bool = False,
     label: str = "train",
 ) -> FitResult:
-    """Train ``model`` with ``method`` on ``train``; select on ``val``; write everything under ``out_dir``.
+    """Train ``model`` with ``method`` on ``train``; select on ``val``; write everything into ``out`` (a
+    run's :class:`~mmtool.runs.Layout`, or a part of one; a bare folder is taken as one).
 
     ``train`` and ``val`` are split sources (:class:`~mmtool.data.source.SplitSource`). ``spec`` is the
-    model spec stored in checkpoints so later stages can rebuild the model. ``runtime`` may be a bare
-    device, for callers that need no more than that. SIGTERM and SIGINT end training after the current
-    step with a resumable checkpoint, raising :class:`Interrupted`.
+    model spec stored in checkpoints so later stages can rebuild the model. ``runtime`` is the command's
+    :class:`Runtime`. SIGTERM and SIGINT end training after the current step with a resumable checkpoint,
+    raising :class:`Interrupted`.
     """
-    runtime = Runtime.of(runtime, cfg)
-    ckpt_dir = out_dir / "checkpoints"
+    if not isinstance(runtime, Runtime):
+        raise TypeError(f"fit needs the command's Runtime, got {type(runtime).__name__}")
+    out = out if isinstance(out, Layout) else Layout(out)
+    store = out.checkpoints()
     if runtime.is_main:
-        with writing(ckpt_dir, "create"):
-            ckpt_dir.mkdir(parents=True, exist_ok=True)
-    metrics = MetricLoggers(out_dir, cfg.loggers)
+        store.create()
+    metrics = MetricLoggers(out, cfg.loggers)
     runtime.prepare_model(model)
     method.setup(model)  # attaches the method's trainable extras to the model, before the optimizer sees it
     model = runtime.convert_sync_batchnorm(model)
@@ -115,20 +106,11 @@ def fit(
     state = _State(best_epoch=0, best_val={"accuracy": -math.inf}, start=1)
     resumed = None
     if resume:
-        if (ckpt_dir / COMPLETE).exists():
-            return _finished(ckpt_dir, spec, runtime.is_main)
-        last = latest_good(ckpt_dir)  # last.pt, or an older one when last.pt is damaged
-        if last is not None and last.get("complete"):  # a finished run's small last.pt (its marker lost)
-            return FitResult(last["best_epoch"], last["best_val"], last["epoch"], last["epoch"])
-        if last is not None:
-            resumed = _restore(last, model, opt, sched, scaler, method, state, runtime)
-            metrics.truncate_after(resumed)
-            if runtime.is_main:
-                _rewind_best(ckpt_dir, state, spec)
-        else:
-            metrics.truncate_after(0)
-
-    run = _Run(model, step_model, method, opt, sched, scaler, state, spec, ckpt_dir, cfg, runtime)
+        done = _resume(store, spec, model, opt, sched, scaler, method, state, metrics, runtime)
+        if isinstance(done, FitResult):
+            return done
+        resumed = done
+    run = _Run(model, step_model, method, opt, sched, scaler, state, spec, store, cfg, runtime)
     with (
         _progress(cfg.epochs, state.start - 1, label, runtime.is_main) as advance,
         _Signals() as signals,
@@ -136,42 +118,70 @@ def fit(
     ):
         run.signals = signals
         for epoch in range(state.start, cfg.epochs + 1):
-            if state.partial is None:
-                method.on_epoch_start(model, epoch)  # a resumed epoch's method state already reflects it
-            train_losses = _train_epoch(run, train, epoch)
-            record: dict[str, Any] = {"epoch": epoch, "lr": opt.param_groups[0]["lr"], **train_losses}
-            record.update(method.epoch_metrics())
-            if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
-                record.update(_validate(model, val, spec, epoch, ckpt_dir, state, runtime))
-                metrics.write(record)
-            _step_scheduler(sched, record)
-            if cfg.snapshot_every and epoch % cfg.snapshot_every == 0:
-                save_checkpoint(
-                    snapshot_path(ckpt_dir, epoch), {"model": model.weights(), "spec": spec, "epoch": epoch}
-                )
-            stop = run.stop_requested()
-            if stop or (cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0 and epoch < cfg.epochs):
-                run.save(epoch)
-            advance(record)
-            if stop and epoch < cfg.epochs:
-                raise Interrupted(stop, ckpt_dir / LAST, epoch, None)
-        if state.best_epoch == 0:  # every validation loss was NaN or infinite: nothing to select
-            raise UserError(
-                f"the validation loss was not finite at any evaluation (every {cfg.eval_every} epochs of "
-                f"{cfg.epochs}): no epoch can be selected. The model diverges on held-out data (often batch-norm "
-                f"statistics from a high learning rate or tiny batches): lower optim.lr (now {optim.lr:g}) or "
-                "raise train.batch_size"
-            )
-        run.save(cfg.epochs)
-        write_json(
-            ckpt_dir / COMPLETE, {"epochs": cfg.epochs, "best_epoch": state.best_epoch, "best_val": state.best_val}
-        )
-        stop = run.stop_requested()
-        if stop:  # training is complete; what follows (scoring the splits) is left to the resume
-            raise Interrupted(stop, ckpt_dir / LAST, cfg.epochs, None)
+            _epoch(run, train, val, epoch, metrics, advance)
+        _complete(run, optim)
     runtime.barrier()  # every rank leaves with rank 0's files complete
-    best = state.best_weights
-    return FitResult(state.best_epoch, state.best_val, cfg.epochs, resumed, best)
+    return FitResult(state.best_epoch, state.best_val, cfg.epochs, resumed, state.best_weights)
+
+
+def _resume(store: CheckpointStore, spec: dict, model, opt, sched, scaler, method, state: _State,
+            metrics: MetricLoggers, runtime: Runtime) -> FitResult | int | None:  # fmt: skip
+    """Continue from the newest readable last*.pt: the epochs it holds (None: from the start), or the
+    :class:`FitResult` of a training that already completed (only scored again)."""
+    if store.complete() is not None:
+        return _finished(store, spec, runtime.is_main)
+    last = store.latest_good()  # last.pt, or an older one when last.pt is damaged
+    if last is not None and last.get("complete"):  # a finished run's small last.pt (its marker lost)
+        return FitResult(last["best_epoch"], last["best_val"], last["epoch"], last["epoch"])
+    if last is None:
+        metrics.truncate_after(0)
+        return None
+    resumed = _restore(last, model, opt, sched, scaler, method, state, runtime)
+    metrics.truncate_after(resumed)
+    if runtime.is_main:
+        _rewind_best(store, state, spec)
+    return resumed
+
+
+def _epoch(run: _Run, train: Any, val: Any, epoch: int, metrics: MetricLoggers, advance: Any) -> None:
+    """One epoch: train, validate when due, step the scheduler, snapshot and checkpoint when due, show progress.
+    A signal received during it saves last.pt and raises :class:`Interrupted` (unless it is the last)."""
+    model, method, cfg, state, store = run.model, run.method, run.cfg, run.state, run.store
+    if state.partial is None:
+        method.on_epoch_start(model, epoch)  # a resumed epoch's method state already reflects it
+    train_losses = _train_epoch(run, train, epoch)
+    record: dict[str, Any] = {"epoch": epoch, "lr": run.opt.param_groups[0]["lr"], **train_losses}
+    record.update(method.epoch_metrics())
+    if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+        record.update(_validate(model, val, run.spec, epoch, store, state, run.runtime))
+        metrics.write(record)
+    _step_scheduler(run.sched, record)
+    if cfg.snapshot_every and epoch % cfg.snapshot_every == 0:
+        store.save_snapshot(epoch, {"model": model.weights(), "spec": run.spec, "epoch": epoch})
+    stop = run.stop_requested()
+    if stop or (cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0 and epoch < cfg.epochs):
+        run.save(epoch)
+    advance(record)
+    if stop and epoch < cfg.epochs:
+        raise Interrupted(stop, store.last, epoch, None)
+
+
+def _complete(run: _Run, optim: OptimConfig) -> None:
+    """After the last epoch: the final last.pt and the COMPLETE marker (a signal now leaves only the scoring
+    to a resume)."""
+    cfg, state = run.cfg, run.state
+    if state.best_epoch == 0:  # every validation loss was NaN or infinite: nothing to select
+        raise UserError(
+            f"the validation loss was not finite at any evaluation (every {cfg.eval_every} epochs of "
+            f"{cfg.epochs}): no epoch can be selected. The model diverges on held-out data (often batch-norm "
+            f"statistics from a high learning rate or tiny batches): lower optim.lr (now {optim.lr:g}) or "
+            "raise train.batch_size"
+        )
+    run.save(cfg.epochs)
+    run.store.mark_complete({"epochs": cfg.epochs, "best_epoch": state.best_epoch, "best_val": state.best_val})
+    stop = run.stop_requested()
+    if stop:  # training is complete; what follows (scoring the splits) is left to the resume
+        raise Interrupted(stop, run.store.last, cfg.epochs, None)
 
 
 @dataclass
@@ -199,25 +209,28 @@ class _Run:
     scaler: Any
     state: _State
     spec: dict
-    ckpt_dir: Path
+    store: CheckpointStore | None
     cfg: TrainConfig
     runtime: Runtime
     signals: Any = None
     last_save: float = field(default_factory=lambda: _clock())  # looked up when the run starts
 
     def stop_requested(self) -> int:
-        """The signal to stop for (agreed by every rank), or 0."""
+        """The signal to stop for, or 0: after the step it arrived in. In one process that is the handler's
+        flag (an attribute read); several ranks agree on it with a one-integer sum on the CPU control group,
+        so a signal reaching one rank stops every rank at the same step."""
         got = self.signals.received if self.signals is not None else 0
         if not self.runtime.distributed:
             return got
         return (got or signal.SIGTERM) if self.runtime.any_rank(bool(got)) else 0
 
-    def save_due(self, steps_done: int) -> bool:
-        """A mid-epoch checkpoint is due: every ``checkpoint_every_steps`` steps, or every
-        ``checkpoint_every_minutes`` by rank 0's clock (agreed by every rank)."""
+    def save_due(self, steps_done: int, agree: bool = True) -> bool:
+        """A mid-epoch checkpoint is due: every ``checkpoint_every_steps`` steps (the same step count on
+        every rank), or every ``checkpoint_every_minutes`` by rank 0's clock, which several ranks agree on
+        only when ``agree`` (every ``train.log_every`` steps, as for signals)."""
         cfg = self.cfg
-        due = bool(cfg.checkpoint_every_steps) and self.state.step % cfg.checkpoint_every_steps == 0
-        if cfg.checkpoint_every_minutes:
+        due = bool(cfg.checkpoint_every_steps) and steps_done % cfg.checkpoint_every_steps == 0
+        if cfg.checkpoint_every_minutes and (agree or not self.runtime.distributed):
             late = self.runtime.is_main and _clock() - self.last_save >= 60 * cfg.checkpoint_every_minutes
             due = due or self.runtime.any_rank(late)
         return due
@@ -228,16 +241,16 @@ class _Run:
         self.last_save = _clock()
 
 
-def _mark_best(state: _State, model, epoch: int, val: dict, spec: dict, ckpt_dir: Path) -> None:
+def _mark_best(state: _State, model, epoch: int, val: dict, spec: dict, store: CheckpointStore) -> None:
     state.best_epoch, state.best_val = epoch, val
     state.best_weights = {k: v.detach().clone() for k, v in model.weights().items()}  # no method extras
-    save_checkpoint(ckpt_dir / BEST, {"model": state.best_weights, "spec": spec, "epoch": epoch, "val": val})
+    store.save_best({"model": state.best_weights, "spec": spec, "epoch": epoch, "val": val})
 
 
-def _rewind_best(ckpt_dir: Path, state: _State, spec: dict) -> None:
+def _rewind_best(store: CheckpointStore, state: _State, spec: dict) -> None:
     """After a resume, best.pt must be the best of the epochs kept, not of the epochs being redone; a
     damaged best.pt is written again from the copy in last.pt (with a warning naming it)."""
-    best = ckpt_dir / BEST
+    best = store.best
     try:
         if best.exists() and load_checkpoint(best)["epoch"] == state.best_epoch:
             return
@@ -245,17 +258,16 @@ def _rewind_best(ckpt_dir: Path, state: _State, spec: dict) -> None:
         print(f"warning: {str(err).split(';')[0]}; writing it again from the best weights kept in last.pt",
               file=sys.stderr)  # fmt: skip
     if state.best_weights is None:
-        with writing(best, "remove"):
-            best.unlink(missing_ok=True)
+        store.remove_best()
         return
-    save_checkpoint(best, {"model": state.best_weights, "spec": spec, "epoch": state.best_epoch, "val": state.best_val})
+    store.save_best({"model": state.best_weights, "spec": spec, "epoch": state.best_epoch, "val": state.best_val})
 
 
 def train_epoch(model, method, source, opt, epoch: int, cfg: TrainConfig, runtime: Runtime, scaler=None,
                 step_model=None) -> dict[str, float]:  # fmt: skip
     """One training epoch of ``fit``'s loop on its own, without checkpoints or validation (benchmarks).
     ``step_model``: what the training step calls, e.g. ``runtime.wrap(model)`` (default: ``model``)."""
-    run = _Run(model, step_model or model, method, opt, None, scaler, _State(0, {}, 1), {}, Path("."), cfg, runtime)
+    run = _Run(model, step_model or model, method, opt, None, scaler, _State(0, {}, 1), {}, None, cfg, runtime)
     return _train_epoch(run, source, epoch)
 
 
@@ -294,14 +306,15 @@ def _train_epoch(run: _Run, train: Any, epoch: int) -> dict[str, float]:
             state.step += 1
             sums.add(step, losses, total, len(batch))
             fault("train_step")  # tests: MMTOOL_FAULT=train_step:N:kill dies here after the N-th step
-            if (step + 1) % runtime.log_every == 0:
+            boundary = (step + 1) % runtime.log_every == 0  # where ranks agree and losses are read back
+            if boundary:
                 sums.check(epoch)
             stop = run.stop_requested()
-            if stop or run.save_due(state.step):
+            if stop or run.save_due(state.step, boundary):
                 sums.check(epoch)
                 run.save(epoch - 1, {"epoch": epoch, "step": step + 1, "sums": sums.state()})
                 if stop:
-                    raise Interrupted(stop, run.ckpt_dir / LAST, epoch, step + 1)
+                    raise Interrupted(stop, run.store.last, epoch, step + 1)
     except (torch.OutOfMemoryError, RuntimeError) as err:
         if not is_out_of_memory(err):
             raise
@@ -389,13 +402,13 @@ class _LossSums:
         return {f"train_{k}": v / max(self.seen, 1) for k, v in zip(self.names, self.sums, strict=True)}
 
 
-def _validate(model, val, spec, epoch, ckpt_dir: Path, state: _State, runtime: Runtime) -> dict[str, float]:
+def _validate(model, val, spec, epoch, store: CheckpointStore, state: _State, runtime: Runtime) -> dict[str, float]:
     if val is None or len(val) == 0:  # no validation split: the last epoch is the selected one
-        _mark_best(state, model, epoch, {"accuracy": float("nan")}, spec, ckpt_dir)
+        _mark_best(state, model, epoch, {"accuracy": float("nan")}, spec, store)
         return {}
     result = evaluate(model, val, runtime)
     if math.isfinite(result["loss"]) and result["accuracy"] > state.best_val["accuracy"]:
-        _mark_best(state, model, epoch, result, spec, ckpt_dir)
+        _mark_best(state, model, epoch, result, spec, store)
     return {"val_loss": result["loss"], "val_accuracy": result["accuracy"], "best_epoch": state.best_epoch}
 
 
@@ -415,8 +428,7 @@ def _save_last(run: _Run, epoch: int, partial: dict | None) -> None:
     state, sched, scaler = run.state, run.sched, run.scaler
     rng = run.runtime.gather_objects(_rng_state(run.runtime))  # every rank's, in rank order
     weights = run.model.state_dict()
-    save_last(
-        run.ckpt_dir,
+    run.store.save_last(
         {
             "epoch": epoch,  # epochs complete
             "partial": partial or {},  # {"epoch": e, "step": k, "sums": ...}: k steps of epoch e done
@@ -479,27 +491,24 @@ def _restore(ckpt, model, opt, sched, scaler, method, state: _State, runtime: Ru
     return ckpt["epoch"]
 
 
-def _finished(ckpt_dir: Path, spec: dict, writer: bool) -> FitResult:
+def _finished(store: CheckpointStore, spec: dict, writer: bool) -> FitResult:
     """The result of a training that completed (``COMPLETE``), for a ``--resume`` that only scores it.
     A damaged best.pt is written again from the best weights in last.pt when it still holds them (a run
     with ``train.keep_optimizer``, or one stopped before its last.pt was cut down); else the one line
     names it and says what to do."""
-    import json
-
-    done = json.loads((ckpt_dir / COMPLETE).read_text())
+    done = store.complete()
     result = FitResult(done["best_epoch"], done["best_val"], done["epochs"], done["epochs"])
-    problem = damaged(ckpt_dir / BEST)
+    problem = damaged(store.best)
     if problem is None or not writer:
         return result
     try:
-        copy = load_checkpoint(ckpt_dir / LAST).get("best_model")
+        copy = load_checkpoint(store.last).get("best_model")
     except UserError:
         copy = None
     if not copy:
         raise UserError(problem)  # it says what to do for a finished run
     print(f"warning: {problem.split(';')[0]}; writing it again from the best weights kept in last.pt", file=sys.stderr)
-    best = {"model": copy, "spec": spec, "epoch": done["best_epoch"], "val": done["best_val"]}
-    save_checkpoint(ckpt_dir / BEST, best)
+    store.save_best({"model": copy, "spec": spec, "epoch": done["best_epoch"], "val": done["best_val"]})
     return result
 
 

@@ -1,8 +1,10 @@
 """Where and how numbers are computed: device, precision, memory format, loader workers, ranks.
 
-Every stage builds one :class:`Runtime` from the recipe's ``train:`` section before it creates its run
-directory, so an impossible request (``train.device=cuda`` on a machine without CUDA, ``fp16`` on a CPU)
-is a one-line error that leaves nothing behind. The training loop, the inference pass and the loaders
+Every command builds one :class:`Runtime` from the recipe's ``train:`` section (in :mod:`mmtool.cli`, before
+it creates its run directory) and passes it down to the stage, the loop, the inference pass, probes and
+analyses; nothing else builds a device, a precision or a runtime. An impossible request
+(``train.device=cuda`` on a machine without CUDA, ``fp16`` on a CPU) is a one-line error that leaves
+nothing behind. The training loop, the inference pass and the loaders
 take their device, autocast, gradient scaler, pinning and sharding from it; nothing else in mmtool
 asks which hardware it runs on.
 
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import os
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import torch
@@ -71,21 +73,19 @@ class Runtime:
         return runtime
 
     @classmethod
-    def cpu(cls) -> Runtime:
-        return cls(torch.device("cpu"))
-
-    @classmethod
-    def of(cls, value: Runtime | torch.device | str | None, train: Any = None) -> Runtime:
-        """``value`` itself, or a runtime on the given device (CPU when None) with the other settings of a
-        recipe's ``train:`` section when one is given (``precision: auto`` read as fp32), else fp32 defaults."""
-        if isinstance(value, Runtime):
-            return value
-        device = torch.device(value or "cpu")
+    def cpu(cls, train: Any = None) -> Runtime:
+        """fp32 on the CPU in one process, with the other settings of a ``train:`` section when one is given
+        (benchmarks and tests that ask for exactly this; a command's runtime is :meth:`from_config`'s)."""
         if train is None:
-            return cls(device)
-        precision = "fp32" if train.precision == "auto" else train.precision
-        return cls(device, precision, train.channels_last, train.workers, train.eval_batch_size,
-                   max(1, train.log_every))  # fmt: skip
+            return cls(torch.device("cpu"))
+        return cls(torch.device("cpu"), "fp32", bool(train.channels_last), int(train.workers),
+                   int(train.eval_batch_size), max(1, int(train.log_every)))  # fmt: skip
+
+    def on_this_process(self) -> Runtime:
+        """This runtime's device in fp32, in one process, with each source's own batches and no workers:
+        what a small model on in-memory features (a linear probe) trains with, every rank alike."""
+        return replace(self, precision="fp32", channels_last=False, workers=0, eval_batch_size=0, rank=0,
+                       world_size=1, sync_batchnorm=False)  # fmt: skip
 
     # ------------------------------------------------------------------------------------------ compute
     @property

@@ -21,13 +21,11 @@ frozen teacher that is itself a multi-modal fusion model (``method.teacher_run``
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 
 from mmtool.data import Batch
-from mmtool.engine.checkpoint import BEST, load_model
+from mmtool.engine.models_io import load_teacher
 from mmtool.errors import UserError
 from mmtool.methods import METHODS, Method, MethodContext
 from mmtool.methods.params import METHOD_REFERENCES, METHOD_SUMMARIES, SelfDistillationParams
@@ -96,14 +94,3 @@ def soft_label_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: flo
     log_s = F.log_softmax(student.float() / temperature, dim=-1)
     log_t = F.log_softmax(teacher.float() / temperature, dim=-1)
     return temperature**2 * F.kl_div(log_s, log_t, log_target=True, reduction="batchmean")
-
-
-def load_teacher(run_dir: str | None) -> tuple[MultiModalNet, dict]:
-    """The best model of a `mmtool train` run, frozen and in eval mode, and its spec."""
-    if not run_dir:
-        raise UserError("method 'self_distill' needs method.teacher_run=RUN_DIR (a finished `mmtool train naive` run)")
-    if not (Path(run_dir) / "checkpoints" / BEST).is_file():
-        raise UserError(f"method.teacher_run: {run_dir} has no checkpoints/{BEST} (expected a `mmtool train` run)")
-    teacher, ckpt = load_model(run_dir)
-    teacher.requires_grad_(False)
-    return teacher.eval(), ckpt["spec"]

@@ -18,13 +18,16 @@ as keywords, which is how training methods use them (they reach the network thro
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from mmtool.errors import UserError
 from mmtool.models.base import FeaturesHook, MultiModalNet
+
+if TYPE_CHECKING:
+    from mmtool.engine.runtime import Runtime
 
 
 def squeeze(a: torch.Tensor) -> torch.Tensor:
@@ -143,7 +146,7 @@ class MMTMNet(MultiModalNet):
             a = {m: excite(a[m], w[m]) for m in (m0, m1)}
         return {m: self.encoders[m].pool(a[m]) if hasattr(self.encoders[m], "pool") else a[m] for m in (m0, m1)}
 
-    def squeeze_means(self, split, runtime=None) -> dict[str, list[torch.Tensor]]:
+    def squeeze_means(self, split, runtime: Runtime) -> dict[str, list[torch.Tensor]]:
         """Training-set mean of every MMTM's squeezed input, per modality: ``{m: [(C_k,) per MMTM]}``."""
         from mmtool.engine.inference import run_inference  # models do not depend on the engine otherwise
 

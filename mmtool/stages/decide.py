@@ -12,29 +12,36 @@ Averaging "predictions" is read as averaging softmax probabilities (App. A.2 doe
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from mmtool.analysis import plots
 from mmtool.analysis.bootstrap import paired_bootstrap_diff
-from mmtool.analysis.linear_probe import train_linear_classifier
+from mmtool.analysis.linear_probe import predict, train_linear_classifier
 from mmtool.config import Recipe, relative_to_recipe
+from mmtool.data import load_dataset
 from mmtool.engine.evaluate import accuracy
-from mmtool.engine.inference import run_inference
+from mmtool.engine.features import frozen_features
+from mmtool.engine.inference import unimodal_predictions
+from mmtool.engine.models_io import teachers_of
+from mmtool.engine.runtime import Runtime
+from mmtool.engine.train import modalities_of
 from mmtool.models.heads import average_log_probs
-from mmtool.stages.common import finish, frozen_features, teachers_and_data, unimodal_predictions
+from mmtool.runs import Run
 
 
-def run(recipe: Recipe, run_dir: Path) -> dict:
-    data, runtime, models = teachers_and_data(recipe)
+def run(recipe: Recipe, run: Run, runtime: Runtime) -> dict:
+    data = load_dataset(recipe.data)
+    models = teachers_of(recipe, modalities_of(recipe, data))
     test = data.splits["test"]
     target = test.targets()
 
     uni_logits = unimodal_predictions(models, test, runtime)  # {m: (N, C)}
     avg_logits = average_log_probs(list(uni_logits.values()))
-    cache = {m: Path(recipe.teachers) / m for m in models}  # features kept beside each teacher's checkpoint
+    teachers = Run.open(recipe.teachers, key="teachers")
+    cache = {m: teachers.modality(m) for m in models}  # features kept beside each teacher's checkpoint
     features = frozen_features(recipe, models, data, runtime, cache)
-    clf = train_linear_classifier(features, data.num_classes, recipe.probe, recipe.train.seed, run_dir / "mm_linear")
-    clf_pred = run_inference(clf, features["test"], want=("logits", "unimodal_logits"))
+    clf = train_linear_classifier(features, data.num_classes, recipe.probe, recipe.train.seed, run.part("mm_linear"),
+                                  runtime)  # fmt: skip
+    clf_pred = predict(clf, features["test"], runtime, want=("logits", "unimodal_logits"))
 
     acc_clf, acc_avg = accuracy(clf_pred["logits"], target), accuracy(avg_logits, target)
     ci = paired_bootstrap_diff(
@@ -68,8 +75,8 @@ def run(recipe: Recipe, run_dir: Path) -> dict:
     shown = {f"uni-modal {m}": a for m, a in result["unimodal_accuracy"].items()}
     shown |= {f"split clf {m}": a for m, a in result["split_classifier_accuracy"].items()}
     shown |= {"avg preds (UME)": acc_avg, "MM linear clf": acc_clf}
-    plots.bars(shown, run_dir / "plots" / "decide.png", f"{data.name}: verdict {verdict}")
-    return finish(run_dir, result)
+    plots.bars(shown, run.plot("decide.png"), f"{data.name}: verdict {verdict}")
+    return result
 
 
 def _data_overrides(recipe: Recipe) -> list[str]:

@@ -10,22 +10,23 @@ logits by their prediction entropy (MLA, paper 003 Eq. 6-8).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from mmtool.analysis import plots
 from mmtool.analysis.per_class import compare_classes, markdown, per_class_accuracy
 from mmtool.config import Recipe
-from mmtool.engine.checkpoint import load_model
+from mmtool.data import Dataset, load_dataset
 from mmtool.engine.evaluate import accuracy, confusion_matrix
-from mmtool.engine.inference import run_inference
+from mmtool.engine.inference import run_inference, unimodal_predictions
+from mmtool.engine.models_io import fusion_model, teachers_of
+from mmtool.engine.runtime import Runtime
+from mmtool.engine.train import modalities_of
 from mmtool.errors import UserError
 from mmtool.models.heads import average_log_probs, entropy_weighted_logits
-from mmtool.runs import atomic_write_text
-from mmtool.stages.common import check_same_data, expect_run, finish, teachers_and_data, unimodal_predictions
+from mmtool.runs import Run, atomic_write_text
 
 
-def run(recipe: Recipe, run_dir: Path) -> dict:
-    data, runtime, models = teachers_and_data(recipe)
+def run(recipe: Recipe, run: Run, runtime: Runtime) -> dict:
+    data = load_dataset(recipe.data)
+    models = teachers_of(recipe, modalities_of(recipe, data))
     modalities = list(models)
     weights = _weights(recipe, modalities)
     result = {"stage": "ensemble", "dataset": data.name, "members": modalities, "combine": recipe.ensemble.combine}
@@ -40,17 +41,15 @@ def run(recipe: Recipe, run_dir: Path) -> dict:
         if split == "test":
             result["test_confusion"] = confusion_matrix(fused, target, data.num_classes)
     if recipe.run is not None:
-        result["per_class"] = _per_class(recipe, data, runtime, models, run_dir)
-    plots.confusion(result["test_confusion"], run_dir / "plots" / "confusion.png", f"UME on {data.name}, test")
+        result["per_class"] = _per_class(recipe, data, runtime, models, run)
+    plots.confusion(result["test_confusion"], run.plot("confusion.png"), f"UME on {data.name}, test")
     members = ", ".join(f"{m} {a:.2f}%" for m, a in result["test_member_accuracy"].items())
     result["summary"] = [f"UME on {data.name}: test {result['test_accuracy']:.2f}%  (members: {members})"]
-    return finish(run_dir, result)
+    return result
 
 
-def _per_class(recipe: Recipe, data, runtime, models: dict, run_dir: Path) -> dict:
-    source = expect_run(recipe.run, "run", ("train",)).path
-    check_same_data(recipe, source, "run")
-    fusion, _ = load_model(source)
+def _per_class(recipe: Recipe, data: Dataset, runtime: Runtime, models: dict, run: Run) -> dict:
+    fusion, source = fusion_model(recipe)
     test = data.splits["test"]
     target = test.targets()
     members = unimodal_predictions(models, test, runtime)
@@ -67,8 +66,8 @@ def _per_class(recipe: Recipe, data, runtime, models: dict, run_dir: Path) -> di
         text += f"\n## {title}: {len(found[key])} classes\n\n" + (
             markdown(rows, found[key]) if found[key] else "none\n"
         )
-    atomic_write_text(run_dir / "per_class.md", text)
-    return {"fusion_run": str(source), "accuracy": rows, **found}
+    atomic_write_text(run.file("per_class.md"), text)
+    return {"fusion_run": str(source.path), "accuracy": rows, **found}
 
 
 def _combine(recipe: Recipe, logits: list, weights: list[float]):

@@ -8,43 +8,37 @@ other run, and scored on every split.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from mmtool.analysis import plots
 from mmtool.config import Recipe
 from mmtool.data import Dataset, load_dataset
-from mmtool.engine.checkpoint import BEST, COMPLETE, save_checkpoint
 from mmtool.engine.evaluate import evaluate_splits
+from mmtool.engine.models_io import teachers_of
 from mmtool.engine.runtime import Runtime
+from mmtool.engine.train import modalities_of, train_and_evaluate
 from mmtool.errors import UserError
 from mmtool.models import MultiModalNet, build_model, encoder_entries
-from mmtool.runs import write_json
-from mmtool.stages.common import check_same_data, finish, load_unimodal_models, modalities_of, train_and_evaluate
+from mmtool.runs import Run
 
 
-def run(recipe: Recipe, run_dir: Path, resume: bool = False) -> dict:
+def run(recipe: Recipe, run: Run, runtime: Runtime, resume: bool = False) -> dict:
     teacher_run = recipe.method.params.get("teacher_run")
     if teacher_run:  # a method distilling from another run must see the same data and split
-        check_same_data(recipe, teacher_run, "method.teacher_run")
+        Run.open(teacher_run, key="method.teacher_run").check_same_data(recipe, "method.teacher_run")
     data = load_dataset(recipe.data)
     modalities = modalities_of(recipe, data)
     teachers = {}
     if recipe.teachers:
-        check_same_data(recipe, recipe.teachers, "teachers")
-        runtime = Runtime.from_config(recipe.train)
-        teachers = {m: runtime.prepare_model(t) for m, t in load_unimodal_models(recipe.teachers).items()
-                    if m in modalities}  # fmt: skip
+        teachers = {m: runtime.prepare_model(t) for m, t in teachers_of(recipe, modalities).items()}
     name = recipe.method.name
     if name == "ume" and recipe.method.params.get("from_teachers"):
-        scores = assemble_ensemble(recipe, data, modalities, teachers, run_dir)
+        scores = assemble_ensemble(recipe, data, modalities, teachers, run, runtime)
     else:
-        scores = train_and_evaluate(recipe, data, modalities, run_dir, resume, name, teachers)
+        scores = train_and_evaluate(recipe, data, modalities, run, runtime, resume, name, teachers)
     summary = [
         f"{name} on {data.name}: test {scores['test_accuracy']:.2f}%  "
         f"(val {scores['val_accuracy']:.2f}%, {_how(scores)})"
     ]
-    result = {"stage": "train", "dataset": data.name, "method": name, **scores, "summary": summary}
-    return finish(run_dir, result)
+    return {"stage": "train", "dataset": data.name, "method": name, **scores, "summary": summary}
 
 
 def _how(scores: dict) -> str:
@@ -54,9 +48,8 @@ def _how(scores: dict) -> str:
     return f"best epoch {scores['best_epoch']}"
 
 
-def assemble_ensemble(
-    recipe: Recipe, data: Dataset, modalities: list[str], teachers: dict[str, MultiModalNet], run_dir: Path
-) -> dict:
+def assemble_ensemble(recipe: Recipe, data: Dataset, modalities: list[str], teachers: dict[str, MultiModalNet],
+                      run: Run, runtime: Runtime) -> dict:  # fmt: skip
     """UME from trained uni-modal models: their encoders and heads under one ``members`` head."""
     if not teachers:
         raise UserError(
@@ -70,13 +63,12 @@ def assemble_ensemble(
     for m in modalities:
         model.encoders[m].load_state_dict(teachers[m].encoders[m].state_dict())
         model.head.members[m].load_state_dict(teachers[m].head.state_dict())
-    ckpt_dir = run_dir / "checkpoints"
-    save_checkpoint(ckpt_dir / BEST, {"model": model.state_dict(), "spec": spec, "epoch": 0, "val": {}})
-    write_json(ckpt_dir / COMPLETE, {"epochs": 0, "best_epoch": 0, "best_val": {}, "assembled_from": recipe.teachers})
-    runtime = Runtime.from_config(recipe.train)
+    store = run.checkpoints()
+    store.save_best({"model": model.state_dict(), "spec": spec, "epoch": 0, "val": {}})
+    store.mark_complete({"epochs": 0, "best_epoch": 0, "best_val": {}, "assembled_from": recipe.teachers})
     splits = {k: s.select(modalities) for k, s in data.splits.items()}
     scores = evaluate_splits(runtime.prepare_model(model.eval()), splits, data.num_classes, runtime)
-    plots.confusion(scores["test_confusion"], run_dir / "plots" / "confusion.png", f"UME on {data.name}, test")
+    plots.confusion(scores["test_confusion"], run.plot("confusion.png"), f"UME on {data.name}, test")
     return {"assembled_from": str(recipe.teachers), **scores}  # no best_epoch: no epoch was trained
 
 

@@ -3,37 +3,31 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from mmtool.analysis import plots
 from mmtool.analysis.utilization import utilization_rates
 from mmtool.config import Recipe
 from mmtool.data import load_dataset
-from mmtool.engine.checkpoint import load_model
+from mmtool.engine.models_io import fusion_model
 from mmtool.engine.runtime import Runtime
 from mmtool.errors import UserError
-from mmtool.stages.common import check_same_data, expect_run, finish
+from mmtool.runs import Run
 
 
-def run(recipe: Recipe, run_dir: Path) -> dict:
-    source = expect_run(recipe.run, "run", ("train",)).path
-    check_same_data(recipe, source, "run")
+def run(recipe: Recipe, run: Run, runtime: Runtime) -> dict:
+    model, source_run = fusion_model(recipe)
+    source = source_run.path
     data = load_dataset(recipe.data)
-    runtime = Runtime.from_config(recipe.train)
-    model, _ = load_model(source)
     if len(model.modalities) != 2:
         raise UserError(f"run: utilization rates need a two-modality model, {source} has {model.modalities}")
     runtime.prepare_model(model)
     splits = {k: s.select(model.modalities) for k, s in data.splits.items()}
     rates = utilization_rates(model, splits["train"], splits["test"], runtime)
     a, b = rates["modalities"]
-    figure = plots.utilization(rates, run_dir / "plots" / "utilization.png", f"{source} on {data.name}, test")
+    figure = plots.utilization(rates, run.plot("utilization.png"), f"{source} on {data.name}, test")
     summary = [
         f"A(f) {rates['accuracy']:.2f}%  only {a} {rates[f'accuracy_only_{a}']:.2f}%  "
         f"only {b} {rates[f'accuracy_only_{b}']:.2f}%",
         f"u({b}|{a}) {rates[f'u({b}|{a})']:.3f}  u({a}|{b}) {rates[f'u({a}|{b})']:.3f}  d_util {rates['d_util']:+.3f}",
         f"plot: {figure}",
     ]
-    return finish(
-        run_dir, {"stage": "utilization", "dataset": data.name, "source": str(source), **rates, "summary": summary}
-    )
+    return {"stage": "utilization", "dataset": data.name, "source": str(source), **rates, "summary": summary}

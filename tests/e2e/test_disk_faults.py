@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmtool.engine.checkpoint import LAST, load_checkpoint
-from mmtool.runs import MetricsWriter
+from mmtool.engine.checkpoint import load_checkpoint
+from mmtool.runs import LAST, MetricsWriter
 from tests.e2e.cli import messages, run_cli
 
 TINY = ["data.n=600"]

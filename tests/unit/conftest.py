@@ -14,6 +14,7 @@ from mmtool.config import ModelConfig, OptimConfig, ScheduleConfig, TrainConfig
 from mmtool.data import Split
 from mmtool.data.synthetic import generate_alpha, generate_gamma
 from mmtool.engine.loop import fit
+from mmtool.engine.runtime import Runtime
 from mmtool.methods import MethodContext, build_method
 from mmtool.models import build_model, model_spec
 
@@ -106,7 +107,8 @@ def naive_run(make_model, alpha_splits, train_cfgs, tmp_path):
         out = tmp_path / f"naive-{head}-{seed}"
         optim, schedule, cfg = train_cfgs(epochs=epochs, lr=0.2)
         method = build_method("naive", {}, MethodContext())
-        fit(model, method, alpha_splits["train"], alpha_splits["val"], spec, out, optim, schedule, cfg, "cpu")
+        fit(model, method, alpha_splits["train"], alpha_splits["val"], spec, out, optim, schedule, cfg,
+            Runtime.cpu(cfg))
         return out
 
     return make
@@ -117,7 +119,7 @@ def measure_on(splits: dict) -> object:
     from mmtool.engine.inference import run_inference
 
     def measure(model, name, forward, want):
-        return run_inference(model, splits[name], want=want, forward=forward)
+        return run_inference(model, splits[name], Runtime.cpu(), want=want, forward=forward)
 
     return measure
 

@@ -13,11 +13,12 @@ from mmtool.config import ProbeConfig
 from mmtool.data import Split
 from mmtool.engine.evaluate import accuracy, confusion_matrix, evaluate
 from mmtool.engine.inference import run_inference
+from mmtool.engine.runtime import Runtime
 from mmtool.models import MultiModalNet
 from mmtool.models.encoders import IdentityEncoder
 from mmtool.models.heads import LinearHead
 
-CPU = torch.device("cpu")
+CPU = Runtime.cpu()
 
 
 # ------------------------------------------------------------------------------------------ bootstrap
@@ -142,10 +143,10 @@ def test_linear_probe_learns_separable_features(tmp_path):
 
     feats = {"train": split(300), "val": split(100), "test": split(200)}
     cfg = ProbeConfig(epochs=60, optim="adam", lr=0.05)
-    model = train_linear_classifier(feats, 3, cfg, seed=0, out_dir=tmp_path)
+    model = train_linear_classifier(feats, 3, cfg, seed=0, out=tmp_path, runtime=Runtime.cpu())
     assert (tmp_path / "checkpoints" / "best.pt").is_file()
     assert not model.training
-    acc = evaluate(model, feats["test"])["accuracy"]
+    acc = evaluate(model, feats["test"], Runtime.cpu())["accuracy"]
     assert acc > 98
     assert model.modalities == ["f"]
     assert isinstance(model.head, LinearHead)
@@ -164,7 +165,7 @@ def test_inference_concatenates_batches_and_restores_mode(make_model, alpha_spli
     model, _ = make_model(head="ensemble")
     model.train()
     split = alpha_splits["val"]
-    small = run_inference(model, split, batch_size=7)
+    small = run_inference(model, split, Runtime.cpu(), batch_size=7)
     assert model.training  # mode restored
     with torch.no_grad():
         out = model(split.inputs)
@@ -172,6 +173,6 @@ def test_inference_concatenates_batches_and_restores_mode(make_model, alpha_spli
     assert torch.equal(small["target"], split.target)
     assert small["features"]["m1"].shape == (100, 16)
     torch.testing.assert_close(small["unimodal_logits"]["m2"], out["unimodal_logits"]["m2"])
-    res = evaluate(model, split)
+    res = evaluate(model, split, Runtime.cpu())
     assert res["accuracy"] == pytest.approx(accuracy(out["logits"], split.target))
     assert res["loss"] == pytest.approx(float(torch.nn.functional.cross_entropy(out["logits"], split.target)))

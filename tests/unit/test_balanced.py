@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from mmtool.config import ModelConfig
 from mmtool.engine.loop import fit
+from mmtool.engine.runtime import Runtime
 from mmtool.errors import UserError
 from mmtool.methods import MethodContext, build_method
 from mmtool.methods.balanced import conditional_speeds, effective_update, speed_groups
@@ -186,7 +187,7 @@ def test_vanilla_never_rebalances_but_logs_speed(alpha_splits, train_cfgs, tmp_p
     model, spec = mmtm_model()
     optim, schedule, cfg = train_cfgs(epochs=3, lr=0.1, batch_size=64)
     fit(model, balanced(mode="vanilla", alpha=0.0), alpha_splits["train"], alpha_splits["val"], spec, tmp_path,
-        optim, schedule, cfg, torch.device("cpu"))  # fmt: skip
+        optim, schedule, cfg, Runtime.cpu(cfg))  # fmt: skip
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert all(r["rebalance_m1_share"] == r["rebalance_m2_share"] == 0.0 for r in rows)
     assert all(math.isfinite(r["d_speed"]) for r in rows)
@@ -200,15 +201,15 @@ def test_resume_is_bit_identical(alpha_splits, train_cfgs, tmp_path):
     for mode in ("guided", "random"):
         model, spec = mmtm_model()
         fit(model, balanced(mode=mode, alpha=0.0), *splits, spec, tmp_path / f"{mode}-full", optim, schedule,
-            full_cfg, torch.device("cpu"))  # fmt: skip
+            full_cfg, Runtime.cpu(full_cfg))  # fmt: skip
         cut_cfg = train_cfgs(epochs=2, lr=0.1, batch_size=64, checkpoint_every=2)[2]
         part, _ = mmtm_model()
         fit(part, balanced(mode=mode, alpha=0.0), *splits, spec, tmp_path / f"{mode}-cut", optim, schedule,
-            cut_cfg, torch.device("cpu"))  # fmt: skip
+            cut_cfg, Runtime.cpu(cut_cfg))  # fmt: skip
         (tmp_path / f"{mode}-cut" / "checkpoints" / "COMPLETE").unlink()
         resumed, _ = mmtm_model(seed=9)
         fit(resumed, balanced(mode=mode, alpha=0.0), *splits, spec, tmp_path / f"{mode}-cut", optim, schedule,
-            full_cfg, torch.device("cpu"), resume=True)  # fmt: skip
+            full_cfg, Runtime.cpu(full_cfg), resume=True)  # fmt: skip
         for k, v in model.state_dict().items():
             assert torch.equal(v, resumed.state_dict()[k]), (mode, k)
 
@@ -242,7 +243,7 @@ def test_balanced_trains_cnn_branches(train_cfgs, tmp_path):
     before = {k: v.clone() for k, v in model.state_dict().items() if v.is_floating_point()}
     optim, schedule, train_cfg = train_cfgs(epochs=3, lr=0.05, batch_size=32)
     method = balanced(alpha=0.0, window=1)
-    fit(model, method, split, split, spec, tmp_path, optim, schedule, train_cfg, torch.device("cpu"))
+    fit(model, method, split, split, spec, tmp_path, optim, schedule, train_cfg, Runtime.cpu(train_cfg))
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert all(math.isfinite(r["d_speed"]) for r in rows)
     shares = [r["rebalance_m1_share"] + r["rebalance_m2_share"] for r in rows]

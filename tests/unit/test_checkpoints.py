@@ -8,8 +8,17 @@ import signal
 import pytest
 import torch
 
-from mmtool.engine.checkpoint import LAST, PREVIOUS, latest_good, load_checkpoint, save_last
+from mmtool.engine.checkpoint import load_checkpoint
 from mmtool.errors import UserError
+from mmtool.runs import LAST, PREVIOUS, CheckpointStore
+
+
+def save_last(folder, state, keep=2):
+    CheckpointStore(folder).save_last(state, keep)
+
+
+def latest_good(folder):
+    return CheckpointStore(folder).latest_good()
 
 
 def test_rotation_keeps_the_previous_checkpoint(tmp_path):
@@ -162,36 +171,35 @@ def _full(epoch: int) -> dict:
 
 
 def test_compact_last_keeps_the_counters_and_drops_the_rest_and_the_rotations(tmp_path):
-    from mmtool.engine.checkpoint import BEST, SMALL, compact_last, save_checkpoint
+    from mmtool.engine.checkpoint import SMALL, save_checkpoint
+    from mmtool.runs import BEST
 
     for epoch in (1, 2, 3):
         save_last(tmp_path, _full(epoch), keep=3)
     save_checkpoint(tmp_path / BEST, {"model": {"w": torch.ones(4)}, "epoch": 1})
-    compact_last(tmp_path)
+    CheckpointStore(tmp_path).compact()
     assert sorted(p.name for p in tmp_path.iterdir()) == [BEST, LAST]
     small = load_checkpoint(tmp_path / LAST)
     assert set(small) == {*SMALL, "complete"} and small["epoch"] == 3 and small["step"] == 15
     assert "model" not in small and "optimizer" not in small  # the run's weights are best.pt's
     stamp = (tmp_path / LAST).stat().st_mtime_ns
-    compact_last(tmp_path)  # again: nothing to do
+    CheckpointStore(tmp_path).compact()  # again: nothing to do
     assert (tmp_path / LAST).stat().st_mtime_ns == stamp
 
 
 def test_compact_last_with_keep_optimizer_only_drops_the_rotations(tmp_path):
-    from mmtool.engine.checkpoint import compact_last
 
     for epoch in (1, 2):
         save_last(tmp_path, _full(epoch))
-    compact_last(tmp_path, keep_optimizer=True)
+    CheckpointStore(tmp_path).compact(keep_optimizer=True)
     assert [p.name for p in tmp_path.iterdir()] == [LAST]
     assert "optimizer" in load_checkpoint(tmp_path / LAST)
 
 
 def test_compact_last_leaves_a_damaged_last_alone(tmp_path):
-    from mmtool.engine.checkpoint import compact_last
 
     for epoch in (1, 2):
         save_last(tmp_path, _full(epoch))
     (tmp_path / LAST).write_bytes(b"\x00junk")
-    compact_last(tmp_path)
+    CheckpointStore(tmp_path).compact()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([LAST, PREVIOUS])

@@ -10,14 +10,20 @@ import torch
 
 from mmtool.config import ScheduleConfig
 from mmtool.data import Split
-from mmtool.engine.checkpoint import BEST, COMPLETE, LAST, PREVIOUS, load_checkpoint, load_model, save_checkpoint
+from mmtool.engine.checkpoint import load_checkpoint, save_checkpoint
 from mmtool.engine.evaluate import evaluate
 from mmtool.engine.loop import fit
+from mmtool.engine.runtime import Runtime
 from mmtool.errors import UserError
 from mmtool.methods import Method, MethodContext, build_method
 from mmtool.methods.naive import NaiveFusion
+from mmtool.runs import BEST, COMPLETE, LAST, PREVIOUS, Layout
 
-CPU = torch.device("cpu")
+CPU = Runtime.cpu()
+
+
+def load_model(run, which: str = "best"):
+    return Layout(run).checkpoints().load_model(which)
 
 
 def read_metrics(run_dir):
@@ -57,7 +63,7 @@ def test_best_checkpoint_is_selected_on_validation(make_model, alpha_splits, tra
     model, spec = make_model()
     val = flipped(alpha_splits["val"])
     optim, schedule, cfg = train_cfgs(epochs=12, lr=0.2)
-    result = fit(model, naive(), alpha_splits["train"], val, spec, tmp_path, optim, schedule, cfg, CPU)
+    result = fit(model, naive(), alpha_splits["train"], val, spec, tmp_path, optim, schedule, cfg, Runtime.cpu(cfg))
 
     records = read_metrics(tmp_path)
     assert [r["epoch"] for r in records] == list(range(1, 13))
@@ -73,12 +79,12 @@ def test_best_checkpoint_is_selected_on_validation(make_model, alpha_splits, tra
     assert best["val"]["accuracy"] == max(accs)
     # the stored weights are the selected epoch's: they reproduce its validation numbers
     selected, _ = load_model(tmp_path)
-    again = evaluate(selected, val)
+    again = evaluate(selected, val, CPU)
     assert again["accuracy"] == pytest.approx(max(accs))
     assert again["loss"] == pytest.approx(records[best_epoch - 1]["val_loss"], rel=1e-5)
     # ... and the final weights are not the selected ones
-    last, _ = load_model(tmp_path, which=LAST)
-    assert evaluate(last, val)["accuracy"] == pytest.approx(accs[-1])
+    last, _ = load_model(tmp_path, which="last")
+    assert evaluate(last, val, CPU)["accuracy"] == pytest.approx(accs[-1])
 
 
 def test_last_holds_the_best_weights_once_when_they_are_the_models(make_model, alpha_splits, train_cfgs, tmp_path):
@@ -86,7 +92,8 @@ def test_last_holds_the_best_weights_once_when_they_are_the_models(make_model, a
     model's copy is hundreds of MB); after a later, worse epoch it holds both, and resuming reads either."""
     model, spec = make_model()
     optim, schedule, cfg = train_cfgs(epochs=1, lr=0.2)
-    fit(model, naive(), alpha_splits["train"], alpha_splits["val"], spec, tmp_path / "a", optim, schedule, cfg, CPU)
+    fit(model, naive(), alpha_splits["train"], alpha_splits["val"], spec, tmp_path / "a", optim, schedule, cfg,
+        Runtime.cpu(cfg))
     ckpt = torch.load(tmp_path / "a" / "checkpoints" / LAST, weights_only=True)
     assert ckpt["best_epoch"] == 1 and ckpt["best_model"].keys() <= ckpt["model"].keys()
     for key, value in ckpt["best_model"].items():
@@ -95,7 +102,7 @@ def test_last_holds_the_best_weights_once_when_they_are_the_models(make_model, a
     model, spec = make_model()
     optim, schedule, cfg = train_cfgs(epochs=12, lr=0.2)
     fit(model, naive(), alpha_splits["train"], flipped(alpha_splits["val"]), spec, tmp_path / "b", optim, schedule,
-        cfg, CPU)  # fmt: skip
+        cfg, Runtime.cpu(cfg))  # fmt: skip
     ckpt = torch.load(tmp_path / "b" / "checkpoints" / LAST, weights_only=True)
     best = load_checkpoint(tmp_path / "b" / "checkpoints" / BEST)
     assert ckpt["best_epoch"] < 12  # the flipped validation labels make an early epoch the best
@@ -107,7 +114,8 @@ def test_metrics_record_losses_lr_and_validation(make_model, alpha_splits, train
     model, spec = make_model()
     optim, _, cfg = train_cfgs(epochs=6, lr=0.4, eval_every=2)
     schedule = ScheduleConfig(name="step", step_size=2, gamma=0.5)
-    fit(model, naive(), alpha_splits["train"], alpha_splits["val"], spec, tmp_path, optim, schedule, cfg, CPU)
+    fit(model, naive(), alpha_splits["train"], alpha_splits["val"], spec, tmp_path, optim, schedule, cfg,
+        Runtime.cpu(cfg))
     records = read_metrics(tmp_path)
     assert [r["epoch"] for r in records] == [2, 4, 6]  # logged at evaluation epochs
     for r in records:
@@ -124,14 +132,14 @@ def test_metrics_record_losses_lr_and_validation(make_model, alpha_splits, train
     opt = torch.optim.SGD(twin.parameters(), lr=0.4)
     torch.nn.functional.cross_entropy(twin(train.inputs)["logits"], train.target).backward()
     opt.step()
-    assert records[0]["train_loss"] == pytest.approx(evaluate(twin, train)["loss"], rel=1e-5)
+    assert records[0]["train_loss"] == pytest.approx(evaluate(twin, train, CPU)["loss"], rel=1e-5)
 
 
 def test_no_validation_split_selects_last_epoch(make_model, alpha_splits, train_cfgs, tmp_path):
     model, spec = make_model()
     empty = Split({m: x[:0] for m, x in alpha_splits["val"].inputs.items()}, alpha_splits["val"].target[:0])
     optim, schedule, cfg = train_cfgs(epochs=3)
-    result = fit(model, naive(), alpha_splits["train"], empty, spec, tmp_path, optim, schedule, cfg, CPU)
+    result = fit(model, naive(), alpha_splits["train"], empty, spec, tmp_path, optim, schedule, cfg, Runtime.cpu(cfg))
     assert result.best_epoch == 3
     assert load_checkpoint(tmp_path / "checkpoints" / BEST)["epoch"] == 3
 
@@ -140,7 +148,8 @@ def test_non_finite_loss_raises(make_model, alpha_splits, train_cfgs, tmp_path):
     model, spec = make_model()
     optim, schedule, cfg = train_cfgs(epochs=50, lr=1e6)
     with pytest.raises(FloatingPointError, match="non-finite"):
-        fit(model, naive(), alpha_splits["train"], alpha_splits["val"], spec, tmp_path, optim, schedule, cfg, CPU)
+        fit(model, naive(), alpha_splits["train"], alpha_splits["val"], spec, tmp_path, optim, schedule, cfg,
+            Runtime.cpu(cfg))
 
 
 class _PoisonAt(Method):
@@ -169,7 +178,7 @@ def test_non_finite_loss_names_epoch_step_and_term_and_keeps_checkpoints(
     optim, schedule, cfg = train_cfgs(epochs=4, batch_size=50, checkpoint_every=1, log_every=2)
     with pytest.raises(FloatingPointError, match=r"epoch 3, step 4 in poison_loss"):
         fit(model, _PoisonAt(3, 4), alpha_splits["train"], alpha_splits["val"], spec, tmp_path, optim, schedule,
-            cfg, CPU)  # fmt: skip
+            cfg, Runtime.cpu(cfg))  # fmt: skip
     assert load_checkpoint(tmp_path / "checkpoints" / LAST)["epoch"] == 2  # the last good epoch's state
     assert all(math.isfinite(v) for k, v in load_checkpoint(tmp_path / "checkpoints" / BEST)["val"].items())
     assert [r["epoch"] for r in json_lines(tmp_path / "metrics.jsonl")] == [1, 2]
@@ -188,7 +197,8 @@ def test_nan_validation_is_never_best(make_model, alpha_splits, train_cfgs, tmp_
     monkeypatch.setattr(loop, "evaluate", flaky)
     model, spec = make_model()
     optim, schedule, cfg = train_cfgs(epochs=3)
-    result = fit(model, naive(), alpha_splits["train"], alpha_splits["val"], spec, tmp_path, optim, schedule, cfg, CPU)
+    result = fit(model, naive(), alpha_splits["train"], alpha_splits["val"], spec, tmp_path, optim, schedule, cfg,
+                 Runtime.cpu(cfg))
     assert result.best_epoch in (1, 3)
     assert load_checkpoint(tmp_path / "checkpoints" / BEST)["epoch"] != 2
 
@@ -203,7 +213,8 @@ def test_validation_that_is_never_finite_is_one_line_not_a_missing_best_checkpoi
     model, spec = make_model()
     optim, schedule, cfg = train_cfgs(epochs=2)
     with pytest.raises(UserError, match=r"validation loss was not finite at any evaluation .* lower optim\.lr"):
-        fit(model, naive(), alpha_splits["train"], alpha_splits["val"], spec, tmp_path, optim, schedule, cfg, CPU)
+        fit(model, naive(), alpha_splits["train"], alpha_splits["val"], spec, tmp_path, optim, schedule, cfg,
+            Runtime.cpu(cfg))
     assert not (tmp_path / "checkpoints" / COMPLETE).exists() and not (tmp_path / "checkpoints" / BEST).exists()
 
 
@@ -217,14 +228,16 @@ def test_unknown_optimizer_raises_user_error(make_model, alpha_splits, train_cfg
     model, spec = make_model()
     _, schedule, cfg = train_cfgs()
     with pytest.raises(UserError, match="optim.name"):
-        fit(model, naive(), alpha_splits["train"], None, spec, tmp_path, OptimConfig(name="lion"), schedule, cfg, CPU)
+        fit(model, naive(), alpha_splits["train"], None, spec, tmp_path, OptimConfig(name="lion"), schedule, cfg,
+            Runtime.cpu(cfg))
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
 def test_checkpoints_load_with_weights_only(make_model, alpha_splits, train_cfgs, tmp_path):
     model, spec = make_model()
     optim, schedule, cfg = train_cfgs(epochs=4, checkpoint_every=2, momentum=0.9)
-    fit(model, naive(), alpha_splits["train"], alpha_splits["val"], spec, tmp_path, optim, schedule, cfg, CPU)
+    fit(model, naive(), alpha_splits["train"], alpha_splits["val"], spec, tmp_path, optim, schedule, cfg,
+        Runtime.cpu(cfg))
     ckpt_dir = tmp_path / "checkpoints"
     assert sorted(p.name for p in ckpt_dir.iterdir()) == sorted([BEST, LAST, PREVIOUS, COMPLETE])
     assert torch.load(ckpt_dir / PREVIOUS, weights_only=True)["epoch"] == 2  # the one before, kept
@@ -259,13 +272,13 @@ def test_resume_after_crash_equals_uninterrupted_run(crash_epoch, make_model, al
 
     straight_dir = tmp_path / "straight"
     straight, spec = make_model(seed=0)
-    fit(straight, naive(), train, val, spec, straight_dir, optim, schedule, cfg, CPU)
+    fit(straight, naive(), train, val, spec, straight_dir, optim, schedule, cfg, Runtime.cpu(cfg))
 
     run_dir = tmp_path / "crashed"
     first, _ = make_model(seed=0)
     crash_at = (crash_epoch - 1) * STEPS_PER_EPOCH + 1  # first step of crash_epoch
     with pytest.raises(Crash):
-        fit(first, CrashingNaive(crash_at), train, val, spec, run_dir, optim, schedule, cfg, CPU)
+        fit(first, CrashingNaive(crash_at), train, val, spec, run_dir, optim, schedule, cfg, Runtime.cpu(cfg))
     logged = [r["epoch"] for r in read_metrics(run_dir)]
     assert logged == list(range(1, crash_epoch))
     assert not (run_dir / "checkpoints" / COMPLETE).exists()
@@ -278,7 +291,7 @@ def test_resume_after_crash_equals_uninterrupted_run(crash_epoch, make_model, al
     # from the same seed, as done here.
     resumed, _ = make_model(seed=123 if saved else 0)
     torch.manual_seed(999)  # the global RNG state must come from the checkpoint, not from here
-    result = fit(resumed, naive(), train, val, spec, run_dir, optim, schedule, cfg, CPU, resume=True)
+    result = fit(resumed, naive(), train, val, spec, run_dir, optim, schedule, cfg, Runtime.cpu(cfg), resume=True)
     assert result.resumed_from == (saved or None)
 
     for k, v in straight.state_dict().items():
@@ -308,7 +321,7 @@ def test_checkpoints_by_minutes_follow_the_clock(make_model, alpha_splits, train
                                                                           real_save(run, epoch, partial)))
     with pytest.raises(Crash):
         fit(model, CrashingNaive(5), alpha_splits["train"], alpha_splits["val"], spec, tmp_path, optim, schedule,
-            cfg, CPU)  # fmt: skip
+            cfg, Runtime.cpu(cfg))  # fmt: skip
     # the clock reads 0 s when the run starts, 60 and 120 s after steps 1 and 2, 180 s after step 3: a save
     # (the clock then reads 240 s), and step 4 at 300 s is only 60 s later
     assert saves == [3]
@@ -326,7 +339,8 @@ def test_resume_does_not_keep_a_best_checkpoint_from_the_lost_epochs(make_model,
     run_dir = tmp_path / "crashed"
     first, spec = make_model(seed=0)
     with pytest.raises(Crash):
-        fit(first, CrashingNaive(7 * STEPS_PER_EPOCH + 1), train, val, spec, run_dir, optim, schedule, cfg, CPU)
+        fit(first, CrashingNaive(7 * STEPS_PER_EPOCH + 1), train, val, spec, run_dir, optim, schedule, cfg,
+            Runtime.cpu(cfg))
     checkpoint = load_checkpoint(run_dir / "checkpoints" / LAST)
     assert checkpoint["epoch"] == 6
     lost, _ = make_model(seed=77)
@@ -334,7 +348,7 @@ def test_resume_does_not_keep_a_best_checkpoint_from_the_lost_epochs(make_model,
     save_checkpoint(run_dir / "checkpoints" / BEST, lost_best)
 
     resumed, _ = make_model(seed=0)
-    result = fit(resumed, naive(), train, val, spec, run_dir, optim, schedule, cfg, CPU, resume=True)
+    result = fit(resumed, naive(), train, val, spec, run_dir, optim, schedule, cfg, Runtime.cpu(cfg), resume=True)
     records = read_metrics(run_dir)
     # precondition: the replayed epochs 7-10 never beat the best epoch saved with the checkpoint
     assert all(r["val_accuracy"] <= checkpoint["best_val"]["accuracy"] for r in records[6:])
@@ -348,7 +362,8 @@ def test_resume_does_not_keep_a_best_checkpoint_from_the_lost_epochs(make_model,
 def test_resume_of_a_finished_run_does_not_train(make_model, alpha_splits, train_cfgs, snapshot, tmp_path):
     optim, schedule, cfg = train_cfgs(epochs=3)
     model, spec = make_model()
-    done = fit(model, naive(), alpha_splits["train"], alpha_splits["val"], spec, tmp_path, optim, schedule, cfg, CPU)
+    done = fit(model, naive(), alpha_splits["train"], alpha_splits["val"], spec, tmp_path, optim, schedule, cfg,
+               Runtime.cpu(cfg))
     metrics_before = (tmp_path / "metrics.jsonl").read_text()
     fresh, _ = make_model(seed=5)
     before = snapshot(fresh)
@@ -362,7 +377,7 @@ def test_resume_of_a_finished_run_does_not_train(make_model, alpha_splits, train
         optim,
         schedule,
         cfg,
-        CPU,
+        Runtime.cpu(cfg),
         resume=True,
     )
     assert (again.best_epoch, again.epochs, again.resumed_from) == (done.best_epoch, 3, 3)

@@ -10,11 +10,13 @@ import torch
 import torch.nn.functional as F
 
 from mmtool.data import Batch
-from mmtool.engine.checkpoint import BEST, LAST, load_checkpoint
+from mmtool.engine.checkpoint import load_checkpoint
 from mmtool.engine.loop import fit
+from mmtool.engine.runtime import Runtime
 from mmtool.errors import UserError
 from mmtool.methods import METHODS, MethodContext, build_method, describe
 from mmtool.models import build_model
+from mmtool.runs import BEST, LAST
 from tests.unit.conftest import measure_on
 from tests.unit.test_methods_zoo import Killed, KilledAt
 
@@ -140,7 +142,7 @@ def test_every_method_trains(name, make_model, naive_run, alpha_splits, train_cf
     train, val = (alpha_splits[k].select(mods) for k in ("train", "val"))
     before = snapshot(model)
     optim, schedule, cfg = train_cfgs(epochs=4, lr=SMOKE_LR)
-    result = fit(model, method, train, val, spec, tmp_path, optim, schedule, cfg, torch.device("cpu"))
+    result = fit(model, method, train, val, spec, tmp_path, optim, schedule, cfg, Runtime.cpu(cfg))
 
     assert result.epochs == 4 and 1 <= result.best_epoch <= 4
     records = [r for r in (tmp_path / "metrics.jsonl").read_text().splitlines() if r]
@@ -239,7 +241,8 @@ def test_umt_leaves_teachers_untouched(make_model, alpha_splits, train_cfgs, sna
     method = build_method("umt", {}, MethodContext(teachers=teachers))
     optim, schedule, cfg = train_cfgs(epochs=5, lr=0.1, momentum=0.9, batch_size=100)
     student_before = snapshot(model)
-    fit(model, method, alpha_splits["train"], alpha_splits["val"], spec, tmp_path, optim, schedule, cfg, "cpu")
+    fit(model, method, alpha_splits["train"], alpha_splits["val"], spec, tmp_path, optim, schedule, cfg,
+        Runtime.cpu(cfg))
     for m, t in teachers.items():
         assert not t.training
         for k, v in t.state_dict().items():
@@ -258,7 +261,7 @@ def test_umt_distillation_pulls_student_features_to_teacher(make_model, alpha_sp
     with torch.no_grad():
         start = method.training_step(model, batch)
     optim, schedule, cfg = train_cfgs(epochs=30, lr=0.05)
-    fit(model, method, split, alpha_splits["val"], spec, tmp_path, optim, schedule, cfg, "cpu")
+    fit(model, method, split, alpha_splits["val"], spec, tmp_path, optim, schedule, cfg, Runtime.cpu(cfg))
     with torch.no_grad():
         end = method.training_step(model, batch)
     for m in ("m1", "m2"):
@@ -272,7 +275,8 @@ def test_umt_feature_size_mismatch_fails_at_setup(make_model, alpha_splits, trai
         method.setup(model)
     optim, schedule, cfg = train_cfgs(epochs=1)
     with pytest.raises(UserError, match="16 dims"):  # fit checks before training
-        fit(model, method, alpha_splits["train"], alpha_splits["val"], spec, tmp_path, optim, schedule, cfg, "cpu")
+        fit(model, method, alpha_splits["train"], alpha_splits["val"], spec, tmp_path, optim, schedule, cfg,
+            Runtime.cpu(cfg))
     assert not (tmp_path / "metrics.jsonl").exists()
 
 
@@ -302,11 +306,11 @@ def test_every_method_resumes_mid_epoch_exactly(name, make_model, naive_run, alp
         out = tmp_path / kind
         if kind == "killed":
             with pytest.raises(Killed):
-                fit(model, KilledAt(method, 6), train, val, spec, out, optim, schedule, cfg, "cpu")
+                fit(model, KilledAt(method, 6), train, val, spec, out, optim, schedule, cfg, Runtime.cpu(cfg))
             saved = load_checkpoint(out / "checkpoints" / LAST)
             assert (saved["epoch"], saved["partial"]["epoch"], saved["partial"]["step"]) == (1, 2, 1)
             model, spec, method, _ = setup_method(name, make_model, naive_run, alpha_splits)
-        fit(model, method, train, val, spec, out, optim, schedule, cfg, "cpu", resume=kind == "killed")
+        fit(model, method, train, val, spec, out, optim, schedule, cfg, Runtime.cpu(cfg), resume=kind == "killed")
         runs[kind] = (model.state_dict(), (out / "metrics.jsonl").read_text())
     assert runs["killed"][1] == runs["whole"][1]
     for k, v in runs["whole"][0].items():

@@ -9,12 +9,14 @@ import torch
 import torch.nn.functional as F
 
 from mmtool.data import Batch
-from mmtool.engine.checkpoint import BEST, COMPLETE, LAST, list_snapshots, load_checkpoint, load_model
+from mmtool.engine.checkpoint import load_checkpoint
 from mmtool.engine.evaluate import evaluate
 from mmtool.engine.loop import fit
+from mmtool.engine.runtime import Runtime
 from mmtool.errors import UserError
 from mmtool.methods import MethodContext, build_method
 from mmtool.models.heads import self_attention
+from mmtool.runs import BEST, COMPLETE, LAST, Layout
 
 TWO = ("m1", "m2")
 
@@ -111,7 +113,8 @@ def test_aux_ce_heads_are_optimised_and_saved_for_resume(make_model, alpha_split
     plain_keys = set(model.state_dict())
     method = build_method("aux_ce", {}, MethodContext(num_classes=2, modalities=TWO))
     optim, schedule, cfg = train_cfgs(epochs=3, lr=0.1, momentum=0.9, snapshot_every=1)
-    fit(model, method, alpha_splits["train"], alpha_splits["val"], spec, tmp_path, optim, schedule, cfg, "cpu")
+    fit(model, method, alpha_splits["train"], alpha_splits["val"], spec, tmp_path, optim, schedule, cfg,
+        Runtime.cpu(cfg))
     aux = model.extras["aux"]
     ckpt = load_checkpoint(tmp_path / "checkpoints" / LAST)
     n_model, n_aux = len(list(model.parameters())), len(list(aux.parameters()))
@@ -123,9 +126,9 @@ def test_aux_ce_heads_are_optimised_and_saved_for_resume(make_model, alpha_split
     assert set(ckpt["best_model"]) == plain_keys
     # ... best.pt and the snapshots do not: they rebuild from the spec, strictly, as a plain model
     assert set(load_checkpoint(tmp_path / "checkpoints" / BEST)["model"]) == plain_keys
-    for _, path in list_snapshots(tmp_path / "checkpoints"):
+    for _, path in Layout(tmp_path).checkpoints().snapshots():
         assert set(load_checkpoint(path)["model"]) == plain_keys
-    best, _ = load_model(tmp_path)
+    best, _ = Layout(tmp_path).checkpoints().load_model()
     assert set(best.state_dict()) == plain_keys and len(best.extras) == 0
 
 
@@ -133,7 +136,8 @@ def test_aux_ce_resume_restores_the_trained_heads(make_model, alpha_splits, trai
     optim, schedule, cfg = train_cfgs(epochs=2, lr=0.1, momentum=0.9, checkpoint_every=1)
     model, spec = make_model(head="linear")
     method = build_method("aux_ce", {}, MethodContext(num_classes=2, modalities=TWO))
-    fit(model, method, alpha_splits["train"], alpha_splits["val"], spec, tmp_path, optim, schedule, cfg, "cpu")
+    fit(model, method, alpha_splits["train"], alpha_splits["val"], spec, tmp_path, optim, schedule, cfg,
+        Runtime.cpu(cfg))
     trained = snapshot(model.extras["aux"])
     (tmp_path / "checkpoints" / COMPLETE).unlink()
     (tmp_path / "checkpoints" / BEST).unlink()
@@ -141,7 +145,7 @@ def test_aux_ce_resume_restores_the_trained_heads(make_model, alpha_splits, trai
     fresh = build_method("aux_ce", {}, MethodContext(num_classes=2, modalities=TWO))
     longer = train_cfgs(epochs=2, lr=0.0, checkpoint_every=1)  # lr 0: what resume restored stays as it is
     fit(again, fresh, alpha_splits["train"], alpha_splits["val"], spec, tmp_path, longer[0], schedule, longer[2],
-        "cpu", resume=True)  # fmt: skip
+        Runtime.cpu(longer[2]), resume=True)  # fmt: skip
     for k, v in trained.items():
         assert torch.equal(again.extras["aux"].state_dict()[k], v), k
 
@@ -178,10 +182,10 @@ def test_resumed_run_equals_uninterrupted_run(name, make_model, alpha_splits, tr
         out = tmp_path / kind
         if kind == "killed":
             with pytest.raises(Killed):  # 3 batches per epoch: dies in epoch 5, after the epoch-3 checkpoint
-                fit(model, KilledAt(method, 13), train, val, spec, out, optim, schedule, cfg, "cpu")
+                fit(model, KilledAt(method, 13), train, val, spec, out, optim, schedule, cfg, Runtime.cpu(cfg))
             model, spec = make_model(head="linear", seed=99)
             method = build_method(name, {}, MethodContext(num_classes=2, modalities=TWO))
-        fit(model, method, train, val, spec, out, optim, schedule, cfg, "cpu", resume=kind == "killed")
+        fit(model, method, train, val, spec, out, optim, schedule, cfg, Runtime.cpu(cfg), resume=kind == "killed")
         runs[kind] = model.state_dict()  # Aux-CE's heads included: they are model.extras["aux"]
     assert runs["whole"].keys() == runs["killed"].keys()
     for k, v in runs["whole"].items():
@@ -207,12 +211,13 @@ def test_dropout_is_on_in_training_steps_only(make_model, alpha_splits, train_cf
     method = build_method("dropout", {}, MethodContext())
     assert method.params.p == 0.5
     optim, schedule, cfg = train_cfgs(epochs=3)
-    fit(model, method, alpha_splits["train"], split, spec, tmp_path, optim, schedule, cfg, "cpu")
+    fit(model, method, alpha_splits["train"], split, spec, tmp_path, optim, schedule, cfg, Runtime.cpu(cfg))
     with torch.no_grad():
         plain = F.cross_entropy(model(split.inputs)["logits"], split.target)
         first, second = (method.training_step(model, whole(split))["task_loss"] for _ in range(2))
         no_drop = build_method("dropout", {"p": 0.0}, MethodContext()).training_step(model, whole(split))
-    assert evaluate(model, split)["loss"] == pytest.approx(float(plain), rel=1e-6)  # the loop's evaluation
+    loss = evaluate(model, split, Runtime.cpu())["loss"]  # the loop's evaluation
+    assert loss == pytest.approx(float(plain), rel=1e-6)
     assert not torch.equal(first, second) and not torch.isclose(first, plain)
     torch.testing.assert_close(no_drop["task_loss"], plain)
 
@@ -253,7 +258,7 @@ def test_modality_dropout_trains_on_dropped_features_and_evaluates_on_all(make_m
         assert all(((f == 0).all(1)).any() for f in features.values())  # p = 1: every sample lost one
         torch.testing.assert_close(loss, F.cross_entropy(model.fuse(features)["logits"], split.target))
         plain = F.cross_entropy(model(split.inputs)["logits"], split.target)
-    assert evaluate(model, split)["loss"] == pytest.approx(float(plain), rel=1e-6)
+    assert evaluate(model, split, Runtime.cpu())["loss"] == pytest.approx(float(plain), rel=1e-6)
     assert not torch.isclose(loss, plain)
 
 
@@ -267,7 +272,7 @@ def test_modality_dropout_needs_two_modalities(make_model):
 # ------------------------------------------------------------------------------------------ self-distillation
 def test_self_distill_label_loss_is_the_tempered_kl(make_model, naive_run, alpha_splits):
     run = naive_run()
-    teacher, _ = load_model(run)
+    teacher, _ = Layout(run).checkpoints().load_model()
     model, _ = make_model(head="mlp")
     split = alpha_splits["train"]
     for params, weight, t in (({}, 1.0, 4.0), ({"weight": 2.0, "temperature": 1.0}, 2.0, 1.0)):
@@ -285,7 +290,7 @@ def test_self_distill_label_loss_is_the_tempered_kl(make_model, naive_run, alpha
 
 def test_self_distill_feature_loss_is_50_mse_to_the_fusion_teacher(make_model, naive_run, alpha_splits):
     run = naive_run()
-    teacher, _ = load_model(run)
+    teacher, _ = Layout(run).checkpoints().load_model()
     model, _ = make_model(head="mlp")
     method = build_method("self_distill", {"teacher_run": str(run), "level": "feature"}, MethodContext())
     method.setup(model)
@@ -305,7 +310,7 @@ def test_self_distill_teacher_stays_frozen(make_model, naive_run, alpha_splits, 
     before, student = snapshot(method.teacher), snapshot(model)
     optim, schedule, cfg = train_cfgs(epochs=3, lr=0.1, momentum=0.9)
     out = tmp_path / "student"
-    fit(model, method, alpha_splits["train"], alpha_splits["val"], spec, out, optim, schedule, cfg, "cpu")
+    fit(model, method, alpha_splits["train"], alpha_splits["val"], spec, out, optim, schedule, cfg, Runtime.cpu(cfg))
     assert not method.teacher.training
     for k, v in method.teacher.state_dict().items():
         assert torch.equal(v, before[k]), k
@@ -347,7 +352,8 @@ def test_finetune_optimizer_gives_encoders_the_scaled_lr(make_model, alpha_split
     ctx = MethodContext(teachers=make_teachers(make_model), lr=0.1)
     method = build_method("finetune", {"encoder_lr_scale": 0.01}, ctx)
     optim, schedule, cfg = train_cfgs(epochs=2, lr=0.1)
-    fit(model, method, alpha_splits["train"], alpha_splits["val"], spec, tmp_path, optim, schedule, cfg, "cpu")
+    fit(model, method, alpha_splits["train"], alpha_splits["val"], spec, tmp_path, optim, schedule, cfg,
+        Runtime.cpu(cfg))
     groups = load_checkpoint(tmp_path / "checkpoints" / LAST)["optimizer"]["param_groups"]
     assert [g["lr"] for g in groups] == pytest.approx([0.1, 0.001])
     assert [len(g["params"]) for g in groups] == [len(list(model.head.parameters())), 4]
@@ -362,7 +368,8 @@ def test_finetune_with_encoder_lr_zero_keeps_the_pretrained_encoders(
     head = snapshot(model.head)
     method = build_method("finetune", {"encoder_lr_scale": 0.0}, MethodContext(teachers=teachers, lr=0.2))
     optim, schedule, cfg = train_cfgs(epochs=3, lr=0.2, momentum=0.9)
-    fit(model, method, alpha_splits["train"], alpha_splits["val"], spec, tmp_path, optim, schedule, cfg, "cpu")
+    fit(model, method, alpha_splits["train"], alpha_splits["val"], spec, tmp_path, optim, schedule, cfg,
+        Runtime.cpu(cfg))
     for m in TWO:
         for k, v in teachers[m].encoders[m].state_dict().items():
             assert torch.equal(model.encoders[m].state_dict()[k], v)

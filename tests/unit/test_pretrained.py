@@ -60,7 +60,7 @@ def test_bad_files_are_one_line_errors(tmp_path):
 
 def test_recipe_pretrained_path_reaches_the_encoder(tmp_path):
     """`pretrained:` is read relative to the recipe and loaded when a stage builds the model."""
-    from mmtool.stages.common import init_pretrained
+    from mmtool.engine.train import init_pretrained
 
     path, rgb = _torchvision_file(tmp_path)
     recipe_file = tmp_path / "r.yaml"

@@ -21,6 +21,7 @@ import yaml
 from mmtool.analysis import report
 from mmtool.analysis.report import Run, summarise
 from mmtool.analysis.tables import mean_std
+from mmtool.engine.runtime import Runtime
 from mmtool.errors import Interrupted, UserError
 from mmtool.runs import lock_run, run_status, unlock_run
 
@@ -263,6 +264,8 @@ def test_markdown_csv_and_json_show_the_same_numbers(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ recording outcomes
+CPU = Runtime.cpu()
+
 @pytest.fixture
 def tiny_recipe(tmp_path):
     from mmtool.config import load_recipe
@@ -271,17 +274,19 @@ def tiny_recipe(tmp_path):
 
 
 def test_a_failure_after_progress_is_recorded_and_a_resume_clears_it(tmp_path, tiny_recipe, capsys):
-    from mmtool.stages.common import new_run, resumed_run
+    from mmtool.runs import Run
 
     run = tmp_path / "runs" / "r"
-    with pytest.raises(RuntimeError), new_run(tiny_recipe, "train", "naive", run) as path:
-        (path / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    with pytest.raises(RuntimeError), Run.create(tmp_path / "runs", "train", tiny_recipe, CPU, run) as started:
+        (started.path / "metrics.jsonl").write_text('{"epoch": 1}\n')
         raise RuntimeError("loss is nan\nsecond line")
     unlock_run(run)  # what the end of the process would release
     assert json.loads((run / "failed.json").read_text())["error"] == "RuntimeError: loss is nan"
     assert run_status(run) == "failed" and capsys.readouterr().err.splitlines()[-1] == f"run: {run} (failed)"
-    with resumed_run(run, "train") as (path, _):
-        _write(path, {"test_accuracy": 50.0})
+    saved = Run.open(run, key="--resume")
+    saved.check_resume("train")
+    with saved.resume(CPU) as resumed:
+        _write(resumed.path, {"test_accuracy": 50.0})
     unlock_run(run)
     assert not (run / "failed.json").exists() and run_status(run) == "complete"
     assert [s["outcome"] for s in json.loads((run / "sessions.json").read_text())] == ["failed", "complete"]
@@ -289,26 +294,26 @@ def test_a_failure_after_progress_is_recorded_and_a_resume_clears_it(tmp_path, t
 
 
 def test_a_signal_is_recorded_as_interrupted_and_an_early_failure_leaves_nothing(tmp_path, tiny_recipe, capsys):
-    from mmtool.stages.common import new_run
+    from mmtool.runs import Run
 
     run = tmp_path / "runs" / "sig"
-    with pytest.raises(Interrupted), new_run(tiny_recipe, "train", "naive", run) as path:
-        (path / "metrics.jsonl").write_text('{"epoch": 1}\n')
-        raise Interrupted(15, path / "checkpoints" / "last.pt", 1, 3)
+    with pytest.raises(Interrupted), Run.create(tmp_path / "runs", "train", tiny_recipe, CPU, run) as started:
+        (started.path / "metrics.jsonl").write_text('{"epoch": 1}\n')
+        raise Interrupted(15, started.checkpoints().last, 1, 3)
     unlock_run(run)
     assert run_status(run) == "interrupted" and not (run / "failed.json").exists()
     assert json.loads((run / "sessions.json").read_text())[-1]["outcome"] == "interrupted"
     gone = tmp_path / "runs" / "gone"
-    with pytest.raises(UserError), new_run(tiny_recipe, "train", "naive", gone):
+    with pytest.raises(UserError), Run.create(tmp_path / "runs", "train", tiny_recipe, CPU, gone):
         raise UserError("no such dataset")
     assert not gone.exists() and capsys.readouterr().err.splitlines()[-1] == f"run: {gone} (failed, nothing kept)"
 
 
 def test_ranks_other_than_zero_print_nothing(tmp_path, capsys, monkeypatch):
-    from mmtool.stages.common import _announce
+    from mmtool.runs import announce
 
     monkeypatch.setenv("RANK", "1")
-    _announce(tmp_path, "complete")
+    announce(tmp_path, "complete")
     assert capsys.readouterr().err == ""
 
 

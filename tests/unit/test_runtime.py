@@ -126,11 +126,11 @@ class _Reversed:
 def test_inference_returns_sample_order_and_what_was_asked(make_model):
     model, _ = make_model(modalities=("m1",), head="ensemble", dims={"m1": 5})
     x, y = torch.randn(10, 5), torch.randint(0, 2, (10,))
-    out = run_inference(model, _Reversed(x, y), want=("logits",))
+    out = run_inference(model, _Reversed(x, y), Runtime.cpu(), want=("logits",))
     assert set(out) == {"logits", "target", "ids"}
     assert torch.equal(out["ids"], torch.arange(10)) and torch.equal(out["target"], y)
     with torch.no_grad():
         torch.testing.assert_close(out["logits"], model({"m1": x})["logits"])
-    doubled = run_inference(model, Split({"m1": x}, y), forward=lambda net, inp: {"twice": 2 * inp["m1"]},
-                            want=("twice",))  # fmt: skip
+    doubled = run_inference(model, Split({"m1": x}, y), Runtime.cpu(),
+                            forward=lambda net, inp: {"twice": 2 * inp["m1"]}, want=("twice",))  # fmt: skip
     torch.testing.assert_close(doubled["twice"], 2 * x)

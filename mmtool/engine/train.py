@@ -1,0 +1,94 @@
+"""A recipe's training, from model to scores: build the model on the chosen modalities, train it with the
+recipe's method through the loop (:func:`~mmtool.engine.loop.fit`), reload the model selected on
+validation and score it on every split. `pretrain-unimodal` runs it once per modality, `train` once."""
+
+from __future__ import annotations
+
+import torch
+
+from mmtool.analysis import plots
+from mmtool.config import Recipe, relative_to_recipe
+from mmtool.data import Dataset
+from mmtool.engine.evaluate import evaluate_splits
+from mmtool.engine.inference import run_inference
+from mmtool.engine.loop import fit, selected_model
+from mmtool.engine.runtime import Runtime
+from mmtool.errors import UserError
+from mmtool.methods import MethodContext, build_method
+from mmtool.models import MultiModalNet, build_model, encoder_config, model_spec
+from mmtool.runs import Layout
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+
+
+def modalities_of(recipe: Recipe, dataset: Dataset) -> list[str]:
+    """The recipe's ``modalities`` (all of the dataset's when it names none), checked against the dataset."""
+    chosen = list(recipe.modalities) or list(dataset.modalities)
+    unknown = [m for m in chosen if m not in dataset.modalities]
+    if unknown:
+        raise UserError(
+            f"{recipe.source}: key 'modalities': {unknown} not in {dataset.name} ({list(dataset.modalities)})"
+        )
+    return chosen
+
+
+def train_and_evaluate(
+    recipe: Recipe,
+    data: Dataset,
+    modalities: list[str],
+    out: Layout,
+    runtime: Runtime,
+    resume: bool,
+    label: str,
+    teachers: dict[str, MultiModalNet] | None = None,
+) -> dict:
+    """Build the recipe's model on ``modalities``, train it with the recipe's method through the loop into
+    ``out``, reload the checkpoint selected on validation and score it on every split (training curves and
+    the test confusion matrix drawn in ``out``'s plots)."""
+    seed_everything(recipe.train.seed)
+    spec = model_spec(recipe.model, data.input_dims, data.num_classes, modalities)
+    model = build_model(spec)
+    if not resume:
+        init_pretrained(recipe, model)
+    splits = {k: s.select(modalities) for k, s in data.splits.items()}
+    context = _method_context(recipe, data, modalities, splits, runtime, teachers)
+    method = build_method(recipe.method.name, recipe.method.params, context)
+    fitted = fit(model, method, splits["train"], splits["val"], spec, out, recipe.optim, recipe.schedule,
+                 recipe.train, runtime, resume=resume, label=label)  # fmt: skip
+    best = selected_model(fitted, out, spec)
+    plots.training_curves(out.metrics().path, out.plot("curves.png"), f"{label} on {data.name}")
+    scores = evaluate_splits(runtime.prepare_model(best), splits, data.num_classes, runtime)
+    plots.confusion(scores["test_confusion"], out.plot("confusion.png"), f"{label} on {data.name}, test")
+    return {"best_epoch": fitted.best_epoch, **scores}
+
+
+def _method_context(recipe: Recipe, data: Dataset, modalities: list[str], splits: dict, runtime: Runtime,
+                    teachers: dict[str, MultiModalNet] | None) -> MethodContext:  # fmt: skip
+    """What a method may know: teachers, dataset facts, the runtime, and a way to measure the model."""
+
+    def measure(net: MultiModalNet, name: str, forward, want: tuple[str, ...]) -> dict:
+        return run_inference(net, splits[name], runtime, want=want, forward=forward)
+
+    return MethodContext(
+        teachers=teachers or {},
+        num_classes=data.num_classes,
+        modalities=tuple(modalities),
+        device=str(runtime.device),
+        runtime=runtime,
+        measure=measure,
+        epochs=recipe.train.epochs,
+        lr=recipe.optim.lr,
+        seed=recipe.train.seed,
+    )
+
+
+def init_pretrained(recipe: Recipe, model: MultiModalNet) -> None:
+    """Load the ``pretrained:`` weights files the recipe names into their modalities' encoders."""
+    from mmtool.models.pretrained import load_pretrained
+
+    for m in model.modalities:
+        path = encoder_config(recipe.model, m).pretrained
+        if path:
+            load_pretrained(model.encoders[m], relative_to_recipe(recipe, path), f"model.encoders.{m}.pretrained")
