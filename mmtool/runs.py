@@ -459,7 +459,13 @@ def results_of(folder: str | Path) -> dict[str, Any]:
 
 
 def is_finished(folder: str | Path) -> bool:
+    """Whether the run in ``folder`` finished (its results.json is written)."""
     return (Path(folder) / RESULTS).is_file()
+
+
+def is_unfinished_run(folder: str | Path) -> bool:
+    """Whether ``folder`` holds a run that started and has not finished (a config.yaml, no results.json)."""
+    return (Path(folder) / CONFIG).is_file() and not is_finished(folder)
 
 
 def metrics_of(folder: str | Path) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from mmtool.errors import UserError
 from mmtool.plans.graph import Node, Plan, argv, prep_identity, prep_output, resume_argv, run_dir, run_identity
 from mmtool.plans.task import Task, continues
-from mmtool.runs import RESULTS
+from mmtool.runs import is_finished
 
 TAIL_LINES = 15  # of a failed run's log, printed at the end
 
@@ -96,7 +96,7 @@ class Driver:
         ident = run_identity(node, self.out.identities)
         self.out.identities[node.key] = ident
         path = self.out.paths[node.key] = run_dir(node, ident)
-        if (path / RESULTS).is_file():
+        if is_finished(path):
             self.say(f"{self.plan.name}: reused {node.key} ({path}; finished before)")
             return self._finish(node.key, "reused")
         pending = [self.handles[i.node] for i in node.inputs if i.node not in self.out.status]  # eager only
@@ -193,7 +193,7 @@ def preview(plan: Plan) -> list[str]:
         ident = idents[node.key] = run_identity(node, idents)  # type: ignore[arg-type]
         path = run_dir(node, ident)
         probe = Task(node.key, (), "", str(Path.cwd()), str(path), resume_argv(node, path))
-        what = "reuse" if (path / RESULTS).is_file() else ("resume" if continues(probe) else "run")
+        what = "reuse" if is_finished(path) else ("resume" if continues(probe) else "run")
         lines.append(f"{what:<8} {node.key:<34} {path}  ({'done' if what == 'reuse' else _estimate(node)})")
     return lines
 
@@ -204,7 +204,7 @@ def _estimate(node: Node) -> str:
 
     for other in sorted(Path(node.folder).glob(f"{node.name}-*")):
         try:
-            seconds = sum(s.get("seconds") or 0 for s in read_sessions(other / "sessions.json"))
+            seconds = sum(s.get("seconds") or 0 for s in read_sessions(other))
         except (OSError, ValueError, AttributeError, UserError):  # an unreadable earlier run only loses its hint
             continue
         if seconds:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mmtool.runs import RESULTS, has_progress
+from mmtool.runs import has_progress, is_finished, is_unfinished_run
 
 SIGTERM_EXIT = 143  # mmtool train saved a checkpoint and stopped on SIGTERM (a preemption)
 
@@ -41,7 +41,7 @@ def continues(task: Task) -> bool:
     if task.run_dir is None or task.resume_argv is None:
         return False
     run = Path(task.cwd, task.run_dir)
-    return (run / "config.yaml").is_file() and not (run / RESULTS).is_file() and has_progress(run)
+    return is_unfinished_run(run) and has_progress(run)
 
 
 def command(task: Task) -> tuple[str, ...]:
@@ -50,7 +50,7 @@ def command(task: Task) -> tuple[str, ...]:
     if continues(task):
         return task.resume_argv
     run = None if task.run_dir is None else Path(task.cwd, task.run_dir)
-    if run is not None and run.exists() and not (run / RESULTS).is_file():
+    if run is not None and run.exists() and not is_finished(run):
         shutil.rmtree(run)
     return task.argv
 
