@@ -1,8 +1,11 @@
 """Overhead of mmtool's training loop against a bare PyTorch loop, in the same process.
 
 Trains the same model (App. A.10's 2-layer MLP on synthetic gamma features) for the same number of
-full-batch epochs both ways and reports the time ratio; the goal is a ratio close to 1 (the loop's
-bookkeeping — metrics, validation, checkpoints — should cost little). Numbers are ratios, not seconds.
+full-batch epochs both ways and reports the time ratio; the goal is a ratio of at most 1.05 (the loop's
+bookkeeping — metrics, validation, checkpoints, signal and progress checks — should cost little). Both
+loops read each epoch's samples in a fresh random order, as a plain PyTorch loop over a shuffled dataset
+does: the data work is the same, the ratio is the bookkeeping. Each is timed three times, interleaved, and
+the fastest of each counts (the least disturbed by other processes). Numbers are ratios, not seconds.
 
 Usage: python benchmarks/bench_loop.py [EPOCHS]
 """
@@ -39,9 +42,12 @@ def bare(split: Split, epochs: int) -> float:
     torch.manual_seed(0)
     model = build_model(SPEC)
     opt = torch.optim.SGD(model.parameters(), lr=0.2)
+    gen = torch.Generator().manual_seed(0)
     start = time.perf_counter()
     for _ in range(epochs):
-        loss = F.cross_entropy(model(split.inputs)["logits"], split.target)
+        order = torch.randperm(len(split.target), generator=gen)  # a shuffled epoch, as the loop reads it
+        inputs = {m: x[order] for m, x in split.inputs.items()}
+        loss = F.cross_entropy(model(inputs)["logits"], split.target[order])
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -78,8 +84,11 @@ def main() -> None:
     train = Split({m: v[:5400] for m, v in x.items()}, y[:5400])
     val = Split({m: v[5400:6000] for m, v in x.items()}, y[5400:6000])
     bare(train, 20)  # warm-up
-    t_ref, t_loop = bare(train, epochs), with_loop(train, val, epochs)
-    print(f"epochs={epochs}  loop/bare time ratio = {t_loop / t_ref:.2f}")
+    refs, loops = [], []
+    for _ in range(3):
+        refs.append(bare(train, epochs))
+        loops.append(with_loop(train, val, epochs))
+    print(f"epochs={epochs}  loop/bare time ratio = {min(loops) / min(refs):.2f}")
 
 
 if __name__ == "__main__":
