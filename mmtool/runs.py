@@ -463,6 +463,17 @@ def is_finished(folder: str | Path) -> bool:
     return (Path(folder) / RESULTS).is_file()
 
 
+def config_of(folder: str | Path) -> dict[str, Any] | None:
+    """The resolved recipe the run in ``folder`` saved (config.yaml), as a plain mapping; None without one."""
+    import yaml
+
+    path = Path(folder) / CONFIG
+    if not path.is_file():
+        return None
+    config = yaml.safe_load(path.read_text())
+    return config if isinstance(config, dict) else None
+
+
 def is_unfinished_run(folder: str | Path) -> bool:
     """Whether ``folder`` holds a run that started and has not finished (a config.yaml, no results.json)."""
     return (Path(folder) / CONFIG).is_file() and not is_finished(folder)

@@ -32,10 +32,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from mmtool.analysis.tables import mean_std
-from mmtool.runs import atomic_write_text, read_json
+from mmtool.runs import atomic_write_text, config_of, is_finished, results_of
 
 Cell = float | str | None  # a paper cell: a number, a number with the paper's mark ("50.6*") or a word
 # The run folders of each (dataset, run name), one per seed, where a plan names them (`mmtool reproduce`:
@@ -285,9 +283,8 @@ def collect(root: Path, source: Source, runs: Located | None = None) -> list[flo
     """The value at ``source.key`` in the ``results.json`` of each run folder of ``source`` that has one."""
     values = []
     for folder in run_dirs(root, source.dataset, source.run, runs):
-        path = folder / "results.json"
-        if path.is_file():
-            value = read_json(path)
+        if is_finished(folder):
+            value = results_of(folder)
             for part in source.key:
                 value = value[part]
             values.append(value)
@@ -327,9 +324,8 @@ def _seeds(root: Path, name: str, runs: Located | None = None) -> dict[str, int]
 def _settings(root: Path, dataset: str, runs: Located | None = None) -> str:
     """Input size, epochs and batch of the dataset's uni-modal run: says at a glance whether these are SMOKE runs."""
     for folder in run_dirs(root, dataset, "unimodal", runs):
-        config = folder / "config.yaml"
-        if config.is_file():  # the resolved recipe the run saved
-            cfg = yaml.safe_load(config.read_text())
+        cfg = config_of(folder)  # the resolved recipe the run saved
+        if cfg is not None:
             data, train, optim = cfg["data"], cfg["train"], cfg["optim"]
             return (
                 f"image_size {data['image_size']}, {train['epochs']} epochs, batch {train['batch_size']}, "
