@@ -1,5 +1,5 @@
 """Finding runs, their status and wall time, and the one mean ± std over seeds (mmtool/analysis/report.py);
-how a command records its outcome in the run (mmtool/stages/common.py); and that the result-table
+how a command records its outcome in the run (mmtool.runs.Run); and that the result-table
 builders print exactly what they printed before they shared that aggregation."""
 
 from __future__ import annotations
