@@ -442,17 +442,16 @@ def _is_fusion_run(path: Path) -> bool:
     return run_info(path, "run").stage == "train"
 
 
-SAMPLE_FIELDS = ("name", "seed", "n", "test_fraction", "val_fraction", "split")  # what decides which samples
 
 
 def check_same_data(recipe: Recipe, run_dir: str | Path, key: str) -> None:
     """Refuse to combine runs trained on another dataset or split than ``recipe`` uses: a teacher that saw
     this recipe's validation or test samples would leak them."""
-    other = load_recipe(require_run(run_dir, "this stage", key) / "config.yaml").data
-    mine = recipe.data
-    differ = [f for f in SAMPLE_FIELDS if getattr(other, f) != getattr(mine, f)]
+    other = load_recipe(require_run(run_dir, "this stage", key) / "config.yaml").data.sample_keys()
+    mine = recipe.data.sample_keys()
+    differ = [f for f in {**other, **mine} if other.get(f, "unset") != mine.get(f, "unset")]
     if differ:
-        diff = ", ".join(f"data.{f} {getattr(other, f)!r} there, {getattr(mine, f)!r} here" for f in differ)
+        diff = ", ".join(f"data.{f} {other.get(f)!r} there, {mine.get(f)!r} here" for f in differ)
         raise UserError(f"{key}: {run_dir} was trained on other samples ({diff}); pass matching data.* overrides")
 
 
@@ -495,11 +494,10 @@ def frozen_features(
 
 def data_key(recipe: Recipe, data: Dataset) -> str:
     """A short fingerprint of what the splits' samples are (the data settings and the split sizes)."""
-    import dataclasses
     import hashlib
     import json
 
-    facts = {"data": dataclasses.asdict(recipe.data), "sizes": {k: len(s) for k, s in data.splits.items()}}
+    facts = {"data": recipe.data.flat(), "sizes": {k: len(s) for k, s in data.splits.items()}}
     return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
