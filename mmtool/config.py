@@ -572,7 +572,7 @@ def load_recipe(
     path: str | Path | list[str | Path], overrides: list[str] | None = None, fragment: bool = False
 ) -> Recipe:
     """Read, merge, override and validate a recipe file, or several merged in order (later ones win;
-    ``-r recipes/synth-gamma/aux_ce.yaml -r recipes/_base/data/digits-colored.yaml`` runs a method's
+    ``-r recipes/synth-gamma/aux_ce.yaml -r recipes/_base/digits-colored.yaml`` runs a method's
     recipe on another dataset with that dataset's own settings). ``fragment``: a file other recipes
     build on (``base:``), checked key by key without requiring a ``stage``."""
     paths = [Path(p) for p in (path if isinstance(path, list) else [path])]
