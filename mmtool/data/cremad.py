@@ -83,8 +83,6 @@ from mmtool.data.settings import CremadSettings
 from mmtool.errors import UserError
 
 FORMAT = 1  # bump when the cache layout changes: `prep` rebuilds caches of another format
-# the prep-time settings of recipes/_base/cremad.yaml (MLA / OGM-GE: 3 frames, 3 s of 22.05 kHz audio), which
-# `mmtool prep cremad` uses unless the command line says otherwise (a test checks the two agree)
 MODALITIES = ("audio", "visual")
 EMOTIONS = ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")  # class i = EMOTIONS[i]: the codes sorted alphabetically
 EMOTION_NAMES = {"ANG": "anger", "DIS": "disgust", "FEA": "fear", "HAP": "happy", "NEU": "neutral", "SAD": "sad"}
@@ -350,6 +348,8 @@ DATASETS.register("cremad")(
         description="CREMA-D: 6 acted emotions, face video frames + speech of 7,442 clips (prepared from --raw)",
         data_format=FORMAT,
         raw_doc="data_prep/cremad.md",
-        settings=CremadSettings,  # its defaults are the recipes' prep-time sizes: `mmtool prep cremad` builds them
+        # its defaults are recipes/_base/cremad.yaml's prep-time sizes (MLA / OGM-GE: 3 frames, 3 s of 22.05 kHz
+        # audio), so `mmtool prep cremad` builds the cache its recipes read (a test checks the two agree)
+        settings=CremadSettings,
     )
 )
