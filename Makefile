@@ -92,11 +92,11 @@ methods:
 	$(MAKE) --no-print-directory -j2 $(METHOD_JOBS)
 	$(PYTHON) -m mmtool.analysis.methods_table $(MT) results/methods.md
 
-# The method recipes are written for synth-gamma; recipes/_base/data/<set>.yaml, merged after them, moves
+# The method recipes are written for synth-gamma; recipes/_base/<set>.yaml, merged after them, moves
 # each one to another set with that set's own settings (a dataset fragment; nothing is injected here).
 methods-job/%:
 	@d=$(word 1,$(subst /, ,$*)); s=$(word 2,$(subst /, ,$*)); R=$(MT)/$$d/seed$$s; L=$(MT)/log-$$d-$$s.txt; \
-	D="-r recipes/_base/data/$$d.yaml"; A="data.seed=$$s train.seed=$$s"; export OMP_NUM_THREADS=1; set -e; \
+	D="-r recipes/_base/$$d.yaml"; A="data.seed=$$s train.seed=$$s"; export OMP_NUM_THREADS=1; set -e; \
 	echo "methods: $$d seed $$s (log: $$L)" >&2; \
 	$(MMTOOL) prep $$d data.seed=$$s > /dev/null 2>> $$L; \
 	$(MMTOOL) pretrain-unimodal -r recipes/synth-gamma/pretrain.yaml $$D $$A --run-dir $$R/unimodal > /dev/null 2>> $$L; \
@@ -137,7 +137,7 @@ probes:
 
 probes-job/%:
 	@d=$(word 1,$(subst /, ,$*)); s=$(word 2,$(subst /, ,$*)); R=$(MT)/$$d/seed$$s; L=$(MT)/log-probes-$$d-$$s.txt; \
-	A="-r recipes/_base/data/$$d.yaml data.seed=$$s train.seed=$$s"; export OMP_NUM_THREADS=1; set -e; \
+	A="-r recipes/_base/$$d.yaml data.seed=$$s train.seed=$$s"; export OMP_NUM_THREADS=1; set -e; \
 	echo "probes: $$d seed $$s (log: $$L)" >&2; \
 	for r in $(PROBED); do \
 	  rm -rf $$R/probe-$$r; \

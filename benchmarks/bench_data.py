@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import gc
 import io
 import json
@@ -272,8 +271,8 @@ def prepared_split(setup: Setup, settings: dict, plan: Plan, tmp: Path) -> tuple
     """Write the dataset's copy, prepare it with mmtool's prep and load it; (dataset, its train split)."""
     started = time.perf_counter()
     info = setup.write(tmp / setup.name / "raw", plan.tiny)
-    cfg = dataclasses.replace(settings["data"], root=str(tmp / "data"), raw=str(info["root"]), val_fraction=0.0,
-                              **(setup.tiny_data if plan.tiny else {}))  # fmt: skip
+    cfg = settings["data"].updated(root=str(tmp / "data"), raw=str(info["root"]), val_fraction=0.0,
+                                   **(setup.tiny_data if plan.tiny else {}))  # fmt: skip
     with contextlib.redirect_stderr(io.StringIO()):  # prep's progress lines
         prepare(cfg)
     dataset = load_dataset(cfg)

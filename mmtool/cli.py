@@ -211,8 +211,7 @@ def prep(
     from mmtool.stages import prep as stage
 
     _check_prep_dataset(dataset, DATASETS.names(), overrides)
-    defaults = DATASETS.get(dataset).prep_defaults if dataset in DATASETS.names() else {}
-    data = {**defaults, "name": dataset, "root": root, **({"raw": raw} if raw is not None else {})}
+    data = {"name": dataset, "root": root, **({"raw": raw} if raw is not None else {})}
     raw_cfg = apply_overrides({"stage": "prep", "data": data}, overrides, "command line")
     options = PrepOptions(workers=workers, max_skip_frac=max_skip_frac, max_missing_frac=max_missing_frac)
     emit(stage.run(build_recipe(raw_cfg, "command line"), force=force, options=options), as_json)

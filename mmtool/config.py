@@ -98,9 +98,11 @@ def one_of(*choices: Any) -> Check:
     return Check(choices=choices)
 
 
-def checked(default: Any, check: Check) -> Any:
-    """A dataclass field with a default and a range check (read by the recipe validator)."""
-    return field(default=default, metadata={"check": check})
+def checked(default: Any, check: Check, picks_samples: bool = False) -> Any:
+    """A dataclass field with a default and a range check (read by the recipe validator). ``picks_samples``:
+    a dataset setting that decides which samples fall in which split (UCF101's ``split``); runs combined
+    by a later stage must agree on it (see :meth:`DataConfig.sample_keys`)."""
+    return field(default=default, metadata={"check": check, "picks_samples": picks_samples})
 
 
 SEED = at_least(0)  # numpy's SeedSequence refuses negative seeds
@@ -108,32 +110,81 @@ SEED = at_least(0)  # numpy's SeedSequence refuses negative seeds
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Which dataset, where its prepared cache lives, and how it is split."""
+    """Which dataset, where its prepared cache lives, which samples a run sees, and the dataset's own settings.
+
+    The fields here are the keys every dataset has: its name, where its cache (``root``) and published copy
+    (``raw``) live, and what decides which samples fall in which split (``seed``, ``n``, the fractions), the
+    keys that :func:`~mmtool.stages.common.check_same_data` compares between runs and that the shared cache
+    helpers read. Real sets with official test splits ignore ``n`` and ``test_fraction``. Everything else is
+    the dataset's: ``settings`` is an instance of the settings class its spec registers (see
+    :mod:`mmtool.data.settings`), e.g. ``cfg.settings.split`` for UCF101. A recipe writes both flat
+    (``data: {name: ucf101, split: 2}``); :meth:`flat` gives them back that way.
+    """
 
     name: str = "synth-gamma"
     root: str = "data"
-    seed: int = checked(0, SEED)  # generation + split seed (synthetic sets)
+    seed: int = checked(0, SEED)  # generation + split seed (synthetic sets); validation carving (real sets)
     n: int | None = checked(None, at_least(1))  # total samples; None = the paper's size (families set their minimum)
     # App. A.10: 80/20 train/test (array sets; real sets have official test splits)
     test_fraction: float = checked(0.2, between(0, 1, "()"))
     val_fraction: float = checked(0.1, between(0, 1, "[)"))  # carved from train, used for model selection only
     raw: str | None = None  # prep input of real datasets: the folder holding the published layout
-    split: int = checked(1, one_of(1, 2, 3))  # ucf101: official train/test split 1, 2 or 3
-    image_size: int = checked(224, at_least(1))  # real sets: side of the square frames the encoders see (App. A.1: 224)
-    store_size: int = checked(256, at_least(1))  # vggsound prep: frames stored store_size x store_size (App. A.1: 256)
-    clip_frames: int = checked(32, at_least(1))  # vggsound prep: frames sampled uniformly per clip (App. A.1: 32)
-    # ucf101: x and y flow frames per sample (App. A.1: 10 each, 20 channels)
-    flow_stack: int = checked(10, at_least(1))
-    # ucf101 prep: frames (jpegs_256/), video (UCF-101/*.avi) or auto (frames if present)
-    rgb_source: str = checked("auto", one_of("frames", "video", "auto"))
-    # vggsound prep: audio cropped or tiled to this length (App. A.1: 10 s)
-    audio_seconds: float = checked(10.0, above(0))
-    sample_rate: int = checked(16000, at_least(1))  # vggsound prep: audio resampled to this rate (App. A.1: 16 kHz)
-    augment: bool = True  # real sets: random crops and flips in training (UCF101: App. A.1; VGG-Sound: none)
-    # modelnet40 prep: 0-based indices of the 12 renders (v001 = 0) read as the front and the rear view
-    # (Wu et al. 2022, configs/training.gin: specific_views=[0, 6], i.e. v001 and v007, 180 degrees apart)
-    front_view: int = checked(0, between(0, 11))
-    rear_view: int = checked(6, between(0, 11))
+    settings: Any = None  # the dataset's settings object; None: its settings class's defaults
+
+    def __post_init__(self) -> None:
+        if self.settings is None:
+            cls = _settings_class(self.name)
+            if cls is not None:  # an unknown name is reported by validation or the registry lookup
+                object.__setattr__(self, "settings", cls())
+
+    def flat(self) -> dict[str, Any]:
+        """The common keys and the dataset's settings in one mapping, as a recipe writes them."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "settings"}
+        if dataclasses.is_dataclass(self.settings):
+            out.update(dataclasses.asdict(self.settings))
+        return out
+
+    def sample_keys(self) -> dict[str, Any]:
+        """What decides which samples a run sees: seed, size, fractions and the settings that pick samples."""
+        out = {k: getattr(self, k) for k in ("name", "seed", "n", "test_fraction", "val_fraction")}
+        if dataclasses.is_dataclass(self.settings):
+            out.update({f.name: getattr(self.settings, f.name) for f in dataclasses.fields(self.settings)
+                        if f.metadata.get("picks_samples")})  # fmt: skip
+        return out
+
+    def updated(self, **keys: Any) -> DataConfig:
+        """This config with flat keys replaced (common ones or the dataset's), validated as :meth:`of`."""
+        return DataConfig.of(**{**self.flat(), **keys})
+
+    @classmethod
+    def of(cls, **keys: Any) -> DataConfig:
+        """A data config from flat keys, validated as a recipe's ``data:`` section is (one :class:`UserError`
+        for every problem): ``DataConfig.of(name="ucf101", split=2)``."""
+        problems: list[str] = []
+        data = _build_data(dict(keys), "data.", problems)
+        _raise_problems("data", problems)
+        return data
+
+
+def _settings_class(name: str) -> type | None:
+    from mmtool.data.registry import settings_class  # no torch: the registry's declarations only
+
+    return settings_class(name)
+
+
+# Keys every dataset had before datasets owned their settings, with the value every saved config.yaml holds
+# for a dataset that does not use them. Such a key at that value is dropped (run folders made before keep
+# loading and resuming); at any other value it is an unknown key of the dataset.
+LEGACY_DATA_KEYS: dict[str, Any] = {
+    "split": 1, "image_size": 224, "store_size": 256, "clip_frames": 32, "flow_stack": 10, "rgb_source": "auto",
+    "audio_seconds": 10.0, "sample_rate": 16000, "augment": True, "front_view": 0, "rear_view": 6,
+}  # fmt: skip
+
+
+def legacy_flat_data(flat: dict[str, Any]) -> dict[str, Any]:
+    """``flat`` (a :meth:`DataConfig.flat`) with the legacy keys it lacks at their legacy values: what a
+    recipe resolved to before datasets owned their settings (identities computed then stay the same)."""
+    return {**LEGACY_DATA_KEYS, **flat}
 
 
 @dataclass(frozen=True)
@@ -252,7 +303,7 @@ class Recipe:
 
     stage: str
     description: str = ""
-    data: DataConfig = DataConfig()
+    data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = ModelConfig()
     optim: OptimConfig = OptimConfig()
     schedule: ScheduleConfig = ScheduleConfig()
@@ -270,6 +321,7 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (lists, not tuples) with the method parameters inlined, ready for YAML."""
         out = _plain(dataclasses.asdict(self))
+        out["data"] = _plain(self.data.flat())  # flat, as recipes write it (no nested settings)
         out["method"] = {"name": self.method.name, **self.method.params}
         out.pop("source")
         return out
@@ -520,7 +572,7 @@ def load_recipe(
     path: str | Path | list[str | Path], overrides: list[str] | None = None, fragment: bool = False
 ) -> Recipe:
     """Read, merge, override and validate a recipe file, or several merged in order (later ones win;
-    ``-r recipes/synth-gamma/aux_ce.yaml -r recipes/_base/data/digits-colored.yaml`` runs a method's
+    ``-r recipes/synth-gamma/aux_ce.yaml -r recipes/_base/digits-colored.yaml`` runs a method's
     recipe on another dataset with that dataset's own settings). ``fragment``: a file other recipes
     build on (``base:``), checked key by key without requiring a ``stage``."""
     paths = [Path(p) for p in (path if isinstance(path, list) else [path])]
@@ -552,12 +604,14 @@ def build_recipe(
     raw = dict(raw)
     raw.pop("source", None)
     method_raw = raw.pop("method", {}) or {}
+    data_raw = raw.pop("data", {})
     if "stage" not in raw:
         if not fragment:
             problems.append(f"missing key 'stage' (one of {', '.join(STAGES)})")
     elif isinstance(raw["stage"], str) and raw["stage"] not in STAGES:
         problems.append(f"key 'stage' must be one of {', '.join(STAGES)}, got {raw['stage']!r}")
     recipe = _build(Recipe, raw, "", problems)
+    data = _build_data(data_raw, "data.", problems, any_dataset=fragment)
     if isinstance(method_raw, dict):
         method = build_method_config(method_raw, problems)
     else:
@@ -566,7 +620,7 @@ def build_recipe(
     if origin is not None:
         problems = [_located(p, source, origin, overrides or []) for p in problems]
     _raise_problems(source, problems)
-    return dataclasses.replace(recipe, method=method, source=source)
+    return dataclasses.replace(recipe, data=data, method=method, source=source)
 
 
 def _raise_problems(source: str, problems: list[str]) -> None:
@@ -627,10 +681,14 @@ class _Unknown(str):
     known: tuple[str, ...]
     hint: str
 
-    def __new__(cls, prefix: str, key: str, known: list[str]) -> _Unknown:
+    owner: str
+
+    def __new__(cls, prefix: str, key: str, known: list[str], dataset: str | None = None) -> _Unknown:
         hint = did_you_mean(key, known, prefix)
-        self = super().__new__(cls, f"unknown key '{prefix}{key}' (known: {', '.join(known) or 'none'}){hint}")
-        self.key, self.known, self.hint = f"{prefix}{key}", tuple(known), hint
+        owner = f" for dataset '{dataset}'" if dataset else ""
+        text = f"unknown key '{prefix}{key}'{owner} (known: {', '.join(known) or 'none'}){hint}"
+        self = super().__new__(cls, text)
+        self.key, self.known, self.hint, self.owner = f"{prefix}{key}", tuple(known), hint, owner
         return self
 
 
@@ -656,12 +714,15 @@ def _unknown_override(problem: _Unknown, overrides: list[str]) -> str:
     written = [o for o in overrides if o.partition("=")[0] == problem.key or o.startswith(problem.key + ".")]
     item = written[-1] if written else problem.key
     tail = problem.hint or f" (known: {', '.join(problem.known) or 'none'})"
-    return _Override(f"override '{item}': unknown key '{problem.key}'{tail}")
+    return _Override(f"override '{item}': unknown key '{problem.key}'{problem.owner}{tail}")
 
 
-def _build(cls: type, raw: Any, prefix: str, problems: list[str]) -> Any:
+def _build(
+    cls: type, raw: Any, prefix: str, problems: list[str], also_known: tuple[str, ...] = (), dataset: str | None = None
+) -> Any:
     """``cls`` from the mapping ``raw``: keys that are unknown, of the wrong type or out of range are
-    appended to ``problems`` and left at their defaults, so that validation goes on past them."""
+    appended to ``problems`` and left at their defaults, so that validation goes on past them. An unknown
+    key lists ``also_known`` among the known keys and names ``dataset`` (a dataset's settings)."""
     if not isinstance(raw, dict):
         problems.append(_WrongType(prefix.rstrip("."), f"expected a mapping, got {_given(raw)}"))
         return cls() if cls is not Recipe else cls(stage=STAGES[0])
@@ -671,7 +732,7 @@ def _build(cls: type, raw: Any, prefix: str, problems: list[str]) -> Any:
     kwargs = {}
     for key, value in raw.items():
         if key not in fields:
-            problems.append(_Unknown(prefix, str(key), sorted(fields)))
+            problems.append(_Unknown(prefix, str(key), sorted({*fields, *also_known}), dataset))
             continue
         try:
             value = _coerce(hints[key], value, f"{prefix}{key}", problems)
@@ -686,6 +747,59 @@ def _build(cls: type, raw: Any, prefix: str, problems: list[str]) -> Any:
     if cls is Recipe:
         kwargs.setdefault("stage", STAGES[0])  # a stand-in: a missing or bad stage is reported by build_recipe
     return cls(**kwargs)
+
+
+def _build_data(raw: Any, prefix: str, problems: list[str], any_dataset: bool = False) -> DataConfig:
+    """The ``data:`` section: the common keys into :class:`DataConfig`, the others into the named dataset's
+    settings class (an unknown key names the dataset). ``any_dataset``: a fragment that names no dataset
+    may hold any dataset's keys, each checked against a dataset that has it."""
+    if not isinstance(raw, dict):
+        problems.append(_WrongType(prefix.rstrip("."), f"expected a mapping, got {_given(raw)}"))
+        return DataConfig()
+    common = [f.name for f in dataclasses.fields(DataConfig) if f.name != "settings"]
+    data = _build(DataConfig, {k: v for k, v in raw.items() if k in common}, prefix, problems)
+    own = {k: v for k, v in raw.items() if k not in common}
+    if "name" not in raw and any_dataset:
+        _check_any_dataset(own, prefix, problems, common)
+        return data
+    if raw.get("name", data.name) != data.name:  # a name of the wrong type, reported already
+        return data
+    cls = _settings_class(data.name)
+    if cls is None:
+        from mmtool.data.registry import DATASETS  # an unknown name: every registered one, for the message
+
+        known = DATASETS.names()
+        hint = did_you_mean(data.name, known)
+        problems.append(f"key '{prefix}name': unknown dataset {data.name!r} (known: {', '.join(known)}){hint}")
+        return data
+    mine = {f.name for f in dataclasses.fields(cls)}
+    own = {k: v for k, v in own.items() if k in mine or not _legacy_default(k, v)}
+    settings = _build(cls, own, prefix, problems, tuple(common), data.name)
+    return dataclasses.replace(data, settings=settings)
+
+
+def _legacy_default(key: str, value: Any) -> bool:
+    """Whether ``key: value`` is a key of :data:`LEGACY_DATA_KEYS` at its legacy value (``True`` is not 1)."""
+    legacy = LEGACY_DATA_KEYS.get(key, _MISSING)
+    return value == legacy and isinstance(value, bool) == isinstance(legacy, bool)
+
+
+_MISSING = object()
+
+
+def _check_any_dataset(own: dict[str, Any], prefix: str, problems: list[str], common: list[str]) -> None:
+    """Keys of a fragment that names no dataset: each must be some dataset's, of its type and range."""
+    from mmtool.data.registry import known_settings
+
+    owners: dict[str, type] = {}
+    for cls in known_settings().values():
+        for f in dataclasses.fields(cls):
+            owners.setdefault(f.name, cls)
+    for key, value in own.items():
+        if key in owners:
+            _build(owners[key], {key: value}, prefix, problems)
+        else:
+            problems.append(_Unknown(prefix, str(key), sorted({*owners, *common})))
 
 
 def _range_problems(check: Check, value: Any, key: str) -> list[str]:
@@ -719,6 +833,8 @@ def _coerce(tp: Any, value: Any, key: str, problems: list[str]) -> Any:
             problems.extend(found)
             return value
         raise _type_error(key, tp, value)
+    if tp is DataConfig:
+        return _build_data(value, key + ".", problems)
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, key + ".", problems)
     if origin in (tuple, list):

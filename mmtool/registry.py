@@ -41,6 +41,14 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._items)
 
+    def name_of(self, obj: object) -> str | None:
+        """The name ``obj`` (a registered object, or an instance of a registered class) is registered
+        under, None if none: what a recipe calls it, for code that must know which kind it holds."""
+        for name, item in self._items.items():
+            if item is obj or (isinstance(item, type) and type(obj) is item):
+                return name
+        return None
+
     def __contains__(self, name: object) -> bool:
         return name in self._items
 

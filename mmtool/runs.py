@@ -248,10 +248,10 @@ class Run(Layout):
     def check_same_data(self, recipe: Recipe, key: str) -> None:
         """Refuse to combine this run with ``recipe`` when it was trained on another dataset or split: a
         teacher that saw this recipe's validation or test samples would leak them."""
-        other, mine = self.config.data, recipe.data
-        differ = [f for f in SAMPLE_FIELDS if getattr(other, f) != getattr(mine, f)]
+        other, mine = self.config.data.sample_keys(), recipe.data.sample_keys()
+        differ = [f for f in {**other, **mine} if other.get(f, "unset") != mine.get(f, "unset")]
         if differ:
-            diff = ", ".join(f"data.{f} {getattr(other, f)!r} there, {getattr(mine, f)!r} here" for f in differ)
+            diff = ", ".join(f"data.{f} {other.get(f)!r} there, {mine.get(f)!r} here" for f in differ)
             raise UserError(f"{key}: {self.path} was trained on other samples ({diff}); pass matching data.* overrides")
 
     # ------------------------------------------------------------------------------ open, create, resume
@@ -384,7 +384,6 @@ class Run(Layout):
         return result
 
 
-SAMPLE_FIELDS = ("name", "seed", "n", "test_fraction", "val_fraction", "split")  # what decides which samples
 ACCURACY_DECIMALS = 4  # k/N exactly for test sets up to a million samples; beyond that, float32 noise
 
 

@@ -1,6 +1,7 @@
 """Every shipped recipe validates; every fragment under _base/ is used by a recipe."""
 
 import functools
+import re
 from pathlib import Path
 
 import pytest
@@ -51,16 +52,18 @@ def test_fragment_is_used(fragment):
 
 def _named_in_makefile(fragment: Path) -> bool:
     rel = fragment.relative_to(RECIPES.parent).as_posix()
-    in_make = rel in MAKEFILE or rel.replace(fragment.stem, "$$d") in MAKEFILE
-    return in_make or rel.replace(fragment.stem, "{dataset}") in PLANS
+    by_loop = rel.replace(fragment.stem, "$$d") in MAKEFILE and fragment.stem in METHOD_SETS  # for d in METHOD_SETS
+    return rel in MAKEFILE or by_loop or rel.replace(fragment.stem, "{dataset}") in PLANS
 
 
-DATA_FRAGMENTS = sorted((RECIPES / "_base" / "data").glob("*.yaml"))
+# the sets `make methods` runs every method recipe on: recipes/_base/<set>.yaml merged after each
+METHOD_SETS = re.search(r"^METHOD_SETS \?= (.+)$", MAKEFILE, re.M).group(1).split()
+DATA_FRAGMENTS = [RECIPES / "_base" / f"{name}.yaml" for name in METHOD_SETS]
 
 
 @pytest.mark.parametrize("fragment", DATA_FRAGMENTS, ids=lambda p: p.stem)
 def test_dataset_fragment_moves_every_method_recipe(fragment):
-    """``-r recipes/synth-gamma/M.yaml -r recipes/_base/data/D.yaml`` runs method M on dataset D with D's
+    """``-r recipes/synth-gamma/M.yaml -r recipes/_base/D.yaml`` runs method M on dataset D with D's
     own settings, as `make methods` does; nothing is injected on the command line."""
     for method in sorted((RECIPES / "synth-gamma").glob("*.yaml")):
         recipe = load_recipe([method, fragment])

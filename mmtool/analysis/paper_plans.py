@@ -172,7 +172,7 @@ def _prep_node(opts: Options, dataset: str) -> Node:
         key=f"{dataset}/prep",
         command="prep",
         args=(dataset, "--raw", raw, "--workers", str(workers), "--root", data.root),
-        overrides=tuple(f"data.{k}={getattr(data, k)}" for k in PREP_KEYS),
+        overrides=tuple(f"data.{k}={v}" for k, v in data.flat().items() if k in PREP_KEYS),  # the dataset's own
         setup=tuple((_python(), *argv[1:]) for argv in setup),
         folder=str(opts.root / dataset),
         name="prep",

@@ -61,11 +61,17 @@ def _branch_accuracies(model: MMTMNet, split, runtime, override: dict | None) ->
     return {m: accuracy(z, pred["target"]) for m, z in pred["unimodal_logits"].items()}
 
 
+def squeeze_means(model: MMTMNet, split, runtime: Runtime) -> dict[str, list[torch.Tensor]]:
+    """Training-set mean of every MMTM's squeezed input, per modality: ``{m: [(C_k,) per MMTM]}``."""
+    squeezed = run_inference(model, split, runtime, want=("squeezed",), forward=MMTMNet.squeezed)["squeezed"]
+    return {m: [squeezed[f"{m}/{k}"].mean(0) for k in range(len(model.points))] for m in model.modalities}
+
+
 def intermediate_rates(model: MMTMNet, train, test, runtime: Runtime) -> dict:
     """Paper 002, Def. 4.1 as written: ``f_a'`` is branch a's prediction when every MMTM sees the training
     mean of the other modality's squeezed activations (Eq. 7), ``u(b|a) = (A(f_a) - A(f_a')) / A(f_a)``."""
     a, b = model.modalities
-    means = model.squeeze_means(train, runtime)
+    means = squeeze_means(model, train, runtime)
     full = _branch_accuracies(model, test, runtime, None)
     only_a = _branch_accuracies(model, test, runtime, {b: means[b]})[a]  # branch a, b's information cut
     only_b = _branch_accuracies(model, test, runtime, {a: means[a]})[b]

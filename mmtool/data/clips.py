@@ -43,6 +43,8 @@ import torch
 from mmtool.config import DataConfig
 from mmtool.data import Dataset, DiskSource, RootGuard, check_labels
 from mmtool.data.pipeline import SkipSample, file_sha256, save_npy
+from mmtool.data.registry import dataset_settings
+from mmtool.data.settings import AudioVisualSettings
 from mmtool.data.transforms import IMAGENET_MEAN, IMAGENET_STD, center_crop, hflip, normalize, random_crop, resize
 from mmtool.errors import UserError
 from mmtool.runs import atomic_write_bytes
@@ -346,33 +348,43 @@ def walk_names(raw: Path) -> Iterator[tuple[str, str]]:
             yield folder, name
 
 
+def av_settings(cfg: DataConfig) -> AudioVisualSettings:
+    """The clip settings of ``cfg`` (VGG-Sound, Kinetics, CREMA-D: :class:`AudioVisualSettings`)."""
+    return dataset_settings(cfg, AudioVisualSettings)
+
+
 def cache_key(cfg: DataConfig) -> str:
     """Prep-time settings only: frames stored, their size, audio rate and length."""
-    return f"s{cfg.store_size}-t{cfg.clip_frames}-sr{cfg.sample_rate}-a{cfg.audio_seconds:g}"
+    s = av_settings(cfg)
+    return f"s{s.store_size}-t{s.clip_frames}-sr{s.sample_rate}-a{s.audio_seconds:g}"
 
 
 def audio_samples(cfg: DataConfig) -> int:
     """Samples of the waveform the loader delivers: ``audio_seconds`` at ``sample_rate``."""
-    return round(cfg.audio_seconds * cfg.sample_rate)
+    s = av_settings(cfg)
+    return round(s.audio_seconds * s.sample_rate)
 
 
 def clip_settings(cfg: DataConfig, keep_aspect: bool = False) -> ClipSettings:
     """The checked prep settings of ``cfg``."""
-    check_settings(cfg)
-    return ClipSettings(cfg.store_size, cfg.clip_frames, cfg.sample_rate,
-                        round(MAX_AUDIO_FACTOR * cfg.audio_seconds * cfg.sample_rate), keep_aspect)  # fmt: skip
+    s = check_settings(cfg)
+    return ClipSettings(s.store_size, s.clip_frames, s.sample_rate,
+                        round(MAX_AUDIO_FACTOR * s.audio_seconds * s.sample_rate), keep_aspect)  # fmt: skip
 
 
-def check_settings(cfg: DataConfig) -> None:
-    if cfg.store_size < 8 or cfg.clip_frames < 1 or cfg.sample_rate < 1000 or cfg.audio_seconds <= 0:
+def check_settings(cfg: DataConfig) -> AudioVisualSettings:
+    """The clip settings of ``cfg``, refused in one line where prep cannot use them (beyond their ranges)."""
+    s = av_settings(cfg)
+    if s.store_size < 8 or s.clip_frames < 1 or s.sample_rate < 1000 or s.audio_seconds <= 0:
         raise UserError(
             f"data.store_size >= 8, data.clip_frames >= 1, data.sample_rate >= 1000 and data.audio_seconds > 0 "
-            f"needed, got {cfg.store_size}, {cfg.clip_frames}, {cfg.sample_rate}, {cfg.audio_seconds}"
+            f"needed, got {s.store_size}, {s.clip_frames}, {s.sample_rate}, {s.audio_seconds}"
         )
-    if cfg.store_size * cfg.clip_frames > 65500:  # the JPEG format's limit on the stacked image's height
+    if s.store_size * s.clip_frames > 65500:  # the JPEG format's limit on the stacked image's height
         raise UserError(
-            f"data.clip_frames x data.store_size must be at most 65500, got {cfg.clip_frames} x {cfg.store_size}"
+            f"data.clip_frames x data.store_size must be at most 65500, got {s.clip_frames} x {s.store_size}"
         )
+    return s
 
 
 def sweep(out: Path, records: list[dict]) -> None:
@@ -401,7 +413,8 @@ def clip_manifest(
     per_split = {split: [0] * len(classes) for split in SPLITS}
     for r in records:
         per_split[r["split"]][r["label"]] += 1
-    s, t = cfg.store_size, cfg.clip_frames
+    av = av_settings(cfg)
+    s, t = av.store_size, av.clip_frames
     if keep_aspect:
         layout = "frames stacked vertically, uint8 RGB; aspect ratio kept, min(H, W) = short_side"
         video = {"file": "frames/<xx>/<key>.jpg", "stored_shape": [t, "H", "W", 3], "frames": t, "short_side": s,
@@ -426,8 +439,8 @@ def clip_manifest(
                 "file": "audio/<xx>/<key>.npy",
                 "dtype": "float32",
                 "channels": 1,
-                "sample_rate": cfg.sample_rate,
-                "max_seconds": MAX_AUDIO_FACTOR * cfg.audio_seconds,
+                "sample_rate": av.sample_rate,
+                "max_seconds": MAX_AUDIO_FACTOR * av.audio_seconds,
                 "min_seconds": MIN_AUDIO_SECONDS,
             },
         },
@@ -436,8 +449,8 @@ def clip_manifest(
         "settings": {
             "store_size": s,
             "clip_frames": t,
-            "sample_rate": cfg.sample_rate,
-            "audio_seconds": cfg.audio_seconds,
+            "sample_rate": av.sample_rate,
+            "audio_seconds": av.audio_seconds,
         },
         "skipped": [{"key": e["key"], "reason": e["reason"]} for e in skipped],
         "skipped_counts": dict(sorted(Counter(e["reason"] for e in skipped).items())),
@@ -588,8 +601,9 @@ def validation_rows(n_train: int, val_fraction: float, seed: int) -> np.ndarray:
 
 def load_clips(cfg: DataConfig, folder: Path, data_format: int, eval_crop: bool = False) -> Dataset:
     """The prepared clip cache as a :class:`Dataset` of :class:`DiskSource` splits (train, val, test)."""
-    if cfg.image_size < 1:
-        raise UserError(f"data.image_size must be positive, got {cfg.image_size}")
+    av = av_settings(cfg)
+    if av.image_size < 1:
+        raise UserError(f"data.image_size must be positive, got {av.image_size}")
     manifest, rows = read_checked(cfg, folder, data_format)
     settings = manifest["settings"]
     train = [r for r in rows if r["split"] == "train"]
@@ -602,9 +616,9 @@ def load_clips(cfg: DataConfig, folder: Path, data_format: int, eval_crop: bool 
     for name, part in parts.items():
         reader = StackedClipReader(str(folder), [r["frames"] for r in part], [r["audio"] for r in part],
                                    stored_frames=settings["clip_frames"], store_size=settings["store_size"],
-                                   image_size=cfg.image_size, audio_samples=n_audio, augment=cfg.augment,
+                                   image_size=av.image_size, audio_samples=n_audio, augment=av.augment,
                                    seed=cfg.seed, eval_crop=eval_crop)  # fmt: skip
         targets = torch.tensor([r["label"] for r in part], dtype=torch.long)
         splits[name] = DiskSource(reader, targets, MODALITIES, eval_batch_size=EVAL_BATCH)
-    dims = {"video": [3, settings["clip_frames"], cfg.image_size, cfg.image_size], "audio": [n_audio]}
+    dims = {"video": [3, settings["clip_frames"], av.image_size, av.image_size], "audio": [n_audio]}
     return Dataset(cfg.name, MODALITIES, manifest["num_classes"], dims, splits, manifest["class_names"])

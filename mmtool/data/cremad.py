@@ -62,7 +62,7 @@ from typing import Any
 import numpy as np
 
 from mmtool.config import DataConfig
-from mmtool.data import DATASETS, Dataset, DatasetSpec, DiskSource, PrepOptions
+from mmtool.data import Dataset, DiskSource, PrepOptions
 from mmtool.data.clips import (
     ClipSettings,
     cache_key,
@@ -78,12 +78,11 @@ from mmtool.data.clips import (
     write_clip,
 )
 from mmtool.data.pipeline import PrepItem, SkipSample, file_sha256, run_pipeline, write_jsonl
+from mmtool.data.registry import DATASETS, DatasetSpec, dataset_settings
+from mmtool.data.settings import CremadSettings
 from mmtool.errors import UserError
 
 FORMAT = 1  # bump when the cache layout changes: `prep` rebuilds caches of another format
-# the prep-time settings of recipes/_base/cremad.yaml (MLA / OGM-GE: 3 frames, 3 s of 22.05 kHz audio), which
-# `mmtool prep cremad` uses unless the command line says otherwise (a test checks the two agree)
-PREP_DEFAULTS = {"clip_frames": 3, "audio_seconds": 3.0, "sample_rate": 22050}
 MODALITIES = ("audio", "visual")
 EMOTIONS = ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")  # class i = EMOTIONS[i]: the codes sorted alphabetically
 EMOTION_NAMES = {"ANG": "anger", "DIS": "disgust", "FEA": "fear", "HAP": "happy", "NEU": "neutral", "SAD": "sad"}
@@ -298,7 +297,7 @@ def prepare(cfg: DataConfig, out: Path, options: PrepOptions) -> dict:
     )  # fmt: skip
     manifest["class_descriptions"] = [EMOTION_NAMES[e] for e in EMOTIONS]
     stored = manifest["modalities"]
-    frames = cfg.clip_frames
+    frames = dataset_settings(cfg, CremadSettings).clip_frames
     stored["visual"] = {**stored.pop("video"), "source": "VideoFlash/<key>.flv (else VideoMP4/<key>.mp4)",
                         "delivered": "frames concatenated on channels, frame-major"}  # fmt: skip
     stored["audio"]["source"] = "AudioWAV/<key>.wav"
@@ -349,6 +348,8 @@ DATASETS.register("cremad")(
         description="CREMA-D: 6 acted emotions, face video frames + speech of 7,442 clips (prepared from --raw)",
         data_format=FORMAT,
         raw_doc="data_prep/cremad.md",
-        prep_defaults=PREP_DEFAULTS,
+        # its defaults are recipes/_base/cremad.yaml's prep-time sizes (MLA / OGM-GE: 3 frames, 3 s of 22.05 kHz
+        # audio), so `mmtool prep cremad` builds the cache its recipes read (a test checks the two agree)
+        settings=CremadSettings,
     )
 )

@@ -82,7 +82,7 @@ from pathlib import Path
 from typing import Any
 
 from mmtool.config import DataConfig
-from mmtool.data import DATASETS, Dataset, DatasetSpec, PrepOptions
+from mmtool.data import Dataset, PrepOptions
 from mmtool.data.clips import (
     VIDEO_EXTENSIONS,
     ClipSettings,
@@ -95,6 +95,8 @@ from mmtool.data.clips import (
     walk_names,
 )
 from mmtool.data.pipeline import PrepItem, file_sha256, run_pipeline, write_jsonl
+from mmtool.data.registry import DATASETS, DatasetSpec
+from mmtool.data.settings import AudioVisualSettings
 from mmtool.errors import UserError
 
 FORMAT = 1  # bump when the cache layout changes: `prep` rebuilds caches of another format
@@ -360,6 +362,7 @@ DATASETS.register("kinetics400")(
         load=load,
         cache_key=cache_key,
         description="Kinetics-400: 400 human actions, RGB + audio of ~10 s YouTube clips (prepared from --raw)",
+        settings=AudioVisualSettings,
         data_format=FORMAT,
         raw_doc="data_prep/kinetics.md",
     )
@@ -370,6 +373,7 @@ DATASETS.register("kinetics-sounds")(
         load=partial(load, subset=KINETICS_SOUNDS),
         cache_key=cache_key,
         description="Kinetics-Sounds: the 31 Kinetics-400 classes heard as well as seen (prepared from --raw)",
+        settings=AudioVisualSettings,
         data_format=FORMAT,
         raw_doc="data_prep/kinetics.md",
     )

@@ -58,8 +58,10 @@ import numpy as np
 import torch
 
 from mmtool.config import DataConfig
-from mmtool.data import DATASETS, Dataset, DatasetSpec, DiskSource, PrepOptions, RootGuard, check_labels
+from mmtool.data import Dataset, DiskSource, PrepOptions, RootGuard, check_labels
 from mmtool.data.pipeline import PrepItem, SkipSample, file_sha256, read_jsonl, run_pipeline, write_jsonl
+from mmtool.data.registry import DATASETS, DatasetSpec, dataset_settings
+from mmtool.data.settings import ModelNet40Settings
 from mmtool.data.transforms import IMAGENET_MEAN, IMAGENET_STD, hflip, normalize, resize
 from mmtool.errors import UserError
 
@@ -95,9 +97,10 @@ def view_pair(cfg: DataConfig) -> tuple[int, int]:
     Raises:
         UserError: the same render twice.
     """
-    if cfg.front_view == cfg.rear_view:
-        raise UserError(f"data.front_view and data.rear_view must be two different renders, both are {cfg.front_view}")
-    return cfg.front_view, cfg.rear_view
+    s = dataset_settings(cfg, ModelNet40Settings)
+    if s.front_view == s.rear_view:
+        raise UserError(f"data.front_view and data.rear_view must be two different renders, both are {s.front_view}")
+    return s.front_view, s.rear_view
 
 
 # --------------------------------------------------------------------------------------------- raw layout
@@ -369,12 +372,13 @@ def _load(cfg: DataConfig, folder: Path) -> Dataset:
     pairs = [tuple(str(raw / row[m]) for m in MODALITIES) for row in rows]
     _check_sampled_paths(pairs, folder)
     parts = carve_splits(rows, cfg.val_fraction, cfg.seed)
+    s = dataset_settings(cfg, ModelNet40Settings)
     splits = {}
     for name, positions in parts.items():
-        reader = ViewReader([pairs[i] for i in positions], cfg.image_size, cfg.augment)
+        reader = ViewReader([pairs[i] for i in positions], s.image_size, s.augment)
         targets = torch.tensor([rows[i]["label"] for i in positions], dtype=torch.long)
         splits[name] = DiskSource(reader, targets, MODALITIES, EVAL_BATCH)
-    dims = {m: [3, cfg.image_size, cfg.image_size] for m in MODALITIES}
+    dims = {m: [3, s.image_size, s.image_size] for m in MODALITIES}
     return Dataset(NAME, MODALITIES, manifest["num_classes"], dims, splits, list(manifest["class_names"]))
 
 
@@ -435,6 +439,7 @@ DATASETS.register(NAME)(
         cache_key=_cache_key,
         description="ModelNet40 (App. A.1; Wu et al. 2022): front (v001) and rear (v007) renders of the MVCNN "
         "12-view set, 40 classes",
+        settings=ModelNet40Settings,
         data_format=FORMAT,
         raw_doc="data_prep/modelnet40.md",
     )

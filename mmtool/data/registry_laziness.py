@@ -22,10 +22,8 @@ import numpy as np
 
 from mmtool.config import DataConfig
 from mmtool.data import (
-    DATASETS,
     EVAL_SUFFIX,
     Dataset,
-    DatasetSpec,
     dataset_from_arrays,
     input_shape,
     lazy,
@@ -34,6 +32,8 @@ from mmtool.data import (
     write_array_cache,
 )
 from mmtool.data import digits as digits_mod
+from mmtool.data.registry import DATASETS, DatasetSpec
+from mmtool.data.settings import NoSettings
 from mmtool.errors import UserError
 
 MODALITIES = ("m1", "m2")
@@ -164,6 +164,7 @@ def _load(cfg: DataConfig, folder: Path) -> Dataset:
 
 for _name, _family in FAMILIES.items():
     spec = DatasetSpec(
-        prepare=_prepare, load=_load, cache_key=_key, description=_family.description, data_format=FORMAT
+        prepare=_prepare, load=_load, cache_key=_key, description=_family.description, settings=NoSettings,
+        data_format=FORMAT,
     )
     DATASETS.register(_name)(spec)

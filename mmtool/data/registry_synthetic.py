@@ -8,14 +8,14 @@ import numpy as np
 
 from mmtool.config import DataConfig
 from mmtool.data import (
-    DATASETS,
     Dataset,
-    DatasetSpec,
     dataset_from_arrays,
     input_shape,
     read_verified_arrays,
     write_array_cache,
 )
+from mmtool.data.registry import DATASETS, DatasetSpec
+from mmtool.data.settings import NoSettings
 from mmtool.data.synthetic import GENERATORS
 from mmtool.errors import UserError
 
@@ -60,5 +60,6 @@ _DESCRIPTIONS = {
 
 for _name in GENERATORS:
     DATASETS.register(_name)(
-        DatasetSpec(prepare=_prepare, load=_load, cache_key=_key, description=_DESCRIPTIONS[_name], data_format=FORMAT)
+        DatasetSpec(prepare=_prepare, load=_load, cache_key=_key, description=_DESCRIPTIONS[_name],
+                    settings=NoSettings, data_format=FORMAT)
     )

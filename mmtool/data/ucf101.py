@@ -47,8 +47,10 @@ import numpy as np
 import torch
 
 from mmtool.config import DataConfig
-from mmtool.data import DATASETS, Dataset, DatasetSpec, DiskSource, PrepOptions, RootGuard, check_labels
+from mmtool.data import Dataset, DiskSource, PrepOptions, RootGuard, check_labels
 from mmtool.data.pipeline import PrepItem, SkipSample, atomic_dir, file_sha256, read_jsonl, run_pipeline, write_jsonl
+from mmtool.data.registry import DATASETS, DatasetSpec, dataset_settings
+from mmtool.data.settings import UCF101Settings
 from mmtool.data.transforms import IMAGENET_MEAN, IMAGENET_STD, hflip, normalize, random_crop, resize
 from mmtool.errors import UserError
 
@@ -210,14 +212,15 @@ class Layout:
         raw = Path(cfg.raw).expanduser().resolve()
         if not (raw / LISTS).is_dir():
             raise UserError(f"{raw / LISTS} not found: --raw must hold {LISTS}/ (see data_prep/ucf101.md)")
-        if cfg.rgb_source not in RGB_SOURCES:
-            raise UserError(f"data.rgb_source must be one of {', '.join(RGB_SOURCES)}, got {cfg.rgb_source!r}")
-        source = cfg.rgb_source
+        wanted = settings(cfg).rgb_source
+        if wanted not in RGB_SOURCES:
+            raise UserError(f"data.rgb_source must be one of {', '.join(RGB_SOURCES)}, got {wanted!r}")
+        source = wanted
         if source == "auto":
             source = "frames" if (raw / RGB_FRAMES).is_dir() else "video"
         needed = raw / (RGB_FRAMES if source == "frames" else VIDEOS)
         if not needed.is_dir():
-            raise UserError(f"{needed} not found (data.rgb_source={cfg.rgb_source}; see data_prep/ucf101.md)")
+            raise UserError(f"{needed} not found (data.rgb_source={wanted}; see data_prep/ucf101.md)")
         flow = all((raw / FLOW / axis).is_dir() for axis in ("u", "v"))
         return cls(raw, source, flow)
 
@@ -282,19 +285,26 @@ def _class_part(name: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------- prep
+def settings(cfg: DataConfig) -> UCF101Settings:
+    """The UCF101 settings of ``cfg`` (``data.split``, ``data.flow_stack``, ...)."""
+    return dataset_settings(cfg, UCF101Settings)
+
+
 def _cache_key(cfg: DataConfig) -> str:
     # only what prep's output depends on; image_size, split and val_fraction are applied at load time
-    return f"{cfg.rgb_source}-stack{cfg.flow_stack}"
+    s = settings(cfg)
+    return f"{s.rgb_source}-stack{s.flow_stack}"
 
 
 def _prepare(cfg: DataConfig, out: Path, options: PrepOptions) -> dict:
     layout = Layout.resolve(cfg)
-    if cfg.flow_stack < 1:
-        raise UserError(f"data.flow_stack must be at least 1, got {cfg.flow_stack}")
+    flow_stack = settings(cfg).flow_stack
+    if flow_stack < 1:
+        raise UserError(f"data.flow_stack must be at least 1, got {flow_stack}")
     classes, clips = parse_split_lists(layout.raw / LISTS)
     items, missing, finder = _plan(layout, clips)
     _remove_stale_temporaries(out)
-    process = functools.partial(process_clip, raw=str(layout.raw), flow_stack=cfg.flow_stack)
+    process = functools.partial(process_clip, raw=str(layout.raw), flow_stack=flow_stack)
     result = run_pipeline(
         items,
         process,
@@ -484,7 +494,7 @@ def _manifest(cfg: DataConfig, layout: Layout, classes: list[str], rows: list[di
     split_files = ["classInd.txt"] + [f"{k}list{s:02d}.txt" for s in SPLITS for k in ("train", "test")]
     modalities = {"rgb": [3, "image_size", "image_size"]}
     if layout.flow:
-        modalities["flow"] = [2 * cfg.flow_stack, "image_size", "image_size"]
+        modalities["flow"] = [2 * settings(cfg).flow_stack, "image_size", "image_size"]
     return {
         "dataset": NAME,
         "format": FORMAT,
@@ -492,7 +502,7 @@ def _manifest(cfg: DataConfig, layout: Layout, classes: list[str], rows: list[di
         "num_classes": len(classes),
         "class_names": classes,
         "modalities": modalities,  # image_size is a load-time setting (data.image_size)
-        "flow_stack": cfg.flow_stack,
+        "flow_stack": settings(cfg).flow_stack,
         "flow_channels": "interleaved: channel 2k is u (x) of frame t+k, channel 2k+1 is v (y)",
         "class_counts": _class_counts(rows, len(classes)),
         "split_sizes": {str(s): {k: len(part) for k, part in _official(rows, s).items()} for s in SPLITS},
@@ -634,11 +644,12 @@ def _load(cfg: DataConfig, folder: Path) -> Dataset:
     files = [_clip_files(row, bases) for row in rows]
     _check_sampled_paths(files, folder)
     modalities = tuple(manifest["modalities"])
-    size = cfg.image_size
-    parts = carve_splits(rows, cfg.split, cfg.val_fraction, cfg.seed)
+    s = settings(cfg)
+    size = s.image_size
+    parts = carve_splits(rows, s.split, cfg.val_fraction, cfg.seed)
     splits = {}
     for name, positions in parts.items():
-        reader = ClipReader([files[i] for i in positions], size, manifest["flow_stack"], cfg.augment)
+        reader = ClipReader([files[i] for i in positions], size, manifest["flow_stack"], s.augment)
         targets = torch.tensor([rows[i]["label"] for i in positions], dtype=torch.long)
         splits[name] = DiskSource(reader, targets, modalities, EVAL_BATCH)
     dims = {m: [int(shape[0]), size, size] for m, shape in manifest["modalities"].items()}
@@ -722,6 +733,7 @@ DATASETS.register(NAME)(
         load=_load,
         cache_key=_cache_key,
         description="UCF101 (App. A.1): one RGB frame + a 10-frame TV-L1 flow stack; official splits 1-3",
+        settings=UCF101Settings,
         data_format=FORMAT,
         raw_doc="data_prep/ucf101.md",
     )

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from mmtool.config import DataConfig
-from mmtool.data import DATASETS, Dataset, DatasetSpec, PrepOptions
+from mmtool.data import Dataset, PrepOptions
 from mmtool.data.clips import (
     VIDEO_EXTENSIONS,
     ClipSettings,
@@ -66,6 +66,8 @@ from mmtool.data.clips import (
     walk_names,
 )
 from mmtool.data.pipeline import PrepItem, file_sha256, run_pipeline, write_jsonl
+from mmtool.data.registry import DATASETS, DatasetSpec
+from mmtool.data.settings import AudioVisualSettings
 from mmtool.errors import UserError
 
 __all__ = [  # with the clip helpers it is read with (mmtool.data.clips)
@@ -305,6 +307,7 @@ DATASETS.register("vggsound")(
         load=load,
         cache_key=cache_key,
         description="VGG-Sound: 309 sound classes, video + audio clips from YouTube (prepared from --raw)",
+        settings=AudioVisualSettings,
         data_format=FORMAT,
         raw_doc="data_prep/vggsound.md",
     )

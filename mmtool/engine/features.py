@@ -16,7 +16,6 @@ This module is the run layout's delegate for the files *inside* a cache folder (
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import sys
@@ -70,7 +69,7 @@ def frozen_features(
 
 def data_key(recipe: Recipe, data: Dataset) -> str:
     """A short fingerprint of what the splits' samples are (the data settings and the split sizes)."""
-    facts = {"data": dataclasses.asdict(recipe.data), "sizes": {k: len(s) for k, s in data.splits.items()}}
+    facts = {"data": recipe.data.flat(), "sizes": {k: len(s) for k, s in data.splits.items()}}
     return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -47,6 +47,7 @@ from mmtool.methods import METHODS, Method, MethodContext
 from mmtool.methods.common import all_reduce_sum, branch_losses, distributed
 from mmtool.methods.params import METHOD_REFERENCES, METHOD_SUMMARIES, BalancedMultiModalParams
 from mmtool.models import MultiModalNet
+from mmtool.models.heads import head_name
 from mmtool.models.mmtm import MMTMNet
 
 MODES = ("guided", "random", "vanilla")
@@ -111,7 +112,7 @@ class BalancedMultiModal(Method):
         self.modalities: list[str] = []
 
     def setup(self, model: MultiModalNet) -> None:
-        if not isinstance(model, MMTMNet) or type(model.head).__name__ != "EnsembleHead":
+        if not isinstance(model, MMTMNet) or head_name(model.head) != "ensemble":
             raise UserError("method 'balanced' needs model.fusion: mmtm and model.head: ensemble (paper 002, Sec. 3)")
         self.modalities = list(model.modalities)
 

@@ -30,6 +30,7 @@ from mmtool.methods import METHODS, Method, MethodContext
 from mmtool.methods.common import global_mean
 from mmtool.methods.params import METHOD_REFERENCES, METHOD_SUMMARIES, AlternatingUnimodalAdaptationParams
 from mmtool.models import MultiModalNet
+from mmtool.models.heads import head_name
 from mmtool.models.mmtm import MMTMNet
 
 
@@ -60,7 +61,7 @@ class AlternatingUnimodalAdaptation(Method):
         self._mean_feature: torch.Tensor | None = None
 
     def setup(self, model: MultiModalNet) -> None:
-        if type(model.head).__name__ != "SharedHead":
+        if head_name(model.head) != "shared":
             raise UserError("method 'mla' needs model.head: shared (one classifier shared by every modality)")
         if isinstance(model, MMTMNet):
             raise UserError("method 'mla' trains one modality per step: it needs model.fusion: late, not mmtm")

@@ -17,6 +17,7 @@ from mmtool.methods.params import (
     UniModalParams,
 )
 from mmtool.models import MultiModalNet
+from mmtool.models.heads import head_name
 
 
 def fused_ce(model: MultiModalNet, batch: Batch) -> dict[str, torch.Tensor]:
@@ -65,7 +66,7 @@ class UniModalEnsemble(Method):
     summary, reference = METHOD_SUMMARIES["ume"], METHOD_REFERENCES["ume"]
 
     def setup(self, model: MultiModalNet) -> None:
-        if type(model.head).__name__ != "EnsembleHead":
+        if head_name(model.head) != "ensemble":
             raise UserError("method 'ume' needs model.head: ensemble (independent per-modality classifiers)")
 
     def training_step(self, model: MultiModalNet, batch: Batch) -> dict[str, torch.Tensor]:

@@ -29,6 +29,7 @@ from mmtool.methods import METHODS, Method, MethodContext
 from mmtool.methods.common import all_reduce_sum
 from mmtool.methods.params import METHOD_REFERENCES, METHOD_SUMMARIES, OGMGEParams
 from mmtool.models import MultiModalNet
+from mmtool.models.heads import head_name
 
 
 def modulation_coefficients(scores: dict[str, float], alpha: float) -> dict[str, float]:
@@ -59,7 +60,7 @@ class OGMGE(Method):
         self._steps = 0
 
     def setup(self, model: MultiModalNet) -> None:
-        if type(model.head).__name__ != "LinearHead" or len(model.modalities) < 2:
+        if head_name(model.head) != "linear" or len(model.modalities) < 2:
             raise UserError("method 'ogm_ge' needs model.head: linear and at least two modalities")
 
     def on_epoch_start(self, model: MultiModalNet, epoch: int) -> None:

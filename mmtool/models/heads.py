@@ -17,6 +17,11 @@ from mmtool.registry import Registry
 HEADS: Registry[type[nn.Module]] = Registry("head")
 
 
+def head_name(head: nn.Module) -> str | None:
+    """The recipe name (``model.head``) of a head module: ``"linear"``, ``"ensemble"``, ..."""
+    return HEADS.name_of(head)
+
+
 @HEADS.register("linear")
 class LinearHead(nn.Module):
     """Linear classifier on the concatenated features, stored as one weight block per modality.

@@ -18,16 +18,13 @@ as keywords, which is how training methods use them (they reach the network thro
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from mmtool.errors import UserError
 from mmtool.models.base import FeaturesHook, MultiModalNet
-
-if TYPE_CHECKING:
-    from mmtool.engine.runtime import Runtime
 
 
 def squeeze(a: torch.Tensor) -> torch.Tensor:
@@ -146,14 +143,9 @@ class MMTMNet(MultiModalNet):
             a = {m: excite(a[m], w[m]) for m in (m0, m1)}
         return {m: self.encoders[m].pool(a[m]) if hasattr(self.encoders[m], "pool") else a[m] for m in (m0, m1)}
 
-    def squeeze_means(self, split, runtime: Runtime) -> dict[str, list[torch.Tensor]]:
-        """Training-set mean of every MMTM's squeezed input, per modality: ``{m: [(C_k,) per MMTM]}``."""
-        from mmtool.engine.inference import run_inference  # models do not depend on the engine otherwise
-
-        def forward(model: MMTMNet, inputs: dict) -> dict:
-            record: dict[str, list[torch.Tensor]] = {}
-            model.encode(inputs, record=record)
-            return {"squeezed": {f"{m}/{k}": h for m, hs in record.items() for k, h in enumerate(hs)}}
-
-        squeezed = run_inference(self, split, runtime, want=("squeezed",), forward=forward)["squeezed"]
-        return {m: [squeezed[f"{m}/{k}"].mean(0) for k in range(len(self.points))] for m in self.modalities}
+    def squeezed(self, inputs: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+        """A forward for statistics: every MMTM's squeezed input, ``{"squeezed": {"m/k": (B, C_k)}}`` (the
+        evaluation pass that runs it over a split lives above the models, in the engine)."""
+        record: dict[str, list[torch.Tensor]] = {}
+        self.encode(inputs, record=record)
+        return {"squeezed": {f"{m}/{k}": h for m, hs in record.items() for k, h in enumerate(hs)}}

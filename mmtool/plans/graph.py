@@ -82,9 +82,10 @@ def digest(obj: object) -> str:
 
 def resolved_recipe(node: Node) -> dict:
     """The node's recipe as the command will resolve it, less paths and names (module docstring)."""
-    from mmtool.config import load_recipe
+    from mmtool.config import legacy_flat_data, load_recipe
 
     recipe = load_recipe([Path(r) for r in node.recipes], list(node.overrides)).to_dict()
+    recipe["data"] = legacy_flat_data(recipe["data"])  # identities as before datasets owned their settings
     for key in (*IGNORED, *(i.key for i in node.inputs if i.key)):
         _drop(recipe, key.split("."))
     return recipe

@@ -82,9 +82,7 @@ def run(recipe: Recipe, run: Run, runtime: Runtime) -> dict:
 def _data_overrides(recipe: Recipe) -> list[str]:
     """Every data.* setting of the teachers, for the chosen training recipe: the same samples, split and
     inputs (image size, frames, ...) as the models decide compared."""
-    import dataclasses
-
-    return [f"data.{k}={_yaml_value(v)}" for k, v in dataclasses.asdict(recipe.data).items() if v is not None]
+    return [f"data.{k}={_yaml_value(v)}" for k, v in recipe.data.flat().items() if v is not None]
 
 
 def _yaml_value(value: object) -> str:

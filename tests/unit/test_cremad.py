@@ -32,7 +32,7 @@ SMOKE = str(REPO / "recipes" / "_base" / "smoke" / "cremad.yaml")
 
 
 def data_cfg(root: Path, raw: Path) -> DataConfig:
-    return DataConfig(name="cremad", root=str(root), raw=str(raw), **SMALL, val_fraction=0.25)
+    return DataConfig.of(name="cremad", root=str(root), raw=str(raw), **SMALL, val_fraction=0.25)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def test_published_list_split_and_names():
 
 def test_raw_layout_errors(tmp_path):
     with pytest.raises(UserError, match="give --raw DIR"):
-        prepare(DataConfig(name="cremad", root=str(tmp_path)))
+        prepare(DataConfig.of(name="cremad", root=str(tmp_path)))
     (tmp_path / "raw").mkdir()
     with pytest.raises(UserError, match=r"raw/AudioWAV: not found \(--raw DIR holds the CREMA-D copy"):
         prepare(data_cfg(tmp_path / "data", tmp_path / "raw"))
@@ -194,12 +194,13 @@ def test_cli_prep_then_train_naive(raw, tmp_path):
     assert audio["transform"] == "stft" and audio["transform_args"]["n_fft"] == 512
 
 
-def test_prep_defaults_are_the_recipes_prep_time_settings():
-    """`mmtool prep cremad` with no data.* settings builds the cache recipes/_base/cremad.yaml reads."""
+def test_settings_defaults_are_the_recipes_prep_time_settings():
+    """`mmtool prep cremad` with no data.* settings builds the cache recipes/_base/cremad.yaml reads: the
+    defaults of CREMA-D's settings class are its recipes' prep-time sizes."""
     from mmtool.config import load_recipe
-    from mmtool.data import DATASETS
+    from mmtool.data.settings import CremadSettings
 
     recipe = load_recipe(REPO / "recipes" / "cremad" / "pretrain.yaml")
-    defaults = DATASETS.get("cremad").prep_defaults
-    assert {k: getattr(recipe.data, k) for k in defaults} == defaults
-    assert cache_dir(DataConfig(name="cremad", **defaults)).name == cache_dir(recipe.data).name
+    defaults = CremadSettings()
+    assert (defaults.clip_frames, defaults.audio_seconds, defaults.sample_rate) == (3, 3.0, 22050)
+    assert cache_dir(DataConfig(name="cremad")).name == cache_dir(recipe.data).name

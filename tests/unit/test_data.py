@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -16,7 +17,7 @@ from mmtool.errors import UserError
 
 
 def cfg(tmp_path, name="synth-gamma", n=300, **kw) -> DataConfig:
-    return DataConfig(name=name, root=str(tmp_path / "data"), n=n, **kw)
+    return DataConfig.of(name=name, root=str(tmp_path / "data"), n=n, **kw)
 
 
 def rows(*arrays: torch.Tensor) -> list[bytes]:
@@ -113,7 +114,7 @@ def test_val_fraction_changes_only_the_train_val_boundary_at_load(tmp_path):
     c = cfg(tmp_path, n=300)
     prepare(c)
     a = load_dataset(c)
-    b = load_dataset(DataConfig(**{**c.__dict__, "val_fraction": 0.0}))
+    b = load_dataset(dataclasses.replace(c, val_fraction=0.0))
     assert rows(b.splits["test"].inputs["m1"]) == rows(a.splits["test"].inputs["m1"])
     assert len(b.splits["val"]) == 0
     assert rows(b.splits["train"].inputs["m1"]) == rows(a.splits["train"].inputs["m1"], a.splits["val"].inputs["m1"])
@@ -132,7 +133,7 @@ def test_an_embedded_dataset_is_prepared_on_first_use(tmp_path, capsys):
 
 def test_a_real_dataset_is_not_prepared_behind_the_users_back(tmp_path):
     with pytest.raises(UserError, match=r"not prepared .*mmtool prep vggsound --raw DIR data\.clip_frames=4"):
-        load_dataset(DataConfig(name="vggsound", root=str(tmp_path), clip_frames=4))
+        load_dataset(DataConfig.of(name="vggsound", root=str(tmp_path), clip_frames=4))
 
 
 def test_a_same_size_rewrite_with_its_time_put_back_is_caught(tmp_path):

@@ -34,7 +34,7 @@ BROKEN = {"truncated": "truncated", "zero_byte": "zero_byte", "no_audio": "no_au
 
 
 def data_cfg(root: Path, raw: Path, name: str = "kinetics400", **overrides) -> DataConfig:
-    return DataConfig(name=name, root=str(root), raw=str(raw), **{**SMALL, "val_fraction": 0.25, **overrides})
+    return DataConfig.of(name=name, root=str(root), raw=str(raw), **{**SMALL, "val_fraction": 0.25, **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,7 @@ def test_clip_files_are_found_by_their_cvdf_name(tmp_path):
     with pytest.raises(UserError, match=r"annotations/train.csv: not found \(--raw DIR holds the cvdfoundation"):
         prepare(data_cfg(tmp_path / "data", tmp_path))
     with pytest.raises(UserError, match="give --raw DIR"):
-        prepare(DataConfig(name="kinetics400", root=str(tmp_path)), options=PrepOptions())
+        prepare(DataConfig.of(name="kinetics400", root=str(tmp_path)), options=PrepOptions())
 
 
 # ------------------------------------------------------------------------------------------- prep output

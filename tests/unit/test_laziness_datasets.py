@@ -42,7 +42,7 @@ TOL = 1e-3  # latents are recovered from float32 data
 
 
 def cfg(tmp_path, name: str, n: int | None = 300, **kw) -> DataConfig:
-    return DataConfig(name=name, root=str(tmp_path / "data"), n=n, **kw)
+    return DataConfig.of(name=name, root=str(tmp_path / "data"), n=n, **kw)
 
 
 def build(name: str, seed: int, n: int) -> dict[str, np.ndarray]:

@@ -51,7 +51,7 @@ def tamper_index(folder: Path, edit: Callable[[list[dict]], None]) -> Path:
 # ------------------------------------------------------------------------------------------- array sets
 @pytest.fixture(scope="module")
 def gamma(tmp_path_factory) -> DataConfig:
-    cfg = DataConfig(name="synth-gamma", root=str(tmp_path_factory.mktemp("gamma") / "data"), n=60)
+    cfg = DataConfig.of(name="synth-gamma", root=str(tmp_path_factory.mktemp("gamma") / "data"), n=60)
     prepare(cfg)
     return cfg
 
@@ -59,7 +59,7 @@ def gamma(tmp_path_factory) -> DataConfig:
 @pytest.fixture
 def gamma_copy(gamma, tmp_path) -> DataConfig:
     shutil.copytree(gamma.root, tmp_path / "data")
-    return DataConfig(name="synth-gamma", root=str(tmp_path / "data"), n=60)
+    return DataConfig.of(name="synth-gamma", root=str(tmp_path / "data"), n=60)
 
 
 @pytest.mark.parametrize(
@@ -97,7 +97,7 @@ def test_a_missing_manifest_field_is_named(gamma_copy):
 
 
 def test_laziness_family_num_classes_is_the_family_s(tmp_path):
-    cfg = DataConfig(name="synth-lazy", root=str(tmp_path / "data"), n=60)
+    cfg = DataConfig.of(name="synth-lazy", root=str(tmp_path / "data"), n=60)
     prepare(cfg)
     edit_json(cache_dir(cfg) / "manifest.json", set_field("num_classes", 3))
     with pytest.raises(UserError, match=r"field 'num_classes' is 3, but synth-lazy has 2 classes \(run `mmtool prep"):
@@ -106,7 +106,7 @@ def test_laziness_family_num_classes_is_the_family_s(tmp_path):
 
 @pytest.mark.parametrize("field, value", [("n", 599), ("num_classes", 4)])
 def test_cli_train_on_an_edited_manifest_exits_2_naming_the_field(tmp_path, field, value):
-    cfg = DataConfig(name="synth-gamma", root=str(tmp_path / "data"), n=600)  # what recipes/tiny reads from cwd
+    cfg = DataConfig.of(name="synth-gamma", root=str(tmp_path / "data"), n=600)  # what recipes/tiny reads from cwd
     prepare(cfg)
     manifest = cache_dir(cfg) / "manifest.json"
     edit_json(manifest, set_field(field, value))
@@ -125,7 +125,7 @@ UCF_GROUPS = (1, 8, 15, 22)  # train and test clips in every official split
 
 def ucf(tmp_path: Path, **kwargs) -> tuple[DataConfig, Path]:
     raw = write_ucf101(tmp_path / "raw", classes=UCF_CLASSES, groups=UCF_GROUPS, videos=False, frames=4, **kwargs)
-    cfg = DataConfig(name="ucf101", root=str(tmp_path / "data"), raw=str(raw["root"]), image_size=16, flow_stack=2)
+    cfg = DataConfig.of(name="ucf101", root=str(tmp_path / "data"), raw=str(raw["root"]), image_size=16, flow_stack=2)
     return cfg, raw["root"]
 
 
@@ -216,7 +216,7 @@ def test_ucf101_class_that_is_not_a_plain_folder_name_is_refused(tmp_path):
 def vgg_prepared(tmp_path) -> DataConfig:
     raw = write_vggsound(tmp_path / "raw", classes=("a", "b"), train_per_class=1, test_per_class=1, frames=8,
                          size=(16, 16), seconds=1.0, sample_rate=16000, name_variants=False)  # fmt: skip
-    cfg = DataConfig(name="vggsound", root=str(tmp_path / "data"), raw=str(raw["root"]), store_size=16,
+    cfg = DataConfig.of(name="vggsound", root=str(tmp_path / "data"), raw=str(raw["root"]), store_size=16,
                      clip_frames=4, audio_seconds=1.0, image_size=8, val_fraction=0.0)  # fmt: skip
     prepare(cfg)
     return cfg

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmtool.analysis.utilization import utilization_rates
+from mmtool.analysis.utilization import squeeze_means, utilization_rates
 from mmtool.config import ModelConfig
 from mmtool.engine.evaluate import accuracy
 from mmtool.engine.loop import fit
@@ -34,7 +34,7 @@ def test_branches_exchange_information_and_override_cuts_it(alpha_splits):
         base = model.fuse(model.encode(x))["unimodal_logits"]["m1"]
         moved = model.fuse(model.encode(other))["unimodal_logits"]["m1"]
         assert not torch.allclose(base, moved)  # m2 reaches branch m1 through the MMTM
-        means = model.squeeze_means(alpha_splits["train"], Runtime.cpu())
+        means = squeeze_means(model, alpha_splits["train"], Runtime.cpu())
         cut = model.fuse(model.encode(x, squeeze_override={"m2": means["m2"]}))["unimodal_logits"]["m1"]
         cut_moved = model.fuse(model.encode(other, squeeze_override={"m2": means["m2"]}))["unimodal_logits"]["m1"]
         assert torch.allclose(cut, cut_moved)  # with m2's squeeze at its mean, branch m1 sees m1 only
@@ -45,7 +45,7 @@ def test_squeeze_means_are_training_means(alpha_splits):
     train = alpha_splits["train"]
     with torch.no_grad():
         h1 = model.encoders["m1"].blocks[0](train.inputs["m1"])  # first block, before any MMTM
-        means = model.squeeze_means(train, Runtime.cpu())
+        means = squeeze_means(model, train, Runtime.cpu())
     assert torch.allclose(means["m1"][0], h1.mean(0), atol=1e-6)
 
 
@@ -58,7 +58,7 @@ def test_utilization_follows_def_4_1(alpha_splits):
     model, _ = mmtm_model()
     train, test = alpha_splits["train"], alpha_splits["val"]
     rates = utilization_rates(model, train, test, Runtime.cpu())
-    means = model.squeeze_means(train, Runtime.cpu())
+    means = squeeze_means(model, train, Runtime.cpu())
     with torch.no_grad():
         full = model.fuse(model.encode(test.inputs))["unimodal_logits"]["m1"]
         cut = model.fuse(model.encode(test.inputs, squeeze_override={"m2": means["m2"]}))["unimodal_logits"]["m1"]

@@ -33,7 +33,7 @@ MEAN, STD = torch.tensor([0.485, 0.456, 0.406])[:, None, None], torch.tensor([0.
 
 def data_cfg(root: Path, raw: Path, **overrides) -> DataConfig:
     fields = {"image_size": SIZE, "val_fraction": 0.25, "seed": 10, **overrides}  # 0.25 of 12 train objects = 3
-    return DataConfig(name="modelnet40", root=str(root), raw=str(raw), **fields)
+    return DataConfig.of(name="modelnet40", root=str(root), raw=str(raw), **fields)
 
 
 def pixels(x: torch.Tensor) -> torch.Tensor:
@@ -252,4 +252,4 @@ def test_decide_hands_the_views_on_to_the_training_recipe_it_picks():
 
     decide = load_recipe(REPO / "recipes" / "modelnet40" / "decide.yaml", ["data.rear_view=5"])
     ume = load_recipe(REPO / "recipes" / "modelnet40" / "ume.yaml", _data_overrides(decide))
-    assert ume.data == decide.data and (ume.data.front_view, ume.data.rear_view) == (0, 5)
+    assert ume.data == decide.data and (ume.data.settings.front_view, ume.data.settings.rear_view) == (0, 5)

@@ -81,13 +81,43 @@ BOUNDS = [
 ]
 
 
+# a dataset's own settings are checked for a dataset that has them
+OWNER = {"data.split": "ucf101", "data.flow_stack": "ucf101", "data.rgb_source": "ucf101", "data.image_size": "ucf101",
+         "data.store_size": "vggsound", "data.clip_frames": "vggsound", "data.audio_seconds": "vggsound",
+         "data.sample_rate": "vggsound"}  # fmt: skip
+
+
 @pytest.mark.parametrize("key, bad, wording, edge", BOUNDS, ids=[b[0] for b in BOUNDS])
 def test_out_of_range_value_names_file_key_bound_and_value(minimal, key, bad, wording, edge):
+    dataset = [f"data.name={OWNER[key]}"] if key in OWNER else []
     with pytest.raises(UserError) as err:
-        load_recipe(minimal, [f"{key}={bad}"])
+        load_recipe(minimal, [*dataset, f"{key}={bad}"])
     assert str(err.value).startswith(f"{minimal}: {key} {wording}, got ")
     assert "\n" not in str(err.value)  # one problem: one line
-    load_recipe(minimal, [f"{key}={edge}"])  # the edge of the range is accepted
+    load_recipe(minimal, [*dataset, f"{key}={edge}"])  # the edge of the range is accepted
+
+
+def test_a_setting_of_another_dataset_is_an_unknown_key_naming_the_dataset(minimal):
+    with pytest.raises(UserError) as err:
+        load_recipe(minimal, ["data.name=ucf101", "data.front_view=3"])
+    assert str(err.value).startswith("override 'data.front_view=3': unknown key 'data.front_view' for dataset "
+                                     "'ucf101' (known: augment, flow_stack, image_size, n, name, raw, rgb_source, ")
+    with pytest.raises(UserError) as err:
+        load_recipe(minimal, ["data.name=ucf101", "data.flow_stak=3"])
+    assert str(err.value) == ("override 'data.flow_stak=3': unknown key 'data.flow_stak' for dataset 'ucf101'; "
+                              "did you mean 'data.flow_stack'?")
+
+
+def test_a_run_folder_saved_with_every_dataset_key_still_loads(minimal, tmp_path):
+    """config.yaml files written before datasets owned their settings hold every dataset's keys at their old
+    defaults: those are dropped; the same key at another value is the dataset's unknown key."""
+    old = tmp_path / "config.yaml"
+    old.write_text("stage: train\ndata: {name: synth-gamma, n: 600, split: 1, image_size: 224, store_size: 256, "
+                   "clip_frames: 32, flow_stack: 10, rgb_source: auto, audio_seconds: 10.0, sample_rate: 16000, "
+                   "augment: true, front_view: 0, rear_view: 6}\n")
+    assert load_recipe(old).data.flat() == load_recipe(old, ["data={name: synth-gamma, n: 600}"]).data.flat()
+    with pytest.raises(UserError, match="unknown key 'data.image_size' for dataset 'synth-gamma'"):
+        load_recipe(old, ["data.image_size=112"])
 
 
 @pytest.mark.parametrize(

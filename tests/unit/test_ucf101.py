@@ -38,7 +38,7 @@ SIZE = 16  # data.image_size of most tests: small and fast
 
 def data_cfg(root: Path, raw: Path, **overrides) -> DataConfig:
     fields = {"image_size": SIZE, "val_fraction": 0.34, **overrides}  # 0.34 of 3 train groups = 1 val group
-    return DataConfig(name="ucf101", root=str(root), raw=str(raw), **fields)
+    return DataConfig.of(name="ucf101", root=str(root), raw=str(raw), **fields)
 
 
 def prep_cli(root: Path, raw: Path, *args: str, fault: str | None = None) -> subprocess.CompletedProcess:

@@ -50,7 +50,7 @@ BROKEN = {  # fixture kind -> skip reason
 
 def data_cfg(root: Path, raw: Path, **overrides) -> DataConfig:
     fields = {**SMALL, "val_fraction": 0.25, **overrides}
-    return DataConfig(name="vggsound", root=str(root), raw=str(raw), **fields)
+    return DataConfig.of(name="vggsound", root=str(root), raw=str(raw), **fields)
 
 
 def prep_cli(root: Path, raw: Path, *args: str, fault: str | None = None) -> subprocess.CompletedProcess:
@@ -220,7 +220,7 @@ def test_workers_give_identical_batches(prepared):
 
 def test_app_a1_input_sizes_with_stft(tmp_path):
     info = write_raw(tmp_path / "raw", train_per_class=1, test_per_class=1, name_variants=False)
-    cfg = DataConfig(name="vggsound", root=str(tmp_path / "data"), raw=str(info["root"]), val_fraction=0.0)
+    cfg = DataConfig.of(name="vggsound", root=str(tmp_path / "data"), raw=str(info["root"]), val_fraction=0.0)
     prepare(cfg)  # the defaults: 32 frames stored at 256x256, 10 s at 16 kHz (the 2 s tracks are tiled)
     ds = load_dataset(cfg)
     batch = next(iter(ds.splits["train"].loader(3, train=True)))
@@ -297,17 +297,16 @@ def test_load_checks_the_cache_cheaply(prepared, tmp_path):
 
 def test_raw_folder_errors(tmp_path):
     with pytest.raises(UserError, match="--raw"):
-        prepare(DataConfig(name="vggsound", root=str(tmp_path)), options=PrepOptions())
+        prepare(DataConfig.of(name="vggsound", root=str(tmp_path)), options=PrepOptions())
     (tmp_path / "raw").mkdir()
     with pytest.raises(UserError, match="no vggsound.csv"):
-        prepare(DataConfig(name="vggsound", root=str(tmp_path), raw=str(tmp_path / "raw")))
+        prepare(DataConfig.of(name="vggsound", root=str(tmp_path), raw=str(tmp_path / "raw")))
 
 
 def test_without_augmentation_training_reads_what_evaluation_reads(prepared):
     """Paper 001, Sec. 4.1: no augmentation on VGG-Sound; the audio is cropped once per clip, at random."""
-    import dataclasses
 
-    data = load_dataset(dataclasses.replace(prepared, augment=False))
+    data = load_dataset(prepared.updated(augment=False))
     reader = data.splits["train"].reader
     a = reader.read(0, ("video", "audio"), True, np.random.default_rng(1))
     b = reader.read(0, ("video", "audio"), True, np.random.default_rng(2))

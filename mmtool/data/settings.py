@@ -1,0 +1,78 @@
+"""The built-in datasets' own recipe settings: one frozen dataclass per family.
+
+A recipe writes them flat beside the common keys (``data: {name: ucf101, split: 2, flow_stack: 10}``);
+validation (:mod:`mmtool.config`) checks the keys that are not common against the named dataset's class,
+with the ``checked(...)`` ranges below. The defaults are what ``mmtool prep NAME`` builds when nothing is
+given (CREMA-D's 3 frames of 3 s at 22.05 kHz are its defaults, not the Makefile's).
+
+This module imports no torch (recipe validation reads it); the families register these classes with their
+:class:`~mmtool.data.registry.DatasetSpec`, and registration checks that a built-in name uses the class
+:data:`BUILTIN_SETTINGS` lists. A dataset from elsewhere declares its class beside its spec instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mmtool.config import above, at_least, between, checked, one_of
+
+
+@dataclass(frozen=True)
+class NoSettings:
+    """Generated array sets (synth-*, digits-*): size, seed and split fractions are the common keys."""
+
+
+@dataclass(frozen=True)
+class FrameSettings:
+    """What the encoders of a real (image or video) dataset see."""
+
+    image_size: int = checked(224, at_least(1))  # side of the square frames the encoders see (App. A.1: 224)
+    augment: bool = True  # random crops and flips in training (UCF101: App. A.1; VGG-Sound: none)
+
+
+@dataclass(frozen=True)
+class UCF101Settings(FrameSettings):
+    split: int = checked(1, one_of(1, 2, 3), picks_samples=True)  # official train/test split 1, 2 or 3
+    flow_stack: int = checked(10, at_least(1))  # x and y flow frames per sample (App. A.1: 10 each, 20 channels)
+    # prep: frames (jpegs_256/), video (UCF-101/*.avi) or auto (frames if present)
+    rgb_source: str = checked("auto", one_of("frames", "video", "auto"))
+
+
+@dataclass(frozen=True)
+class AudioVisualSettings(FrameSettings):
+    """Audio-visual clip sets stored by :mod:`mmtool.data.clips` (VGG-Sound, Kinetics); prep-time sizes."""
+
+    store_size: int = checked(256, at_least(1))  # frames stored store_size x store_size (App. A.1: 256)
+    clip_frames: int = checked(32, at_least(1))  # frames sampled uniformly per clip (App. A.1: 32)
+    audio_seconds: float = checked(10.0, above(0))  # audio cropped or tiled to this length (App. A.1: 10 s)
+    sample_rate: int = checked(16000, at_least(1))  # audio resampled to this rate (App. A.1: 16 kHz)
+
+
+@dataclass(frozen=True)
+class CremadSettings(AudioVisualSettings):
+    """CREMA-D as OGM-GE reads it (dataset/CramedDataset.py): 3 frames, 3 s of audio at 22.05 kHz."""
+
+    clip_frames: int = checked(3, at_least(1))
+    audio_seconds: float = checked(3.0, above(0))
+    sample_rate: int = checked(22050, at_least(1))
+
+
+@dataclass(frozen=True)
+class ModelNet40Settings(FrameSettings):
+    # prep: 0-based indices of the 12 renders (v001 = 0) read as the front and the rear view
+    # (Wu et al. 2022, configs/training.gin: specific_views=[0, 6], i.e. v001 and v007, 180 degrees apart)
+    front_view: int = checked(0, between(0, 11))
+    rear_view: int = checked(6, between(0, 11))
+
+
+_ARRAY_SETS = ("synth-alpha", "synth-beta", "synth-gamma", "synth-lazy", "digits-colored", "digits-twoview")
+
+BUILTIN_SETTINGS: dict[str, type] = {
+    **{name: NoSettings for name in _ARRAY_SETS},
+    "cremad": CremadSettings,
+    "kinetics400": AudioVisualSettings,
+    "kinetics-sounds": AudioVisualSettings,
+    "modelnet40": ModelNet40Settings,
+    "ucf101": UCF101Settings,
+    "vggsound": AudioVisualSettings,
+}
