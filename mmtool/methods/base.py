@@ -58,9 +58,7 @@ HOOKS = frozenset(
         "load_state_dict",
     }
 )
-CLASS_ATTRIBUTES = frozenset(
-    {"Params", "summary", "reference", "helpers", "uses_every_parameter", "updates_per_batch"}
-)
+CLASS_ATTRIBUTES = frozenset({"Params", "summary", "reference", "helpers", "uses_every_parameter", "updates_per_batch"})
 
 
 class Method:
