@@ -190,7 +190,7 @@ class _State:
     best_val: dict[str, float]
     start: int
     best_weights: dict[str, torch.Tensor] | None = None  # copy of best.pt's weights, saved in last.pt
-    step: int = 0  # optimizer steps taken since the run began
+    step: int = 0  # training steps (batches) taken since the run began
     partial: dict | None = None  # a mid-epoch checkpoint's position: {"step": k, "sums": ...}
 
 
@@ -273,8 +273,7 @@ def train_epoch(model, method, source, opt, epoch: int, cfg: TrainConfig, runtim
 
 def _train_epoch(run: _Run, train: Any, epoch: int) -> dict[str, float]:
     """One epoch (or what is left of it after a mid-epoch resume); the epoch's mean losses."""
-    model, method, opt, scaler, cfg, runtime, state = (run.model, run.method, run.opt, run.scaler, run.cfg,
-                                                       run.runtime, run.state)  # fmt: skip
+    model, method, cfg, runtime, state = run.model, run.method, run.cfg, run.runtime, run.state
     model.train()
     first = state.partial["step"] if state.partial else 0
     sums = _LossSums(runtime, state.partial["sums"] if state.partial else None)
@@ -287,24 +286,10 @@ def _train_epoch(run: _Run, train: Any, epoch: int) -> dict[str, float]:
         for step, batch in enumerate(batches, start=first):
             batch = runtime.to_device(batch)
             fault("train_forward")  # tests: MMTOOL_FAULT=train_forward:N:oom runs out of memory here
-            with runtime.autocast():
-                losses = method.training_step(run.step_model, batch)
-            total = functools.reduce(operator.add, losses.values())  # no `0 + loss` kernel for one loss
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(total).backward()
-                scaler.unscale_(opt)  # methods that rescale or project gradients see their true values
-            else:
-                total.backward()
-            method.after_backward(model, step)
-            if scaler is not None:
-                scaler.step(opt)
-                scaler.update()
-            else:
-                opt.step()
-            method.after_step(model, step)
+            for _ in range(method.updates_per_batch):
+                losses, total = _update(run, batch, step)
+                sums.add(step, losses, total, len(batch))
             state.step += 1
-            sums.add(step, losses, total, len(batch))
             fault("train_step")  # tests: MMTOOL_FAULT=train_step:N:kill dies here after the N-th step
             boundary = (step + 1) % runtime.log_every == 0  # where ranks agree and losses are read back
             if boundary:
@@ -321,6 +306,28 @@ def _train_epoch(run: _Run, train: Any, epoch: int) -> dict[str, float]:
         raise UserError(_oom_message(epoch, step, cfg, runtime)) from None
     sums.check(epoch)
     return sums.means()
+
+
+def _update(run: _Run, batch: Any, step: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """One optimizer update on ``batch`` (step ``step`` of the epoch): the method's losses and their sum."""
+    model, method, opt, scaler, runtime = run.model, run.method, run.opt, run.scaler, run.runtime
+    with runtime.autocast():
+        losses = method.training_step(run.step_model, batch)
+    total = functools.reduce(operator.add, losses.values())  # no `0 + loss` kernel for one loss
+    opt.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(total).backward()
+        scaler.unscale_(opt)  # methods that rescale or project gradients see their true values
+    else:
+        total.backward()
+    method.after_backward(model, step)
+    if scaler is not None:
+        scaler.step(opt)
+        scaler.update()
+    else:
+        opt.step()
+    method.after_step(model, step)
+    return losses, total
 
 
 def is_out_of_memory(err: BaseException) -> bool:

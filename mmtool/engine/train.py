@@ -47,14 +47,14 @@ def train_and_evaluate(
     """Build the recipe's model on ``modalities``, train it with the recipe's method through the loop into
     ``out``, reload the checkpoint selected on validation and score it on every split (training curves and
     the test confusion matrix drawn in ``out``'s plots)."""
-    seed_everything(recipe.train.seed)
-    spec = model_spec(recipe.model, data.input_dims, data.num_classes, modalities)
-    model = build_model(spec)
-    if not resume:
-        init_pretrained(recipe, model)
     splits = {k: s.select(modalities) for k, s in data.splits.items()}
     context = _method_context(recipe, data, modalities, splits, runtime, teachers)
     method = build_method(recipe.method.name, recipe.method.params, context)
+    spec = method.adapt_spec(model_spec(recipe.model, data.input_dims, data.num_classes, modalities))
+    seed_everything(recipe.train.seed)  # after the method: the model's init never depends on what it drew
+    model = build_model(spec)
+    if not resume:
+        init_pretrained(recipe, model)
     fitted = fit(model, method, splits["train"], splits["val"], spec, out, recipe.optim, recipe.schedule,
                  recipe.train, runtime, resume=resume, label=label)  # fmt: skip
     best = selected_model(fitted, out, spec)
@@ -79,9 +79,19 @@ def _method_context(recipe: Recipe, data: Dataset, modalities: list[str], splits
         runtime=runtime,
         measure=measure,
         epochs=recipe.train.epochs,
+        batches_per_epoch=batches_per_epoch(len(splits["train"]), recipe.train.batch_size, runtime.world_size),
         lr=recipe.optim.lr,
         seed=recipe.train.seed,
     )
+
+
+def batches_per_epoch(samples: int, batch_size: int, world_size: int = 1) -> int:
+    """Training batches each rank reads in an epoch: its padded shard of ``samples`` in batches of its share
+    of ``batch_size`` (0: the whole shard in one batch), as the split sources deal them out."""
+    shard = -(-samples // world_size)
+    if batch_size <= 0:
+        return 1
+    return max(1, -(-shard // max(batch_size // world_size, 1)))
 
 
 def init_pretrained(recipe: Recipe, model: MultiModalNet) -> None:

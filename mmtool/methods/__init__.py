@@ -115,6 +115,7 @@ class MethodContext:
     # how a method that measures data (G-Blending) reaches it without holding the splits
     measure: Callable[[Any, str, Callable, tuple[str, ...]], dict[str, Any]] | None = None
     epochs: int = 0  # total training epochs
+    batches_per_epoch: int = 0  # training batches per epoch on each rank (0: unknown)
     lr: float | None = None  # the recipe's optim.lr, for methods whose param_groups scale it for a part
     seed: int = 0  # the recipe's train.seed, for methods that draw random numbers of their own
     # where the numbers are computed; methods sum their batch statistics across ranks with

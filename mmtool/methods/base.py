@@ -3,11 +3,12 @@
 The loop calls every hook of every method, in this order (it never asks whether a hook exists, so a
 misspelt hook cannot silently stay uncalled)::
 
+    adapt_spec(spec) -> spec          once, before the model is built (what the method needs of the model)
     setup(model)                      once, before the optimizer is built and before any wrapping (DDP)
     param_groups(model)               the optimizer's parameter groups
     for each epoch (from 1):
         on_epoch_start(model, epoch)
-        for each step:
+        for each step (a batch), updates_per_batch times (1 unless the method says otherwise):
             training_step(model, batch) -> {"<name>_loss": Tensor}   the loop back-propagates their sum
             after_backward(model, step)   gradients computed (and, under DDP, already averaged)
             after_step(model, step)       after the optimizer step, gradients still in place
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 
 HOOKS = frozenset(
     {
+        "adapt_spec",
         "setup",
         "param_groups",
         "on_epoch_start",
@@ -56,7 +58,7 @@ HOOKS = frozenset(
         "load_state_dict",
     }
 )
-CLASS_ATTRIBUTES = frozenset({"Params", "summary", "reference", "helpers", "uses_every_parameter"})
+CLASS_ATTRIBUTES = frozenset({"Params", "summary", "reference", "helpers", "uses_every_parameter", "updates_per_batch"})
 
 
 class Method:
@@ -73,6 +75,9 @@ class Method:
     # False when a training step leaves part of the model out (MLA: one modality per step); DDP then
     # looks for the parameters a step did not use
     uses_every_parameter: ClassVar[bool] = True
+    # optimizer updates the loop makes on each batch, each a full training_step ... after_step round (MLA's
+    # released code updates once per modality on every batch); an instance may set its own
+    updates_per_batch: int = 1
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -89,6 +94,11 @@ class Method:
 
     def __init__(self, params: Any, context: Any) -> None:
         self.params = params
+
+    def adapt_spec(self, spec: dict) -> dict:
+        """The model spec to build from the recipe's (default: unchanged). What a method sets here (MLA's
+        released test-time fusion in the shared head) is saved with the model, so later stages rebuild it."""
+        return spec
 
     def setup(self, model: MultiModalNet) -> None:
         """Check the model and attach the trainable modules the method needs to ``model.extras``."""

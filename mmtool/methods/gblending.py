@@ -10,8 +10,15 @@ head's loss on the training and held-out data at the start of two consecutive su
     O = (L_V - L_T)(now) - (L_V - L_T)(prev)  (overfitting gained)
     w ∝ G / O^2, normalised to sum to one.
 
-Readings we chose: a head whose held-out loss did not improve (G <= 0) gets weight 0 (the ratio would be
-meaningless); if every head gets 0, the weights are left unchanged; O^2 is floored at ``eps``. The first
+Readings we chose: a head whose held-out loss did not improve (G <= 0) gets no share of the ratio (it would
+be meaningless), but every head keeps at least ``min_weight``: ``w = min_weight + (1 - K min_weight) w_ratio``
+for K heads. Without the floor, a head still on the starting plateau at the first estimate (the fused head
+of a slow seed) gets weight exactly 0, so it receives no gradient, its held-out loss can never improve, and
+its weight stays 0 for good -- Wang et al. re-estimate weights to follow the heads, not to switch one off
+for ever. A floor keeps every head learning, so a head that starts late re-enters the estimate as soon as
+its held-out loss moves; unlike a fixed warm-up it needs no guess of how long a plateau lasts, and unlike
+keeping a head's previous weight it still down-weights a head whose held-out loss rises (overfitting).
+If every head gets G <= 0, the weights are left unchanged; O^2 is floored at ``eps``. The first
 super-epoch uses equal weights. The held-out data is the validation split (the one the loop also uses for
 model selection): G-Blending's own extra split would take data away from training.
 """
@@ -34,9 +41,10 @@ FUSED = "fused"
 
 
 def blend_weights(
-    prev: dict[str, tuple[float, float]], now: dict[str, tuple[float, float]], eps: float
+    prev: dict[str, tuple[float, float]], now: dict[str, tuple[float, float]], eps: float, min_weight: float = 0.0
 ) -> dict[str, float] | None:
-    """Weights from (train loss, held-out loss) per head at two points; None when no head generalised."""
+    """Weights from (train loss, held-out loss) per head at two points, each at least ``min_weight``; None
+    when no head generalised."""
     raw = {}
     for k, (lt_now, lv_now) in now.items():
         lt_prev, lv_prev = prev[k]
@@ -46,7 +54,8 @@ def blend_weights(
     total = sum(raw.values())
     if total <= 0 or not math.isfinite(total):
         return None
-    return {k: v / total for k, v in raw.items()}
+    share = 1.0 - len(raw) * min_weight  # what the ratio distributes above the floors
+    return {k: min_weight + share * v / total for k, v in raw.items()}
 
 
 @METHODS.register("gblending")
@@ -74,6 +83,9 @@ class GradientBlending(Method):
         """Attach the per-modality heads to the model (as Aux-CE does); equal weights to start with."""
         attach_modality_heads(model, self.num_classes, "gblending")
         heads = [FUSED, *model.modalities]
+        if len(heads) * self.params.min_weight >= 1:
+            raise UserError(f"method.min_weight: {len(heads)} heads need min_weight < {1 / len(heads):.4g}, "
+                            f"got {self.params.min_weight}")  # fmt: skip
         self.weights = self.weights or {k: 1.0 / len(heads) for k in heads}
 
     def on_epoch_start(self, model: MultiModalNet, epoch: int) -> None:
@@ -81,7 +93,7 @@ class GradientBlending(Method):
             return
         now = {k: (lt, lv) for k, lt, lv in self._losses(model)}
         if self.measured:
-            self.weights = blend_weights(self.measured, now, self.params.eps) or self.weights
+            self.weights = blend_weights(self.measured, now, self.params.eps, self.params.min_weight) or self.weights
         self.measured = now
 
     def _losses(self, model: MultiModalNet) -> list[tuple[str, float, float]]:

@@ -1,18 +1,27 @@
 """MLA: multimodal learning with alternating uni-modal adaptation (Zhang et al., CVPR 2024; paper 003).
 
-Training alternates modalities step by step (Eq. 1: ``m_t = t mod M``): step t feeds only modality
+Training alternates modalities update by update (Eq. 1: ``m_t = t mod M``): update t feeds only modality
 ``m_t`` through its encoder and the *shared* head (``model.head: shared``) and minimises its CE (Eq. 2),
 so the other encoders get no gradient. To keep the shared head from forgetting earlier modalities, its
-weight gradient is projected with a recursive-least-squares matrix ``P`` before the update (Eq. 3):
-``grad_W <- grad_W P_{t-1}``, and then ``P`` absorbs the current modality's mean feature ``h`` (Eq. 4-5):
+weight gradient is projected with a recursive-least-squares matrix ``P`` before the update (Eq. 3), and
+``P`` absorbs the modality's mean feature ``h`` (Eq. 4-5). Test-time fusion (Eq. 6-8) is the shared
+head's fused output.
 
-    q_t = P_{t-1} h / (alpha + h^T P_{t-1} h),   P_t = P_{t-1} - q_t h^T P_{t-1},   P_0 = I.
+``method.variant`` chooses between two readings (docs/fidelity.md has the table, with sources):
 
-Reading chosen: Alg. 1 lists "compute P_t" before "update phi with Eq. 3", but the text says the update
-direction must be orthogonal to the feature of the *previous* modality; we therefore project step t's
-gradient with ``P_{t-1}`` (built from the modalities seen before step t) and fold in the current mean
-feature afterwards, so ``grad_W P_{t-1} h_{t-1} ≈ 0``. The head bias is not projected. Test-time fusion
-(Eq. 6-8) is the shared head's fused output: entropy-weighted uni-modal logits.
+* ``paper`` (default): one modality per batch; constant ``alpha``; Eq. 5 as written,
+  ``q_t = P_{t-1} h / (alpha + h^T P_{t-1} h)``, ``P_t = P_{t-1} - q_t h^T P_{t-1}``, ``P_0 = I``; the
+  gradient of update t is projected with ``P_{t-1}`` (built from the modalities seen before it: the text
+  asks for orthogonality to the *previous* modality's feature, although Alg. 1 lists "compute P_t" first),
+  then ``P`` absorbs the current feature; per-sample entropy fusion (Eq. 6-8).
+* ``code``: the authors' released ``main.py`` (``--gs_flag``) and ``utils.GSPlugin``: every modality is
+  updated on every batch, one after the other (M optimizer updates per batch); ``alpha = 0.1^(1 + b/n)``
+  for batch b of an epoch of n; ``P`` first absorbs the *current* feature with an element-wise division
+  by the outer product ``alpha + (P h) h^T``, is divided by its Frobenius norm, and then projects the
+  gradient as ``grad P^T``; the very first update of training neither absorbs nor projects; test-time
+  fusion with one entropy weight per modality over the batch (or fixed weights). In the released code the
+  projection never runs (its parameter-name test matches no name), so ``project`` defaults to off under
+  ``code``; ``project: true`` runs it as intended.
 
 A step runs ``model(inputs, modalities=[m])``: the shared head on one modality gives exactly that
 modality's logits. With several processes the mean feature ``h`` is taken over every rank's samples
@@ -20,6 +29,9 @@ modality's logits. With several processes the mean feature ``h`` is taken over e
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +45,8 @@ from mmtool.models import MultiModalNet
 from mmtool.models.heads import head_name
 from mmtool.models.mmtm import MMTMNet
 
+PAPER_ALPHA = 1.0  # the paper leaves Eq. 5's alpha open
+
 
 def rls_update(p: torch.Tensor, h: torch.Tensor, alpha: float) -> torch.Tensor:
     """One recursive-least-squares step (Eq. 5): returns P_t from P_{t-1} (s, s) and a mean feature (s,)."""
@@ -41,24 +55,95 @@ def rls_update(p: torch.Tensor, h: torch.Tensor, alpha: float) -> torch.Tensor:
     return p - torch.outer(q, h @ p)
 
 
+def released_rls_update(p: torch.Tensor, h: torch.Tensor, alpha: float) -> torch.Tensor:
+    """The released code's P update: ``k = P h``, ``P <- P - (k k^T) / (alpha + k h^T)`` with an element-wise
+    division by an (s, s) matrix (Eq. 5 divides by the scalar ``h^T P h``), then ``P / ||P||_F``."""
+    k = p @ h  # (s,)
+    new = p - torch.outer(k, k) / (alpha + torch.outer(k, h))
+    return new / torch.linalg.matrix_norm(new)  # Frobenius
+
+
+def released_alpha(batch: int, batches: int) -> float:
+    """The released code's alpha for batch ``batch`` (0-based) of an epoch of ``batches``: 0.1^(1 + b/n)."""
+    return 1.0 * 0.1 ** (batch / batches + 1)
+
+
+def _paper_head_update(p: torch.Tensor, grad: torch.Tensor | None, h: torch.Tensor, alpha: float, first: bool
+                       ) -> torch.Tensor:  # fmt: skip
+    """Project with P_{t-1} (not on the first update: P_0 = I), then absorb h (Eq. 3-5). Returns P_t."""
+    if not first and grad is not None:
+        grad.copy_(grad @ p.to(grad.dtype))  # (C, s) @ (s, s), Eq. 3
+    return rls_update(p, h, alpha)
+
+
+def _code_head_update(p: torch.Tensor, grad: torch.Tensor | None, h: torch.Tensor, alpha: float, first: bool
+                      ) -> torch.Tensor:  # fmt: skip
+    """Absorb h first (renormalised), then project with P^T; the first update of training does nothing."""
+    if first:
+        return p
+    p = released_rls_update(p, h, alpha)
+    if grad is not None:
+        grad.copy_(grad @ p.T.to(grad.dtype))
+    return p
+
+
+@dataclass(frozen=True)
+class _Variant:
+    """What differs between the paper's MLA and the released code's, as small strategies."""
+
+    updates_per_batch: Callable[[int], int]  # modalities -> optimizer updates per batch
+    alpha: Callable[[float | None, int, int], float]  # (method.alpha, batch, batches per epoch) -> alpha
+    head_update: Callable[..., torch.Tensor]  # (P, grad, h, alpha, first update) -> new P; projects grad
+    project: bool  # the head-gradient modification's default
+    fusion: Callable[[tuple[float, ...]], dict]  # method.fusion_weights -> the shared head's fusion args
+    refuses: dict[str, str]  # options this variant has no use for -> why
+
+
+VARIANTS = {
+    "paper": _Variant(
+        updates_per_batch=lambda modalities: 1,
+        alpha=lambda alpha, batch, batches: PAPER_ALPHA if alpha is None else alpha,
+        head_update=_paper_head_update,
+        project=True,
+        fusion=lambda weights: {},  # the head's default: per-sample entropy weights, Eq. 6-8
+        refuses={"fusion_weights": "variant 'paper' fuses by per-sample entropy (Eq. 6-8)"},
+    ),
+    "code": _Variant(
+        updates_per_batch=lambda modalities: modalities,
+        alpha=lambda alpha, batch, batches: released_alpha(batch, batches),
+        head_update=_code_head_update,
+        project=False,  # as released: the name test never matches, so the projection never runs
+        fusion=lambda weights: {"fusion": "fixed", "weights": list(weights)} if weights else {"fusion": "batch"},
+        refuses={"alpha": "variant 'code' follows the released schedule 0.1^(1 + batch/len)"},
+    ),
+}
+
+
 @METHODS.register("mla")
 class AlternatingUnimodalAdaptation(Method):
-    """One modality per step through a shared head; the head's gradient is projected by RLS."""
+    """One modality per update through a shared head; the head's gradient is projected by RLS."""
 
     Params = AlternatingUnimodalAdaptationParams
     summary, reference = METHOD_SUMMARIES["mla"], METHOD_REFERENCES["mla"]
-    uses_every_parameter = False  # a step runs one modality's encoder
+    uses_every_parameter = False  # an update runs one modality's encoder
     helpers = ("current",)
 
     def __init__(self, params: AlternatingUnimodalAdaptationParams, context: MethodContext) -> None:
-        if params.alpha <= 0:
-            raise UserError("method.alpha must be > 0")
+        _check(params, context)
         self.params = params
+        self.variant = VARIANTS[params.variant]
+        self.project = self.variant.project if params.project is None else params.project
         self.runtime = context.runtime
         self.modalities = list(context.modalities)
-        self.step = 0  # global step counter t
+        self.batches = context.batches_per_epoch
+        self.updates_per_batch = self.variant.updates_per_batch(len(self.modalities))
+        self.step = 0  # global update counter t
         self.p: torch.Tensor | None = None
         self._mean_feature: torch.Tensor | None = None
+
+    def adapt_spec(self, spec: dict) -> dict:
+        fusion = self.variant.fusion(self.params.fusion_weights)
+        return {**spec, "head_args": {**spec["head_args"], **fusion}} if fusion else spec
 
     def setup(self, model: MultiModalNet) -> None:
         if head_name(model.head) != "shared":
@@ -66,6 +151,7 @@ class AlternatingUnimodalAdaptation(Method):
         if isinstance(model, MMTMNet):
             raise UserError("method 'mla' trains one modality per step: it needs model.fusion: late, not mmtm")
         self.modalities = self.modalities or model.modalities
+        self.updates_per_batch = self.variant.updates_per_batch(len(self.modalities))
         if self.p is None:
             dim = model.head.linear.in_features
             self.p = torch.eye(dim, device=model.head.linear.weight.device)
@@ -81,11 +167,11 @@ class AlternatingUnimodalAdaptation(Method):
         return {"task_loss": F.cross_entropy(out["logits"], batch.target)}
 
     def after_backward(self, model: MultiModalNet, step: int) -> None:
-        weight = model.head.linear.weight
-        if self.params.project and self.step > 0 and weight.grad is not None:
-            weight.grad.copy_(weight.grad @ self.p.to(weight.grad.dtype))  # (C, s) @ (s, s), Eq. 3
-        if self.params.project:
-            self.p = rls_update(self.p, self._mean_feature.to(self.p.device), self.params.alpha)
+        if self.project:
+            grad = model.head.linear.weight.grad
+            alpha = self.variant.alpha(self.params.alpha, step, max(self.batches, 1))
+            h = self._mean_feature.to(self.p.device)
+            self.p = self.variant.head_update(self.p, grad, h, alpha, self.step == 0)
         self.step += 1
 
     def state_dict(self) -> dict:
@@ -95,3 +181,17 @@ class AlternatingUnimodalAdaptation(Method):
         self.step = int(state["step"])
         if state["p"].numel():
             self.p = state["p"].to(self.p.device if self.p is not None else "cpu")
+
+
+def _check(params: AlternatingUnimodalAdaptationParams, context: MethodContext) -> None:
+    """One-line errors for options that do not belong to the chosen variant."""
+    if params.variant not in VARIANTS:
+        raise UserError(f"method.variant: expected one of {', '.join(VARIANTS)}, got {params.variant!r}")
+    if params.alpha is not None and params.alpha <= 0:
+        raise UserError("method.alpha must be > 0")
+    for name, why in VARIANTS[params.variant].refuses.items():
+        if getattr(params, name) not in (None, ()):
+            raise UserError(f"method.{name}: {why}; unset it")
+    if params.fusion_weights and context.modalities and len(params.fusion_weights) != len(context.modalities):
+        raise UserError(f"method.fusion_weights: one weight per modality ({len(context.modalities)}), "
+                        f"got {list(params.fusion_weights)}")  # fmt: skip

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mmtool.config import between, checked, one_of
+
 
 @dataclass(frozen=True)
 class NaiveParams:
@@ -77,12 +79,19 @@ class OGMGEParams:
 class GradientBlendingParams:
     super_epoch: int = 5  # epochs between weight re-estimations
     eps: float = 1.0e-8  # floor of O^2
+    # every head's weight is at least this (mmtool.methods.gblending): a head on a plateau keeps learning;
+    # 0 gives back the permanent zero of a head whose held-out loss has not improved yet
+    min_weight: float = checked(0.05, between(0, 1, "[)"))
 
 
 @dataclass(frozen=True)
 class AlternatingUnimodalAdaptationParams:
-    alpha: float = 1.0  # Eq. 5 regulariser (the paper leaves its value open)
-    project: bool = True  # False: alternating training without the head-gradient modification
+    # paper: Eq. 1-8 as the paper states them; code: what the authors' released main.py/utils.py run
+    # (docs/fidelity.md lists every difference)
+    variant: str = checked("paper", one_of("paper", "code"))
+    alpha: float | None = None  # Eq. 5 regulariser, paper only (None: 1.0; the paper leaves it open); code: 0.1^(1+b/n)
+    project: bool | None = None  # head-gradient modification; None: the variant's (paper on, code off as released)
+    fusion_weights: tuple[float, ...] = ()  # code only: fixed test-time weights per modality (theirs: 0.55, 0.45)
 
 
 @dataclass(frozen=True)

@@ -147,15 +147,30 @@ def self_attention(tokens: torch.Tensor) -> torch.Tensor:
 
 @HEADS.register("shared")
 class SharedHead(nn.Module):
-    """One linear classifier shared by every modality (MLA, paper 003 Eq. 2); the fused prediction is
-    the test-time entropy-weighted sum of the uni-modal logits (Eq. 6-8). Needs equal feature sizes."""
+    """One linear classifier shared by every modality (MLA, paper 003 Eq. 2); the fused prediction is a
+    weighted sum of the uni-modal logits. Needs equal feature sizes.
 
-    def __init__(self, feature_dims: dict[str, int], num_classes: int) -> None:
+    ``fusion`` picks the weights (:data:`FUSION_RULES`): ``sample`` (default) is the paper's test-time
+    fusion, one entropy weight per sample and modality (Eq. 6-8); ``batch`` is the released code's, one
+    weight per modality for the whole batch (:func:`batch_entropy_weights`); ``fixed`` uses ``weights``,
+    one per modality in the spec's order (the released code without its ``--dynamic`` flag).
+    """
+
+    def __init__(
+        self, feature_dims: dict[str, int], num_classes: int, fusion: str = "sample", weights: list[float] | None = None
+    ) -> None:
         super().__init__()
         sizes = set(feature_dims.values())
         if len(sizes) != 1:
             raise UserError(f"model.head: shared needs one feature size for every modality, got {feature_dims}")
+        if fusion not in FUSION_RULES:
+            raise UserError(f"shared head: fusion must be one of {', '.join(FUSION_RULES)}, got {fusion!r}")
+        if (fusion == "fixed") != (weights is not None) or (weights is not None and len(weights) != len(feature_dims)):
+            raise UserError(f"shared head: fusion 'fixed' takes one weight per modality ({len(feature_dims)}), "
+                            f"other rules none; got fusion {fusion!r} with weights {weights}")  # fmt: skip
         self.linear = nn.Linear(sizes.pop(), num_classes)
+        self.fusion = fusion
+        self.fixed = None if weights is None else [float(w) for w in weights]
 
     def classify(self, features: torch.Tensor) -> torch.Tensor:  # (B, D) -> (B, C)
         return self.linear(features)
@@ -164,7 +179,7 @@ class SharedHead(nn.Module):
         uni = {m: self.linear(f) for m, f in features.items()}
         if len(uni) == 1:  # one modality (MLA's training steps): its weight is 1, so the logits are its own,
             return {"logits": next(iter(uni.values())), "unimodal_logits": uni}  # exactly classify(f)
-        return {"logits": entropy_weighted_logits(list(uni.values())), "unimodal_logits": uni}
+        return {"logits": FUSION_RULES[self.fusion](list(uni.values()), self.fixed), "unimodal_logits": uni}
 
 
 def entropy_weights(logits: list[torch.Tensor]) -> torch.Tensor:
@@ -182,6 +197,37 @@ def entropy_weighted_logits(logits: list[torch.Tensor]) -> torch.Tensor:
     """``sum_m lambda_m f_m(x)`` (Eq. 6) over the modalities' logits, weights from :func:`entropy_weights`."""
     w = entropy_weights(logits)  # (K, B)
     return (w.unsqueeze(-1) * torch.stack([z.float() for z in logits])).sum(0)
+
+
+def batch_entropy_weights(logits: list[torch.Tensor]) -> torch.Tensor:
+    """One weight per modality for a whole batch, shape (K,): the released MLA code's test-time fusion.
+
+    Each modality's logits (B, C) become probabilities by a softmax over the *batch* (dim 0, not the
+    classes), their entropy is summed over every entry, and the weights are a softmax of minus these
+    entropies over the modalities. Unlike Eq. 7-8, a sample's fused prediction depends on which other
+    samples share its batch.
+    """
+    logp = torch.stack([F.log_softmax(z.float(), dim=0) for z in logits])  # (K, B, C), normalised over samples
+    entropy = -(logp.exp() * logp).sum(dim=(1, 2))  # (K,)
+    return torch.softmax(-entropy, dim=0)
+
+
+def _sample_fusion(logits: list[torch.Tensor], fixed: list[float] | None) -> torch.Tensor:
+    return entropy_weighted_logits(logits)
+
+
+def _batch_fusion(logits: list[torch.Tensor], fixed: list[float] | None) -> torch.Tensor:
+    w = batch_entropy_weights(logits)  # (K,)
+    return (w.view(-1, 1, 1) * torch.stack([z.float() for z in logits])).sum(0)
+
+
+def _fixed_fusion(logits: list[torch.Tensor], fixed: list[float] | None) -> torch.Tensor:
+    stacked = torch.stack([z.float() for z in logits])
+    return (stacked.new_tensor(fixed).view(-1, 1, 1) * stacked).sum(0)
+
+
+# the shared head's fusion rules: (uni-modal logits in spec order, fixed weights) -> fused logits (B, C)
+FUSION_RULES = {"sample": _sample_fusion, "batch": _batch_fusion, "fixed": _fixed_fusion}
 
 
 def average_log_probs(logits: list[torch.Tensor], weights: list[float] | None = None) -> torch.Tensor:
