@@ -47,7 +47,8 @@ quickstart:
 # T20_ARGS: key=value overrides for every command of a job (benchmarks/bench_table20.py --quick uses it).
 JOBS ?= 2
 T20_THREADS ?= 1
-T20_SETS ?= synth-gamma synth-alpha synth-beta
+# NAME+KEY: the set NAME with data.KEY=true (synth-gamma+balanced: γ's balanced reading, beside the literal one)
+T20_SETS ?= synth-gamma synth-gamma+balanced synth-alpha synth-beta
 T20_ARGS ?=
 T20_OUT ?= results/table20.md
 T20_JOBS := $(foreach d,$(T20_SETS),$(foreach s,$(SEEDS),table20-job/$(d)/$(s)))
@@ -59,9 +60,10 @@ table20:
 
 table20-job/%:
 	@d=$(word 1,$(subst /, ,$*)); s=$(word 2,$(subst /, ,$*)); R=$(T20)/$$d/seed$$s; L=$(T20)/log-$$d-$$s.txt; \
-	A="data.name=$$d data.seed=$$s train.seed=$$s $(T20_ARGS)"; export OMP_NUM_THREADS=$(T20_THREADS); set -e; \
+	n=$${d%%+*}; o=$${d#$$n}; X=$${o:+data.$${o#+}=true}; \
+	A="data.name=$$n data.seed=$$s train.seed=$$s $$X $(T20_ARGS)"; export OMP_NUM_THREADS=$(T20_THREADS); set -e; \
 	echo "table20: $$d seed $$s (log: $$L)" >&2; \
-	$(PYTHON) -m mmtool.chain "prep $$d data.seed=$$s $(T20_ARGS)" \
+	$(PYTHON) -m mmtool.chain "prep $$n data.seed=$$s $$X $(T20_ARGS)" \
 	  "pretrain-unimodal -r recipes/table20/unimodal.yaml $$A --run-dir $$R/unimodal" \
 	  "train naive -r recipes/table20/multimodal.yaml $$A --run-dir $$R/multimodal" > /dev/null 2>> $$L \
 	  || { echo "table20: $$d seed $$s failed; the end of $$L:" >&2; tail -n 15 $$L >&2; exit 1; }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,8 @@ from mmtool.data import (
     read_verified_arrays,
     write_array_cache,
 )
-from mmtool.data.registry import DATASETS, DatasetSpec
-from mmtool.data.settings import NoSettings
+from mmtool.data.registry import DATASETS, DatasetSpec, dataset_settings
+from mmtool.data.settings import GammaSettings, NoSettings
 from mmtool.data.synthetic import GENERATORS
 from mmtool.errors import UserError
 
@@ -30,12 +31,19 @@ def _size(cfg: DataConfig) -> int:
     return n
 
 
+def _balanced(cfg: DataConfig) -> bool:
+    """γ's balanced reading (``data.balanced``); the other sets have one reading."""
+    return isinstance(cfg.settings, GammaSettings) and dataset_settings(cfg, GammaSettings).balanced
+
+
 def _key(cfg: DataConfig) -> str:
-    return f"seed{cfg.seed}-n{_size(cfg)}"
+    return f"seed{cfg.seed}-n{_size(cfg)}" + ("-balanced" if _balanced(cfg) else "")
 
 
 def _prepare(cfg: DataConfig, out: Path, options: object = None) -> dict:
     generate, _ = GENERATORS[cfg.name]
+    if _balanced(cfg):
+        generate = functools.partial(generate, balanced=True)
     arrays, manifest = write_array_cache(cfg, out, generate, _size(cfg), FORMAT)
     y = arrays["y"]
     return {
@@ -61,5 +69,5 @@ _DESCRIPTIONS = {
 for _name in GENERATORS:
     DATASETS.register(_name)(
         DatasetSpec(prepare=_prepare, load=_load, cache_key=_key, description=_DESCRIPTIONS[_name],
-                    settings=NoSettings, data_format=FORMAT)
+                    settings=GammaSettings if _name == "synth-gamma" else NoSettings, data_format=FORMAT)
     )

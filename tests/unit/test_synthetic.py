@@ -167,6 +167,34 @@ def test_gamma_latent_constraints_and_labels():
     assert np.abs(a - b).max(axis=1).min() > 1e-2
 
 
+def test_gamma_as_written_has_about_three_label_2_per_label_1_and_balanced_has_equal_counts():
+    """The two readings of App. A.10's γ: as written (both vectors lean along -z, so x1.x2 > 0.25 is the
+    common case) and with labels 1 and 2 in equal numbers; the balanced pairs obey the same constraints."""
+    literal = np.bincount(generate_gamma(0, 1500)["y"])
+    assert literal[0] == 500 and literal[2] > 2 * literal[1]
+    seed, n = 3, 451
+    data = generate_gamma(seed, n, balanced=True)
+    assert np.bincount(data["y"]).tolist() == [150, 150, 151]
+    x1, x2, z = recover(seed, data)
+    a, b = x1[n // 3 :], x2[n // 3 :]
+    assert (a @ z <= -0.1 + TOL).all() and (b @ z <= -0.1 + TOL).all()
+    np.testing.assert_array_equal(data["y"][n // 3 :], np.where(rowdot(a, b) > 0, 2, 1))
+    assert generate_gamma(seed, n)["y"].tolist() != data["y"].tolist()
+
+
+def test_balanced_is_a_setting_of_gamma_only(tmp_path):
+    from mmtool.config import DataConfig, load_recipe
+    from mmtool.data import cache_dir
+    from mmtool.errors import UserError
+
+    cfg = DataConfig.of(name="synth-gamma", root=str(tmp_path), balanced=True)
+    assert cache_dir(cfg).name.endswith("-balanced")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("stage: prep\ndata: {name: synth-alpha, balanced: true}\n")
+    with pytest.raises(UserError, match="unknown key 'data.balanced' for dataset 'synth-alpha'"):
+        load_recipe(recipe)
+
+
 # ------------------------------------------------------------------------------------------ samplers
 def test_unit_vectors_have_unit_norm_and_cover_directions():
     v = unit_vectors(np.random.default_rng(0), 2000, D)
