@@ -73,6 +73,9 @@ class OGMGEParams:
     start_epoch: int = 1  # first epoch with modulation (1-based)
     end_epoch: int = 50  # last epoch with modulation
     gaussian_enhancement: bool = True  # GE: add N(0, std(grad)^2) to modulated gradients
+    # which encoder gradients are modulated: all (mmtool) or conv, only 4-D tensors (2-D convolution kernels),
+    # as the released code; with MLP encoders (or 3-D convolutions) conv modulates nothing, as the original
+    modulate: str = checked("all", one_of("all", "conv"))
 
 
 @dataclass(frozen=True)
