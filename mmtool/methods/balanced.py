@@ -8,12 +8,23 @@ Conditional learning speed (Def. 5.1). For modalities (a, b) = the model's (m0, 
   θ'_b: the shared FCs and the FCs to ``w_b`` (the shared FCs are in both, paper 002, footnote 2);
 * μ(θ; i) = ||∂L/∂θ||² / ||θ(i)||² at step i, with the norms over the whole group and θ(i) the value
   *after* the step; M_θ = Σ_i μ(θ; i) over the regular steps so far;
-* s(b|a) = log(M_θ'a / M_θa), s(a|b) = log(M_θ'b / M_θb), d_speed = s(b|a) − s(a|b) (natural log, as
-  Eq. 11-12 are written; the authors' code uses log10, which scales d_speed and so α by 1/ln 10).
+* s(b|a) = log(M_θ'a / M_θa), s(a|b) = log(M_θ'b / M_θb), d_speed = s(b|a) − s(a|b).
+
+``method.variant`` (docs/fidelity.md has the table):
+
+* ``paper``: MMTM as Eq. 2 (``2σ(w)``, mmtool's (C0 + C1)/4 bottleneck), μ from the weights after the
+  step, natural log as Eq. 11-12 are written. ``method.alpha`` keeps the authors' units: the published
+  α (0.01, 0.1) were tuned on their log10 d_speed, so the threshold is α·ln 10 on the ln-based d_speed
+  (the same rule as theirs; a bare α would be 2.3 times tighter).
+* ``code``: what the released code runs: MMTM ``σ(w)·A`` with a (C0 + C1)/2 bottleneck (set in the model
+  spec through :meth:`adapt_spec`), μ from the weights *before* the step (measured between backward and
+  the optimizer step), log10 and the bare α. ``method.bug_compatible`` adds the released code's running
+  average bug: re-balancing steps for the second modality use the first modality's mean excitation.
 
 Algorithm 1. The first ``warmup_epochs`` epochs take regular steps only. Then every regular step updates
-d_speed, and ``|d_speed| > alpha`` opens a window of ``window`` (Q) re-balancing steps before the next
-regular step (the text: "we take Q re-balancing steps"; the pseudo-code's counter would take Q − 1).
+d_speed, and ``|d_speed|`` above the variant's tolerance opens a window of ``window`` (Q) re-balancing
+steps before the next regular step
+(the text: "we take Q re-balancing steps"; the pseudo-code's counter would take Q − 1).
 d_speed > 0 (the model learns b faster relative to a) accelerates a, else b. A re-balancing step that
 accelerates modality m trains on the same loss with m's excitation in every MMTM fixed to w̄_m, the mean
 of w_m over the samples of all earlier regular steps (Eq. 13-14): branch m then sees nothing of the other
@@ -38,6 +49,8 @@ random step kinds.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 
@@ -48,7 +61,7 @@ from mmtool.methods.common import all_reduce_sum, branch_losses, distributed
 from mmtool.methods.params import METHOD_REFERENCES, METHOD_SUMMARIES, BalancedMultiModalParams
 from mmtool.models import MultiModalNet
 from mmtool.models.heads import head_name
-from mmtool.models.mmtm import MMTMNet
+from mmtool.models.mmtm import MMTM_DEFAULTS, MMTMNet
 
 MODES = ("guided", "random", "vanilla")
 REGULAR = "regular"
@@ -74,15 +87,37 @@ def effective_update(params: list[torch.nn.Parameter]) -> float:
     return float(grad) / max(float(weight), 1e-30)
 
 
-def conditional_speeds(sums: dict[str, float], a: str, b: str) -> dict[str, float]:
-    """s(b|a), s(a|b) and d_speed from the accumulated μ of the four groups (Eq. 11-12)."""
+def conditional_speeds(
+    sums: dict[str, float], a: str, b: str, log: Callable[[float], float] = math.log
+) -> dict[str, float]:
+    """s(b|a), s(a|b) and d_speed from the accumulated μ of the four groups (Eq. 11-12), in base ``log``."""
 
     def log_ratio(m: str) -> float:
         fusion, branch = sums.get(f"fusion:{m}", 0.0), sums.get(f"branch:{m}", 0.0)
-        return math.log(fusion / branch) if fusion > 0 and branch > 0 else math.nan
+        return log(fusion / branch) if fusion > 0 and branch > 0 else math.nan
 
     s_b_a, s_a_b = log_ratio(a), log_ratio(b)
     return {f"s({b}|{a})": s_b_a, f"s({a}|{b})": s_a_b, "d_speed": s_b_a - s_a_b}
+
+
+@dataclass(frozen=True)
+class _Variant:
+    """What differs between paper 002's balanced learning and the released code's, as small strategies."""
+
+    fusion_args: dict = field(default_factory=dict)  # the MMTM settings of the model spec (defaults: Eq. 2)
+    log: Callable[[float], float] = math.log  # the logarithm of Eq. 11-12
+    threshold: Callable[[float], float] = lambda alpha: alpha  # method.alpha -> bound on |d_speed| in that log
+    mu_before_step: bool = False  # μ from the weights before the optimizer step (else after it)
+    refuses: dict[str, str] = field(default_factory=dict)  # options this variant has no use for -> why
+
+
+VARIANTS = {
+    "paper": _Variant(
+        threshold=lambda alpha: alpha * math.log(10),  # the authors' α is on a log10 d_speed
+        refuses={"bug_compatible": "variant 'paper' has no running-average bug to reproduce"},
+    ),
+    "code": _Variant(fusion_args={"excite_scale": 1.0, "bottleneck": 2}, log=math.log10, mu_before_step=True),
+}
 
 
 @METHODS.register("balanced")
@@ -98,6 +133,12 @@ class BalancedMultiModal(Method):
             raise UserError(f"method.mode must be one of {', '.join(MODES)}, got {params.mode!r}")
         if params.alpha < 0 or params.window < 1 or params.warmup_epochs < 0:
             raise UserError("method.alpha must be >= 0, method.window >= 1 and method.warmup_epochs >= 0")
+        if params.variant not in VARIANTS:
+            raise UserError(f"method.variant: expected one of {', '.join(VARIANTS)}, got {params.variant!r}")
+        self.variant = VARIANTS[params.variant]
+        for name, why in self.variant.refuses.items():
+            if getattr(params, name):
+                raise UserError(f"method.{name}: {why}; unset it")
         self.params = params
         self.runtime = context.runtime
         self.gen = torch.Generator().manual_seed(context.seed)
@@ -108,6 +149,7 @@ class BalancedMultiModal(Method):
         self.excite_sum: dict[str, list[torch.Tensor]] = {}  # Σ w_m(x) over the samples of regular steps
         self.excite_count = 0
         self._recorded: dict[str, list[torch.Tensor]] = {}
+        self._mu: dict[str, float] = {}  # this regular step's μ per speed group
         self._epoch_kinds: dict[str, int] = {}
         self.modalities: list[str] = []
 
@@ -115,6 +157,16 @@ class BalancedMultiModal(Method):
         if not isinstance(model, MMTMNet) or head_name(model.head) != "ensemble":
             raise UserError("method 'balanced' needs model.fusion: mmtm and model.head: ensemble (paper 002, Sec. 3)")
         self.modalities = list(model.modalities)
+        wanted = {**MMTM_DEFAULTS, **self.variant.fusion_args}
+        if model.fusion_args != wanted:
+            raise UserError(f"method.variant {self.params.variant!r} needs an MMTM model with {wanted}, "
+                            f"this one has {model.fusion_args}")  # fmt: skip
+        if self.params.bug_compatible and any(t.to_w[0].out_features != t.to_w[1].out_features for t in model.mmtm):
+            raise UserError("method.bug_compatible needs branches of equal widths at every MMTM (as the released code)")
+
+    def adapt_spec(self, spec: dict) -> dict:
+        args = self.variant.fusion_args
+        return {**spec, "fusion_args": {**spec.get("fusion_args", {}), **args}} if args else spec
 
     def on_epoch_start(self, model: MultiModalNet, epoch: int) -> None:
         self.epoch = epoch
@@ -138,11 +190,20 @@ class BalancedMultiModal(Method):
             out = model(batch.inputs, excite_override={self.kind: means})
         return branch_losses(out, batch.target)
 
+    def after_backward(self, model: MultiModalNet, step: int) -> None:
+        if self.kind == REGULAR and self.variant.mu_before_step:
+            self._mu = {name: effective_update(params) for name, params in speed_groups(model).items()}
+
     def after_step(self, model: MultiModalNet, step: int) -> None:
         if self.kind != REGULAR:
             return
-        speeds = {name: effective_update(params) for name, params in speed_groups(model).items()}
+        if not self.variant.mu_before_step:
+            self._mu = {name: effective_update(params) for name, params in speed_groups(model).items()}
+        speeds = self._mu
         totals = {m: [w.sum(0) for w in ws] for m, ws in self._recorded.items()}  # {m: [(C_k,)]} this rank's
+        if self.params.bug_compatible:  # the released code feeds the second running mean from the first modality
+            first, second = model.modalities
+            totals[second] = [t.clone() for t in totals[first]]
         count = len(next(iter(self._recorded.values()))[0])
         speeds, totals, count = self._across_ranks(speeds, totals, count, next(model.parameters()).device)
         for name, mu in speeds.items():
@@ -152,8 +213,9 @@ class BalancedMultiModal(Method):
             self.excite_sum[m] = ts if previous is None else [s + t for s, t in zip(previous, ts, strict=True)]
         self.excite_count += count
         a, b = model.modalities
-        d = conditional_speeds(self.sums, a, b)["d_speed"]
-        if self.params.mode == "guided" and self.epoch > self.params.warmup_epochs and abs(d) > self.params.alpha:
+        d = conditional_speeds(self.sums, a, b, self.variant.log)["d_speed"]
+        tolerance = self.variant.threshold(self.params.alpha)
+        if self.params.mode == "guided" and self.epoch > self.params.warmup_epochs and abs(d) > tolerance:
             self.pending = [a if d > 0 else b] * self.params.window
 
     def _across_ranks(
@@ -175,7 +237,7 @@ class BalancedMultiModal(Method):
     def epoch_metrics(self) -> dict[str, float]:
         steps = max(sum(self._epoch_kinds.values()), 1)
         shares = {f"rebalance_{m}_share": self._epoch_kinds.get(m, 0) / steps for m in self.modalities}
-        speeds = conditional_speeds(self.sums, *self.modalities) if self.sums else {}
+        speeds = conditional_speeds(self.sums, *self.modalities, self.variant.log) if self.sums else {}
         return {**speeds, **shares}
 
     def state_dict(self) -> dict:

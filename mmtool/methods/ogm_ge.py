@@ -7,9 +7,11 @@ original). For two modalities the discrepancy ratio of modality a is ``rho_a = s
 we compare with the mean of the others. The dominant modality (``rho > 1``) gets the coefficient
 ``k = 1 - tanh(alpha * rho)``, the others ``k = 1``. Between ``start_epoch`` and ``end_epoch`` every
 gradient of a modality's encoder is multiplied by its ``k`` and, with ``gaussian_enhancement``, a
-Gaussian noise with the standard deviation of that gradient is added (GE). The original modulates only
-convolution kernels; mmtool modulates every encoder parameter, which for CNN encoders differs only in
-biases and normalisation parameters.
+Gaussian noise with the standard deviation of that gradient is added (GE). ``method.modulate`` says which
+gradients: ``all`` (default) every encoder parameter; ``conv`` only 4-D tensors (2-D convolution kernels),
+as the released code tests ``len(grad.size()) == 4``. For CNN encoders the two differ in biases and
+normalisation parameters; with MLP encoders (and 3-D convolutions, whose kernels are 5-D) ``conv``
+modulates nothing at all, as the original would (docs/fidelity.md).
 
 With several processes the scores ``s_m`` are summed over every rank's samples before the ratio is
 taken, so every rank scales its (already averaged) gradients by the same ``k``. The ratio of sums needs
@@ -19,6 +21,7 @@ no sample count.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +33,17 @@ from mmtool.methods.common import all_reduce_sum
 from mmtool.methods.params import METHOD_REFERENCES, METHOD_SUMMARIES, OGMGEParams
 from mmtool.models import MultiModalNet
 from mmtool.models.heads import head_name
+
+MODULATED: dict[str, Callable[[torch.Tensor], bool]] = {  # method.modulate -> which encoder parameters
+    "all": lambda p: True,
+    "conv": lambda p: p.dim() == 4,  # the released code's test on the gradient's shape
+}
+
+
+def confidence_scores(uni: dict[str, torch.Tensor], bias: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``s_m = sum_i softmax(W_m f_m(x_i) + b / M)[y_i]`` per modality, from the head's ``W_m f_m + b``."""
+    share = bias * (1 - 1 / len(uni))  # W_m f_m + b  ->  W_m f_m + b / M
+    return torch.stack([F.softmax(z.float() - share, dim=1).gather(1, target[:, None]).sum() for z in uni.values()])
 
 
 def modulation_coefficients(scores: dict[str, float], alpha: float) -> dict[str, float]:
@@ -53,6 +67,7 @@ class OGMGE(Method):
         if params.alpha < 0 or params.start_epoch > params.end_epoch:
             raise UserError("method.alpha must be >= 0 and method.start_epoch <= method.end_epoch")
         self.params = params
+        self.modulated = MODULATED[params.modulate]
         self.runtime = context.runtime
         self.epoch = 1
         self.coeffs: dict[str, float] = {}
@@ -68,11 +83,9 @@ class OGMGE(Method):
 
     def training_step(self, model: MultiModalNet, batch: Batch) -> dict[str, torch.Tensor]:
         out = model(batch.inputs)
+        uni = out["unimodal_logits"]
         with torch.no_grad():
-            share = model.head.bias * (1 - 1 / len(model.modalities))  # W_m f_m + b  ->  W_m f_m + b / M
-            uni = out["unimodal_logits"]
-            sums = torch.stack([F.softmax(z.float() - share, dim=1).gather(1, batch.target[:, None]).sum()
-                                for z in uni.values()])  # (M,) this rank's scores  # fmt: skip
+            sums = confidence_scores(uni, model.head.bias, batch.target)  # (M,) this rank's scores
             sums = all_reduce_sum(self.runtime, sums)  # every rank's samples: one ratio, one k, on every rank
         self.coeffs = modulation_coefficients(dict(zip(uni, sums.tolist(), strict=True)), self.params.alpha)
         return {"task_loss": F.cross_entropy(out["logits"], batch.target)}
@@ -85,7 +98,7 @@ class OGMGE(Method):
             if not active:
                 continue
             for p in model.encoders[m].parameters():
-                if p.grad is None:
+                if p.grad is None or not self.modulated(p):
                     continue
                 noise_std = p.grad.std() + 1e-8 if p.grad.numel() > 1 else None  # of the unmodulated gradient
                 p.grad.mul_(k)

@@ -73,6 +73,9 @@ class OGMGEParams:
     start_epoch: int = 1  # first epoch with modulation (1-based)
     end_epoch: int = 50  # last epoch with modulation
     gaussian_enhancement: bool = True  # GE: add N(0, std(grad)^2) to modulated gradients
+    # which encoder gradients are modulated: all (mmtool) or conv, only 4-D tensors (2-D convolution kernels),
+    # as the released code; with MLP encoders (or 3-D convolutions) conv modulates nothing, as the original
+    modulate: str = checked("all", one_of("all", "conv"))
 
 
 @dataclass(frozen=True)
@@ -96,10 +99,18 @@ class AlternatingUnimodalAdaptationParams:
 
 @dataclass(frozen=True)
 class BalancedMultiModalParams:
+    # paper: Eq. 2 and Def. 5.1 as written; code: the released code's MMTM (sigmoid(w) scale, (C0 + C1)/2
+    # bottleneck), mu from the weights before the step, log10 (docs/fidelity.md lists every difference)
+    variant: str = checked("paper", one_of("paper", "code"))
     mode: str = "guided"  # guided | random | vanilla
-    alpha: float = 0.1  # imbalance tolerance: paper 002 uses 0.1 on Colored-and-gray MNIST, 0.01 on ModelNet40
+    # imbalance tolerance in the authors' units (their d_speed uses log10): paper 002 uses 0.1 on
+    # Colored-and-gray MNIST, 0.01 on ModelNet40; variant paper compares its ln-based d_speed with alpha * ln 10
+    alpha: float = 0.1
     window: int = 5  # Q, re-balancing steps per window (paper 002: 5 on every dataset)
     warmup_epochs: int = 1  # regular steps only (paper 002: the first epoch)
+    # variant code only, off by default: reproduce a bug of the released code, whose re-balancing steps for
+    # the second modality use the running mean of the *first* modality's excitation (needs equal widths)
+    bug_compatible: bool = False
 
 
 METHOD_PARAMS: dict[str, type] = {

@@ -14,7 +14,9 @@ before the encoder, and the encoder is built for the transform's output shape. S
 one ``encoder``/``encoder_args`` for every modality, still build.
 
 ``fusion`` picks how the encoders are connected: ``late`` (:class:`MultiModalNet`, they meet in the
-head) or ``mmtm`` (:class:`~mmtool.models.mmtm.MMTMNet`, MMTM modules between encoder blocks).
+head) or ``mmtm`` (:class:`~mmtool.models.mmtm.MMTMNet`, MMTM modules between encoder blocks); an
+optional ``fusion_args`` dict holds the fusion's settings (MMTM's ``excite_scale`` and ``bottleneck``,
+which a method may set through ``adapt_spec``).
 """
 
 from __future__ import annotations
@@ -113,6 +115,6 @@ def build_model(spec: dict) -> MultiModalNet:
     fusion = spec.get("fusion", "late")
     if fusion not in FUSIONS:
         raise UserError(f"model.fusion: unknown fusion {fusion!r} (known: {', '.join(FUSIONS)})")
-    model = FUSIONS[fusion](encoders, head, transforms)
+    model = FUSIONS[fusion](encoders, head, transforms, **spec.get("fusion_args", {}))
     model.spec = spec  # what rebuilds it: later stages combine models by their specs
     return model

@@ -26,15 +26,17 @@ from torch import nn
 from mmtool.errors import UserError
 from mmtool.models.base import FeaturesHook, MultiModalNet
 
+MMTM_DEFAULTS = {"excite_scale": 2.0, "bottleneck": 4}  # Eq. 2's factor; mmtool's bottleneck divisor
+
 
 def squeeze(a: torch.Tensor) -> torch.Tensor:
     """(B, C, ...) -> (B, C): global average over every spatial dimension."""
     return a.flatten(2).mean(-1) if a.dim() > 2 else a
 
 
-def excite(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """``2 * sigmoid(w) * a`` channel-wise; ``w`` is (B, C)."""
-    scale = 2 * torch.sigmoid(w)
+def excite(a: torch.Tensor, w: torch.Tensor, factor: float = 2.0) -> torch.Tensor:
+    """``factor * sigmoid(w) * a`` channel-wise; ``w`` is (B, C)."""
+    scale = factor * torch.sigmoid(w)
     return a * scale.view(*scale.shape, *([1] * (a.dim() - 2)))
 
 
@@ -45,9 +47,9 @@ class MMTM(nn.Module):
     ``to_w[1]`` only on branch 1's (the green, green/blue and green/red blocks of paper 002, Fig. 1).
     """
 
-    def __init__(self, c0: int, c1: int, reduction: int = 4) -> None:
+    def __init__(self, c0: int, c1: int, bottleneck: int = 4) -> None:
         super().__init__()
-        hidden = max(1, (c0 + c1) // reduction)  # MMTM's bottleneck; reduction 4 as in Joze et al.
+        hidden = max(1, (c0 + c1) // bottleneck)  # (C0 + C1) / 4: mmtool's choice, see the module docstring
         self.shared = nn.Sequential(nn.Linear(c0 + c1, hidden), nn.ReLU())
         self.to_w = nn.ModuleList([nn.Linear(hidden, c0), nn.Linear(hidden, c1)])
 
@@ -66,9 +68,18 @@ class MMTMNet(MultiModalNet):
     """
 
     def __init__(
-        self, encoders: dict[str, nn.Module], head: nn.Module, transforms: dict[str, nn.Module] | None = None
+        self,
+        encoders: dict[str, nn.Module],
+        head: nn.Module,
+        transforms: dict[str, nn.Module] | None = None,
+        excite_scale: float = 2.0,
+        bottleneck: int = 4,
     ) -> None:
         super().__init__(encoders, head, transforms)
+        if excite_scale <= 0 or bottleneck < 1:
+            raise UserError("model fusion_args: excite_scale must be > 0 and bottleneck >= 1")
+        self.excite_scale = excite_scale
+        self.fusion_args = {"excite_scale": float(excite_scale), "bottleneck": int(bottleneck)}  # what built it
         if len(encoders) != 2:
             raise UserError(f"model.fusion: mmtm links exactly two modalities, got {list(encoders)}")
         encs = list(encoders.values())
@@ -81,7 +92,8 @@ class MMTMNet(MultiModalNet):
                 f"(got {points[0]} and {points[1]}; for mlp encoders give >= 2 widths, e.g. model.hidden=[64,32])"
             )
         self.points = points[0]
-        self.mmtm = nn.ModuleList([MMTM(encs[0].block_dims[k], encs[1].block_dims[k]) for k in self.points])
+        dims = [(encs[0].block_dims[k], encs[1].block_dims[k]) for k in self.points]
+        self.mmtm = nn.ModuleList([MMTM(c0, c1, bottleneck) for c0, c1 in dims])
 
     def forward(
         self,
@@ -140,7 +152,7 @@ class MMTMNet(MultiModalNet):
                     excite_record.setdefault(m, []).append(w[m].detach().float())
             for m, fixed in (excite_override or {}).items():
                 w[m] = fixed[k].to(w[m].dtype).expand_as(w[m])
-            a = {m: excite(a[m], w[m]) for m in (m0, m1)}
+            a = {m: excite(a[m], w[m], self.excite_scale) for m in (m0, m1)}
         return {m: self.encoders[m].pool(a[m]) if hasattr(self.encoders[m], "pool") else a[m] for m in (m0, m1)}
 
     def squeezed(self, inputs: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from mmtool.config import ModelConfig
+from mmtool.data import Batch
 from mmtool.engine.loop import fit
 from mmtool.engine.runtime import Runtime
 from mmtool.errors import UserError
@@ -250,3 +251,64 @@ def test_balanced_trains_cnn_branches(train_cfgs, tmp_path):
     assert shares[0] == 0.0 and all(0.0 < s < 1.0 for s in shares[1:])  # warm-up, then regular and Q = 1 alternate
     after = model.state_dict()
     assert all(not torch.equal(v, after[k]) for k, v in before.items()), "a parameter or BN statistic did not move"
+
+
+def test_code_variant_d_speed_matches_the_released_code():
+    """Golden values from nyukat/greedy_multimodal_learning at a190e03755bd8d0883b2c5c0cd7921d2561ce2ee,
+    ``src/callbacks.py``, ``Bias_Mitigation_Strong.compute_BDR`` (called from ``on_backward_end``, before
+    ``optimizer.step``), on these seeded weights and gradients under their parameter names (``net_view_*``
+    for the branches and their classifiers, ``mmtm*.fc_squeeze`` shared, ``fc_visual``/``fc_skeleton``),
+    two SGD steps of lr 0.1: log10 of the ratios, weights before the step."""
+    method = build_method("balanced", {"variant": "code"}, MethodContext(num_classes=3, modalities=TWO, seed=3))
+    cfg = ModelConfig(encoder="mlp", hidden=(6, 4), head="ensemble", fusion="mmtm")
+    model = build_model(method.adapt_spec(model_spec(cfg, {"m1": 5, "m2": 3}, 3, list(TWO))))
+    gen = torch.Generator().manual_seed(7)
+    params = list(model.parameters())
+    with torch.no_grad():
+        for p in params:
+            p.copy_(torch.randn(p.shape, generator=gen))
+    method.setup(model)
+    method.on_epoch_start(model, 1)
+    batch = Batch({"m1": torch.randn(4, 5), "m2": torch.randn(4, 3)}, torch.tensor([0, 1, 2, 0]))
+    for step, golden in enumerate([0.014097461196700892, -0.0457534412957422]):
+        method.training_step(model, batch)
+        for p in params:  # this step's gradients, drawn in the golden run's order
+            p.grad = torch.randn(p.shape, generator=gen)
+        method.after_backward(model, step)
+        with torch.no_grad():
+            for p in params:
+                p -= 0.1 * p.grad
+        method.after_step(model, step)
+        assert method.epoch_metrics()["d_speed"] == pytest.approx(golden, abs=1e-5)
+
+
+def test_variants_build_their_mmtm_and_refuse_the_other():
+    paper, code = balanced(), balanced(variant="code")
+    cfg = ModelConfig(encoder="mlp", hidden=(16, 8), head="ensemble", fusion="mmtm")
+    spec = model_spec(cfg, DIMS, 2, list(TWO))
+    assert paper.adapt_spec(spec) == spec  # the default model is unchanged
+    coded = build_model(code.adapt_spec(spec))
+    assert coded.excite_scale == 1.0 and coded.mmtm[0].shared[0].out_features == (16 + 16) // 2
+    with pytest.raises(UserError, match="variant 'code' needs an MMTM model"):
+        code.setup(build_model(spec))
+    with pytest.raises(UserError, match="bug_compatible"):
+        balanced(bug_compatible=True)
+
+
+def test_paper_alpha_is_in_log10_units():
+    """The authors' α bounds a log10 d_speed; variant paper's ln-based d_speed is bounded by α·ln 10."""
+    from mmtool.methods.balanced import VARIANTS
+
+    assert VARIANTS["paper"].threshold(0.01) == pytest.approx(0.01 * math.log(10))
+    assert VARIANTS["code"].threshold(0.01) == 0.01
+    sums = {"fusion:m1": 2.0, "branch:m1": 1.0, "fusion:m2": 1.0, "branch:m2": 1.0}
+    ln, log10 = conditional_speeds(sums, *TWO)["d_speed"], conditional_speeds(sums, *TWO, math.log10)["d_speed"]
+    assert ln == pytest.approx(log10 * math.log(10))
+
+
+def test_bug_compatible_feeds_the_second_mean_from_the_first(alpha_splits):
+    method = balanced(variant="code", bug_compatible=True)
+    cfg = ModelConfig(encoder="mlp", hidden=(16, 8), head="ensemble", fusion="mmtm")
+    model = build_model(method.adapt_spec(model_spec(cfg, DIMS, 2, list(TWO))))
+    take_steps(model, method, batches(alpha_splits["train"])[:2], epoch=1)
+    assert all(torch.equal(a, b) for a, b in zip(method.excite_sum["m1"], method.excite_sum["m2"], strict=True))

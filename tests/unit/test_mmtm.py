@@ -136,3 +136,42 @@ def test_mmtm_on_resnet18_sits_after_layer2_3_4():
     with torch.no_grad():
         out = model({"m1": torch.rand(2, 3, 32, 32), "m2": torch.rand(2, 1, 32, 32)})
     assert out["logits"].shape == (2, 3) and torch.isfinite(out["logits"]).all()
+
+
+def test_mmtm_code_settings_match_the_released_module():
+    """Golden values from nyukat/greedy_multimodal_learning at a190e03755bd8d0883b2c5c0cd7921d2561ce2ee,
+    ``src/balanced_mmtm.py``, ``MMTM_mitigate(4, 6, ratio=4).forward`` (regular mode; its running averages
+    moved to the CPU): ``sigmoid(w) * A`` and a hidden width of ``int(2 * (C0 + C1) / 4)`` = 5."""
+    from mmtool.models.mmtm import MMTM
+
+    mmtm = MMTM(4, 6, bottleneck=2)
+    assert mmtm.shared[0].out_features == 5
+    g = torch.Generator().manual_seed(0)
+    layers = [mmtm.shared[0], mmtm.to_w[0], mmtm.to_w[1]]  # fc_squeeze, fc_visual, fc_skeleton
+    with torch.no_grad():
+        for p in [t for layer in layers for t in (layer.weight, layer.bias)]:
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    x0, x1 = torch.randn(2, 4, 2, 2, generator=g), torch.randn(2, 6, generator=g)
+    with torch.no_grad():
+        w0, w1 = mmtm(x0.flatten(2).mean(-1), x1)
+        out0, out1 = excite(x0, w0, factor=1.0), excite(x1, w1, factor=1.0)
+    golden0 = [0.6243676543235779, 0.07593444734811783, 0.9087886214256287, 0.4513106644153595, 0.1100655123591423,
+               -0.1658398061990738, 0.06539564579725266, 0.01764453575015068, 0.49030038714408875, -0.7311989665031433,
+               -0.8745683431625366, -0.8794108033180237, 0.25066930055618286, -0.040094900876283646, 0.1493690311908722,
+               0.18910515308380127, 0.07099437713623047, 0.36262550950050354, -0.11883550137281418, 0.4228924810886383,
+               -0.28275495767593384, -0.948131263256073, -0.2821967303752899, -0.26273778080940247, 0.3283684253692627,
+               -0.5981082916259766, 0.30118048191070557, -0.271291047334671, -0.3131192922592163, -0.20489776134490967,
+               0.0033945851027965546, 0.09667553007602692]  # fmt: skip
+    golden1 = [-0.07597128301858902, -0.299959272146225, -0.008188997395336628, 0.2304718941450119,
+               -0.3360442519187927, -0.07904796302318573, -0.37959977984428406, -0.17435429990291595,
+               -0.0725487619638443, -0.04511750862002373, -0.10163064301013947, -0.4656936526298523]  # fmt: skip
+    assert out0.flatten().tolist() == pytest.approx(golden0, abs=1e-5)
+    assert out1.flatten().tolist() == pytest.approx(golden1, abs=1e-5)
+
+
+def test_fusion_args_are_saved_in_the_spec_and_rebuild_the_model():
+    cfg = ModelConfig(encoder="mlp", hidden=(16, 8), head="ensemble", fusion="mmtm")
+    spec = {**model_spec(cfg, DIMS, 2, ["m1", "m2"]), "fusion_args": {"excite_scale": 1.0, "bottleneck": 2}}
+    model = build_model(spec)
+    assert model.fusion_args == {"excite_scale": 1.0, "bottleneck": 2} and model.mmtm[0].shared[0].out_features == 16
+    assert build_model(model.spec).fusion_args == model.fusion_args
