@@ -1,4 +1,5 @@
-"""One small name -> object registry, used for datasets, encoders, heads and methods."""
+"""One small name -> object registry, used for datasets, encoders, heads and methods; :class:`LazyRegistry`
+imports the modules that register into it on its first lookup (methods, datasets)."""
 
 from __future__ import annotations
 
@@ -54,3 +55,37 @@ class Registry(Generic[T]):
 
     def items(self) -> list[tuple[str, Any]]:
         return sorted(self._items.items())
+
+
+class LazyRegistry(Registry[T]):
+    """A registry filled by modules imported on its first lookup (:meth:`load_all`), not at import time: the
+    modules that register import the registry, so it cannot import them at its own import."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self._loaded = False
+
+    def load_all(self) -> None:
+        """Import the modules that register here (called once, before the first lookup)."""
+        raise NotImplementedError
+
+    def _load(self) -> None:
+        if not self._loaded:
+            self._loaded = True  # first: lookups made while those modules import must not recurse
+            self.load_all()
+
+    def get(self, name: str) -> T:
+        self._load()
+        return super().get(name)
+
+    def names(self) -> list[str]:
+        self._load()
+        return super().names()
+
+    def items(self) -> list[tuple[str, Any]]:
+        self._load()
+        return super().items()
+
+    def __contains__(self, name: object) -> bool:
+        self._load()
+        return super().__contains__(name)

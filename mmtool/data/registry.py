@@ -23,10 +23,10 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from mmtool.data.settings import BUILTIN_SETTINGS
-from mmtool.registry import Registry
+from mmtool.registry import LazyRegistry
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -75,13 +75,12 @@ class DatasetSpec:
     raw_doc: str | None = None  # real datasets: where the published layout `prep --raw DIR` reads is described
 
 
-class DatasetRegistry(Registry[DatasetSpec]):
+class DatasetRegistry(LazyRegistry[DatasetSpec]):
     """The dataset registry: loads the built-in families and the entry-point ones on the first lookup, and
     refuses a spec whose settings is not a dataclass (or, for a built-in name, not its listed class)."""
 
     def __init__(self) -> None:
         super().__init__("dataset")
-        self._loaded = False
 
     def register(self, name: str) -> Callable[[DatasetSpec], DatasetSpec]:
         add = super().register(name)
@@ -96,32 +95,13 @@ class DatasetRegistry(Registry[DatasetSpec]):
         """The spec of ``name`` if it is registered already (no family is imported)."""
         return self._items.get(name)
 
-    def _load(self) -> None:
-        if self._loaded:
-            return
-        self._loaded = True  # first: the families' own lookups while they import must not recurse
+    def load_all(self) -> None:
         for module in BUILTIN_FAMILIES:
             importlib.import_module(module)
         from importlib.metadata import entry_points
 
         for entry in entry_points(group=ENTRY_POINTS):
             importlib.import_module(entry.value.split(":")[0])
-
-    def get(self, name: str) -> DatasetSpec:
-        self._load()
-        return super().get(name)
-
-    def names(self) -> list[str]:
-        self._load()
-        return super().names()
-
-    def items(self) -> list[tuple[str, Any]]:
-        self._load()
-        return super().items()
-
-    def __contains__(self, name: object) -> bool:
-        self._load()
-        return super().__contains__(name)
 
 
 def _check_settings(name: str, settings: type) -> None:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from mmtool.methods.base import Method
 from mmtool.methods.params import METHOD_PARAMS, METHOD_REFERENCES, METHOD_SUMMARIES
-from mmtool.registry import Registry
+from mmtool.registry import LazyRegistry
 
 if TYPE_CHECKING:
     from mmtool.engine.runtime import Runtime
@@ -47,14 +47,13 @@ _MODULES = (
 )
 
 
-class MethodRegistry(Registry[type]):
+class MethodRegistry(LazyRegistry[type]):
     """The method registry: loads the method modules on first lookup, and registers a class only if it
     follows the protocol -- a direct subclass of :class:`Method` whose ``Params``, ``summary`` and
     ``reference`` are the ones :mod:`mmtool.methods.params` lists for its name."""
 
     def __init__(self) -> None:
         super().__init__("method")
-        self._loaded = False
 
     def register(self, name: str) -> Callable[[type], type]:
         add = super().register(name)
@@ -65,27 +64,9 @@ class MethodRegistry(Registry[type]):
 
         return checked
 
-    def _load(self) -> None:
-        if not self._loaded:
-            self._loaded = True
-            for module in _MODULES:
-                importlib.import_module(f"mmtool.methods.{module}")
-
-    def get(self, name: str) -> type:
-        self._load()
-        return super().get(name)
-
-    def names(self) -> list[str]:
-        self._load()
-        return super().names()
-
-    def items(self) -> list[tuple[str, Any]]:
-        self._load()
-        return super().items()
-
-    def __contains__(self, name: object) -> bool:
-        self._load()
-        return super().__contains__(name)
+    def load_all(self) -> None:
+        for module in _MODULES:
+            importlib.import_module(f"mmtool.methods.{module}")
 
 
 def _check_method_class(name: str, cls: type) -> None:
