@@ -171,23 +171,7 @@ def run_pipeline(
     done = _read_journal(out / JOURNAL, prints)
     todo = [it for it in items if it.key not in done]
     budget = max_skip_frac * len(items)
-    skipped = sum(1 for e in done.values() if "reason" in e)
-    progress = Progress(len(items), label, already=len(done))
-    stop = _StopOnSignal()
-    try:
-        with stop, open(out / JOURNAL, "a") as journal:
-            for entry in _run(todo, process, out, workers, stop):
-                journal.write(json.dumps({**entry, "fp": prints[entry["key"]]}, sort_keys=True) + "\n")
-                journal.flush()
-                done[entry["key"]] = entry
-                skipped += "reason" in entry
-                progress.advance()
-                fault_point("prep_item")
-                stop.check(label, len(done), len(items))
-                if skipped > budget:
-                    break
-    finally:
-        progress.close()
+    _journaled(todo, process, out, workers, prints, done, budget, label, len(items))
     skips = sorted((_without_fp(e) for e in done.values() if "reason" in e), key=lambda e: e["key"])
     write_jsonl(out / "skipped.jsonl", skips)
     write_jsonl(out / "missing.jsonl", sorted(missing, key=lambda m: m["key"]))
@@ -201,6 +185,29 @@ def run_pipeline(
         )
     return PipelineResult(records, skips, sorted(missing, key=lambda m: m["key"]), len(items) - len(todo),
                           round(time.perf_counter() - started, 3))  # fmt: skip
+
+
+def _journaled(todo: list[PrepItem], process, out: Path, workers: int, prints: dict[str, str], done: dict[str, dict],
+               budget: float, label: str, total: int) -> None:  # fmt: skip
+    """Process ``todo``, journaling each finished item (with its fingerprint) and adding it to ``done``; stops
+    between items on a signal (:class:`PrepInterrupted`) or at the first skip over ``budget``."""
+    skipped = sum(1 for e in done.values() if "reason" in e)
+    progress = Progress(total, label, already=len(done))
+    stop = _StopOnSignal()
+    try:
+        with stop, open(out / JOURNAL, "a") as journal:
+            for entry in _run(todo, process, out, workers, stop):
+                journal.write(json.dumps({**entry, "fp": prints[entry["key"]]}, sort_keys=True) + "\n")
+                journal.flush()
+                done[entry["key"]] = entry
+                skipped += "reason" in entry
+                progress.advance()
+                fault_point("prep_item")
+                stop.check(label, len(done), total)
+                if skipped > budget:
+                    break
+    finally:
+        progress.close()
 
 
 def _too_many(skipped: int, tried: int, total: int, frac: float, where: Path) -> str:
