@@ -819,20 +819,7 @@ def _coerce(tp: Any, value: Any, key: str, problems: list[str]) -> Any:
     their own keys' problems into ``problems``."""
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            found: list[str] = []  # a member's nested problems count only if that member is taken
-            try:
-                value = _coerce(arg, value, key, found)
-            except _Invalid:
-                continue
-            problems.extend(found)
-            return value
-        raise _type_error(key, tp, value)
+        return _coerce_union(tp, value, key, problems)
     if tp is DataConfig:
         return _build_data(value, key + ".", problems)
     if dataclasses.is_dataclass(tp):
@@ -863,6 +850,29 @@ def _coerce(tp: Any, value: Any, key: str, problems: list[str]) -> Any:
         raise _Invalid(f"key '{key}' must be one of {', '.join(map(str, allowed))}, got {value!r}")
     if tp is Any:
         return value
+    return _coerce_scalar(tp, value, key)
+
+
+def _coerce_union(tp: Any, value: Any, key: str, problems: list[str]) -> Any:
+    """``value`` as the first member of the union ``tp`` that takes it (None for an optional)."""
+    args = typing.get_args(tp)
+    if value is None and type(None) in args:
+        return None
+    for arg in args:
+        if arg is type(None):
+            continue
+        found: list[str] = []  # a member's nested problems count only if that member is taken
+        try:
+            value = _coerce(arg, value, key, found)
+        except _Invalid:
+            continue
+        problems.extend(found)
+        return value
+    raise _type_error(key, tp, value)
+
+
+def _coerce_scalar(tp: Any, value: Any, key: str) -> Any:
+    """A float (an int is one too), an int, a string or a bool; never a bool for a number."""
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
