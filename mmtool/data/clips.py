@@ -404,6 +404,21 @@ def sweep(out: Path, records: list[dict]) -> None:
             os.unlink(entry.path)
 
 
+def _stored_modalities(av: AudioVisualSettings, keep_aspect: bool) -> dict:
+    """How a clip cache stores each modality (the manifest's ``modalities``)."""
+    s, t = av.store_size, av.clip_frames
+    if keep_aspect:
+        layout = "frames stacked vertically, uint8 RGB; aspect ratio kept, min(H, W) = short_side"
+        video = {"file": "frames/<xx>/<key>.jpg", "stored_shape": [t, "H", "W", 3], "frames": t, "short_side": s,
+                 "layout": layout}  # fmt: skip
+    else:
+        video = {"file": "frames/<xx>/<key>.jpg", "stored_shape": [t * s, s, 3], "frames": t, "size": s,
+                 "layout": "frames stacked vertically, uint8 RGB"}  # fmt: skip
+    audio = {"file": "audio/<xx>/<key>.npy", "dtype": "float32", "channels": 1, "sample_rate": av.sample_rate,
+             "max_seconds": MAX_AUDIO_FACTOR * av.audio_seconds, "min_seconds": MIN_AUDIO_SECONDS}  # fmt: skip
+    return {"video": {**video, "jpeg_quality": JPEG_QUALITY, "min_source_frames": MIN_FRAMES}, "audio": audio}
+
+
 def clip_manifest(
     cfg: DataConfig, *, data_format: int, classes: list[str], records: list[dict], skipped: list[dict], missing: int,
     source: dict, checksums: dict, label_order: str, split_note: str, keep_aspect: bool = False,
@@ -415,13 +430,6 @@ def clip_manifest(
         per_split[r["split"]][r["label"]] += 1
     av = av_settings(cfg)
     s, t = av.store_size, av.clip_frames
-    if keep_aspect:
-        layout = "frames stacked vertically, uint8 RGB; aspect ratio kept, min(H, W) = short_side"
-        video = {"file": "frames/<xx>/<key>.jpg", "stored_shape": [t, "H", "W", 3], "frames": t, "short_side": s,
-                 "layout": layout}  # fmt: skip
-    else:
-        video = {"file": "frames/<xx>/<key>.jpg", "stored_shape": [t * s, s, 3], "frames": t, "size": s,
-                 "layout": "frames stacked vertically, uint8 RGB"}  # fmt: skip
     return {
         "dataset": cfg.name,
         "format": data_format,
@@ -433,17 +441,7 @@ def clip_manifest(
         "split_counts": per_split,
         "split_sizes": {k: sum(v) for k, v in per_split.items()},
         "split_note": split_note,
-        "modalities": {
-            "video": {**video, "jpeg_quality": JPEG_QUALITY, "min_source_frames": MIN_FRAMES},
-            "audio": {
-                "file": "audio/<xx>/<key>.npy",
-                "dtype": "float32",
-                "channels": 1,
-                "sample_rate": av.sample_rate,
-                "max_seconds": MAX_AUDIO_FACTOR * av.audio_seconds,
-                "min_seconds": MIN_AUDIO_SECONDS,
-            },
-        },
+        "modalities": _stored_modalities(av, keep_aspect),
         # what the model sees before input transforms; the crop size is a load-time setting
         "input_dims": {"video": [3, t, "image_size", "image_size"], "audio": [audio_samples(cfg)]},
         "settings": {
