@@ -95,14 +95,7 @@ def fit(
     if runtime.is_main:
         store.create()
     metrics = MetricLoggers(out, cfg.loggers)
-    runtime.prepare_model(model)
-    method.setup(model)  # attaches the method's trainable extras to the model, before the optimizer sees it
-    model = runtime.convert_sync_batchnorm(model)
-    groups = method.param_groups(model)
-    opt = build_optimizer(groups, optim)
-    sched = build_scheduler(opt, schedule)
-    scaler = runtime.grad_scaler()
-    step_model = runtime.wrap(model, find_unused_parameters=not method.uses_every_parameter)
+    model, step_model, opt, sched, scaler = _training_parts(model, method, optim, schedule, runtime)
     state = _State(best_epoch=0, best_val={"accuracy": -math.inf}, start=1)
     resumed = None
     if resume:
@@ -122,6 +115,18 @@ def fit(
         _complete(run, optim)
     runtime.barrier()  # every rank leaves with rank 0's files complete
     return FitResult(state.best_epoch, state.best_val, cfg.epochs, resumed, state.best_weights)
+
+
+def _training_parts(model: MultiModalNet, method: Any, optim: OptimConfig, schedule: ScheduleConfig,
+                    runtime: Runtime) -> tuple:  # fmt: skip
+    """(model, the model a step runs: DDP-wrapped under torchrun, optimizer, scheduler, grad scaler)."""
+    runtime.prepare_model(model)
+    method.setup(model)  # attaches the method's trainable extras to the model, before the optimizer sees it
+    model = runtime.convert_sync_batchnorm(model)
+    opt = build_optimizer(method.param_groups(model), optim)
+    sched = build_scheduler(opt, schedule)
+    step_model = runtime.wrap(model, find_unused_parameters=not method.uses_every_parameter)
+    return model, step_model, opt, sched, runtime.grad_scaler()
 
 
 def _resume(store: CheckpointStore, spec: dict, model, opt, sched, scaler, method, state: _State,
