@@ -947,7 +947,7 @@ def _is_number(text: str) -> bool:
 
 def save_recipe(recipe: Recipe, path: Path) -> None:
     """Write the resolved recipe as YAML (loadable again with :func:`load_recipe`)."""
-    from mmtool.runs import atomic_write_text
+    from mmtool.files import atomic_write_text
 
     atomic_write_text(path, yaml.dump(recipe.to_dict(), Dumper=_RecipeDumper, sort_keys=False))
 

@@ -47,19 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 from mmtool.errors import Interrupted, UserError
 from mmtool.faults import fault_point
-from mmtool.files import (  # noqa: F401  (re-exported: data caches and tables write through these names)
-    MetricsWriter,
-    atomic_write,
-    atomic_write_bytes,
-    atomic_write_text,
-    finite_or_none,
-    is_writer,
-    read_json,
-    set_writer,
-    storage_error,
-    write_json,
-    writing,
-)
+from mmtool.files import MetricsWriter, is_writer, read_json, write_json, writing
 
 if TYPE_CHECKING:
     from mmtool.config import Recipe

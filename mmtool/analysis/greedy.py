@@ -21,7 +21,8 @@ from pathlib import Path
 
 from mmtool.analysis import plots
 from mmtool.analysis.tables import mean, mean_std
-from mmtool.runs import atomic_write_text, metrics_of, results_of
+from mmtool.files import atomic_write_text
+from mmtool.runs import metrics_of, results_of
 
 ORDER = ("vanilla", "guided", "random")
 

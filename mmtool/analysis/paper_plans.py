@@ -215,8 +215,8 @@ def reproduce(opts: Options, executor, dry_run: bool = False) -> int:
     """Build the plan of ``opts.table``, run what did not finish before and write the table; the exit status
     (1 when a run failed: the table is then not written)."""
     from mmtool.analysis import paper_tables
+    from mmtool.files import atomic_write_text
     from mmtool.plans.driver import preview, report, run_plan, say
-    from mmtool.runs import atomic_write_text
 
     plan = build(opts)
     if dry_run:

@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmtool.analysis.tables import mean_std
-from mmtool.runs import atomic_write_text, config_of, is_finished, results_of
+from mmtool.files import atomic_write_text
+from mmtool.runs import config_of, is_finished, results_of
 
 Cell = float | str | None  # a paper cell: a number, a number with the paper's mark ("50.6*") or a word
 # The run folders of each (dataset, run name), one per seed, where a plan names them (`mmtool reproduce`:

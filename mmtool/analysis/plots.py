@@ -24,7 +24,7 @@ STYLES = ("-", "--", "-.", ":")  # cycled with the colours: a line drawn over an
 
 def training_curves(metrics_path: Path, out: Path, title: str) -> Path | None:
     """Training losses and validation accuracy against epochs, from ``metrics.jsonl``."""
-    from mmtool.runs import MetricsWriter
+    from mmtool.files import MetricsWriter
 
     records = MetricsWriter(metrics_path).read()
     if not records:
@@ -104,7 +104,7 @@ def confusion(cm: list[list[int]], out: Path, title: str) -> Path:
 
 def _save(fig, plt, out: Path) -> Path:
     from mmtool.faults import fault_point
-    from mmtool.runs import atomic_write
+    from mmtool.files import atomic_write
 
     out = Path(out)
 

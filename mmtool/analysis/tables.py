@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mmtool.analysis.report import summarise
-from mmtool.runs import atomic_write_text
+from mmtool.files import atomic_write_text
 
 
 def mean_std(values: list[float], digits: int = 1, sign: str = "") -> str:

@@ -32,7 +32,7 @@ from mmtool.data.pipeline import JOURNAL
 from mmtool.data.registry import DATASETS, PrepOptions
 from mmtool.data.source import ArraySource, SplitSource
 from mmtool.errors import UserError
-from mmtool.runs import atomic_write_bytes, write_json
+from mmtool.files import atomic_write_bytes, write_json
 
 SPLITS = ("train", "val", "test")
 
@@ -172,7 +172,7 @@ def load_dataset(cfg: DataConfig) -> Dataset:
 def _prepare_on_first_use(cfg: DataConfig, folder: Path, how: str) -> None:
     """Generate an embedded dataset's cache. Under torchrun rank 0 writes it (the other ranks write no
     files) while the others wait for its manifest, taking the prep lock in turn."""
-    from mmtool.runs import is_writer
+    from mmtool.files import is_writer
 
     if is_writer():
         _say(f"preparing {cfg.name} under {folder} on first use (as `{how}` would)")

@@ -47,7 +47,7 @@ from mmtool.data.registry import dataset_settings
 from mmtool.data.settings import AudioVisualSettings
 from mmtool.data.transforms import IMAGENET_MEAN, IMAGENET_STD, center_crop, hflip, normalize, random_crop, resize
 from mmtool.errors import UserError
-from mmtool.runs import atomic_write_bytes
+from mmtool.files import atomic_write_bytes
 
 MODALITIES = ("video", "audio")
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".flv")  # preference order

@@ -52,8 +52,8 @@ import numpy as np
 
 from mmtool.errors import PrepInterrupted, UserError
 from mmtool.faults import fault_point
+from mmtool.files import atomic_write_bytes, atomic_write_text
 from mmtool.procs import exit_with
-from mmtool.runs import atomic_write_bytes, atomic_write_text
 
 REASONS = {
     "zero_byte": "the file is empty (0 bytes)",

@@ -27,8 +27,9 @@ from mmtool.data import ArraySource, Dataset
 from mmtool.engine.inference import encode_only, run_inference
 from mmtool.engine.runtime import Runtime
 from mmtool.errors import UserError
+from mmtool.files import write_json
 from mmtool.models import MultiModalNet
-from mmtool.runs import Layout, held_briefly, write_json
+from mmtool.runs import Layout, held_briefly
 
 FEATURES_FORMAT = 1
 

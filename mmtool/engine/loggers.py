@@ -10,7 +10,7 @@ TensorBoard is an optional extra (``pip install 'mmtool[tensorboard]'``): asking
 package is a one-line error before training starts. Its events go to ``<run>/tensorboard/`` (the run's
 loggers' folder, :attr:`mmtool.runs.Layout.logs`):
 ``tensorboard --logdir runs/`` shows every run. A write the file system refuses, in any of them, is one
-line naming the file or folder (:func:`~mmtool.runs.writing`).
+line naming the file or folder (:func:`~mmtool.files.writing`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from typing import Any
 
 from mmtool.errors import UserError
 from mmtool.faults import fault_point
-from mmtool.runs import Layout, atomic_write_text, is_writer, writing
+from mmtool.files import atomic_write_text, is_writer, writing
+from mmtool.runs import Layout
 
 LOGGERS = ("jsonl", "csv", "tensorboard")
 

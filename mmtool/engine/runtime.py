@@ -16,7 +16,7 @@ CPU model name. ``fp16`` exists for CUDA only (with dynamic gradient scaling).
 Distributed data parallel: launched by ``torchrun`` (which sets ``RANK``, ``WORLD_SIZE`` and
 ``LOCAL_RANK``), :meth:`Runtime.from_config` joins the process group (NCCL on CUDA, gloo on CPU), puts
 each rank on its own GPU (``cuda:LOCAL_RANK``), and declares rank 0 the only process that writes run
-files (:func:`mmtool.runs.set_writer`). A recipe runs unchanged: ``train.batch_size`` is the global batch,
+files (:func:`mmtool.files.set_writer`). A recipe runs unchanged: ``train.batch_size`` is the global batch,
 split evenly over the ranks, so every optimizer step sees the same samples as in one process. Control
 decisions that must be the same on every rank (stop on a signal, checkpoint now) travel over a small gloo
 group, so agreeing on them never waits for the GPU.
@@ -260,7 +260,7 @@ def init_distributed(device: torch.device) -> None:
     make rank 0 the only writer of run files. The group is torn down when the process exits."""
     import atexit
 
-    from mmtool.runs import set_writer
+    from mmtool.files import set_writer
 
     dist = torch.distributed
     if not dist.is_available():

@@ -20,8 +20,9 @@ from mmtool.engine.models_io import fusion_model, teachers_of
 from mmtool.engine.runtime import Runtime
 from mmtool.engine.train import modalities_of
 from mmtool.errors import UserError
+from mmtool.files import atomic_write_text
 from mmtool.models.heads import average_log_probs, entropy_weighted_logits
-from mmtool.runs import Run, atomic_write_text
+from mmtool.runs import Run
 
 
 def run(recipe: Recipe, run: Run, runtime: Runtime) -> dict:

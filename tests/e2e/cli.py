@@ -41,7 +41,7 @@ def run_cli(cwd: Path, *args: str, stdin: str | None = None, check: bool = True,
 
 
 def _in_process(cwd: Path, args: list[str], stdin: str | None, env: dict[str, str]) -> subprocess.CompletedProcess:
-    from mmtool import cli, faults, runs
+    from mmtool import cli, faults, files, runs
 
     out, err = io.StringIO(), io.StringIO()
     saved_env = {k: os.environ.get(k) for k in env}
@@ -70,7 +70,7 @@ def _in_process(cwd: Path, args: list[str], stdin: str | None, env: dict[str, st
         for path in list(runs._held):  # what the end of a process releases
             runs.unlock_run(Path(path))
         faults._counts.clear()
-        runs.set_writer(True)
+        files.set_writer(True)
     return subprocess.CompletedProcess(["mmtool", *args], code, out.getvalue(), err.getvalue())
 
 

@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from mmtool.engine.checkpoint import load_checkpoint
-from mmtool.runs import LAST, MetricsWriter
+from mmtool.files import MetricsWriter
+from mmtool.runs import LAST
 from tests.e2e.cli import messages, run_cli
 
 TINY = ["data.n=600"]

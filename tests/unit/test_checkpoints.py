@@ -74,7 +74,7 @@ def test_a_pickled_payload_is_refused_naming_the_global(tmp_path, capsys):
 
 def test_a_refused_write_names_the_path_and_keeps_the_previous_file(tmp_path, monkeypatch):
     from mmtool import faults
-    from mmtool.runs import atomic_write_bytes
+    from mmtool.files import atomic_write_bytes
 
     target = tmp_path / "last.pt"
     atomic_write_bytes(target, b"good")

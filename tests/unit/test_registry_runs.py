@@ -8,9 +8,10 @@ import os
 import pytest
 
 from mmtool.errors import UserError
+from mmtool.files import MetricsWriter, atomic_write_bytes, atomic_write_text, read_json
 from mmtool.methods import METHODS
 from mmtool.registry import Registry
-from mmtool.runs import MetricsWriter, atomic_write_bytes, atomic_write_text, new_run_dir, read_json, require_run
+from mmtool.runs import new_run_dir, require_run
 
 
 # ------------------------------------------------------------------------------------------ registry
