@@ -18,8 +18,10 @@ Conditional learning speed (Def. 5.1). For modalities (a, b) = the model's (m0, 
   (the same rule as theirs; a bare α would be 2.3 times tighter).
 * ``code``: what the released code runs: MMTM ``σ(w)·A`` with a (C0 + C1)/2 bottleneck (set in the model
   spec through :meth:`adapt_spec`), μ from the weights *before* the step (measured between backward and
-  the optimizer step), log10 and the bare α. ``method.bug_compatible`` adds the released code's running
-  average bug: re-balancing steps for the second modality use the first modality's mean excitation.
+  the optimizer step), log10 and the bare α, and the released code's re-balancing mean: every MMTM keeps a
+  running mean of the per-batch means of σ(w), fed by every forward, evaluation and re-balancing steps
+  included (``fusion_args.running_mean``, :mod:`mmtool.models.mmtm`). ``method.bug_compatible`` adds the
+  released code's running average bug: the second modality's mean is fed from the first modality.
 
 Algorithm 1. The first ``warmup_epochs`` epochs take regular steps only. Then every regular step updates
 d_speed, and ``|d_speed|`` above the variant's tolerance opens a window of ``window`` (Q) re-balancing
@@ -29,7 +31,8 @@ d_speed > 0 (the model learns b faster relative to a) accelerates a, else b. A r
 accelerates modality m trains on the same loss with m's excitation in every MMTM fixed to w̄_m, the mean
 of w_m over the samples of all earlier regular steps (Eq. 13-14): branch m then sees nothing of the other
 modality and has to learn from its own input, while the other branch is rescaled as usual. The mean is
-taken over ``w`` before the sigmoid, as Eq. 13 is written (the authors' code averages σ(w)).
+taken over ``w`` before the sigmoid, as Eq. 13 is written (variant ``code``: the released code's running
+mean of σ(w), above).
 
 Modes: ``guided`` is Algorithm 1; ``random`` is the paper's random variant, which the paper does not
 spell out: after the warm-up each step is, with probability 1/3 each, a regular step or a re-balancing
@@ -37,7 +40,8 @@ step for one of the two modalities (as the authors' released code does); ``vanil
 steps only -- conventional training (the ``ume`` loss) with d_speed logged.
 
 The loss is the sum of the branches' cross-entropies (paper 002, Eq. 4), as ``ume``. Steps run
-``model(inputs, excite_record=...)`` (regular) or ``model(inputs, excite_override=...)`` (re-balancing).
+``model(inputs, excite_record=...)`` (regular) or ``model(inputs, excite_override=...)`` (re-balancing;
+``excite_average=[m]`` in variant ``code``).
 
 With several processes every regular step's statistics are combined over the ranks before use: the
 excitation sums and their sample counts are summed (w̄ is then the mean over every rank's samples), and
@@ -116,7 +120,8 @@ VARIANTS = {
         threshold=lambda alpha: alpha * math.log(10),  # the authors' α is on a log10 d_speed
         refuses={"bug_compatible": "variant 'paper' has no running-average bug to reproduce"},
     ),
-    "code": _Variant(fusion_args={"excite_scale": 1.0, "bottleneck": 2}, log=math.log10, mu_before_step=True),
+    "code": _Variant(fusion_args={"excite_scale": 1.0, "bottleneck": 2, "running_mean": "each"}, log=math.log10,
+                     mu_before_step=True),  # fmt: skip
 }
 
 
@@ -157,15 +162,19 @@ class BalancedMultiModal(Method):
         if not isinstance(model, MMTMNet) or head_name(model.head) != "ensemble":
             raise UserError("method 'balanced' needs model.fusion: mmtm and model.head: ensemble (paper 002, Sec. 3)")
         self.modalities = list(model.modalities)
-        wanted = {**MMTM_DEFAULTS, **self.variant.fusion_args}
+        wanted = {**MMTM_DEFAULTS, **self._fusion_args()}
         if model.fusion_args != wanted:
             raise UserError(f"method.variant {self.params.variant!r} needs an MMTM model with {wanted}, "
                             f"this one has {model.fusion_args}")  # fmt: skip
-        if self.params.bug_compatible and any(t.to_w[0].out_features != t.to_w[1].out_features for t in model.mmtm):
-            raise UserError("method.bug_compatible needs branches of equal widths at every MMTM (as the released code)")
+
+    def _fusion_args(self) -> dict:
+        args = dict(self.variant.fusion_args)
+        if self.params.bug_compatible:  # the released code feeds the second running mean from the first modality
+            args["running_mean"] = "first"
+        return args
 
     def adapt_spec(self, spec: dict) -> dict:
-        args = self.variant.fusion_args
+        args = self._fusion_args()
         return {**spec, "fusion_args": {**spec.get("fusion_args", {}), **args}} if args else spec
 
     def on_epoch_start(self, model: MultiModalNet, epoch: int) -> None:
@@ -185,6 +194,8 @@ class BalancedMultiModal(Method):
         if self.kind == REGULAR:
             self._recorded = {}
             out = model(batch.inputs, excite_record=self._recorded)
+        elif self.variant.fusion_args.get("running_mean", "none") != "none":  # the model's running mean of σ(w)
+            out = model(batch.inputs, excite_average=[self.kind])
         else:
             means = [s / self.excite_count for s in self.excite_sum[self.kind]]
             out = model(batch.inputs, excite_override={self.kind: means})
@@ -201,9 +212,6 @@ class BalancedMultiModal(Method):
             self._mu = {name: effective_update(params) for name, params in speed_groups(model).items()}
         speeds = self._mu
         totals = {m: [w.sum(0) for w in ws] for m, ws in self._recorded.items()}  # {m: [(C_k,)]} this rank's
-        if self.params.bug_compatible:  # the released code feeds the second running mean from the first modality
-            first, second = model.modalities
-            totals[second] = [t.clone() for t in totals[first]]
         count = len(next(iter(self._recorded.values()))[0])
         speeds, totals, count = self._across_ranks(speeds, totals, count, next(model.parameters()).device)
         for name, mu in speeds.items():

@@ -13,6 +13,13 @@ utilization rates (Eq. 6-8). ``encode(inputs, excite_override)`` replaces a moda
 ``w_m`` by a fixed vector instead (its mean over earlier steps): the re-balancing steps of balanced
 multi-modal learning (paper 002, Eq. 13-14; method ``balanced``). ``forward`` takes the same options
 as keywords, which is how training methods use them (they reach the network through ``forward`` only).
+
+``fusion_args.running_mean`` (``none`` by default) makes every MMTM keep what the authors' released code
+keeps for its re-balancing steps: a running mean of the per-batch means of ``sigmoid(w_m)``, updated by every
+forward (training and evaluation, re-balancing steps included), stored as buffers so a checkpoint carries
+it. ``each``: one per modality; ``first``: both fed from the first modality, as the released code does (a
+bug; equal widths needed). ``encode(inputs, excite_average=[m])`` then rescales branch ``m`` by that mean,
+after the current batch was absorbed (the ``code`` variant of method ``balanced``).
 """
 
 from __future__ import annotations
@@ -26,7 +33,8 @@ from torch import nn
 from mmtool.errors import UserError
 from mmtool.models.base import FeaturesHook, MultiModalNet
 
-MMTM_DEFAULTS = {"excite_scale": 2.0, "bottleneck": 4}  # Eq. 2's factor; mmtool's bottleneck divisor
+MMTM_DEFAULTS = {"excite_scale": 2.0, "bottleneck": 4, "running_mean": "none"}  # Eq. 2's factor; our divisor
+RUNNING_MEANS = ("none", "each", "first")
 
 
 def squeeze(a: torch.Tensor) -> torch.Tensor:
@@ -47,11 +55,25 @@ class MMTM(nn.Module):
     ``to_w[1]`` only on branch 1's (the green, green/blue and green/red blocks of paper 002, Fig. 1).
     """
 
-    def __init__(self, c0: int, c1: int, bottleneck: int = 4) -> None:
+    def __init__(self, c0: int, c1: int, bottleneck: int = 4, running_mean: str = "none") -> None:
         super().__init__()
         hidden = max(1, (c0 + c1) // bottleneck)  # (C0 + C1) / 4: mmtool's choice, see the module docstring
         self.shared = nn.Sequential(nn.Linear(c0 + c1, hidden), nn.ReLU())
         self.to_w = nn.ModuleList([nn.Linear(hidden, c0), nn.Linear(hidden, c1)])
+        self.running_mean = running_mean
+        if running_mean != "none":  # buffers only where asked: other models' checkpoints keep their keys
+            self.register_buffer("mean0", torch.zeros(c0))
+            self.register_buffer("mean1", torch.zeros(c1 if running_mean == "each" else c0))
+            self.register_buffer("forwards", torch.zeros((), dtype=torch.float64))
+
+    @torch.no_grad()
+    def absorb(self, w0: torch.Tensor, w1: torch.Tensor) -> None:
+        """Fold this batch's mean of ``sigmoid(w)`` into the running means (in place: under
+        ``inference_mode`` too, and the buffers stay usable by a later training step)."""
+        n = float(self.forwards)
+        for mean, w in ((self.mean0, w0), (self.mean1, w0 if self.running_mean == "first" else w1)):
+            mean.copy_((torch.sigmoid(w.float()).mean(0) + mean * n) / (n + 1))
+        self.forwards += 1
 
     def forward(self, h0: torch.Tensor, h1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.shared(torch.cat([h0, h1], dim=1))
@@ -74,12 +96,15 @@ class MMTMNet(MultiModalNet):
         transforms: dict[str, nn.Module] | None = None,
         excite_scale: float = 2.0,
         bottleneck: int = 4,
+        running_mean: str = "none",
     ) -> None:
         super().__init__(encoders, head, transforms)
-        if excite_scale <= 0 or bottleneck < 1:
-            raise UserError("model fusion_args: excite_scale must be > 0 and bottleneck >= 1")
+        if excite_scale <= 0 or bottleneck < 1 or running_mean not in RUNNING_MEANS:
+            raise UserError("model fusion_args: excite_scale must be > 0, bottleneck >= 1 and running_mean one of "
+                            f"{', '.join(RUNNING_MEANS)}")  # fmt: skip
         self.excite_scale = excite_scale
-        self.fusion_args = {"excite_scale": float(excite_scale), "bottleneck": int(bottleneck)}  # what built it
+        self.fusion_args = {"excite_scale": float(excite_scale), "bottleneck": int(bottleneck),
+                            "running_mean": running_mean}  # what built it  # fmt: skip
         if len(encoders) != 2:
             raise UserError(f"model.fusion: mmtm links exactly two modalities, got {list(encoders)}")
         encs = list(encoders.values())
@@ -93,7 +118,9 @@ class MMTMNet(MultiModalNet):
             )
         self.points = points[0]
         dims = [(encs[0].block_dims[k], encs[1].block_dims[k]) for k in self.points]
-        self.mmtm = nn.ModuleList([MMTM(c0, c1, bottleneck) for c0, c1 in dims])
+        if running_mean == "first" and any(c0 != c1 for c0, c1 in dims):
+            raise UserError(f"model fusion_args.running_mean: first needs equal widths at every MMTM, got {dims}")
+        self.mmtm = nn.ModuleList([MMTM(c0, c1, bottleneck, running_mean) for c0, c1 in dims])
 
     def forward(
         self,
@@ -105,6 +132,7 @@ class MMTMNet(MultiModalNet):
         record: dict[str, list[torch.Tensor]] | None = None,
         excite_override: dict[str, list[torch.Tensor]] | None = None,
         excite_record: dict[str, list[torch.Tensor]] | None = None,
+        excite_average: Sequence[str] = (),
     ) -> dict[str, Any]:
         """:meth:`MultiModalNet.forward` with :meth:`encode`'s options. ``modalities`` may only name both
         modalities: each branch reads the other one at every MMTM."""
@@ -116,6 +144,7 @@ class MMTMNet(MultiModalNet):
             record=record,
             excite_override=excite_override,
             excite_record=excite_record,
+            excite_average=excite_average,
         )
         return self._predict(features, features_hook)
 
@@ -126,12 +155,14 @@ class MMTMNet(MultiModalNet):
         record: dict[str, list[torch.Tensor]] | None = None,
         excite_override: dict[str, list[torch.Tensor]] | None = None,
         excite_record: dict[str, list[torch.Tensor]] | None = None,
+        excite_average: Sequence[str] = (),
     ) -> dict[str, torch.Tensor]:
         """Branch features after every MMTM. ``squeeze_override`` replaces a modality's squeezed vectors
         (one per MMTM) before ``g``; ``record`` collects the squeezed vectors ``{m: [(B, C_k)]}``.
         ``excite_override`` replaces a modality's excitation ``w_m`` (before the sigmoid; one (C_k,)
         vector per MMTM) for every sample, which cuts the path from the other modality to this branch;
-        ``excite_record`` collects the excitations ``{m: [(B, C_k)]}``, detached."""
+        ``excite_record`` collects the excitations ``{m: [(B, C_k)]}``, detached. ``excite_average`` names the
+        modalities rescaled by the running mean of ``sigmoid(w_m)`` instead (``running_mean``; module docstring)."""
         m0, m1 = self.modalities
         blocks = {m: enc.blocks for m, enc in self.encoders.items()}
         a = self.transform_inputs({m: inputs[m] for m in (m0, m1)})
@@ -152,8 +183,27 @@ class MMTMNet(MultiModalNet):
                     excite_record.setdefault(m, []).append(w[m].detach().float())
             for m, fixed in (excite_override or {}).items():
                 w[m] = fixed[k].to(w[m].dtype).expand_as(w[m])
-            a = {m: excite(a[m], w[m], self.excite_scale) for m in (m0, m1)}
+            a = self._excite(k, a, w, excite_average)
         return {m: self.encoders[m].pool(a[m]) if hasattr(self.encoders[m], "pool") else a[m] for m in (m0, m1)}
+
+    def _excite(self, k: int, a: dict, w: dict, averaged: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Rescale both branches at MMTM ``k``: by ``excite_scale * sigmoid(w_m)``, or by the running mean for
+        the modalities in ``averaged`` (after this batch's excitations were absorbed)."""
+        mmtm, (m0, m1) = self.mmtm[k], self.modalities
+        if mmtm.running_mean == "none":
+            if averaged:
+                raise ValueError("excite_average needs an MMTM model built with fusion_args.running_mean")
+            return {m: excite(a[m], w[m], self.excite_scale) for m in (m0, m1)}
+        mmtm.absorb(w[m0], w[m1])
+        means = dict(zip((m0, m1), (mmtm.mean0, mmtm.mean1), strict=True))
+        out = {}
+        for m in (m0, m1):
+            if m not in averaged:
+                out[m] = excite(a[m], w[m], self.excite_scale)
+                continue
+            scale = (self.excite_scale * means[m]).to(a[m].dtype)
+            out[m] = a[m] * scale.view(1, -1, *([1] * (a[m].dim() - 2)))
+        return out
 
     def squeezed(self, inputs: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
         """A forward for statistics: every MMTM's squeezed input, ``{"squeezed": {"m/k": (B, C_k)}}`` (the

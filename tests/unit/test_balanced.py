@@ -48,6 +48,7 @@ def take_steps(model, method, batch_list, epoch, lr=0.1):
         kinds.append(method.kind)
         opt.zero_grad()
         sum(losses.values()).backward()
+        method.after_backward(model, step)
         opt.step()
         method.after_step(model, step)
     return kinds
@@ -310,5 +311,29 @@ def test_bug_compatible_feeds_the_second_mean_from_the_first(alpha_splits):
     method = balanced(variant="code", bug_compatible=True)
     cfg = ModelConfig(encoder="mlp", hidden=(16, 8), head="ensemble", fusion="mmtm")
     model = build_model(method.adapt_spec(model_spec(cfg, DIMS, 2, list(TWO))))
+    assert model.fusion_args["running_mean"] == "first"
     take_steps(model, method, batches(alpha_splits["train"])[:2], epoch=1)
-    assert all(torch.equal(a, b) for a, b in zip(method.excite_sum["m1"], method.excite_sum["m2"], strict=True))
+    assert all(torch.equal(t.mean0, t.mean1) and float(t.forwards) == 2 for t in model.mmtm)
+
+
+def test_code_variant_rebalances_with_the_models_running_mean(alpha_splits, monkeypatch):
+    """Variant code: a re-balancing step rescales the accelerated branch by the MMTMs' running mean of σ(w),
+    into which that step's own batch is folded first (the released code), not by the method's mean of w."""
+    method = balanced(variant="code", warmup_epochs=0, alpha=0.0, window=1)
+    cfg = ModelConfig(encoder="mlp", hidden=(16, 8), head="ensemble", fusion="mmtm")
+    model = build_model(method.adapt_spec(model_spec(cfg, DIMS, 2, list(TWO))))
+    assert model.fusion_args["running_mean"] == "each"
+    steps = batches(alpha_splits["train"])[:2]
+    take_steps(model, method, steps[:1], epoch=1)  # a regular step: |d_speed| > 0 = alpha opens a window of one
+    kind = method.pending[0]
+    i = TWO.index(kind)
+    before = [(t.mean0 if i == 0 else t.mean1).clone() for t in model.mmtm]
+    calls, seen = [], []
+    encode = model.encode
+    monkeypatch.setattr(model, "encode", lambda inputs, **kw: calls.append(kw) or encode(inputs, **kw))
+    hook = model.mmtm[0].register_forward_hook(lambda mod, args, out: seen.append(out[i].detach()))
+    take_steps(model, method, steps[1:], epoch=1)
+    hook.remove()
+    assert method.kind == kind and list(calls[0]["excite_average"]) == [kind] and not calls[0]["excite_override"]
+    after = model.mmtm[0].mean0 if i == 0 else model.mmtm[0].mean1
+    assert torch.allclose(after, (before[0] + torch.sigmoid(seen[0]).mean(0)) / 2, atol=1e-6)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mmtool.analysis.utilization import squeeze_means, utilization_rates
-from mmtool.config import ModelConfig
+from mmtool.config import EncoderConfig, ModelConfig
 from mmtool.engine.evaluate import accuracy
 from mmtool.engine.loop import fit
 from mmtool.engine.runtime import Runtime
@@ -173,5 +173,84 @@ def test_fusion_args_are_saved_in_the_spec_and_rebuild_the_model():
     cfg = ModelConfig(encoder="mlp", hidden=(16, 8), head="ensemble", fusion="mmtm")
     spec = {**model_spec(cfg, DIMS, 2, ["m1", "m2"]), "fusion_args": {"excite_scale": 1.0, "bottleneck": 2}}
     model = build_model(spec)
-    assert model.fusion_args == {"excite_scale": 1.0, "bottleneck": 2} and model.mmtm[0].shared[0].out_features == 16
+    assert model.fusion_args == {"excite_scale": 1.0, "bottleneck": 2, "running_mean": "none"}
+    assert model.mmtm[0].shared[0].out_features == 16
     assert build_model(model.spec).fusion_args == model.fusion_args
+
+
+def _running_mean_model(running_mean: str) -> MMTMNet:
+    """Two 4-wide MLP branches whose Linear layers are identities: an MMTM after block 0 sees the (non-negative)
+    inputs themselves and the branch features are the rescaled inputs, so the MMTM can be compared alone."""
+    cfg = ModelConfig(encoder="mlp", hidden=(4, 4), head="ensemble", fusion="mmtm")
+    spec = model_spec(cfg, {"m1": 4, "m2": 4}, 2, ["m1", "m2"])
+    model = build_model({**spec, "fusion_args": {"excite_scale": 1.0, "bottleneck": 2, "running_mean": running_mean}})
+    g = torch.Generator().manual_seed(0)
+    mmtm = model.mmtm[0]
+    with torch.no_grad():
+        for enc in model.encoders.values():
+            for layer in [m for m in enc.modules() if isinstance(m, torch.nn.Linear)]:
+                layer.weight.copy_(torch.eye(4))
+                layer.bias.zero_()
+        for layer in [mmtm.shared[0], mmtm.to_w[0], mmtm.to_w[1]]:  # fc_squeeze, fc_visual, fc_skeleton
+            for t in (layer.weight, layer.bias):
+                t.copy_(torch.randn(t.shape, generator=g) * 0.5)
+    return model, g
+
+
+def test_running_mean_and_rebalancing_forwards_match_the_released_module():
+    """Golden values from nyukat/greedy_multimodal_learning at a190e03755bd8d0883b2c5c0cd7921d2561ce2ee,
+    ``src/balanced_mmtm.py``, ``MMTM_mitigate(4, 4, ratio=4)`` (running averages on the CPU), these weights and
+    four batches of ``torch.rand(3, 4)`` pairs: two plain forwards, then ``curation_mode=True`` with
+    ``caring_modality`` 0 and 1. Its running averages of both modalities are fed from the first (``first``)."""
+    model, g = _running_mean_model("first")
+    xs = [(torch.rand(3, 4, generator=g), torch.rand(3, 4, generator=g)) for _ in range(4)]
+    golden = [
+        ([0.29187742, 0.07496078, 0.39312214, 0.34492964, 0.4045442, 0.26683724, 0.00291193, 0.05832097, 0.34317568,
+          0.22764859, 0.06255614, 0.06934928],
+         [0.70517617, 0.70487303, 0.10672431, 0.22948034, 0.0124903, 0.3058759, 0.05925375, 0.04860128, 0.25703016,
+          0.38339856, 0.13866965, 0.35495365]),
+        ([0.09590026, 0.38584399, 0.47635034, 0.02654978, 0.1752229, 0.20072329, 0.32539111, 0.20425914, 0.29430962,
+          0.18529792, 0.14676306, 0.24571408],
+         [0.0102724, 0.11432584, 0.18500246, 0.1021373, 0.17331766, 0.05763054, 0.18746002, 0.26245016, 0.10608975,
+          0.36899421, 0.37244433, 0.23115684]),
+        ([0.23275037, 0.1725298, 0.34173322, 0.28884128, 0.44096684, 0.30872962, 0.55404997, 0.16380079, 0.02302577,
+          0.09930421, 0.47773623, 0.17542605],
+         [0.13335501, 0.07379494, 0.01532918, 0.03346374, 0.27603963, 0.63577747, 0.30491614, 0.01035814, 0.46404764,
+          0.07569802, 0.17954725, 0.13701256]),
+        ([0.18711248, 0.15520313, 0.02919136, 0.02445115, 0.18237865, 0.18268865, 0.15618691, 0.24410369, 0.02123128,
+          0.16240153, 0.53810877, 0.09324607],
+         [0.42793927, 0.25506365, 0.02775651, 0.286127, 0.19892634, 0.10366046, 0.512124, 0.03363093, 0.24900605,
+          0.14804591, 0.48778182, 0.22416756]),
+    ]  # fmt: skip
+    model.eval()  # the running mean is fed by evaluation forwards too
+    with torch.no_grad():
+        for (x0, x1), averaged, (g0, g1) in zip(xs, [[], [], ["m1"], ["m2"]], golden, strict=True):
+            out = model.encode({"m1": x0, "m2": x1}, excite_average=averaged)
+            assert out["m1"].flatten().tolist() == pytest.approx(g0, abs=1e-6)
+            assert out["m2"].flatten().tolist() == pytest.approx(g1, abs=1e-6)
+    avg = [0.44975153, 0.37450051, 0.56913626, 0.35049605]
+    assert model.mmtm[0].mean0.tolist() == pytest.approx(avg, abs=1e-6)
+    assert model.mmtm[0].mean1.tolist() == pytest.approx(avg, abs=1e-6)
+    assert float(model.mmtm[0].forwards) == 4
+
+
+def test_running_mean_each_follows_its_own_modality_and_survives_a_checkpoint():
+    model, g = _running_mean_model("each")
+    x = [(torch.rand(3, 4, generator=g), torch.rand(3, 4, generator=g)) for _ in range(2)]
+    ws = []
+    with torch.inference_mode():  # the evaluation pass's mode: the buffers stay usable by training steps
+        for x0, x1 in x:
+            ws.append(model.mmtm[0](x0, x1))
+            model.encode({"m1": x0, "m2": x1})
+    expected = [sum(torch.sigmoid(w[i]).mean(0) for w in ws) / 2 for i in (0, 1)]
+    assert torch.allclose(model.mmtm[0].mean0, expected[0]) and torch.allclose(model.mmtm[0].mean1, expected[1])
+    out = model({"m1": x[0][0], "m2": x[0][1]}, excite_average=["m2"])
+    out["logits"].sum().backward()  # a re-balancing step trains with the buffers
+    again = build_model(model.spec)
+    again.load_state_dict(model.state_dict())
+    assert torch.equal(again.mmtm[0].mean1, model.mmtm[0].mean1) and float(again.mmtm[0].forwards) == 3
+    wide = ModelConfig(encoder="mlp", head="ensemble", fusion="mmtm",
+                       encoders={"m2": EncoderConfig(name="mlp", hidden=(6, 4))}, hidden=(4, 4))  # fmt: skip
+    spec = model_spec(wide, {"m1": 4, "m2": 4}, 2, ["m1", "m2"])
+    with pytest.raises(UserError, match="running_mean: first needs equal widths"):
+        build_model({**spec, "fusion_args": {"running_mean": "first"}})
