@@ -728,6 +728,11 @@ def git_sha() -> str | None:
     return out.stdout.strip() or None
 
 
+def env_of(folder: str | Path) -> dict[str, Any] | None:
+    """The run's env.json (versions, git SHA, runtime), or None when it has none readable."""
+    return _mapping(Path(folder) / ENV)
+
+
 def write_env(run_dir: Path, seed: int, runtime: dict[str, Any]) -> None:
     """Versions, git SHA, the runtime in force (device, precision, ...), seed and command line."""
     import torch

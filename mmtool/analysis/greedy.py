@@ -1,15 +1,15 @@
 """Greedy-learning table (paper 002, Sec. 6.4: Fig. 5 and Table 1) from finished runs.
 
-Expects ``<root>/<encoder>/<algorithm>/seed<k>/train`` (a `mmtool train balanced` run) and
-``<root>/<encoder>/<algorithm>/seed<k>/utilization`` (its `mmtool utilization` run), as `make greedy`
-writes, with algorithms ``vanilla``, ``guided`` and ``random``; one section per encoder (the branches'
+Reads, per ``<encoder>/<algorithm>`` and seed, a ``train`` run (`mmtool train balanced`) and its
+``utilization`` run, as ``mmtool reproduce greedy`` makes them, with algorithms ``vanilla``, ``guided`` and ``random``; one section per encoder (the branches'
 architecture, e.g. ``mlp`` and ``cnn``). Per algorithm, mean ± std over seeds of: the test
 accuracy of the fused prediction and of each branch, d_util and |d_util| on test, d_speed at the selected
 (best-validation) epoch as paper 002 reports it, and the share of re-balancing steps. The last lines
 compare guided with vanilla; a PNG per encoder beside the table shows d_speed over training and d_util
 per run.
 
-Usage: python -m mmtool.analysis.greedy RUNS_ROOT OUT.md  (PNGs: OUT's name + _<encoder>.png)
+Usage: python -m mmtool.analysis.greedy RUNS_ROOT OUT.md  (a tree <encoder>/<algorithm>/seed<k>/{train,utilization};
+       PNGs: OUT's name + _<encoder>.png)
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from mmtool.analysis import plots
-from mmtool.analysis.tables import mean, mean_std
+from mmtool.analysis.tables import Located, mean, mean_std, walk
 from mmtool.files import atomic_write_text
 from mmtool.runs import metrics_of, results_of
 
@@ -33,17 +33,17 @@ def _metrics(run: Path) -> list[dict]:
     return [{k: math.nan if v is None else v for k, v in r.items()} for r in records]
 
 
-def collect(root: Path) -> dict[str, dict]:
-    """``{algorithm: {"values": {column: [per seed]}, "curves": [(epochs, d_speed)], "modalities": [a, b]}}``."""
-    names = [p.name for p in root.iterdir() if p.is_dir()]
+def collect(runs: Located) -> dict[str, dict]:
+    """``{algorithm: {"values": {column: [per seed]}, "curves": [(epochs, d_speed)], "modalities": [a, b]}}``
+    for the algorithms of one encoder (``runs``: algorithm -> seed -> run name -> folder)."""
     out: dict[str, dict] = {}
-    for name in sorted(names, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n)):
+    for name in sorted(runs, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n)):
         values: dict[str, list[float]] = {}
         curves = []
         modalities: list[str] = []
-        for seed in sorted((root / name).glob("seed*")):
-            train, util = results_of(seed / "train"), results_of(seed / "utilization")
-            records = _metrics(seed / "train")
+        for seed in runs[name].values():
+            train, util = results_of(seed["train"]), results_of(seed["utilization"])
+            records = _metrics(seed["train"])
             at_best = next(r for r in records if r["epoch"] == train["best_epoch"])
             modalities = util["modalities"]
             row = {
@@ -107,12 +107,18 @@ def render(sections: dict[str, dict[str, dict]], plots_by_encoder: dict[str, str
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = argv if argv is not None else sys.argv[1:]
-    if len(args) != 2:
-        raise SystemExit("usage: python -m mmtool.analysis.greedy RUNS_ROOT OUT.md")
-    root, out = Path(args[0]), Path(args[1])
-    sections = {p.name: collect(p) for p in sorted(root.iterdir()) if p.is_dir()}
+def by_encoder(runs: Located) -> dict[str, dict[str, dict]]:
+    """``runs`` keyed ``<encoder>/<algorithm>`` -> one :func:`collect` section per encoder."""
+    encoders: dict[str, dict] = {}
+    for group, seeds in runs.items():
+        encoder, _, algorithm = group.partition("/")
+        encoders.setdefault(encoder, {})[algorithm] = seeds
+    return {encoder: collect(algorithms) for encoder, algorithms in sorted(encoders.items())}
+
+
+def write(runs: Located, out: Path) -> str:
+    """The table (``out``) and one PNG per encoder beside it; the table's text."""
+    sections = by_encoder(runs)
     pngs = {}
     for encoder, data in sections.items():
         png = out.with_name(f"{out.stem}_{encoder}.png")
@@ -121,7 +127,14 @@ def main(argv: list[str] | None = None) -> None:
         pngs[encoder] = png.name
     text = render(sections, pngs)
     atomic_write_text(out, text)
-    print(text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = argv if argv is not None else sys.argv[1:]
+    if len(args) != 2:
+        raise SystemExit("usage: python -m mmtool.analysis.greedy RUNS_ROOT OUT.md")
+    print(write(walk(Path(args[0]), depth=2), Path(args[1])))
 
 
 if __name__ == "__main__":

@@ -1,39 +1,37 @@
 """Laziness table (paper 000, Tables 1 and 7) from finished runs.
 
 Expects ``<root>/<dataset>/seed<k>/probe-<run>/results.json`` for runs ``unimodal``, ``naive`` and
-``umt`` (what `make laziness` writes) and reports, per dataset and modality, the linear-probe test
+``umt`` (what ``mmtool reproduce laziness`` makes) and reports, per dataset and modality, the linear-probe test
 accuracy of each encoder (mean ± std over seeds), the laziness gap (uni-modal − naive) and the share of
 that gap UMT closes, plus the test accuracy of each model.
 
-Usage: python -m mmtool.analysis.laziness RUNS_ROOT OUT.md
+Usage: python -m mmtool.analysis.laziness RUNS_ROOT OUT.md  (a tree <dataset>/seed<k>/<run>/)
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from mmtool.analysis.tables import mean, mean_std, table_main
+from mmtool.analysis.tables import Located, mean, mean_std, table_main
 from mmtool.runs import results_of
 
 RUNS = {"unimodal": "Uni-modal training", "naive": "Naive fusion (MM baseline)", "umt": "UMT"}
 
 
-def collect(root: Path) -> dict[str, dict]:
+def collect(runs: Located) -> dict[str, dict]:
     """``{dataset: {"probe": {run: {m: [acc]}}, "test": {model: [acc]}, "seeds": k}}``."""
     out: dict[str, dict] = {}
-    for ds_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        seeds = sorted(ds_dir.glob("seed*"))
+    for ds in sorted(runs):
+        seeds = list(runs[ds].values())
         probe: dict[str, dict[str, list[float]]] = {r: {} for r in RUNS}
         test: dict[str, list[float]] = {}
         for seed in seeds:
             for run in RUNS:
-                for m, p in results_of(seed / f"probe-{run}")["probes"].items():
+                for m, p in results_of(seed[f"probe-{run}"])["probes"].items():
                     probe[run].setdefault(m, []).append(p["test_accuracy"])
-            for m, r in results_of(seed / "unimodal")["modalities"].items():
+            for m, r in results_of(seed["unimodal"])["modalities"].items():
                 test.setdefault(f"uni-modal {m}", []).append(r["test_accuracy"])
             for run in ("naive", "umt"):
-                test.setdefault(RUNS[run], []).append(results_of(seed / run)["test_accuracy"])
-        out[ds_dir.name] = {"probe": probe, "test": test, "seeds": len(seeds)}
+                test.setdefault(RUNS[run], []).append(results_of(seed[run])["test_accuracy"])
+        out[ds] = {"probe": probe, "test": test, "seeds": len(seeds)}
     return out
 
 
@@ -66,7 +64,7 @@ def render(data: dict[str, dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    table_main(argv, "mmtool.analysis.laziness", lambda root: render(collect(root)))
+    table_main(argv, "mmtool.analysis.laziness", lambda runs: render(collect(runs)))
 
 
 if __name__ == "__main__":

@@ -1,33 +1,33 @@
 """Methods table (paper 000, Tables 5 and 9 analogue) from finished runs.
 
-Expects ``<root>/<dataset>/seed<k>/<run>/results.json`` (what `make methods` writes); every run folder
+Reads, per dataset and seed, finished runs by name (what ``mmtool reproduce methods`` makes); every run
 becomes a row, labelled by its name, with the test accuracy as mean ± std over seeds per dataset.
-``unimodal`` runs contribute one row per modality.
+``unimodal`` runs contribute one row per modality; runs without a test accuracy (probes) are left out.
 
-Usage: python -m mmtool.analysis.methods_table RUNS_ROOT OUT.md
+Usage: python -m mmtool.analysis.methods_table RUNS_ROOT OUT.md  (a tree <dataset>/seed<k>/<run>/)
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from mmtool.analysis.tables import mean_std, table_main
+from mmtool.analysis.tables import Located, mean_std, table_main
 from mmtool.runs import is_finished, results_of
 
 
-def collect(root: Path) -> tuple[list[str], dict[str, dict[str, list[float]]]]:
+def collect(runs: Located) -> tuple[list[str], dict[str, dict[str, list[float]]]]:
     """(datasets, ``{row: {dataset: [test accuracy per seed]}}``) in first-seen row order."""
-    datasets = sorted(p.name for p in root.iterdir() if p.is_dir())
+    datasets = sorted(runs)
     rows: dict[str, dict[str, list[float]]] = {}
     for ds in datasets:
-        for seed in sorted((root / ds).glob("seed*")):
-            for run in sorted(p for p in seed.iterdir() if is_finished(p)):
+        for named in runs[ds].values():
+            for name, run in sorted(named.items()):
+                if not is_finished(run):
+                    continue
                 result = results_of(run)
                 if result.get("stage") == "pretrain":
                     for m, r in result["modalities"].items():
                         rows.setdefault(f"uni-modal {m}", {}).setdefault(ds, []).append(r["test_accuracy"])
                 elif "test_accuracy" in result:
-                    rows.setdefault(run.name, {}).setdefault(ds, []).append(result["test_accuracy"])
+                    rows.setdefault(name, {}).setdefault(ds, []).append(result["test_accuracy"])
     return datasets, rows
 
 
@@ -47,7 +47,7 @@ def render(datasets: list[str], rows: dict[str, dict[str, list[float]]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    table_main(argv, "mmtool.analysis.methods_table", lambda root: render(*collect(root)))
+    table_main(argv, "mmtool.analysis.methods_table", lambda runs: render(*collect(runs)))
 
 
 if __name__ == "__main__":

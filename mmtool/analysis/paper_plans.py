@@ -214,22 +214,16 @@ def located(plan: Plan, paths: dict[str, Path]) -> dict[tuple[str, str], list[Pa
 def reproduce(opts: Options, executor, dry_run: bool = False) -> int:
     """Build the plan of ``opts.table``, run what did not finish before and write the table; the exit status
     (1 when a run failed: the table is then not written)."""
-    from mmtool.analysis import paper_tables
-    from mmtool.files import atomic_write_text
-    from mmtool.plans.driver import preview, report, run_plan, say
+    from mmtool.plans.driver import carry_out
 
     plan = build(opts)
-    if dry_run:
-        print(f"{opts.table}: {len(plan.nodes)} nodes, runs in {plan.root}/, table -> {opts.out}")
-        print("\n".join(preview(plan)))
-        return 0
-    say(f"{opts.table}: {len(plan.nodes)} nodes ({executor.describe()}); logs in {plan.root / 'logs'}")
-    outcome = run_plan(plan, executor)
-    report(plan, outcome)
-    if not outcome.ok:
-        say(f"{opts.table}: {opts.out} not written; run the same command again to continue (finished runs are reused)")
-        return 1
-    text = paper_tables.render(opts.table, opts.root, opts.smoke, located(plan, outcome.paths))
+    return carry_out(plan, executor, dry_run, opts.out, lambda paths: _write(opts, plan, paths))
+
+
+def _write(opts: Options, plan: Plan, paths: dict[str, Path]) -> str:
+    from mmtool.analysis import paper_tables
+    from mmtool.files import atomic_write_text
+
+    text = paper_tables.render(opts.table, opts.root, opts.smoke, located(plan, paths))
     atomic_write_text(opts.out, text)
-    print(text)
-    return 0
+    return text

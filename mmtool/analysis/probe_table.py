@@ -1,20 +1,18 @@
 """Linear probes of every method's encoders (paper 000, Tables 1 and 7, across all methods).
 
-Expects ``<root>/<dataset>/seed<k>/probe-<run>/results.json`` (what `make probes` writes over the runs of
-`make methods`). One row per probed run, one column per (dataset, modality): the linear-probe test
+Reads, per dataset and seed, the runs named ``probe-<run>`` (what ``mmtool reproduce probes`` makes over
+the runs of ``methods``). One row per probed run, one column per (dataset, modality): the linear-probe test
 accuracy of that run's encoder, mean ± std over seeds, and in brackets its difference from the encoder
 trained uni-modally (the ``unimodal`` run) — a negative number is modality laziness. Rows whose
 difference reaches ``LAZY`` points or more below the uni-modal encoder in some column are counted in the
 last line.
 
-Usage: python -m mmtool.analysis.probe_table RUNS_ROOT OUT.md
+Usage: python -m mmtool.analysis.probe_table RUNS_ROOT OUT.md  (a tree <dataset>/seed<k>/probe-<run>/)
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from mmtool.analysis.tables import mean, mean_std, table_main
+from mmtool.analysis.tables import Located, mean, mean_std, table_main
 from mmtool.runs import is_finished, results_of
 
 PREFIX = "probe-"
@@ -22,16 +20,18 @@ REFERENCE = "unimodal"
 LAZY = 5.0  # points below the uni-modal encoder that count as lazy (the laziness acceptance threshold)
 
 
-def collect(root: Path) -> tuple[list[tuple[str, str]], dict[str, dict[tuple[str, str], list[float]]]]:
+def collect(runs: Located) -> tuple[list[tuple[str, str]], dict[str, dict[tuple[str, str], list[float]]]]:
     """(columns ``[(dataset, modality)]``, ``{run: {(dataset, modality): [test accuracy per seed]}}``)."""
     columns: list[tuple[str, str]] = []
     rows: dict[str, dict[tuple[str, str], list[float]]] = {}
-    for ds_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        for seed in sorted(ds_dir.glob("seed*")):
-            for probe in sorted(p for p in seed.glob(f"{PREFIX}*") if is_finished(p)):
-                run = probe.name[len(PREFIX) :]
+    for ds in sorted(runs):
+        for named in runs[ds].values():
+            for name, probe in sorted(named.items()):
+                if not name.startswith(PREFIX) or not is_finished(probe):
+                    continue
+                run = name[len(PREFIX) :]
                 for m, p in results_of(probe)["probes"].items():
-                    key = (ds_dir.name, m)
+                    key = (ds, m)
                     if key not in columns:
                         columns.append(key)
                     rows.setdefault(run, {}).setdefault(key, []).append(p["test_accuracy"])
@@ -69,7 +69,7 @@ def render(columns: list[tuple[str, str]], rows: dict[str, dict[tuple[str, str],
 
 
 def main(argv: list[str] | None = None) -> None:
-    table_main(argv, "mmtool.analysis.probe_table", lambda root: render(*collect(root)))
+    table_main(argv, "mmtool.analysis.probe_table", lambda runs: render(*collect(runs)))
 
 
 if __name__ == "__main__":

@@ -1,17 +1,15 @@
 """Tables 20 and 21 of paper 000 from finished runs.
 
-Expects ``<root>/<dataset>/seed<k>/unimodal`` (a `pretrain-unimodal` run) and
-``<root>/<dataset>/seed<k>/multimodal`` (a `train` run) for each synthetic dataset, as `make table20`
-writes them, and renders mean ± std over seeds beside the numbers the paper reports.
+Reads, per synthetic dataset and seed, a ``unimodal`` run (`pretrain-unimodal`) and a ``multimodal`` run
+(`train`), as ``mmtool reproduce table20`` makes them, and renders mean ± std over seeds beside the numbers
+the paper reports.
 
-Usage: python -m mmtool.analysis.table20 RUNS_ROOT OUT.md
+Usage: python -m mmtool.analysis.table20 RUNS_ROOT OUT.md  (a tree <dataset>/seed<k>/{unimodal,multimodal})
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from mmtool.analysis.tables import mean, mean_std, table_main
+from mmtool.analysis.tables import Located, mean, mean_std, table_main
 from mmtool.runs import results_of
 
 # γ twice: as App. A.10 writes it (labels 1:2 about 1:3) and in the reading with balanced labels 1 and 2
@@ -28,14 +26,14 @@ PAPER_T21 = [[100.0, 0.0, 0.0], [0.0, 57.0, 43.0], [0.0, 45.4, 54.6]]
 GAMMAS = {"synth-gamma": "as written", "synth-gamma+balanced": "balanced labels"}
 
 
-def collect(root: Path) -> dict[str, dict[str, list[float]]]:
+def collect(runs: Located) -> dict[str, dict[str, list[float]]]:
     """``{row: {dataset: [test accuracy per seed]}}`` plus confusion matrices under ``"_confusion"``."""
     rows: dict[str, dict[str, list]] = {r: {d: [] for d in DATASETS} for r in PAPER_T20}
     rows["_confusion"] = {f"{ds}/{m}": [] for ds in GAMMAS for m in ("m1", "m2")}
     for ds in DATASETS:
-        for seed_dir in sorted((root / ds).glob("seed*")):
-            uni = results_of(seed_dir / "unimodal")["modalities"]
-            mm = results_of(seed_dir / "multimodal")
+        for named in runs.get(ds, {}).values():
+            uni = results_of(named["unimodal"])["modalities"]
+            mm = results_of(named["multimodal"])
             rows["Uni-modal (modality 1)"][ds].append(uni["m1"]["test_accuracy"])
             rows["Uni-modal (modality 2)"][ds].append(uni["m2"]["test_accuracy"])
             rows["Multi-modal"][ds].append(mm["test_accuracy"])
@@ -90,7 +88,7 @@ def render(rows: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    table_main(argv, "mmtool.analysis.table20", lambda root: render(collect(root)))
+    table_main(argv, "mmtool.analysis.table20", lambda runs: render(collect(runs)))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ others: only the nodes that read it are left out, and the end says which runs fa
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -97,7 +98,7 @@ class Driver:
         self.out.identities[node.key] = ident
         path = self.out.paths[node.key] = run_dir(node, ident)
         if is_finished(path):
-            self.say(f"{self.plan.name}: reused {node.key} ({path}; finished before)")
+            self.say(f"{self.plan.name}: reused {node.key} ({path}; finished before{provenance(path)})")
             return self._finish(node.key, "reused")
         pending = [self.handles[i.node] for i in node.inputs if i.node not in self.out.status]  # eager only
         self._submit(node, path, pending)
@@ -131,6 +132,24 @@ class Driver:
             self.out.why[key] = why
         if status == "failed":
             self.say(f"{self.plan.name}: FAILED {key}: {why} (log: {self.plan.log(key)})")
+
+
+@functools.cache
+def _code_commit() -> str | None:
+    from mmtool.runs import git_sha
+
+    return git_sha()
+
+
+def provenance(run: Path) -> str:
+    """``", made by mmtool at commit X (now Y)..."`` when a finished run was made from another commit of the
+    code than the one running now (nothing when the same, or when either is unknown)."""
+    from mmtool.runs import env_of
+
+    then, now = (env_of(run) or {}).get("git_sha"), _code_commit()
+    if not then or not now or then == now:
+        return ""
+    return f", made at commit {then[:7]} (now {now[:7]}; delete the folder to make it again)"
 
 
 def make_task(plan: Plan, node: Node, paths: dict[str, Path], path: Path | None) -> Task:
@@ -210,3 +229,22 @@ def _estimate(node: Node) -> str:
         if seconds:
             return f"~{seconds:.0f} s, as {other.name}"
     return node.estimate
+
+
+def carry_out(plan: Plan, executor: Executor | None, dry_run: bool, out: Path,
+              write: Callable[[dict[str, Path]], str]) -> int:  # fmt: skip
+    """What ``mmtool reproduce`` does with a plan: ``dry_run`` prints :func:`preview`; else run it, report,
+    and when every run finished ``write`` the table from the runs' folders (node key -> folder) and print
+    it. The exit status: 1 when a run failed (the table is then not written)."""
+    if dry_run:
+        print(f"{plan.name}: {len(plan.nodes)} nodes, runs in {plan.root}/, table -> {out}")
+        print("\n".join(preview(plan)))
+        return 0
+    say(f"{plan.name}: {len(plan.nodes)} nodes ({executor.describe()}); logs in {plan.root / 'logs'}")
+    outcome = run_plan(plan, executor)
+    report(plan, outcome)
+    if not outcome.ok:
+        say(f"{plan.name}: {out} not written; run the same command again to continue (finished runs are reused)")
+        return 1
+    print(write(outcome.paths))
+    return 0

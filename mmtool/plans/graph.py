@@ -6,6 +6,10 @@ recipe, what only says where things are or what they are called is left out (``d
 renaming a folder must not re-run anything, while any value that changes what is computed must.
 A ``prep`` node's identity is the SHA-256 of the manifest of the cache it prepared, so runs made on
 another cache (other data, other prep settings) are never reused.
+
+mmtool's version is part of a run's identity: a new release makes every run again. Commits between two
+releases are not (a fix of the docs would re-run a week of GPU time); a run reused from another commit
+says so (:func:`mmtool.plans.driver.provenance`), and deleting its folder makes it again.
 """
 
 from __future__ import annotations
@@ -98,9 +102,12 @@ def _drop(tree: dict, parts: list[str]) -> None:
 
 
 def run_identity(node: Node, inputs: dict[str, str]) -> str:
-    """Identity of a run node given its inputs' identities (``inputs``: node key -> identity)."""
+    """Identity of a run node given its inputs' identities (``inputs``: node key -> identity) and mmtool's
+    version (module docstring)."""
+    from mmtool import __version__
+
     ins = sorted((i.key, inputs[i.node]) for i in node.inputs)
-    return digest({"command": node.command, "recipe": resolved_recipe(node), "inputs": ins})
+    return digest({"command": node.command, "recipe": resolved_recipe(node), "inputs": ins, "mmtool": __version__})
 
 
 def prep_identity(node: Node) -> str | None:

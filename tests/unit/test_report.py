@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mmtool.analysis.tables import walk
 from mmtool.analysis import report
 from mmtool.analysis.report import Run, summarise
 from mmtool.analysis.tables import mean_std
@@ -94,7 +95,7 @@ def render_all_builders(tmp: Path) -> str:
             uni = {m: {"test_accuracy": _acc(rng), "test_confusion": cm} for m in ("m1", "m2")}
             _write(t20 / ds / f"seed{s}" / "unimodal", {"modalities": uni})
             _write(t20 / ds / f"seed{s}" / "multimodal", {"test_accuracy": _acc(rng)})
-    out.append(table20.render(table20.collect(t20)))
+    out.append(table20.render(table20.collect(walk(t20))))
     lz = tmp / "lz"
     for ds, seeds in (("digits-colored", 3), ("synth-lazy", 1)):
         for s in range(seeds):
@@ -104,7 +105,7 @@ def render_all_builders(tmp: Path) -> str:
             _write(root / "unimodal", {"modalities": {m: {"test_accuracy": _acc(rng)} for m in ("m1", "m2")}})
             _write(root / "naive", {"test_accuracy": _acc(rng)})
             _write(root / "umt", {"test_accuracy": _acc(rng)})
-    out.append(laziness.render(laziness.collect(lz)))
+    out.append(laziness.render(laziness.collect(walk(lz))))
     mt = tmp / "mt"  # what make methods and make probes write
     for ds, seeds in (("digits-colored", 3), ("digits-twoview", 2), ("synth-lazy", 1)):
         for s in range(seeds):
@@ -116,8 +117,8 @@ def render_all_builders(tmp: Path) -> str:
             _write(root / "decide", {"stage": "decide", "verdict": "UMT"})
             for run in ("unimodal", "naive", "umt"):
                 _write(root / f"probe-{run}", {"probes": {m: {"test_accuracy": _acc(rng)} for m in ("m1", "m2")}})
-    out.append(methods_table.render(*methods_table.collect(mt)))
-    out.append(probe_table.render(*probe_table.collect(mt)))
+    out.append(methods_table.render(*methods_table.collect(walk(mt))))
+    out.append(probe_table.render(*probe_table.collect(walk(mt))))
     sections = {}
     for enc, seeds in (("cnn", 3), ("mlp", 1)):
         data = {}

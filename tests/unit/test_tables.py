@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import statistics
 
+from mmtool.analysis.tables import walk
 from mmtool.analysis import laziness, table20
 
 
@@ -21,7 +22,7 @@ def test_table20_means_and_confusion(tmp_path):
             uni = {m: {"test_accuracy": a, "test_confusion": cm} for m, a in (("m1", u1), ("m2", u2))}
             _write(tmp_path / ds / f"seed{seed}" / "unimodal", {"modalities": uni})
             _write(tmp_path / ds / f"seed{seed}" / "multimodal", {"test_accuracy": mm})
-    text = table20.render(table20.collect(tmp_path))
+    text = table20.render(table20.collect(walk(tmp_path)))
     mean, std = statistics.mean([99.0, 100.0]), statistics.stdev([99.0, 100.0])
     assert f"| Uni-modal (modality 1) | {mean:.1f} ± {std:.1f} [100]" in text
     assert f"| Multi-modal | {91.0:.1f} ± {statistics.stdev([90.0, 92.0]):.1f} [100]" in text
@@ -37,7 +38,7 @@ def test_laziness_gap_and_share_closed(tmp_path):
         _write(root / "unimodal", {"modalities": {"m2": {"test_accuracy": 95.0}}})
         _write(root / "naive", {"test_accuracy": 81.0})
         _write(root / "umt", {"test_accuracy": 86.0})
-    text = laziness.render(laziness.collect(tmp_path))
+    text = laziness.render(laziness.collect(walk(tmp_path)))
     assert "| gap (uni − naive) | +30.0 |" in text
     assert f"| closed by UMT | {20 / 30:.0%} |" in text
     assert "| Naive fusion (MM baseline) | 60.5 ± 0.7 |" in text
@@ -51,7 +52,7 @@ def test_methods_table_rows_from_run_folders(tmp_path):
         _write(root / "unimodal", {"stage": "pretrain", "modalities": {"m1": {"test_accuracy": 80.0 + shift}}})
         _write(root / "umt", {"stage": "train", "test_accuracy": 90.0 + shift})
         _write(root / "ume_ensemble", {"stage": "ensemble", "test_accuracy": 88.0})
-    text = methods_table.render(*methods_table.collect(tmp_path))
+    text = methods_table.render(*methods_table.collect(walk(tmp_path)))
     assert f"| uni-modal m1 | 81.0 ± {statistics.stdev([80.0, 82.0]):.1f} |" in text
     assert "| umt | 91.0 ± 1.4 |" in text and "| ume_ensemble | 88.0 ± 0.0 |" in text
     assert text.index("uni-modal m1") < text.index("| umt")
@@ -97,7 +98,7 @@ def test_probe_table_rows_deltas_and_lazy_encoders(tmp_path):
             root = tmp_path / "digits-colored" / f"seed{seed}" / f"probe-{run}"
             _write(root, {"stage": "probe", "probes": {"m1": {"test_accuracy": a + seed}, "m2": {"test_accuracy": b}}})
         _write(tmp_path / "digits-colored" / f"seed{seed}" / "naive", {"stage": "train", "test_accuracy": 70.0})
-    text = probe_table.render(*probe_table.collect(tmp_path))
+    text = probe_table.render(*probe_table.collect(walk(tmp_path)))
     assert "| encoder from | digits-colored m1 | digits-colored m2 |" in text
     assert f"| unimodal | 90.5 ± {statistics.stdev([90.0, 91.0]):.1f} | 80.0 ± 0.0 |" in text
     assert f"| naive | 60.5 ± {statistics.stdev([60.0, 61.0]):.1f} (-30.0) | 79.0 ± 0.0 (-1.0) |" in text
