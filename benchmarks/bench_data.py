@@ -58,10 +58,11 @@ if str(REPO) not in sys.path:  # the fixture writers live in tests/fixtures/
 
 from bench_step import PrebuiltBatches, load_average  # noqa: E402  (same folder)
 
-from mmtool.config import DataConfig, EncoderConfig, ModelConfig, OptimConfig, TrainConfig, load_recipe  # noqa: E402
+from mmtool.config import EncoderConfig, ModelConfig, OptimConfig, TrainConfig, load_recipe  # noqa: E402
 from mmtool.data import Batch, Dataset, DiskSource, load_dataset, prepare  # noqa: E402
 from mmtool.data.ucf101 import ClipReader  # noqa: E402
 from mmtool.data.vggsound import VGGSoundReader  # noqa: E402
+from mmtool.data_config import DataConfig  # noqa: E402
 from mmtool.engine import loop  # noqa: E402
 from mmtool.engine.optim import build_optimizer  # noqa: E402
 from mmtool.engine.runtime import Runtime, cpu_has_amx, resolve_precision  # noqa: E402

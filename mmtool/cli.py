@@ -77,7 +77,8 @@ SourceOpt = Annotated[Path | None, typer.Option("--run", metavar="RUN_DIR", help
 def _load(recipe: list[Path] | None, dataset: str | None, stage_file: str, overrides: list[str] | None, **extra):
     """The recipe that ``-r``/``-d`` name, with the options in ``extra`` (``teachers=...``) and then the
     command line's ``key=value`` overrides applied; a key the command line gives twice is refused."""
-    from mmtool.config import check_overrides, load_recipe, resolve_recipe
+    from mmtool.config import load_recipe
+    from mmtool.recipe_files import check_overrides, resolve_recipe
 
     check_overrides(overrides)
     extra_overrides = [f"{k}={v}" for k, v in extra.items() if v is not None]
@@ -206,8 +207,9 @@ def prep(
 
     Example: mmtool prep synth-gamma data.seed=1   (real data: mmtool prep ucf101 --raw DIR --workers 8)
     """
-    from mmtool.config import apply_overrides, build_recipe
+    from mmtool.config import build_recipe
     from mmtool.data import DATASETS, PrepOptions
+    from mmtool.recipe_files import apply_overrides
     from mmtool.stages import prep as stage
 
     _check_prep_dataset(dataset, DATASETS.names(), overrides)
@@ -219,7 +221,8 @@ def prep(
 
 def _check_prep_dataset(dataset: str, known: list[str], overrides: list[str] | None) -> None:
     """Refuse an unregistered dataset in one line with the closest names (and a key given twice)."""
-    from mmtool.config import check_overrides, did_you_mean
+    from mmtool.coercion import did_you_mean
+    from mmtool.recipe_files import check_overrides
 
     if dataset not in known:
         raise UserError(f"unknown dataset {dataset!r}{did_you_mean(dataset, known)} (known: {', '.join(known)})")
@@ -239,7 +242,7 @@ def pretrain_unimodal(
 
     Example: mmtool pretrain-unimodal --dataset synth-gamma train.seed=1
     """
-    from mmtool.config import check_overrides
+    from mmtool.recipe_files import check_overrides
 
     check_overrides(overrides)
     if resume is not None:
@@ -279,7 +282,7 @@ def train(
 
     Example: mmtool train umt --dataset synth-gamma --teachers runs/pretrain/synth-gamma-unimodal-...
     """
-    from mmtool.config import check_overrides
+    from mmtool.recipe_files import check_overrides
 
     if list_methods:
         return _list_methods(as_json)
@@ -340,8 +343,8 @@ def _check_method_recipe(name: str, dataset: str) -> None:
     (and the closest name); a known method without a recipe for the dataset says which recipes it has."""
     import difflib
 
-    from mmtool.config import check_recipe_dataset, recipes_dir
     from mmtool.methods.params import METHOD_PARAMS
+    from mmtool.recipe_files import check_recipe_dataset, recipes_dir
 
     folder = recipes_dir() / dataset
     if (folder / f"{name}.yaml").is_file():
@@ -610,7 +613,7 @@ def recipes(
 
     Example: mmtool recipes
     """
-    from mmtool.config import recipes_dir
+    from mmtool.recipe_files import recipes_dir
 
     root = recipes_dir()
     rows = []
@@ -641,7 +644,7 @@ def validate(
 
     Example: mmtool validate recipes/*/*.yaml recipes/_base/*.yaml
     """
-    from mmtool.config import check_overrides, recipe_bases
+    from mmtool.recipe_files import check_overrides, recipe_bases
 
     check_overrides(overrides)
     included = set().union(*(recipe_bases(p) for p in paths))
@@ -663,7 +666,8 @@ def validate(
 
 def _validated(path: Path, overrides: list[str] | None, included: set[Path]) -> str:
     """The ``ok`` line of a recipe or fragment that validates (else its :class:`UserError`)."""
-    from mmtool.config import is_fragment, load_recipe
+    from mmtool.config import load_recipe
+    from mmtool.recipe_files import is_fragment
 
     if is_fragment(path, included):
         load_recipe(path, overrides, fragment=True)

@@ -167,8 +167,13 @@ LAYERS: dict[str, int] = {
     "mmtool.procs": 0,
     "mmtool.files": 0,  # atomic writes, one-line errors for refused writes, metrics.jsonl
     "mmtool.runs": 0,  # the run folder's one owner (layout, lock, sessions): every layer reads and writes through it
+    # the parts of recipe handling that know no recipe section
+    "mmtool.checks": 0,  # range checks declared on dataclass fields (checked(100, at_least(1)))
+    "mmtool.coercion": 0,  # raw values into typed dataclass fields; problems worded and reported in one error
+    "mmtool.recipe_files": 0,  # finding and reading recipe files: YAML, base chains, deep merge, key=value overrides
     # 1 recipes, and the torch-free declarations their validation reads
     "mmtool.config": 1,
+    "mmtool.data_config": 1,  # the data: section (DataConfig): validated against the dataset registry's settings
     "mmtool.methods.params": 1,
     "mmtool.data.registry": 1,
     "mmtool.data.settings": 1,

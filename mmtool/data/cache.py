@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmtool.config import DataConfig
 from mmtool.data.pipeline import JOURNAL
 from mmtool.data.registry import DATASETS, PrepOptions
 from mmtool.data.source import ArraySource, SplitSource
+from mmtool.data_config import DataConfig
 from mmtool.errors import UserError
 from mmtool.files import atomic_write_bytes, write_json
 

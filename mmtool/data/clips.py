@@ -40,12 +40,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmtool.config import DataConfig
 from mmtool.data import Dataset, DiskSource, RootGuard, check_labels
 from mmtool.data.pipeline import SkipSample, file_sha256, save_npy
 from mmtool.data.registry import dataset_settings
 from mmtool.data.settings import AudioVisualSettings
 from mmtool.data.transforms import IMAGENET_MEAN, IMAGENET_STD, center_crop, hflip, normalize, random_crop, resize
+from mmtool.data_config import DataConfig
 from mmtool.errors import UserError
 from mmtool.files import atomic_write_bytes
 

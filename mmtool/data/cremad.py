@@ -61,7 +61,6 @@ from typing import Any
 
 import numpy as np
 
-from mmtool.config import DataConfig
 from mmtool.data import Dataset, DiskSource, PrepOptions
 from mmtool.data.clips import (
     ClipSettings,
@@ -80,6 +79,7 @@ from mmtool.data.clips import (
 from mmtool.data.pipeline import PrepItem, SkipSample, file_sha256, run_pipeline, write_jsonl
 from mmtool.data.registry import DATASETS, DatasetSpec, dataset_settings
 from mmtool.data.settings import CremadSettings
+from mmtool.data_config import DataConfig
 from mmtool.errors import UserError
 
 FORMAT = 1  # bump when the cache layout changes: `prep` rebuilds caches of another format

@@ -31,8 +31,8 @@ from mmtool.registry import LazyRegistry
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from mmtool.config import DataConfig
     from mmtool.data.cache import Dataset
+    from mmtool.data_config import DataConfig
 
 __all__ = ["BUILTIN_FAMILIES", "DATASETS", "DatasetSpec", "PrepOptions", "dataset_settings", "settings_class"]
 

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 
-from mmtool.config import DataConfig
 from mmtool.data import (
     EVAL_SUFFIX,
     Dataset,
@@ -34,6 +33,7 @@ from mmtool.data import (
 from mmtool.data import digits as digits_mod
 from mmtool.data.registry import DATASETS, DatasetSpec
 from mmtool.data.settings import NoSettings
+from mmtool.data_config import DataConfig
 from mmtool.errors import UserError
 
 MODALITIES = ("m1", "m2")

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 
-from mmtool.config import DataConfig
 from mmtool.data import (
     Dataset,
     dataset_from_arrays,
@@ -18,6 +17,7 @@ from mmtool.data import (
 from mmtool.data.registry import DATASETS, DatasetSpec, dataset_settings
 from mmtool.data.settings import GammaSettings, NoSettings
 from mmtool.data.synthetic import GENERATORS
+from mmtool.data_config import DataConfig
 from mmtool.errors import UserError
 
 MODALITIES = ("m1", "m2")

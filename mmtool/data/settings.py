@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mmtool.config import above, at_least, between, checked, one_of
+from mmtool.checks import above, at_least, between, checked, one_of
 
 
 @dataclass(frozen=True)

@@ -46,12 +46,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmtool.config import DataConfig
 from mmtool.data import Dataset, DiskSource, PrepOptions, RootGuard, check_labels
 from mmtool.data.pipeline import PrepItem, SkipSample, atomic_dir, file_sha256, read_jsonl, run_pipeline, write_jsonl
 from mmtool.data.registry import DATASETS, DatasetSpec, dataset_settings
 from mmtool.data.settings import UCF101Settings
 from mmtool.data.transforms import IMAGENET_MEAN, IMAGENET_STD, hflip, normalize, random_crop, resize
+from mmtool.data_config import DataConfig
 from mmtool.errors import UserError
 
 FORMAT = 1  # bump when the index or the extracted frames change

@@ -48,7 +48,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from mmtool.config import DataConfig
 from mmtool.data import Dataset, PrepOptions
 from mmtool.data.clips import (
     VIDEO_EXTENSIONS,
@@ -68,6 +67,7 @@ from mmtool.data.clips import (
 from mmtool.data.pipeline import PrepItem, file_sha256, run_pipeline, write_jsonl
 from mmtool.data.registry import DATASETS, DatasetSpec
 from mmtool.data.settings import AudioVisualSettings
+from mmtool.data_config import DataConfig
 from mmtool.errors import UserError
 
 __all__ = [  # with the clip helpers it is read with (mmtool.data.clips)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mmtool.config import between, checked, one_of
+from mmtool.checks import between, checked, one_of
 
 
 @dataclass(frozen=True)

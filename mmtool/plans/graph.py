@@ -86,7 +86,8 @@ def digest(obj: object) -> str:
 
 def resolved_recipe(node: Node) -> dict:
     """The node's recipe as the command will resolve it, less paths and names (module docstring)."""
-    from mmtool.config import legacy_flat_data, load_recipe
+    from mmtool.config import load_recipe
+    from mmtool.data_config import legacy_flat_data
 
     recipe = load_recipe([Path(r) for r in node.recipes], list(node.overrides)).to_dict()
     recipe["data"] = legacy_flat_data(recipe["data"])  # identities as before datasets owned their settings

@@ -43,8 +43,8 @@ def chain(tmp_path_factory):
 
 
 def load_split(cwd: Path, split: str):
-    from mmtool.config import DataConfig
     from mmtool.data import load_dataset
+    from mmtool.data_config import DataConfig
 
     data = load_dataset(DataConfig(name="synth-gamma", root=str(cwd / "data"), n=600))
     return data.splits[split]

@@ -8,17 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from mmtool.config import (
-    DataConfig,
-    ModelConfig,
-    OptimConfig,
-    Recipe,
-    TrainConfig,
-    deep_merge,
-    load_recipe,
-    save_recipe,
-)
+from mmtool.config import ModelConfig, OptimConfig, Recipe, TrainConfig, load_recipe, save_recipe
+from mmtool.data_config import DataConfig
 from mmtool.errors import UserError
+from mmtool.recipe_files import deep_merge
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -215,7 +208,7 @@ def test_unknown_key_in_a_file_gets_the_closest_key(tmp_path):
 
 
 def test_an_override_given_twice_is_refused_naming_both_values():
-    from mmtool.config import check_overrides
+    from mmtool.recipe_files import check_overrides
 
     with pytest.raises(UserError) as err:
         check_overrides(["optim.lr=0.1", "train.epochs=3", "optim.lr=0.3"])
@@ -227,7 +220,7 @@ def test_an_override_given_twice_is_refused_naming_both_values():
 
 
 def test_a_fragment_validates_without_a_stage_but_with_its_keys_checked(tmp_path):
-    from mmtool.config import is_fragment, recipe_bases
+    from mmtool.recipe_files import is_fragment, recipe_bases
 
     frag = write(tmp_path / "frag.yaml", "optim: {lr: 0.5}\n")
     recipe = write(tmp_path / "sub" / "r.yaml", "base: ../frag.yaml\nstage: train\n")
@@ -357,7 +350,7 @@ def test_shipped_recipes_round_trip(tmp_path, path):
 
 
 def test_dataset_recipe_then_recipe_fragments(tmp_path, monkeypatch):
-    from mmtool.config import resolve_recipe
+    from mmtool.recipe_files import resolve_recipe
 
     (tmp_path / "toy").mkdir()
     (tmp_path / "toy" / "train.yaml").write_text("stage: train\noptim: {lr: 0.5}\ntrain: {epochs: 9}\n")
@@ -414,7 +407,7 @@ def test_exponent_number_is_refused_where_an_int_is_expected(tmp_path):
 
 
 def test_loader_keeps_strings_ints_and_duplicate_key_refusal(tmp_path):
-    from mmtool.config import parse_yaml
+    from mmtool.recipe_files import parse_yaml
 
     assert parse_yaml("e5") == "e5" and parse_yaml("1e") == "1e" and parse_yaml("1e-3x") == "1e-3x"
     assert parse_yaml("12") == 12 and type(parse_yaml("12")) is int
@@ -540,7 +533,8 @@ def test_override_over_a_file_value_is_the_one_blamed(tmp_path):
 
 
 def test_recipe_built_from_the_command_line_names_it(tmp_path):
-    from mmtool.config import apply_overrides, build_recipe
+    from mmtool.config import build_recipe
+    from mmtool.recipe_files import apply_overrides
 
     raw = apply_overrides({"stage": "prep", "data": {"name": "synth-gamma"}}, ["data.seed=1e3"], "command line")
     with pytest.raises(UserError) as err:

@@ -12,11 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
-from mmtool.config import DataConfig
 from mmtool.data import PrepOptions, cache_dir, cremad, load_dataset, prepare
 from mmtool.data.cremad import EMOTIONS, grid_names, parse_name, published_clips, split_of
 from mmtool.data.pipeline import read_jsonl
 from mmtool.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
+from mmtool.data_config import DataConfig
 from mmtool.errors import UserError
 from tests.e2e.cli import REPO, messages, run_cli
 from tests.fixtures.cremad import SPARE_NAMES, TEST_NAMES, TRAIN_NAMES, write_cremad, write_flv, write_wav

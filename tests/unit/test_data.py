@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from mmtool.config import DataConfig
 from mmtool.data import DATASETS, Split, cache_dir, load_dataset, prepare, split_indices
+from mmtool.data_config import DataConfig
 from mmtool.errors import UserError
 
 

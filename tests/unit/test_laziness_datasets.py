@@ -16,7 +16,6 @@ import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from mmtool.config import DataConfig
 from mmtool.data import DATASETS, load_dataset, prepare, split_indices
 from mmtool.data import registry_laziness as reg
 from mmtool.data.digits import PALETTE, build_colored, build_twoview, bundled_digits
@@ -28,6 +27,7 @@ from mmtool.data.lazy import (
     generate_lazy,
     lazy_directions,
 )
+from mmtool.data_config import DataConfig
 from mmtool.errors import UserError
 
 NAMES = ("synth-lazy", "digits-colored", "digits-twoview")

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from mmtool.checks import Check, checked
 from mmtool.config import (
-    Check,
-    DataConfig,
     DecideConfig,
     EncoderConfig,
     EnsembleConfig,
@@ -19,9 +18,9 @@ from mmtool.config import (
     ProbeConfig,
     ScheduleConfig,
     TrainConfig,
-    checked,
     load_recipe,
 )
+from mmtool.data_config import DataConfig
 from mmtool.errors import UserError
 from tests.e2e.test_cli_chain import mmtool
 

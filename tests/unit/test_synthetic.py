@@ -183,8 +183,9 @@ def test_gamma_as_written_has_about_three_label_2_per_label_1_and_balanced_has_e
 
 
 def test_balanced_is_a_setting_of_gamma_only(tmp_path):
-    from mmtool.config import DataConfig, load_recipe
+    from mmtool.config import load_recipe
     from mmtool.data import cache_dir
+    from mmtool.data_config import DataConfig
     from mmtool.errors import UserError
 
     cfg = DataConfig.of(name="synth-gamma", root=str(tmp_path), balanced=True)

@@ -16,7 +16,6 @@ import pytest
 import torch
 from PIL import Image
 
-from mmtool.config import DataConfig
 from mmtool.data import PrepOptions, cache_dir, load_dataset, prepare
 from mmtool.data.pipeline import PrepItem, read_jsonl
 from mmtool.data.vggsound import (
@@ -29,6 +28,7 @@ from mmtool.data.vggsound import (
     prepare_clip,
     read_csv,
 )
+from mmtool.data_config import DataConfig
 from mmtool.errors import UserError
 from mmtool.models.transforms import INPUT_TRANSFORMS
 from tests.fixtures.files import tree
