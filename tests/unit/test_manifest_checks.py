@@ -13,7 +13,7 @@ import pytest
 
 from mmtool.config import DataConfig
 from mmtool.data import cache_dir, load_dataset, prepare
-from mmtool.data.pipeline import read_jsonl, write_jsonl
+from mmtool.data.pipeline_io import read_jsonl, write_jsonl
 from mmtool.errors import UserError
 from tests.e2e.cli import messages
 from tests.e2e.test_cli_chain import mmtool
