@@ -2,10 +2,13 @@
 
 * :mod:`mmtool.data.registry` — :class:`DatasetSpec` per dataset name, with its settings class (no torch);
 * :mod:`mmtool.data.settings` — the built-in datasets' own recipe settings (no torch);
-* :mod:`mmtool.data.cache` — ``prep`` and loading of prepared caches, manifest checks, array-set helpers;
+* :mod:`mmtool.data.cache` — ``prep`` and loading of prepared caches;
+* :mod:`mmtool.data.cache_checks` — a cache's manifest checked against its data; index paths kept in their root;
+* :mod:`mmtool.data.cache_arrays` — caches of in-memory arrays (``data.npz``): writing, verified reading, splits;
 * :mod:`mmtool.data.source` — the split interface (:class:`SplitSource`) and batches;
 * one module per dataset family (ucf101, vggsound, kinetics, cremad, modelnet40, registry_synthetic,
-  registry_laziness), each registering its :class:`DatasetSpec`.
+  registry_laziness), each registering its :class:`DatasetSpec`; a family too large for one module keeps
+  its prep in ``<family>_prep`` (ucf101 also its raw layout in ``ucf101_layout``).
 
 Importing this package loads no torch: the registry's names are imported here, every other public name
 (``load_dataset``, ``Batch``, ...) is read from its module on first use, so recipe validation can ask the
@@ -23,12 +26,15 @@ from mmtool.data.registry import DATASETS, DatasetSpec, PrepOptions, dataset_set
 _LAZY = {
     **dict.fromkeys(("ArraySource", "Batch", "DiskSource", "Shard", "SplitSource"), "mmtool.data.source"),
     **dict.fromkeys(
+        ("Dataset", "SPLITS", "Split", "cache_dir", "load_dataset", "prep_command", "prepare"), "mmtool.data.cache"
+    ),
+    **dict.fromkeys(("RootGuard", "check_labels", "manifest_field", "read_manifest"), "mmtool.data.cache_checks"),
+    **dict.fromkeys(
         (
-            "Dataset", "EVAL_SUFFIX", "RootGuard", "SPLITS", "Split", "cache_dir", "check_array_manifest",
-            "check_labels", "dataset_from_arrays", "input_shape", "load_dataset", "manifest_field", "prep_command",
-            "prepare", "read_manifest", "read_verified_arrays", "save_arrays", "split_indices", "write_array_cache",
+            "EVAL_SUFFIX", "check_array_manifest", "dataset_from_arrays", "input_shape", "read_verified_arrays",
+            "save_arrays", "split_indices", "write_array_cache",
         ),
-        "mmtool.data.cache",
+        "mmtool.data.cache_arrays",
     ),
 }  # fmt: skip
 

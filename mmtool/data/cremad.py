@@ -62,21 +62,10 @@ from typing import Any
 import numpy as np
 
 from mmtool.data import Dataset, DiskSource, PrepOptions
-from mmtool.data.clips import (
-    ClipSettings,
-    cache_key,
-    clip_manifest,
-    clip_settings,
-    decode_audio,
-    decode_video,
-    load_clips,
-    output_size,
-    probe,
-    read_head,
-    sweep,
-    write_clip,
-)
-from mmtool.data.pipeline import PrepItem, SkipSample, file_sha256, run_pipeline, write_jsonl
+from mmtool.data.clips import ClipSettings, decode_audio, decode_video, output_size, probe, read_head, write_clip
+from mmtool.data.clips_cache import cache_key, clip_manifest, clip_settings, load_clips, sweep
+from mmtool.data.pipeline import run_pipeline
+from mmtool.data.pipeline_io import PrepItem, SkipSample, file_sha256, write_jsonl
 from mmtool.data.registry import DATASETS, DatasetSpec, dataset_settings
 from mmtool.data.settings import CremadSettings
 from mmtool.data_config import DataConfig

@@ -82,18 +82,10 @@ from pathlib import Path
 from typing import Any
 
 from mmtool.data import Dataset, PrepOptions
-from mmtool.data.clips import (
-    VIDEO_EXTENSIONS,
-    ClipSettings,
-    cache_key,
-    clip_manifest,
-    clip_settings,
-    decode_clip,
-    load_clips,
-    sweep,
-    walk_names,
-)
-from mmtool.data.pipeline import PrepItem, file_sha256, run_pipeline, write_jsonl
+from mmtool.data.clips import VIDEO_EXTENSIONS, ClipSettings, decode_clip, walk_names
+from mmtool.data.clips_cache import cache_key, clip_manifest, clip_settings, load_clips, sweep
+from mmtool.data.pipeline import run_pipeline
+from mmtool.data.pipeline_io import PrepItem, file_sha256, write_jsonl
 from mmtool.data.registry import DATASETS, DatasetSpec
 from mmtool.data.settings import AudioVisualSettings
 from mmtool.data_config import DataConfig

@@ -30,65 +30,29 @@ function that decodes one sample's raw files and writes its loader-ready outputs
 
 Outputs must be deterministic bytes: ``.npy`` (header + data) and plain files, never ``np.savez`` (zip
 entries carry the write time) or ``torch.save`` (a random serialization id).
+
+What a ``process`` function deals in (the item, the skip, the output writers) is in
+:mod:`mmtool.data.pipeline_io`; fingerprints and the journal are in :mod:`mmtool.data.pipeline_journal`;
+this module runs the items.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import os
-import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from mmtool.data.pipeline_io import PrepItem, SkipSample, write_jsonl
+from mmtool.data.pipeline_journal import JOURNAL, fingerprint, read_journal
 from mmtool.errors import PrepInterrupted, UserError
 from mmtool.faults import fault_point
-from mmtool.files import atomic_write_bytes, atomic_write_text
 from mmtool.procs import exit_with
-
-REASONS = {
-    "zero_byte": "the file is empty (0 bytes)",
-    "not_media": "no audio/video container could be recognised (e.g. a text or HTML file)",
-    "truncated": "the file ends before its streams do (an interrupted download)",
-    "corrupt": "the container opened but a frame or packet could not be decoded",
-    "no_video": "the file has no video stream",
-    "no_audio": "the file has no audio stream",
-    "unreadable": "the path exists but cannot be read (permissions, or not a regular file)",
-    "too_short": "fewer frames or seconds than a sample needs",
-    "missing_view": "a sample made of several files lacks one of them (e.g. an object without its rear render)",
-    "error": "an unexpected error while decoding (message recorded)",
-}
-JOURNAL = ".journal.jsonl"
-
-
-class SkipSample(Exception):
-    """Raised by a ``process`` function: this sample is broken in a known way (``reason`` in REASONS)."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        if reason not in REASONS:
-            raise ValueError(f"unknown skip reason {reason!r} (known: {', '.join(REASONS)})")
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason, self.detail = reason, detail
-
-
-@dataclass(frozen=True)
-class PrepItem:
-    """One sample to prepare. ``key`` is unique and file-name safe (outputs are named after it)."""
-
-    key: str
-    split: str
-    label: int
-    sources: tuple[str, ...]  # the raw files or folders read (recorded with a skip)
-    meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
 
 @dataclass
@@ -98,50 +62,6 @@ class PipelineResult:
     missing: list[dict]  # as given, sorted by key
     reused: int  # items taken from the journal of an interrupted earlier run
     seconds: float
-
-
-# --------------------------------------------------------------------------------------------- outputs
-def save_npy(path: Path, array: np.ndarray) -> str:
-    """Write ``array`` as ``.npy`` atomically; returns the file's sha256 (deterministic bytes)."""
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
-    data = buf.getvalue()
-    atomic_write_bytes(path, data)
-    return hashlib.sha256(data).hexdigest()
-
-
-@contextmanager
-def atomic_dir(path: Path) -> Iterator[Path]:
-    """Fill a temporary sibling folder, then rename it to ``path``: a reader never sees half a folder."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        yield tmp
-        shutil.rmtree(path, ignore_errors=True)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def write_jsonl(path: Path, rows: Sequence[dict]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    if not Path(path).is_file():
-        return []
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
 # --------------------------------------------------------------------------------------------- running
@@ -168,7 +88,7 @@ def run_pipeline(
     _check_missing(len(items), missing, max_missing_frac, out)
     started = time.perf_counter()
     prints = {it.key: fingerprint(it, raw) for it in items}
-    done = _read_journal(out / JOURNAL, prints)
+    done = read_journal(out / JOURNAL, prints)
     todo = [it for it in items if it.key not in done]
     budget = max_skip_frac * len(items)
     _journaled(todo, process, out, workers, prints, done, budget, label, len(items))
@@ -235,61 +155,6 @@ def _check_missing(found: int, missing: Sequence[dict], frac: float, out: Path) 
 
 def _without_fp(entry: dict) -> dict:
     return {k: v for k, v in entry.items() if k != "fp"}
-
-
-def fingerprint(item: PrepItem, raw: Path | None = None) -> str:
-    """What an item was made from: its list row (key, split, label, sources, meta) and the identity of each
-    raw file or folder it reads (:func:`_identity`). Equal fingerprints: the item's outputs are still valid."""
-    files = [_identity(Path(raw) / s if raw is not None else Path(s)) for s in item.sources]
-    row = {"key": item.key, "split": item.split, "label": item.label, "sources": list(item.sources),
-           "meta": item.meta, "files": files}  # fmt: skip
-    return hashlib.sha256(json.dumps(row, sort_keys=True, default=str).encode()).hexdigest()[:32]
-
-
-def _identity(path: Path) -> list:
-    """A file's (path, size, mtime, ctime, inode): a rewrite changes ctime even when size and mtime are put
-    back (``cp -p``, ``touch -r``). A folder (a clip's frames): the same for each of its entries, by name."""
-    try:
-        st = path.stat()
-    except OSError:
-        return [str(path), None]
-    stamp = [str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
-    if not path.is_dir():
-        return stamp
-    with os.scandir(path) as entries:
-        inside = sorted((e.name, *_stat_tuple(e)) for e in entries)
-    return [*stamp, hashlib.sha256(json.dumps(inside).encode()).hexdigest()]
-
-
-def _stat_tuple(entry: os.DirEntry) -> tuple:
-    try:
-        st = entry.stat()
-    except OSError:
-        return (None,)
-    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-
-
-def _read_journal(path: Path, prints: dict[str, str]) -> dict[str, dict]:
-    """Entries of an interrupted run whose item is unchanged (same fingerprint); a line cut by the kill, an
-    entry of an item no longer listed or changed since (or written without a fingerprint) is dropped, and
-    that item is redone."""
-    done: dict[str, dict] = {}
-    if not path.is_file():
-        return done
-    text = path.read_text()
-    lines = text.splitlines()
-    if text and not text.endswith("\n"):
-        lines = lines[:-1]
-    for line in lines:
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        key = entry.get("key") if isinstance(entry, dict) else None
-        if key in prints and entry.get("fp") == prints[key]:
-            done[key] = entry
-    atomic_write_text(path, "".join(json.dumps(e, sort_keys=True) + "\n" for e in done.values()))
-    return done
 
 
 class _StopOnSignal:

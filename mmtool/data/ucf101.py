@@ -7,6 +7,10 @@ come from ``UCF-101/*.avi``, decoded with decord and stored in the cache as JPEG
 both sources. Flow cannot be computed from the videos here: without ``tvl1_flow/`` the dataset has the
 ``rgb`` modality only. The layout, quirks and choices are described in ``data_prep/ucf101.md``.
 
+The split lists, the raw folders and the cache's names are in :mod:`mmtool.data.ucf101_layout`, prep (each
+clip's frames checked or extracted, the index and the manifest) in :mod:`mmtool.data.ucf101_prep`; this
+module reads and loads a prepared cache and registers the dataset.
+
 Design notes
   * One prep serves all three official splits: every clip is indexed once with its membership in
     splits 1-3; ``data.split`` picks one at load time. Validation is carved at load time from the train
@@ -31,13 +35,8 @@ Design notes
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import io
 import json
-import re
-import shutil
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,483 +45,35 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmtool.data import Dataset, DiskSource, PrepOptions, RootGuard, check_labels
-from mmtool.data.pipeline import PrepItem, SkipSample, atomic_dir, file_sha256, read_jsonl, run_pipeline, write_jsonl
-from mmtool.data.registry import DATASETS, DatasetSpec, dataset_settings
+from mmtool.data import Dataset, DiskSource, RootGuard, check_labels
+from mmtool.data.pipeline_io import read_jsonl
+from mmtool.data.registry import DATASETS, DatasetSpec
 from mmtool.data.settings import UCF101Settings
 from mmtool.data.transforms import IMAGENET_MEAN, IMAGENET_STD, hflip, normalize, random_crop, resize
+from mmtool.data.ucf101_layout import (
+    EXTRACTED,
+    FLOW,
+    FORMAT,
+    INDEX,
+    NAME,
+    RGB_FRAMES,
+    SPLITS,
+    VIDEOS,
+    frame_name,
+    settings,
+)
+from mmtool.data.ucf101_prep import prepare
 from mmtool.data_config import DataConfig
 from mmtool.errors import UserError
 
-FORMAT = 1  # bump when the index or the extracted frames change
-NAME = "ucf101"
-SPLITS = (1, 2, 3)
-LISTS = "ucfTrainTestlist"
-RGB_FRAMES = "jpegs_256"
-FLOW = "tvl1_flow"
-VIDEOS = "UCF-101"
-EXTRACTED = "frames"  # cache sub-folder of the RGB frames decoded from .avi files
-INDEX = "index.jsonl"
-JPEG_QUALITY = 90  # extracted frames: fixed quality, no metadata -> the same bytes on every run
 TRAIN_SCALE = 256 / 224  # App. A.1 frames are stored with a 256 short side and cropped to 224
 EVAL_BATCH = 64
-STEM = re.compile(r"^v_(?P<cls>.+)_g(?P<group>\d+)_c(?P<clip>\d+)$")
-RGB_SOURCES = ("frames", "video", "auto")
-NO_FLOW_NOTE = f"no {FLOW}/u and {FLOW}/v: flow is not computed from videos, so this cache has the rgb modality only"
-
-
-# --------------------------------------------------------------------------------------------- split lists
-@dataclass(frozen=True)
-class ListedClip:
-    """One clip of the split lists: ``name`` is the video stem as listed (``v_HandStandPushups_g01_c01``)."""
-
-    name: str
-    class_name: str  # classInd.txt spelling
-    label: int  # 0-based
-    group: int
-    clip: int
-    list_path: str  # as listed, e.g. "HandstandPushups/v_HandStandPushups_g01_c01.avi"
-    splits: tuple[str | None, str | None, str | None]  # "train" / "test" / None (not listed) for splits 1-3
-
-
-def read_list(path: Path) -> list[tuple[int, str]]:
-    """Non-blank lines of a split file as (1-based line number, text), whatever the line endings.
-
-    Raises:
-        UserError: the file does not exist.
-    """
-    if not path.is_file():
-        raise UserError(f"missing split file {path} (expected the official {LISTS}/ folder under data.raw)")
-    text = path.read_bytes().decode("utf-8-sig", errors="replace")
-    return [(i, line.strip()) for i, line in enumerate(text.splitlines(), start=1) if line.strip()]
-
-
-def parse_class_index(path: Path) -> list[str]:
-    """Class names of ``classInd.txt`` ("1 ApplyEyeMakeup" ...), position = 0-based label.
-
-    Raises:
-        UserError: a line is not "INDEX NAME" or the indices are not 1, 2, 3, ...
-    """
-    names: list[str] = []
-    for lineno, line in read_list(path):
-        parts = line.split()
-        if len(parts) != 2 or not parts[0].isdigit() or int(parts[0]) != len(names) + 1:
-            raise UserError(f"{path}:{lineno}: expected '{len(names) + 1} ClassName', got {line!r}")
-        if parts[1] in (".", "..") or "/" in parts[1] or "\\" in parts[1]:  # the class is a folder in the lists
-            raise UserError(f"{path}:{lineno}: class {parts[1]!r} is not a plain folder name")
-        names.append(parts[1])
-    if not names:
-        raise UserError(f"{path}: no classes listed")
-    return names
-
-
-def parse_split_lists(lists: Path) -> tuple[list[str], list[ListedClip]]:
-    """Class names and every clip of ``trainlist0{1,2,3}.txt``/``testlist0{1,2,3}.txt``, indexed once.
-
-    Class folders are matched to ``classInd.txt`` case-insensitively (the real lists spell some classes
-    differently from their file names); a train list's label must agree with the folder's class.
-
-    Raises:
-        UserError: a malformed line, an unknown class, a wrong label, or a clip in both lists of a split.
-    """
-    classes = parse_class_index(lists / "classInd.txt")
-    by_lower = {c.lower(): i for i, c in enumerate(classes)}
-    seen: dict[str, dict] = {}
-    for split in SPLITS:
-        for kind in ("train", "test"):
-            path = lists / f"{kind}list{split:02d}.txt"
-            for lineno, line in read_list(path):
-                where = f"{path}:{lineno}"
-                name, label, list_path = _parse_list_line(line, kind, by_lower, classes, where)
-                entry = seen.setdefault(name, {"label": label, "list_path": list_path, "splits": [None] * 3})
-                if entry["label"] != label or entry["splits"][split - 1] not in (None, kind):
-                    raise UserError(f"{where}: {name} is listed with another class or in both lists of split {split}")
-                entry["splits"][split - 1] = kind
-    return classes, [_listed(name, e, classes) for name, e in sorted(seen.items())]
-
-
-def _parse_list_line(
-    line: str, kind: str, by_lower: dict[str, int], classes: list[str], where: str
-) -> tuple[str, int, str]:
-    """(video stem, 0-based label, listed path) of one "Class/v_Class_gXX_cYY.avi [LABEL]" line."""
-    parts = line.split()
-    list_path = parts[0].replace("\\", "/")
-    if list_path.startswith("/") or ".." in list_path.split("/"):
-        raise UserError(f"{where}: {parts[0]!r} leads outside the raw folder (an absolute path or '..')")
-    folder, _, file_name = list_path.rpartition("/")
-    stem = file_name.rsplit(".", 1)[0]
-    if len(parts) != (2 if kind == "train" else 1) or not STEM.match(stem) or folder.lower() not in by_lower:
-        example = "Class/v_Class_g08_c01.avi" + (" LABEL" if kind == "train" else "")
-        raise UserError(f"{where}: expected '{example}' with a class of classInd.txt, got {line!r}")
-    label = by_lower[folder.lower()]
-    if kind == "train" and parts[1] != str(label + 1):
-        raise UserError(f"{where}: label {parts[1]} but classInd.txt numbers {classes[label]} as {label + 1}")
-    return stem, label, list_path
-
-
-def _listed(name: str, entry: dict, classes: list[str]) -> ListedClip:
-    match = STEM.match(name)
-    assert match is not None  # checked while parsing
-    return ListedClip(
-        name,
-        classes[entry["label"]],
-        entry["label"],
-        int(match["group"]),
-        int(match["clip"]),
-        entry["list_path"],
-        tuple(entry["splits"]),
-    )
-
-
-# --------------------------------------------------------------------------------------------- raw layout
-class FolderIndex:
-    """Names in one folder, looked up case-insensitively (an exact match wins); listed once, lazily."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self._names: dict[str, list[str]] | None = None
-
-    def find(self, name: str) -> str | None:
-        """The on-disk spelling of ``name`` in this folder, or None."""
-        if self._names is None:
-            self._names = {}
-            for entry in sorted(p.name for p in self.folder.iterdir()) if self.folder.is_dir() else []:
-                self._names.setdefault(entry.lower(), []).append(entry)
-        found = self._names.get(name.lower(), [])
-        return name if name in found else (found[0] if found else None)
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Which raw folders prep reads: ``rgb_source`` "frames" (jpegs_256/) or "video" (UCF-101/*.avi)."""
-
-    raw: Path
-    rgb_source: str
-    flow: bool  # tvl1_flow/u and tvl1_flow/v exist
-
-    @classmethod
-    def resolve(cls, cfg: DataConfig) -> Layout:
-        """The layout under ``data.raw`` for ``data.rgb_source`` (auto: frames when jpegs_256/ exists).
-
-        Raises:
-            UserError: no raw folder, an unknown rgb_source, or the folders it needs are absent.
-        """
-        if not cfg.raw:
-            raise UserError("ucf101 needs its raw folder: `mmtool prep ucf101 --raw DIR` (see data_prep/ucf101.md)")
-        raw = Path(cfg.raw).expanduser().resolve()
-        if not (raw / LISTS).is_dir():
-            raise UserError(f"{raw / LISTS} not found: --raw must hold {LISTS}/ (see data_prep/ucf101.md)")
-        wanted = settings(cfg).rgb_source
-        if wanted not in RGB_SOURCES:
-            raise UserError(f"data.rgb_source must be one of {', '.join(RGB_SOURCES)}, got {wanted!r}")
-        source = wanted
-        if source == "auto":
-            source = "frames" if (raw / RGB_FRAMES).is_dir() else "video"
-        needed = raw / (RGB_FRAMES if source == "frames" else VIDEOS)
-        if not needed.is_dir():
-            raise UserError(f"{needed} not found (data.rgb_source={wanted}; see data_prep/ucf101.md)")
-        flow = all((raw / FLOW / axis).is_dir() for axis in ("u", "v"))
-        return cls(raw, source, flow)
-
-    def describe(self) -> dict:
-        return {
-            "raw": str(self.raw),
-            "split_lists": LISTS,
-            "rgb_source": self.rgb_source,
-            "rgb": RGB_FRAMES if self.rgb_source == "frames" else f"{VIDEOS} (decoded to {EXTRACTED}/ in the cache)",
-            "rgb_base": "raw" if self.rgb_source == "frames" else "cache",
-            "flow": FLOW if self.flow else None,
-            "flow_note": None if self.flow else NO_FLOW_NOTE,
-        }
-
-
-class RawFinder:
-    """Finds each listed clip's raw files, tolerating case differences between lists and disk."""
-
-    def __init__(self, layout: Layout) -> None:
-        self.layout = layout
-        raw = layout.raw
-        self.rgb = FolderIndex(raw / RGB_FRAMES)
-        self.flow = {axis: FolderIndex(raw / FLOW / axis) for axis in ("u", "v")}
-        self.classes = FolderIndex(raw / VIDEOS)
-        self.videos: dict[str, FolderIndex] = {}
-        self.case_mismatches: set[str] = set()
-
-    def locate(self, clip: ListedClip) -> tuple[dict[str, str], list[str]]:
-        """({part: path relative to raw} found, [expected relative paths that are absent])."""
-        wanted: dict[str, tuple[str, str | None]] = {}
-        if self.layout.rgb_source == "frames":
-            wanted["rgb_dir"] = (f"{RGB_FRAMES}/{clip.name}", self._found(self.rgb, clip.name, RGB_FRAMES))
-        else:
-            wanted["video"] = (f"{VIDEOS}/{clip.list_path}", self._video(clip))
-        if self.layout.flow:
-            for axis in ("u", "v"):
-                rel = f"{FLOW}/{axis}"
-                wanted[f"flow_{axis}_dir"] = (f"{rel}/{clip.name}", self._found(self.flow[axis], clip.name, rel))
-        found = {part: path for part, (_, path) in wanted.items() if path is not None}
-        return found, [expected for expected, path in wanted.values() if path is None]
-
-    def _found(self, folder: FolderIndex, name: str, rel: str) -> str | None:
-        on_disk = folder.find(name)
-        if on_disk is None:
-            return None
-        if on_disk != name:
-            self.case_mismatches.add(f"{rel}: {_class_part(name)} -> {_class_part(on_disk)}")
-        return f"{rel}/{on_disk}"
-
-    def _video(self, clip: ListedClip) -> str | None:
-        listed_folder, _, file_name = clip.list_path.rpartition("/")
-        folder = self._found(self.classes, listed_folder, VIDEOS)
-        if folder is None:
-            return None
-        files = self.videos.setdefault(folder, FolderIndex(self.layout.raw / folder))
-        return self._found(files, file_name, folder)
-
-
-def _class_part(name: str) -> str:
-    match = STEM.match(Path(name).stem)
-    return match["cls"] if match else name
-
-
-# --------------------------------------------------------------------------------------------- prep
-def settings(cfg: DataConfig) -> UCF101Settings:
-    """The UCF101 settings of ``cfg`` (``data.split``, ``data.flow_stack``, ...)."""
-    return dataset_settings(cfg, UCF101Settings)
 
 
 def _cache_key(cfg: DataConfig) -> str:
     # only what prep's output depends on; image_size, split and val_fraction are applied at load time
     s = settings(cfg)
     return f"{s.rgb_source}-stack{s.flow_stack}"
-
-
-def _prepare(cfg: DataConfig, out: Path, options: PrepOptions) -> dict:
-    layout = Layout.resolve(cfg)
-    flow_stack = settings(cfg).flow_stack
-    if flow_stack < 1:
-        raise UserError(f"data.flow_stack must be at least 1, got {flow_stack}")
-    classes, clips = parse_split_lists(layout.raw / LISTS)
-    items, missing, finder = _plan(layout, clips)
-    _remove_stale_temporaries(out)
-    process = functools.partial(process_clip, raw=str(layout.raw), flow_stack=flow_stack)
-    result = run_pipeline(
-        items,
-        process,
-        out,
-        workers=options.workers,
-        max_skip_frac=options.max_skip_frac,
-        missing=missing,
-        max_missing_frac=options.max_missing_frac,
-        raw=layout.raw,
-        label="prep ucf101",
-    )
-    write_jsonl(out / INDEX, result.records)
-    manifest = _manifest(cfg, layout, classes, result.records, out)
-    manifest.update(
-        skipped=[{"key": s["key"], "reason": s["reason"]} for s in result.skipped],
-        skipped_counts=dict(sorted(Counter(s["reason"] for s in result.skipped).items())),
-        missing=len(result.missing),
-        case_mismatches=sorted(finder.case_mismatches),
-        run=_run_summary(len(items), result.reused, result.seconds),
-    )
-    return manifest
-
-
-def _run_summary(items: int, reused: int, seconds: float) -> dict:
-    """How this run went (not what it produced): a resumed prep reuses the clips an interrupted one finished."""
-    return {"items": items, "reused": reused, "processed": items - reused, "seconds": seconds}
-
-
-def _plan(layout: Layout, clips: list[ListedClip]) -> tuple[list[PrepItem], list[dict], RawFinder]:
-    """Prep items for the clips found on disk; the others are *missing* (reported, never counted)."""
-    finder = RawFinder(layout)
-    items, missing = [], []
-    for clip in clips:
-        found, absent = finder.locate(clip)
-        membership = ",".join(s or "-" for s in clip.splits)  # split 1,2,3
-        if absent:
-            missing.append({"key": clip.name, "label": clip.label, "splits": membership, "absent": absent})
-            continue
-        meta = {"class": clip.class_name, "group": clip.group, "clip": clip.clip, "splits": clip.splits, **found}
-        items.append(PrepItem(clip.name, membership, clip.label, tuple(found.values()), meta))
-    return items, missing, finder
-
-
-def _remove_stale_temporaries(out: Path) -> None:
-    """Half-written folders/files of a killed run (named ``.<name>.tmp*``) are never part of the cache."""
-    for folder in (out, out / EXTRACTED):
-        for stale in folder.glob(".*.tmp*") if folder.is_dir() else []:
-            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
-
-
-def process_clip(item: PrepItem, out: Path, *, raw: str, flow_stack: int) -> dict:
-    """Check one clip's frames (or extract them from its video) and return its index row.
-
-    Raises:
-        SkipSample: the clip is broken (see data_prep/ucf101.md for the reasons).
-    """
-    meta, base = item.meta, Path(raw)
-    row: dict[str, Any] = {"class": meta["class"], "label": item.label, "group": meta["group"], "clip": meta["clip"]}
-    row.update({f"split{s}": meta["splits"][s - 1] for s in SPLITS})
-    if "flow_u_dir" in meta:  # first: a clip skipped for its flow leaves no extracted frames behind
-        counts = [check_frames(base / meta[f"flow_{a}_dir"], "flow", flow_stack) for a in ("u", "v")]
-        row.update(flow_u_dir=meta["flow_u_dir"], flow_v_dir=meta["flow_v_dir"], flow_frames=min(counts))
-    if "video" in meta:
-        row["video"] = meta["video"]
-        row["rgb_dir"] = f"{EXTRACTED}/{item.key}"
-        row["rgb_frames"] = extract_frames(base / meta["video"], Path(out) / EXTRACTED / item.key)
-    else:
-        row["rgb_dir"] = meta["rgb_dir"]
-        row["rgb_frames"] = check_frames(base / meta["rgb_dir"], "rgb", 1)
-    return row
-
-
-def frame_name(index: int) -> str:
-    """File name of frame ``index`` (0-based) in jpegs_256/, tvl1_flow/ and the extracted folders."""
-    return f"frame{index + 1:06d}.jpg"
-
-
-def check_frames(folder: Path, kind: str, need: int) -> int:
-    """Number of frames in ``folder`` after decoding every one of them (the reader may pick any).
-
-    Reasons: an empty RGB folder is ``no_video`` (it holds no picture at all); fewer than ``need`` frames is
-    ``too_short``; frame numbers with gaps or an undecodable JPEG is ``corrupt``; a frame that cannot be
-    opened (e.g. a directory in its place) is ``unreadable``.
-    """
-    try:
-        names = sorted(p.name for p in folder.iterdir() if p.name.lower().endswith(".jpg"))
-    except OSError as err:  # e.g. a file where the folder should be
-        raise SkipSample("unreadable", f"{folder}: {err}") from None
-    if not names and kind == "rgb":
-        raise SkipSample("no_video", f"{folder} holds no frames")
-    if len(names) < need:
-        raise SkipSample("too_short", f"{folder} holds {len(names)} frames, a sample needs {need}")
-    if names != [frame_name(i) for i in range(len(names))]:
-        raise SkipSample("corrupt", f"{folder}: frames are not numbered frame000001.jpg.. without gaps")
-    for name in names:
-        verify_jpeg(folder / name)
-    return len(names)
-
-
-def verify_jpeg(path: Path) -> None:
-    """Decode ``path`` (at 1/8 scale: the whole entropy-coded stream is still read, the IDCT is cheap).
-
-    Raises:
-        SkipSample: ``unreadable`` when the file cannot be read, ``corrupt`` when it does not decode.
-    """
-    from PIL import Image
-
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise SkipSample("unreadable", f"{path}: {err}") from None
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.draft(image.mode, (max(1, image.width // 8), max(1, image.height // 8)))
-            image.load()
-    except Exception as err:  # noqa: BLE001  (PIL raises many types for bad bytes)
-        raise SkipSample("corrupt", f"{path}: {type(err).__name__}: {err}") from None
-
-
-def probe_video(path: Path) -> None:
-    """Cheap checks before decoding: the failures that have a name of their own.
-
-    Raises:
-        SkipSample: ``unreadable`` (not a regular file / no permission), ``zero_byte``, ``truncated`` (an
-            AVI shorter than its RIFF header says: decoders silently return the first frames of those),
-            ``not_media`` (no container recognised) or ``no_video`` (a container without a video stream).
-    """
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(12)
-    except OSError as err:
-        raise SkipSample("unreadable", f"{path}: {err}") from None
-    size = path.stat().st_size
-    if size == 0:
-        raise SkipSample("zero_byte", str(path))
-    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
-        declared = int.from_bytes(head[4:8], "little") + 8
-        if size < declared:
-            raise SkipSample("truncated", f"{path}: {size} bytes, its RIFF header declares {declared}")
-    _probe_streams(path)
-
-
-def _probe_streams(path: Path) -> None:
-    import av
-
-    try:
-        with av.open(str(path)) as container:
-            has_video = any(s.type == "video" for s in container.streams)
-    except (av.error.InvalidDataError, av.error.EOFError) as err:
-        raise SkipSample("not_media", f"{path}: {err}") from None
-    except av.error.FFmpegError as err:
-        raise SkipSample("corrupt", f"{path}: {err}") from None
-    if not has_video:
-        raise SkipSample("no_video", str(path))
-
-
-def extract_frames(video: Path, dest: Path, chunk: int = 64) -> int:
-    """Decode ``video`` with decord and write every frame to ``dest/frame%06d.jpg`` (atomically, at the
-    video's own size, quality ``JPEG_QUALITY``, no metadata); returns the number of frames.
-
-    Raises:
-        SkipSample: see :func:`probe_video`; ``corrupt`` if decoding fails, ``too_short`` with no frame.
-    """
-    import decord
-    from PIL import Image
-
-    probe_video(video)
-    try:
-        reader = decord.VideoReader(str(video), ctx=decord.cpu(0), num_threads=1)
-        total = len(reader)
-        if total == 0:
-            raise SkipSample("too_short", f"{video} has no frames")
-        with atomic_dir(dest) as tmp:
-            for start in range(0, total, chunk):  # bounded memory for long clips
-                frames = reader.get_batch(list(range(start, min(total, start + chunk)))).asnumpy()  # (t, H, W, 3)
-                for offset, frame in enumerate(frames):
-                    Image.fromarray(frame).save(tmp / frame_name(start + offset), format="JPEG", quality=JPEG_QUALITY)
-    except SkipSample:
-        raise
-    except Exception as err:  # noqa: BLE001  (decord raises its own error types for bad streams)
-        raise SkipSample("corrupt", f"{video}: {type(err).__name__}: {str(err)[:200]}") from None
-    return total
-
-
-def _manifest(cfg: DataConfig, layout: Layout, classes: list[str], rows: list[dict], out: Path) -> dict:
-    lists = layout.raw / LISTS
-    split_files = ["classInd.txt"] + [f"{k}list{s:02d}.txt" for s in SPLITS for k in ("train", "test")]
-    modalities = {"rgb": [3, "image_size", "image_size"]}
-    if layout.flow:
-        modalities["flow"] = [2 * settings(cfg).flow_stack, "image_size", "image_size"]
-    return {
-        "dataset": NAME,
-        "format": FORMAT,
-        "n": len(rows),
-        "num_classes": len(classes),
-        "class_names": classes,
-        "modalities": modalities,  # image_size is a load-time setting (data.image_size)
-        "flow_stack": settings(cfg).flow_stack,
-        "flow_channels": "interleaved: channel 2k is u (x) of frame t+k, channel 2k+1 is v (y)",
-        "class_counts": _class_counts(rows, len(classes)),
-        "split_sizes": {str(s): {k: len(part) for k, part in _official(rows, s).items()} for s in SPLITS},
-        "split_counts": {
-            str(s): {k: _class_counts(part, len(classes)) for k, part in _official(rows, s).items()} for s in SPLITS
-        },
-        "split_note": "val is carved at load time from the train groups of data.split (data.val_fraction, data.seed)",
-        "layout": layout.describe(),
-        "jpeg_quality": JPEG_QUALITY if layout.rgb_source == "video" else None,
-        "files": {INDEX: file_sha256(out / INDEX), **{f"{LISTS}/{f}": file_sha256(lists / f) for f in split_files}},
-    }
-
-
-def _official(rows: Sequence[dict], split: int) -> dict[str, list[dict]]:
-    """The rows of official split ``split``'s train and test lists."""
-    return {k: [r for r in rows if r[f"split{split}"] == k] for k in ("train", "test")}
-
-
-def _class_counts(rows: Sequence[dict], num_classes: int) -> list[int]:
-    return np.bincount([r["label"] for r in rows], minlength=num_classes).astype(int).tolist()
 
 
 # --------------------------------------------------------------------------------------------- reading
@@ -729,7 +280,7 @@ def _check_sampled_paths(files: list[ClipFiles], cache: Path, samples: int = 3) 
 
 DATASETS.register(NAME)(
     DatasetSpec(
-        prepare=_prepare,
+        prepare=prepare,
         load=_load,
         cache_key=_cache_key,
         description="UCF101 (App. A.1): one RGB frame + a 10-frame TV-L1 flow stack; official splits 1-3",

@@ -29,7 +29,8 @@ Choices, and why:
   details are scrubbed of decord's time-of-day stamps and of absolute paths.
 
 Probing, decoding, the cache files, the loader checks and the reader are shared with Kinetics and live in
-:mod:`mmtool.data.clips`; this module holds what is VGG-Sound's own: the csv, the file names, the splits.
+:mod:`mmtool.data.clips` (one clip) and :mod:`mmtool.data.clips_cache` (the cache); this module holds what is
+VGG-Sound's own: the csv, the file names, the splits.
 
 The cache key holds only prep-time settings (store size, frames, sample rate, audio length); the crop size
 ``image_size``, ``val_fraction`` and ``seed`` are read at load time. The validation split is drawn from the
@@ -49,31 +50,16 @@ from pathlib import Path
 from typing import Any
 
 from mmtool.data import Dataset, PrepOptions
-from mmtool.data.clips import (
-    VIDEO_EXTENSIONS,
-    ClipSettings,
-    StackedClipReader,
-    bmff_truncated,
-    cache_key,
-    clip_manifest,
-    clip_settings,
-    container_family,
-    decode_clip,
-    fit_audio,
-    load_clips,
-    sweep,
-    walk_names,
-)
-from mmtool.data.pipeline import PrepItem, file_sha256, run_pipeline, write_jsonl
+from mmtool.data.clips import VIDEO_EXTENSIONS, ClipSettings, decode_clip, walk_names
+from mmtool.data.clips_cache import StackedClipReader, cache_key, clip_manifest, clip_settings, load_clips, sweep
+from mmtool.data.pipeline import run_pipeline
+from mmtool.data.pipeline_io import PrepItem, file_sha256, write_jsonl
 from mmtool.data.registry import DATASETS, DatasetSpec
 from mmtool.data.settings import AudioVisualSettings
 from mmtool.data_config import DataConfig
 from mmtool.errors import UserError
 
-__all__ = [  # with the clip helpers it is read with (mmtool.data.clips)
-    "ClipSettings", "VGGSoundReader", "bmff_truncated", "clip_readings", "container_family", "find_clips",
-    "fit_audio", "load", "prepare", "prepare_clip", "read_csv",
-]  # fmt: skip
+__all__ = ["VGGSoundReader", "clip_readings", "find_clips", "load", "prepare", "prepare_clip", "read_csv"]
 
 FORMAT = 1  # bump when the cache layout changes: `prep` rebuilds caches of another format
 CSV_NAME = "vggsound.csv"

@@ -97,7 +97,7 @@ def _cached(layout: Layout, key: str, split: str, mods: list[str]) -> dict[str, 
 def _store(layout: Layout, key: str, split: str, feats: dict[str, torch.Tensor]) -> None:
     """Write the features (then their metadata, which marks them complete) under the run's lock; a run
     that is busy or a folder that refuses the write only means no cache."""
-    from mmtool.data.pipeline import save_npy
+    from mmtool.data.pipeline_io import save_npy
 
     base = layout.features(key)
     try:

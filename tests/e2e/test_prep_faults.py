@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mmtool.data.pipeline import read_jsonl
+from mmtool.data.pipeline_io import read_jsonl
 from tests.e2e.cli import base_env, messages, run_cli
 from tests.fixtures.files import tree
 from tests.fixtures.media import write_vggsound

@@ -14,7 +14,7 @@ from PIL import Image
 
 from mmtool.data import PrepOptions, cache_dir, cremad, load_dataset, prepare
 from mmtool.data.cremad import EMOTIONS, grid_names, parse_name, published_clips, split_of
-from mmtool.data.pipeline import read_jsonl
+from mmtool.data.pipeline_io import read_jsonl
 from mmtool.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
 from mmtool.data_config import DataConfig
 from mmtool.errors import UserError

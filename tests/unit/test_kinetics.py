@@ -16,7 +16,7 @@ from PIL import Image
 from mmtool.config import load_recipe
 from mmtool.data import PrepOptions, cache_dir, load_dataset, prepare
 from mmtool.data.kinetics import KINETICS_SOUNDS, clip_key, find_clip_files, read_annotations
-from mmtool.data.pipeline import read_jsonl
+from mmtool.data.pipeline_io import read_jsonl
 from mmtool.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
 from mmtool.data_config import DataConfig
 from mmtool.errors import UserError

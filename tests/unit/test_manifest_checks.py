@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mmtool.data import cache_dir, load_dataset, prepare
-from mmtool.data.pipeline import read_jsonl, write_jsonl
+from mmtool.data.pipeline_io import read_jsonl, write_jsonl
 from mmtool.data_config import DataConfig
 from mmtool.errors import UserError
 from tests.e2e.cli import messages

@@ -17,8 +17,9 @@ import torch
 from PIL import Image
 
 from mmtool.data import PrepOptions, cache_dir, load_dataset, prepare
-from mmtool.data.modelnet40 import MODALITIES, carve_splits
-from mmtool.data.pipeline import file_sha256, read_jsonl
+from mmtool.data.modelnet40 import carve_splits
+from mmtool.data.modelnet40_prep import MODALITIES
+from mmtool.data.pipeline_io import file_sha256, read_jsonl
 from mmtool.data_config import DataConfig
 from mmtool.errors import UserError
 from tests.e2e.cli import run_cli

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mmtool.data.pipeline import PrepItem, SkipSample, clean_detail, read_jsonl, run_pipeline, save_npy
+from mmtool.data.pipeline import clean_detail, run_pipeline
+from mmtool.data.pipeline_io import PrepItem, SkipSample, read_jsonl, save_npy
 from mmtool.errors import PrepInterrupted, UserError
 
 

@@ -16,8 +16,9 @@ import torch
 from PIL import Image
 
 from mmtool.data import PrepOptions, cache_dir, load_dataset, prepare
-from mmtool.data.pipeline import file_sha256, read_jsonl
-from mmtool.data.ucf101 import ClipFiles, ClipReader, carve_splits, frame_name, parse_split_lists
+from mmtool.data.pipeline_io import file_sha256, read_jsonl
+from mmtool.data.ucf101 import ClipFiles, ClipReader, carve_splits
+from mmtool.data.ucf101_layout import frame_name, parse_split_lists
 from mmtool.data_config import DataConfig
 from mmtool.errors import UserError
 from tests.fixtures.files import tree

@@ -17,17 +17,10 @@ import torch
 from PIL import Image
 
 from mmtool.data import PrepOptions, cache_dir, load_dataset, prepare
-from mmtool.data.pipeline import PrepItem, read_jsonl
-from mmtool.data.vggsound import (
-    ClipSettings,
-    bmff_truncated,
-    clip_readings,
-    container_family,
-    find_clips,
-    fit_audio,
-    prepare_clip,
-    read_csv,
-)
+from mmtool.data.clips import ClipSettings, bmff_truncated, container_family
+from mmtool.data.clips_cache import fit_audio
+from mmtool.data.pipeline_io import PrepItem, read_jsonl
+from mmtool.data.vggsound import clip_readings, find_clips, prepare_clip, read_csv
 from mmtool.data_config import DataConfig
 from mmtool.errors import UserError
 from mmtool.models.transforms import INPUT_TRANSFORMS
