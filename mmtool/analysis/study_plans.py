@@ -75,8 +75,8 @@ def _laziness_groups() -> tuple[Group, ...]:
             Step("naive", "train", (f"{r}/naive.yaml",)),
             Step("umt", "train", (f"{r}/umt.yaml",), inputs=(("teachers", "unimodal"),)),
         )
-        probes = tuple(Step(f"probe-{s.name}", "probe", (f"{r}/probe.yaml",), inputs=(("run", s.name),)) for s in trained)
-        return trained + probes
+        probe = (f"{r}/probe.yaml",)
+        return trained + tuple(Step(f"probe-{s.name}", "probe", probe, inputs=(("run", s.name),)) for s in trained)
 
     return tuple(Group(ds, ds, steps(ds)) for ds in ("synth-lazy", "digits-colored"))
 
@@ -219,7 +219,8 @@ def _chosen(spec: Study, names: tuple[str, ...], study_name: str) -> tuple[Group
     known = [g.path for g in spec.groups]
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise UserError(f"--groups {','.join(unknown)}: {study_name} has no such group (its groups: {', '.join(known)})")
+        raise UserError(f"--groups {','.join(unknown)}: {study_name} has no such group "
+                        f"(its groups: {', '.join(known)})")  # fmt: skip
     if not names:
         return spec.groups
     return tuple(g for g in spec.groups if g.path in names)

@@ -18,10 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mmtool.analysis.tables import walk
 from mmtool.analysis import report
 from mmtool.analysis.report import Run, summarise
-from mmtool.analysis.tables import mean_std
+from mmtool.analysis.tables import mean_std, walk
 from mmtool.engine.runtime import Runtime
 from mmtool.errors import Interrupted, UserError
 from mmtool.runs import lock_run, run_status, unlock_run

@@ -23,7 +23,8 @@ def test_methods_runs_or_names_every_registered_method():
     assert not trained & set(METHODS_ELSEWHERE)
     assert trained | set(METHODS_ELSEWHERE) == set(METHODS.names())
     assert all(where.startswith("mmtool ") for where in METHODS_ELSEWHERE.values())
-    assert any("not in this table: balanced, see mmtool reproduce greedy" in n for n in study_plans.study("methods").note)
+    notes = study_plans.study("methods").note
+    assert any("not in this table: balanced, see mmtool reproduce greedy" in n for n in notes)
 
 
 def test_each_study_wires_its_runs_and_shares_prep(monkeypatch):

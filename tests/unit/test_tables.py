@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import statistics
 
-from mmtool.analysis.tables import walk
 from mmtool.analysis import laziness, table20
+from mmtool.analysis.tables import walk
 
 
 def _write(path, obj):
