@@ -321,7 +321,7 @@ def test_ranks_other_than_zero_print_nothing(tmp_path, capsys, monkeypatch):
 def test_runs_prints_a_table_on_a_terminal(tmp_path, monkeypatch):
     import sys
 
-    from mmtool.cli import list_runs
+    from mmtool.commands.results import list_runs
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
@@ -450,7 +450,7 @@ def test_pretrain_rows_and_long_methods_still_fit(tmp_path):
 
 
 def test_runs_piped_prints_a_plain_table_80_wide(tmp_path, monkeypatch, capsys):
-    from mmtool.cli import list_runs
+    from mmtool.commands.results import list_runs
 
     _heads(tmp_path / ("y" * 70))
     monkeypatch.delenv("COLUMNS", raising=False)
@@ -466,7 +466,8 @@ def test_runs_piped_prints_a_plain_table_80_wide(tmp_path, monkeypatch, capsys):
 
 
 def test_recipes_and_method_list_print_tables_when_piped(capsys):
-    from mmtool.cli import _list_methods, recipes
+    from mmtool.commands.recipes import recipes
+    from mmtool.commands.training import _list_methods
     from mmtool.methods import describe
 
     recipes(as_json=False)  # capsys: not a terminal
