@@ -85,22 +85,22 @@ def list_runs(
 
     Example: mmtool runs --stage train -d synth-gamma
     """
-    from mmtool.analysis import report
+    from mmtool.analysis import run_records, runs_table
     from mmtool.config import Recipe
     from mmtool.paths import runs_root
 
     folder = root if root is not None else runs_root(Recipe.runs_root)
     if not folder.is_dir():
         raise UserError(f"no runs in {folder}: no such folder" + ("" if root else " (--root DIR searches another)"))
-    rows = report.listing(report.select(report.collect_runs([folder]), stage, dataset))
+    rows = runs_table.listing(run_records.select(run_records.collect_runs([folder]), stage, dataset))
     if not rows:
-        raise report.no_runs(str(folder), stage=stage, dataset=dataset)
+        raise runs_table.no_runs(str(folder), stage=stage, dataset=dataset)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
     tty = sys.stdout.isatty()
     colour = tty and not os.environ.get("NO_COLOR")  # plain text when piped
-    typer.echo(report.render_runs(rows, report.output_width(tty), colour), nl=False)
+    typer.echo(runs_table.render_runs(rows, runs_table.output_width(tty), colour), nl=False)
 
 
 def report_runs(
@@ -128,12 +128,12 @@ def report_runs(
 
     Example: mmtool report runs/train --format csv
     """
-    from mmtool.analysis import report
+    from mmtool.analysis import report, run_records
 
     writers = {"md": lambda r: report.to_markdown(r, metric, group_by), "csv": report.to_csv, "json": report.to_json}
     if fmt not in writers:
         raise UserError(f"--format must be md, csv or json, not {fmt!r}")
-    runs = report.collect_runs(paths)
+    runs = run_records.collect_runs(paths)
     if group_by:
         report.check_group_by(runs, group_by)
     rows = report.report_rows(runs, metric, group_by)
