@@ -8,11 +8,13 @@ A stage's results print as a table on a terminal and as JSON when stdout is pipe
 ``decide | train --from-decision -`` works; listings (``runs``, ``recipes``, ``train --list``) stay tables
 when piped, as ``gh`` and ``kubectl`` do, and print JSON with ``--json``. Logs and summaries go to stderr.
 A user error prints one line and exits 2.
+
+The commands live in :mod:`mmtool.commands`, grouped by what they work on; this module holds the Typer app,
+registers them in the order ``mmtool --help`` lists them, and the console entry point :func:`main`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -20,6 +22,11 @@ from typing import Annotated
 
 import typer
 
+from mmtool.commands.analyse import decide, ensemble, probe, utilization
+from mmtool.commands.data import prep
+from mmtool.commands.recipes import recipes, validate
+from mmtool.commands.results import list_runs, report_runs, reproduce
+from mmtool.commands.training import pretrain_unimodal, train
 from mmtool.errors import Interrupted, PrepInterrupted, UserError
 
 app = typer.Typer(
@@ -48,6 +55,7 @@ def _root(
     """mmtool: measure and fix modality laziness in multi-modal learning (UMT / UME)."""
 
 
+<<<<<<< HEAD
 RecipeOpt = Annotated[
     list[Path] | None,
     typer.Option(
@@ -674,6 +682,20 @@ def _validated(path: Path, overrides: list[str] | None, included: set[Path]) -> 
         return f"ok  {path}  (fragment)"
     cfg = load_recipe(path, overrides)
     return f"ok  {path}  (stage {cfg.stage}, method {cfg.method.name})"
+=======
+app.command()(prep)
+app.command("pretrain-unimodal")(pretrain_unimodal)
+app.command()(train)
+app.command()(probe)
+app.command()(decide)
+app.command()(ensemble)
+app.command()(utilization)
+app.command()(reproduce)
+app.command("runs")(list_runs)
+app.command("report")(report_runs)
+app.command()(recipes)
+app.command()(validate)
+>>>>>>> split-cli
 
 
 def _all_ranks_done() -> None:

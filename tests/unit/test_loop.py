@@ -309,16 +309,16 @@ def test_resume_after_crash_equals_uninterrupted_run(crash_epoch, make_model, al
 def test_checkpoints_by_minutes_follow_the_clock(make_model, alpha_splits, train_cfgs, tmp_path, monkeypatch):
     """``checkpoint_every_minutes``: a save once the clock passed the interval since the last save, at the
     step where it did, and none before (a fake clock moving one minute per step)."""
-    from mmtool.engine import loop
+    from mmtool.engine import fit_state
 
     now = iter(range(0, 10**6, 60))  # seconds: one reading per step, one when the run starts and per save
-    monkeypatch.setattr(loop, "_clock", lambda: float(next(now)))
+    monkeypatch.setattr(fit_state, "_clock", lambda: float(next(now)))
     optim, schedule, cfg = train_cfgs(epochs=2, batch_size=100, checkpoint_every_minutes=2.5)
     model, spec = make_model()
     saves = []
-    real_save = loop._save_last
-    monkeypatch.setattr(loop, "_save_last", lambda run, epoch, partial: (saves.append(run.state.step),
-                                                                          real_save(run, epoch, partial)))
+    real_save = fit_state._save_last
+    monkeypatch.setattr(fit_state, "_save_last", lambda run, epoch, partial: (saves.append(run.state.step),
+                                                                               real_save(run, epoch, partial)))
     with pytest.raises(Crash):
         fit(model, CrashingNaive(5), alpha_splits["train"], alpha_splits["val"], spec, tmp_path, optim, schedule,
             cfg, Runtime.cpu(cfg))  # fmt: skip

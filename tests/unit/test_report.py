@@ -1,4 +1,5 @@
-"""Finding runs, their status and wall time, and the one mean ± std over seeds (mmtool/analysis/report.py);
+"""Finding runs, their status and wall time, and the one mean ± std over seeds (mmtool/analysis/run_records.py,
+runs_table.py, setups.py, report.py);
 how a command records its outcome in the run (mmtool.runs.Run); and that the result-table
 builders print exactly what they printed before they shared that aggregation."""
 
@@ -18,12 +19,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mmtool.analysis import report
-from mmtool.analysis.report import Run, summarise
+from mmtool.analysis import report, run_records, runs_table, setups
+from mmtool.analysis.report import summarise
+from mmtool.analysis.run_records import Run
 from mmtool.analysis.tables import mean_std, walk
 from mmtool.engine.runtime import Runtime
 from mmtool.errors import Interrupted, UserError
-from mmtool.runs import lock_run, run_status, unlock_run
+from mmtool.runs import find_runs, lock_run, run_status, unlock_run
 
 
 def _write(path: Path, obj) -> None:
@@ -162,8 +164,8 @@ def test_find_runs_does_not_split_a_pretrain_run_and_skips_hidden_folders(tmp_pa
         (pre / m / "metrics.jsonl").write_text("{}\n")
     made = make_run(tmp_path / "train" / "mine" / "deep")  # a --run-dir anywhere below the root
     make_run(tmp_path / ".trash" / "old")
-    assert sorted(report.find_runs(tmp_path)) == sorted([pre, made])
-    assert report.find_runs(made) == [made]
+    assert sorted(find_runs(tmp_path)) == sorted([pre, made])
+    assert find_runs(made) == [made]
 
 
 def test_status_running_complete_failed_interrupted(tmp_path):
@@ -184,45 +186,47 @@ def test_wall_time_sums_sessions_and_estimates_a_killed_one(tmp_path):
     now = time.time()
     closed = make_run(tmp_path / "closed", sessions=[_session(now - 100, 10.0, "interrupted"),
                                                      _session(now - 50, 20.5, "complete")])  # fmt: skip
-    assert report.read_run(closed).wall_s == pytest.approx(30.5) and not report.read_run(closed).wall_lower_bound
+    assert (
+        run_records.read_run(closed).wall_s == pytest.approx(30.5) and not run_records.read_run(closed).wall_lower_bound
+    )
     killed = make_run(tmp_path / "killed", sessions=[_session(now - 100, 10.0, "failed"), _session(now - 60, None)])
     (killed / "metrics.jsonl").write_text("{}\n")
     os.utime(killed / "metrics.jsonl", (now - 45, now - 45))  # its last write
     for f in ("config.yaml", "sessions.json"):
         os.utime(killed / f, (now - 60, now - 60))
-    assert report.read_run(killed).wall_s == pytest.approx(10.0 + 15.0, abs=1.0)
+    assert run_records.read_run(killed).wall_s == pytest.approx(10.0 + 15.0, abs=1.0)
     earlier = make_run(tmp_path / "earlier", sessions=[_session(now - 100, None), _session(now - 50, 7.0, "complete")])
-    info = report.read_run(earlier)
+    info = run_records.read_run(earlier)
     assert info.wall_s == pytest.approx(7.0) and info.wall_lower_bound
-    assert report.duration(info.wall_s, True) == "≥7s" and report.duration(3725) == "1h02m"
+    assert runs_table.duration(info.wall_s, True) == "≥7s" and runs_table.duration(3725) == "1h02m"
 
 
 def test_runs_sort_by_start_and_filter_by_stage_and_dataset(tmp_path):
     now = time.time()
     late = make_run(tmp_path / "a-late", sessions=[_session(now - 10, 1.0)])
     early = make_run(tmp_path / "b-early", stage="pretrain", sessions=[_session(now - 100, 1.0)])
-    runs = report.collect_runs([tmp_path, late])  # named twice: listed once
+    runs = run_records.collect_runs([tmp_path, late])  # named twice: listed once
     assert [r.path for r in runs] == [early, late]
-    assert [r.path for r in report.select(runs, stage="pretrain-unimodal")] == [early]
-    assert report.select(runs, dataset="ucf101") == []
-    assert str(report.no_runs("runs", stage="probe", dataset=None)) == "no runs in runs with stage probe"
+    assert [r.path for r in run_records.select(runs, stage="pretrain-unimodal")] == [early]
+    assert run_records.select(runs, dataset="ucf101") == []
+    assert str(runs_table.no_runs("runs", stage="probe", dataset=None)) == "no runs in runs with stage probe"
     with pytest.raises(UserError, match="nowhere: no such folder"):
-        report.collect_runs([tmp_path / "nowhere"])
+        run_records.collect_runs([tmp_path / "nowhere"])
 
 
 def test_pretrain_accuracies_are_per_modality(tmp_path):
     per = {"m1": {"val_accuracy": 71.0, "test_accuracy": 70.0}, "m2": {"val_accuracy": 61.0, "test_accuracy": 60.0}}
     run = make_run(tmp_path / "p", stage="pretrain", results={"stage": "pretrain", "modalities": per})
-    row = report.listing([report.read_run(run)])[0]
+    row = runs_table.listing([run_records.read_run(run)])[0]
     assert row["test_accuracy"] is None and row["modalities"] == per and row["method"] is None
-    cells = report.table_cells([row])  # one line per model, never their mean
+    cells = runs_table.table_cells([row])  # one line per model, never their mean
     assert [(c["method"], c["val"], c["test"]) for c in cells] == [("uni-modal m1", "71.0", "70.0"),
                                                                     ("uni-modal m2", "61.0", "60.0")]  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------ report
 def _info(path: Path, **kw) -> Run:
-    return report.read_run(make_run(path, **kw))
+    return run_records.read_run(make_run(path, **kw))
 
 
 def test_group_keeps_finished_runs_and_splits_pretrain_by_modality(tmp_path):
@@ -321,7 +325,7 @@ def test_ranks_other_than_zero_print_nothing(tmp_path, capsys, monkeypatch):
 def test_runs_prints_a_table_on_a_terminal(tmp_path, monkeypatch):
     import sys
 
-    from mmtool.cli import list_runs
+    from mmtool.commands.results import list_runs
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
@@ -379,7 +383,7 @@ def test_seeds_run_paths_and_bookkeeping_do_not_split_a_setup(tmp_path):
     assert [r.config["data"]["seed"] for r in runs] == [1, 2]
     rows = report.report_rows(runs, "test_accuracy")
     assert [(r["n"], r["mean"], r["setup"], r["note"]) for r in rows] == [(2, 2.0, {}, "")]
-    assert not report.is_setup_key("model.encoders.rgb.seed") and report.is_setup_key("model.head")
+    assert not setups.is_setup_key("model.encoders.rgb.seed") and setups.is_setup_key("model.head")
 
 
 def test_rows_of_different_methods_show_only_their_own_differences(tmp_path):
@@ -406,34 +410,35 @@ def test_group_by_pools_deliberately_and_names_what_differs(tmp_path):
 def test_runs_listing_shows_the_settings_that_tell_runs_of_a_method_apart(tmp_path):
     runs = _heads(tmp_path)
     runs.append(_info(tmp_path / "umt", method="umt", results={"test_accuracy": 50.0}))
-    rows = report.listing(runs)
+    rows = runs_table.listing(runs)
     assert [r["setup"] for r in rows] == [{"model.head": h} for h in (*HEADS, "linear")] + [{}]
-    assert [c["method"] for c in report.table_cells(rows)] == [
+    assert [c["method"] for c in runs_table.table_cells(rows)] == [
         "naive head=linear", "naive head=mlp", "naive head=attention", "naive head=linear", "umt"]  # fmt: skip
 
 
 def test_settings_cells_are_short_and_count_what_does_not_fit():
-    assert report.short_keys(["model.head", "train.epochs", "probe.epochs"]) == {
+    assert runs_table.short_keys(["model.head", "train.epochs", "probe.epochs"]) == {
         "model.head": "head", "train.epochs": "train.epochs", "probe.epochs": "probe.epochs"}  # fmt: skip
     many = {"data.image_size": 32, "data.n": None, "model.hidden": [64, 64], "train.augment": True}
-    assert report.settings_cell(many) == "image_size=32 n=null +2 more"
-    assert report.settings_cell({"model.hidden": [64, 64]}) == "hidden=[64,64]"
+    assert runs_table.settings_cell(many) == "image_size=32 n=null +2 more"
+    assert runs_table.settings_cell({"model.hidden": [64, 64]}) == "hidden=[64,64]"
 
 
 def test_runs_table_fits_80_columns_by_shortening_paths_only(tmp_path):
     deep = tmp_path / ("x" * 60) / "train"
-    rows = report.listing(_heads(deep))
-    lines = report.render_runs(rows, width=80).splitlines()
+    rows = runs_table.listing(_heads(deep))
+    lines = runs_table.render_runs(rows, width=80).splitlines()
     assert max(len(line) for line in lines) <= 80
     assert [line.split()[2:4] for line in lines[1:]] == [["naive", f"head={h}"] for h in (*HEADS, "linear")]
     # the folders all paths share go first: each run's own name stays whole
     assert [line.split()[-1] for line in lines[1:]] == ["…/linear", "…/mlp", "…/attention", "…/linear2"]
-    assert str(deep / "attention") in report.render_runs(rows, width=300)  # whole paths where they fit
-    assert report.shorten_paths(["runs/a/seed0/naive", "runs/a/seed1/naive_attention"], 24) == [
+    assert str(deep / "attention") in runs_table.render_runs(rows, width=300)  # whole paths where they fit
+    assert runs_table.shorten_paths(["runs/a/seed0/naive", "runs/a/seed1/naive_attention"], 24) == [
         "…/seed0/naive", "…/seed1/naive_attention"]  # fmt: skip
-    assert report.shorten_paths(["a/b", "a/cccccccccccc"], 8) == ["…/b", "ccccccc…"]
-    assert report.shorten_paths(["x/seed0/naive_mlp-9868efa5caee", "y/z"], 24) == ["…/naive_mlp-9868efa5caee", "y/z"]
-    assert report.shorten_paths(["runs/smoke/paper/ucf101/seed0/naive_attention"], 20) == ["…/naive_attention"]
+    assert runs_table.shorten_paths(["a/b", "a/cccccccccccc"], 8) == ["…/b", "ccccccc…"]
+    assert runs_table.shorten_paths(["x/seed0/naive_mlp-9868efa5caee", "y/z"], 24) == [
+        "…/naive_mlp-9868efa5caee", "y/z"]  # fmt: skip
+    assert runs_table.shorten_paths(["runs/smoke/paper/ucf101/seed0/naive_attention"], 20) == ["…/naive_attention"]
 
 
 def test_pretrain_rows_and_long_methods_still_fit(tmp_path):
@@ -444,19 +449,19 @@ def test_pretrain_rows_and_long_methods_still_fit(tmp_path):
                                                ("naive", "train", "linear", {"test_accuracy": 3.0}),
                                                ("naive_attention", "train", "attention", {"test_accuracy": 4.0}))
             ]  # fmt: skip
-    text = report.render_runs(report.listing(runs), width=80)
+    text = runs_table.render_runs(runs_table.listing(runs), width=80)
     assert max(len(line) for line in text.splitlines()) <= 80 and "\x1b" not in text
     assert "naive head=attention" in text and "uni-modal flow" in text and "1m05s" in text
 
 
 def test_runs_piped_prints_a_plain_table_80_wide(tmp_path, monkeypatch, capsys):
-    from mmtool.cli import list_runs
+    from mmtool.commands.results import list_runs
 
     _heads(tmp_path / ("y" * 70))
     monkeypatch.delenv("COLUMNS", raising=False)
     list_runs(stage=None, dataset=None, root=tmp_path, as_json=False)
     out = capsys.readouterr().out  # not a terminal: still a table, no colour, 80 columns
-    assert out.splitlines()[0].split() == list(report.RUN_COLUMNS)
+    assert out.splitlines()[0].split() == list(runs_table.RUN_COLUMNS)
     assert "\x1b" not in out and max(len(line) for line in out.splitlines()) <= 80
     monkeypatch.setenv("COLUMNS", "300")
     list_runs(stage=None, dataset=None, root=tmp_path, as_json=False)
@@ -466,7 +471,8 @@ def test_runs_piped_prints_a_plain_table_80_wide(tmp_path, monkeypatch, capsys):
 
 
 def test_recipes_and_method_list_print_tables_when_piped(capsys):
-    from mmtool.cli import _list_methods, recipes
+    from mmtool.commands.recipes import recipes
+    from mmtool.commands.training import _list_methods
     from mmtool.methods import describe
 
     recipes(as_json=False)  # capsys: not a terminal
