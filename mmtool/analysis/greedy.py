@@ -4,9 +4,9 @@ Reads, per ``<encoder>/<algorithm>`` and seed, a ``train`` run (`mmtool train ba
 ``utilization`` run, as ``mmtool reproduce greedy`` makes them, with algorithms ``vanilla``, ``guided``
 and ``random``; one section per encoder (the branches' architecture, e.g. ``mlp`` and ``cnn``). Per
 algorithm, mean ± std over seeds of: the test accuracy of the fused prediction and of each branch, d_util
-and |d_util| on test, d_speed at the selected (best-validation) epoch as paper 002 reports it, and the share of re-balancing steps. The last lines
-compare guided with vanilla; a PNG per encoder beside the table shows d_speed over training and d_util
-per run.
+and |d_util| on test, d_speed at the selected (best-validation) epoch as paper 002 reports it, and the
+share of re-balancing steps. The last lines compare guided with vanilla; a PNG per encoder beside the
+table shows d_speed over training and d_util per run.
 
 Usage: python -m mmtool.analysis.greedy RUNS_ROOT OUT.md  (a tree <encoder>/<algorithm>/seed<k>/{train,utilization};
        PNGs: OUT's name + _<encoder>.png)

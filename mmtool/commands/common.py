@@ -44,7 +44,8 @@ SourceOpt = Annotated[Path | None, typer.Option("--run", metavar="RUN_DIR", help
 def _load(recipe: list[Path] | None, dataset: str | None, stage_file: str, overrides: list[str] | None, **extra):
     """The recipe that ``-r``/``-d`` name, with the options in ``extra`` (``teachers=...``) and then the
     command line's ``key=value`` overrides applied; a key the command line gives twice is refused."""
-    from mmtool.config import check_overrides, load_recipe, resolve_recipe
+    from mmtool.config import load_recipe
+    from mmtool.recipe_files import check_overrides, resolve_recipe
 
     check_overrides(overrides)
     extra_overrides = [f"{k}={v}" for k, v in extra.items() if v is not None]

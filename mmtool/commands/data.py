@@ -49,8 +49,9 @@ def prep(
 
     Example: mmtool prep synth-gamma data.seed=1   (real data: mmtool prep ucf101 --raw DIR --workers 8)
     """
-    from mmtool.config import apply_overrides, build_recipe
+    from mmtool.config import build_recipe
     from mmtool.data import DATASETS, PrepOptions
+    from mmtool.recipe_files import apply_overrides
     from mmtool.stages import prep as stage
 
     _check_prep_dataset(dataset, DATASETS.names(), overrides)
@@ -62,7 +63,8 @@ def prep(
 
 def _check_prep_dataset(dataset: str, known: list[str], overrides: list[str] | None) -> None:
     """Refuse an unregistered dataset in one line with the closest names (and a key given twice)."""
-    from mmtool.config import check_overrides, did_you_mean
+    from mmtool.coercion import did_you_mean
+    from mmtool.recipe_files import check_overrides
 
     if dataset not in known:
         raise UserError(f"unknown dataset {dataset!r}{did_you_mean(dataset, known)} (known: {', '.join(known)})")

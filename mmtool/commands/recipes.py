@@ -18,7 +18,7 @@ def recipes(
 
     Example: mmtool recipes
     """
-    from mmtool.config import recipes_dir
+    from mmtool.recipe_files import recipes_dir
 
     root = recipes_dir()
     rows = []
@@ -48,7 +48,7 @@ def validate(
 
     Example: mmtool validate recipes/*/*.yaml recipes/_base/*.yaml
     """
-    from mmtool.config import check_overrides, recipe_bases
+    from mmtool.recipe_files import check_overrides, recipe_bases
 
     check_overrides(overrides)
     included = set().union(*(recipe_bases(p) for p in paths))
@@ -70,7 +70,8 @@ def validate(
 
 def _validated(path: Path, overrides: list[str] | None, included: set[Path]) -> str:
     """The ``ok`` line of a recipe or fragment that validates (else its :class:`UserError`)."""
-    from mmtool.config import is_fragment, load_recipe
+    from mmtool.config import load_recipe
+    from mmtool.recipe_files import is_fragment
 
     if is_fragment(path, included):
         load_recipe(path, overrides, fragment=True)

@@ -39,7 +39,7 @@ def pretrain_unimodal(
 
     Example: mmtool pretrain-unimodal --dataset synth-gamma train.seed=1
     """
-    from mmtool.config import check_overrides
+    from mmtool.recipe_files import check_overrides
 
     check_overrides(overrides)
     if resume is not None:
@@ -78,7 +78,7 @@ def train(
 
     Example: mmtool train umt --dataset synth-gamma --teachers runs/pretrain/synth-gamma-unimodal-...
     """
-    from mmtool.config import check_overrides
+    from mmtool.recipe_files import check_overrides
 
     if list_methods:
         return _list_methods(as_json)
@@ -139,8 +139,8 @@ def _check_method_recipe(name: str, dataset: str) -> None:
     (and the closest name); a known method without a recipe for the dataset says which recipes it has."""
     import difflib
 
-    from mmtool.config import check_recipe_dataset, recipes_dir
     from mmtool.methods.params import METHOD_PARAMS
+    from mmtool.recipe_files import check_recipe_dataset, recipes_dir
 
     folder = recipes_dir() / dataset
     if (folder / f"{name}.yaml").is_file():
