@@ -360,14 +360,13 @@ def _clean_env() -> dict[str, str]:
 
 
 def job_times(runs: Path) -> dict[str, dict[str, float]]:
-    """Seconds of each command of each job, from the ``chain:`` lines of the job logs."""
+    """Seconds of each run of each (set, seed), from the runs' own sessions (``<set>/seed<k>/<name>-<id>/``)."""
+    from mmtool.runs import read_sessions
+
     out: dict[str, dict[str, float]] = {}
-    for log in sorted(runs.glob("log-*.txt")):
-        job = log.stem.removeprefix("log-")
-        for line in log.read_text().splitlines():
-            hit = re.match(r"chain: ([\d.]+) s  mmtool (\S+)", line)
-            if hit:
-                out.setdefault(job, {})[hit.group(2)] = float(hit.group(1))
+    for run in sorted(p for p in runs.glob("*/seed*/*-*") if p.is_dir()):
+        job = f"{run.parent.parent.name}-{run.parent.name.removeprefix('seed')}"
+        out.setdefault(job, {})[run.name.rsplit("-", 1)[0]] = sum(s.get("seconds") or 0 for s in read_sessions(run))
     return out
 
 

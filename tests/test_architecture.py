@@ -275,3 +275,26 @@ def test_the_layer_table_places_every_module_explicitly():
     unplaced = [m for m in map(_module_name, PACKAGE.rglob("*.py"))
                 if m != "mmtool" and not any(m == k or m.startswith(k + ".") for k in named)]
     assert unplaced == []
+
+
+# ------------------------------------------------------------------------------------------------ sizes
+MODULE_LINES = 400  # a module longer than this says why in its docstring ("longer than the house's 400 lines")
+FUNCTION_LINES = 50
+
+
+def test_modules_and_functions_stay_small_or_say_why():
+    long_modules, long_functions = [], []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text()
+        tree = ast.parse(text)
+        rel = path.relative_to(PACKAGE).as_posix()
+        if len(text.splitlines()) > MODULE_LINES and "longer than the house's 400 lines" not in (
+            ast.get_docstring(tree) or ""
+        ):
+            long_modules.append(rel)
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > FUNCTION_LINES:
+                    long_functions.append(f"{rel}:{node.lineno} {node.name} ({lines} lines)")
+    assert long_modules == [] and long_functions == []

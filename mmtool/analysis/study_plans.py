@@ -193,6 +193,10 @@ class Options:
     def table(self) -> Path:
         return self.out if self.out is not None else Path("results") / f"{self.study}.md"
 
+    @property
+    def root(self) -> Path:
+        return self.runs if self.runs is not None else Path("runs") / study(self.study).runs
+
 
 def study(name: str) -> Study:
     found = studies()
@@ -205,7 +209,7 @@ def build(opts: Options) -> Plan:
     """The plan of ``opts.study``: per group and seed, its dataset's prep (once per dataset, data settings
     and seed), then its steps (module docstring)."""
     spec = study(opts.study)
-    root = opts.runs if opts.runs is not None else Path("runs") / spec.runs
+    root = opts.root
     plan = Plan(opts.study, root)
     for group in _chosen(spec, opts.groups, opts.study):
         for seed in opts.seeds:

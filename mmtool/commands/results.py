@@ -13,57 +13,86 @@ import typer
 
 from mmtool.errors import UserError
 
+TABLES_HELP = ("Paper tables on real data: table1, table3, table4, table5, table7, table8, table9, table10; studies on "
+               "the CPU datasets: table20, laziness, methods, probes, greedy (docs/tables.md).")  # fmt: skip
+
+
+DataOpt = Annotated[
+    list[str] | None,
+    typer.Option("--data", metavar="[NAME=]DIR", help="Raw folder of a dataset (NAME: ucf101, vggsound, "
+                 "kinetics400, modelnet40; without NAME the table's main dataset). Repeatable."),
+]  # fmt: skip
+SeedsOpt = Annotated[str, typer.Option(metavar="0,1,2", help="Seeds of the tables that average seeds.")]
+SmokeOpt = Annotated[bool, typer.Option("--smoke", help="Tiny fixture data and models, one seed.")]
+ExecutorOpt = Annotated[str, typer.Option(metavar="local|slurm", help="Where the runs run.")]
+JobsOpt = Annotated[int, typer.Option(metavar="N", help="Local: runs at a time.")]
+ThreadsOpt = Annotated[
+    int | None, typer.Option(metavar="N", help="Local: threads per run (default: cores / jobs; 1 with --smoke).")
+]
+SlurmOpt = Annotated[
+    list[str] | None,
+    typer.Option("--slurm", metavar="KEY=VALUE", help="SLURM setting, e.g. partition=gpu gpus_per_run=1 "
+                 "time_min=720 mode=afterok|wait (docs/tables.md). Repeatable."),
+]  # fmt: skip
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", metavar="KEY=VALUE", help="Studies: a recipe value for prep and every run "
+                 "(e.g. train.epochs=20; part of each run's identity). Repeatable."),
+]  # fmt: skip
+GroupsOpt = Annotated[
+    str | None, typer.Option(metavar="A,B", help="Studies: only these groups (datasets; greedy: mlp/guided, ...).")
+]
+RunsOpt = Annotated[Path | None, typer.Option(metavar="DIR", help="Studies: the runs folder (default runs/NAME).")]
+OutOpt = Annotated[Path | None, typer.Option(metavar="FILE", help="Studies: the table (default results/NAME.md).")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print what would be reused and run, and stop.")]
+
 
 def reproduce(
-    table: Annotated[
-        str,
-        typer.Argument(
-            metavar="TABLE",
-            help="table1, table3, table4, table5, table7, table8, table9 or table10 (docs/tables.md).",
-            show_default=False,
-        ),
-    ],
-    data: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--data",
-            metavar="[NAME=]DIR",
-            help="Raw folder of a dataset (NAME: ucf101, vggsound, "
-            "kinetics400, modelnet40; without NAME the table's main dataset). Repeatable.",
-        ),
-    ] = None,
-    seeds: Annotated[str, typer.Option(metavar="0,1,2", help="Seeds of the tables that average seeds.")] = "0,1,2",
-    smoke: Annotated[bool, typer.Option("--smoke", help="Tiny fixture data and models, one seed.")] = False,
-    executor: Annotated[str, typer.Option(metavar="local|slurm", help="Where the runs run.")] = "local",
-    jobs: Annotated[int, typer.Option(metavar="N", help="Local: runs at a time.")] = 1,
-    threads: Annotated[
-        int | None, typer.Option(metavar="N", help="Local: threads per run (default: cores / jobs; 1 with --smoke).")
-    ] = None,
-    slurm: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--slurm",
-            metavar="KEY=VALUE",
-            help="SLURM setting, e.g. partition=gpu gpus_per_run=1 "
-            "time_min=720 mode=afterok|wait (docs/tables.md). Repeatable.",
-        ),
-    ] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would be reused and run, and stop.")] = False,
+    table: Annotated[str, typer.Argument(metavar="TABLE", help=TABLES_HELP, show_default=False)],
+    data: DataOpt = None,
+    seeds: SeedsOpt = "0,1,2",
+    smoke: SmokeOpt = False,
+    executor: ExecutorOpt = "local",
+    jobs: JobsOpt = 1,
+    threads: ThreadsOpt = None,
+    slurm: SlurmOpt = None,
+    sets: SetOpt = None,
+    groups: GroupsOpt = None,
+    runs: RunsOpt = None,
+    out: OutOpt = None,
+    dry_run: DryRunOpt = False,
 ) -> None:
-    """Reproduce a paper table: prepare its data, run (or reuse) every run it reads, write results/TABLE.md.
+    """Reproduce a table: prepare its data, run (or reuse) every run it reads, write results/TABLE.md.
 
     A finished run is reused when its recipe and inputs are unchanged (its folder name carries their hash);
     a failed run does not stop the others, and running the command again continues from there.
 
     Example: mmtool reproduce table9 --data /data/UCF101 --jobs 2   (or --smoke; --executor slurm --slurm partition=gpu)
     """
-    from mmtool.analysis import paper_plans
+    from mmtool.analysis import paper_plans, study_plans
     from mmtool.plans import executors
 
+    if table in study_plans.NAMES:
+        opts = study_plans.Options(table, paper_plans.parse_seeds(seeds), tuple(sets or ()), _names(groups), out, runs)
+        _only_for("a paper table", data=data, smoke=smoke)
+        run_on = None if dry_run else executors.make(executor, jobs, threads, slurm or [], opts.root)
+        raise typer.Exit(study_plans.reproduce(opts, run_on, dry_run))
+    _only_for("a study", set=sets, groups=groups, runs=runs, out=out)
     opts = paper_plans.Options(table, paper_plans.parse_data(table, data or []), paper_plans.parse_seeds(seeds), smoke)
     run_on = None if dry_run else executors.make(executor, jobs, 1 if smoke and threads is None else threads,
                                                   slurm or [], opts.root)  # fmt: skip
     raise typer.Exit(paper_plans.reproduce(opts, run_on, dry_run))
+
+
+def _names(text: str | None) -> tuple[str, ...]:
+    return tuple((text or "").replace(",", " ").split())
+
+
+def _only_for(what: str, **given: object) -> None:
+    """Refuse options that only ``what`` takes, naming the first one given."""
+    for name, value in given.items():
+        if value:
+            raise UserError(f"--{name} is an option of {what} only")
 
 
 def list_runs(

@@ -53,9 +53,10 @@ def test_quick_mode_reports_wall_floor_and_ratio(monkeypatch, tmp_path, capsys):
         assert sum(share["share"] for share in config["largest_shares"]) <= 1 + 1e-9
     assert report["throughput_gflops_per_s"] > 0
 
-    # the job ran its three commands through the CLI in one process, each timed in its log
+    # the plan made the two runs of the set and seed, each timed by its own sessions
     assert set(report["job_seconds"]) == {"synth-alpha-0"}
-    assert set(report["job_seconds"]["synth-alpha-0"]) == {"prep", "pretrain-unimodal", "train"}
+    assert set(report["job_seconds"]["synth-alpha-0"]) == {"unimodal", "multimodal"}
+    assert all(seconds > 0 for seconds in report["job_seconds"]["synth-alpha-0"].values())
 
     # alpha, data.n=1000: 720 train, 80 val, 200 test samples; 20 epochs, validation every 10 -> 2 per model
     flops = report["flops"]

@@ -261,3 +261,22 @@ def test_a_preempted_job_is_requeued_and_resumes_exactly(tmp_path, monkeypatch):
 
 def _metrics(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def test_a_run_reused_from_another_commit_says_so(tiny, monkeypatch):
+    from mmtool.plans import driver
+
+    out = run_plan(tiny(), FakeExecutor(), log=lambda line: None)
+    (out.paths["naive"] / "env.json").write_text(json.dumps({"git_sha": "0123456" + "0" * 33}))
+    (out.paths["umt"] / "env.json").write_text(json.dumps({"git_sha": "89abcde" + "0" * 33}))
+    monkeypatch.setattr(driver, "_code_commit", lambda: "89abcde" + "0" * 33)
+    said = []
+    run_plan(tiny(), FakeExecutor(), log=said.append)
+    naive = next(line for line in said if "reused naive" in line)
+    assert "made at commit 0123456 (now 89abcde; delete the folder to make it again)" in naive
+    assert not any("made at commit" in line for line in said if "reused umt" in line)
+    assert graph.run_identity(tiny().nodes["naive"], out.identities) == out.identities["naive"]
+    import mmtool
+
+    monkeypatch.setattr(mmtool, "__version__", "99.0")  # a new release is another identity: every run again
+    assert graph.run_identity(tiny().nodes["naive"], out.identities) != out.identities["naive"]
