@@ -184,12 +184,13 @@ def _plain(obj: Any) -> Any:
 
 
 def load_recipe(
-    path: str | Path | list[str | Path], overrides: list[str] | None = None, fragment: bool = False
+    path: str | Path | list[str | Path], overrides: list[str] | None = None, fragment: bool = False, saved: bool = False
 ) -> Recipe:
     """Read, merge, override and validate a recipe file, or several merged in order (later ones win;
     ``-r recipes/synth-gamma/aux_ce.yaml -r recipes/_base/digits-colored.yaml`` runs a method's
     recipe on another dataset with that dataset's own settings). ``fragment``: a file other recipes
-    build on (``base:``), checked key by key without requiring a ``stage``."""
+    build on (``base:``), checked key by key without requiring a ``stage``. ``saved``: a run's own
+    config.yaml (:func:`build_recipe`)."""
     paths = [Path(p) for p in (path if isinstance(path, list) else [path])]
     files = [read_layer(p) for p in paths]
     raw: dict[str, Any] = {}
@@ -199,7 +200,7 @@ def load_recipe(
     written = apply_overrides({}, overrides, "command line")  # the keys the overrides write
     command_line = Layer("on the command line", written, written)
     top = Layer(f"in {paths[0]}", {}, raw, (*files, command_line))
-    return build_recipe(raw, str(paths[0]), origin=top.origin, overrides=overrides, fragment=fragment)
+    return build_recipe(raw, str(paths[0]), origin=top.origin, overrides=overrides, fragment=fragment, saved=saved)
 
 
 def build_recipe(
@@ -208,13 +209,17 @@ def build_recipe(
     origin: Callable[[str], str | None] | None = None,
     overrides: list[str] | None = None,
     fragment: bool = False,
+    saved: bool = False,
 ) -> Recipe:
     """Validate a merged raw recipe; every problem found is reported in one :class:`UserError`.
 
     ``origin`` maps a dotted key to where its value was written (``"in FILE"``, ``"on the command line"``);
     a wrong-type problem whose value was not written in ``source`` itself says where it was, and an unknown
     key written by one of the ``key=value`` ``overrides`` is blamed on that override. ``fragment``: a
-    missing ``stage`` is no problem (a file that other recipes build on)."""
+    missing ``stage`` is no problem (a file that other recipes build on). ``saved``: the recipe a run saved
+    (its config.yaml), where the data keys every dataset had before datasets owned their settings are
+    accepted at their old values and a real dataset's ``n``/``test_fraction`` at their defaults
+    (:func:`~mmtool.data_config.build_data`); in a recipe a user writes, both are unknown keys."""
     problems: list[str] = []
     raw = dict(raw)
     raw.pop("source", None)
@@ -227,7 +232,7 @@ def build_recipe(
         problems.append(f"key 'stage' must be one of {', '.join(STAGES)}, got {raw['stage']!r}")
     # source and method are not built here; a stand-in stage where it is missing or bad (reported above)
     recipe = build(Recipe, raw, "", problems, skip=("source", "method"), stand_in={"stage": STAGES[0]})
-    data = build_data(data_raw, "data.", problems, any_dataset=fragment)
+    data = build_data(data_raw, "data.", problems, any_dataset=fragment, saved=saved)
     if isinstance(method_raw, dict):
         method = build_method_config(method_raw, problems)
     else:

@@ -6,8 +6,10 @@ fields of :class:`DataConfig`; the others are the fields of the settings class t
 registers (see :mod:`mmtool.data.registry`), kept in ``DataConfig.settings``. A recipe writes both flat
 (``data: {name: ucf101, split: 2}``); validation sends the common keys to :class:`DataConfig` and the
 rest to the named dataset's settings class, so an unknown key names the dataset. Keys every dataset had
-before datasets owned their settings (:data:`LEGACY_DATA_KEYS`) are dropped at their legacy value, so run
-folders made before keep loading and resuming.
+before datasets owned their settings (:data:`LEGACY_DATA_KEYS`) are dropped at their legacy value in the
+recipes runs saved (config.yaml), so run folders made before keep loading and resuming; in a recipe a user
+writes they are unknown keys of the dataset. Datasets with official test splits (real ones) refuse ``n``
+and ``test_fraction``, which would otherwise be read by nothing.
 """
 
 from __future__ import annotations
@@ -50,8 +52,10 @@ class DataConfig:
                 object.__setattr__(self, "settings", cls())
 
     def flat(self) -> dict[str, Any]:
-        """The common keys and the dataset's settings in one mapping, as a recipe writes them."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "settings"}
+        """The common keys and the dataset's settings in one mapping, as a recipe writes them (without the
+        common keys a dataset with official test splits does not use)."""
+        unused = UNUSED_WITH_OFFICIAL_SPLITS if getattr(self.settings, "official_splits", False) else ()
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("settings", *unused)}
         if dataclasses.is_dataclass(self.settings):
             out.update(dataclasses.asdict(self.settings))
         return out
@@ -99,10 +103,13 @@ def legacy_flat_data(flat: dict[str, Any]) -> dict[str, Any]:
     return {**LEGACY_DATA_KEYS, **flat}
 
 
-def build_data(raw: Any, prefix: str, problems: list[str], any_dataset: bool = False) -> DataConfig:
+def build_data(
+    raw: Any, prefix: str, problems: list[str], any_dataset: bool = False, saved: bool = False
+) -> DataConfig:
     """The ``data:`` section: the common keys into :class:`DataConfig`, the others into the named dataset's
     settings class (an unknown key names the dataset). ``any_dataset``: a fragment that names no dataset
-    may hold any dataset's keys, each checked against a dataset that has it."""
+    may hold any dataset's keys, each checked against a dataset that has it. ``saved``: a run's saved
+    recipe (legacy keys at their old values and unused common keys at their defaults pass)."""
     if not isinstance(raw, dict):
         problems.append(WrongType(prefix.rstrip("."), f"expected a mapping, got {given(raw)}"))
         return DataConfig()
@@ -123,9 +130,24 @@ def build_data(raw: Any, prefix: str, problems: list[str], any_dataset: bool = F
         problems.append(f"key '{prefix}name': unknown dataset {data.name!r} (known: {', '.join(known)}){hint}")
         return data
     mine = {f.name for f in dataclasses.fields(cls)}
-    own = {k: v for k, v in own.items() if k in mine or not _legacy_default(k, v)}
+    own = {k: v for k, v in own.items() if k in mine or not (saved and _legacy_default(k, v))}
+    if getattr(cls, "official_splits", False):
+        _check_unused_common(raw, data, prefix, problems, saved)
     settings = build(cls, own, prefix, problems, tuple(common), data.name)
     return dataclasses.replace(data, settings=settings)
+
+
+UNUSED_WITH_OFFICIAL_SPLITS = ("n", "test_fraction")  # common keys that datasets with official test splits ignore
+
+
+def _check_unused_common(raw: dict, data: DataConfig, prefix: str, problems: list[str], saved: bool) -> None:
+    """A dataset with official test splits: ``n`` and ``test_fraction`` are refused where a recipe sets them
+    (a saved recipe holds them at their defaults, which pass)."""
+    defaults = DataConfig()
+    for key in UNUSED_WITH_OFFICIAL_SPLITS:
+        if key in raw and not (saved and getattr(data, key) == getattr(defaults, key)):
+            problems.append(f"key '{prefix}{key}': {data.name} has official test splits and does not use it; "
+                            "remove it (data.val_fraction sets the validation share)")  # fmt: skip
 
 
 def _legacy_default(key: str, value: Any) -> bool:

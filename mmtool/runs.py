@@ -202,7 +202,7 @@ class Run(Layout):
         if self._config is None:
             from mmtool.config import load_recipe
 
-            self._config = load_recipe(self.path / CONFIG)
+            self._config = load_recipe(self.path / CONFIG, saved=True)
         return self._config
 
     @property
@@ -303,7 +303,7 @@ class Run(Layout):
         if method is not None and method != saved.method.name:
             changes.append(f"method: {saved.method.name} -> {method}")
         if overrides:
-            changes += recipe_changes(saved, load_recipe(self.path / CONFIG, overrides))
+            changes += recipe_changes(saved, load_recipe(self.path / CONFIG, overrides, saved=True))
         if changes:
             raise UserError(
                 f"--resume {self.path}: the run was made with other settings ({'; '.join(changes)}); resume it as "

@@ -1,13 +1,13 @@
 """Every shipped recipe validates; every fragment under _base/ is used by a recipe."""
 
 import functools
-import re
 from pathlib import Path
 
 import pytest
 import yaml
 from typer.testing import CliRunner
 
+from mmtool.analysis.study_plans import METHOD_SETS
 from mmtool.cli import app
 from mmtool.config import load_recipe
 from mmtool.errors import UserError
@@ -33,13 +33,14 @@ def _bases(path: Path) -> set[Path]:
 
 
 MAKEFILE = (RECIPES.parent / "Makefile").read_text()
-PLANS = (RECIPES.parent / "mmtool" / "analysis" / "paper_plans.py").read_text()  # what `mmtool reproduce` merges
+# what `mmtool reproduce` merges: the paper tables' plans and the studies'
+PLANS = "".join((RECIPES.parent / "mmtool" / "analysis" / f).read_text() for f in ("paper_plans.py", "study_plans.py"))
 
 
 @functools.cache
 def _used_fragments() -> frozenset[Path]:
     used = set().union(*(_bases(p) for p in FULL))
-    used |= set().union(*(_bases(f) | {f.resolve()} for f in FRAGMENTS if _named_in_makefile(f)))
+    used |= set().union(*(_bases(f) | {f.resolve()} for f in FRAGMENTS if _merged_by_name(f)))
     return frozenset(used)
 
 
@@ -50,21 +51,19 @@ def test_fragment_is_used(fragment):
     assert fragment.resolve() in _used_fragments()
 
 
-def _named_in_makefile(fragment: Path) -> bool:
+def _merged_by_name(fragment: Path) -> bool:
+    """Named in the Makefile, or by a plan: ``recipes/_base/smoke/{dataset}.yaml`` for a paper table,
+    ``recipes/_base/{ds}.yaml`` for the sets ``methods`` runs every method on."""
     rel = fragment.relative_to(RECIPES.parent).as_posix()
-    by_loop = rel.replace(fragment.stem, "$$d") in MAKEFILE and fragment.stem in METHOD_SETS  # for d in METHOD_SETS
-    return rel in MAKEFILE or by_loop or rel.replace(fragment.stem, "{dataset}") in PLANS
-
-
-# the sets `make methods` runs every method recipe on: recipes/_base/<set>.yaml merged after each
-METHOD_SETS = re.search(r"^METHOD_SETS \?= (.+)$", MAKEFILE, re.M).group(1).split()
+    by_study = rel.replace(fragment.stem, "{ds}") in PLANS and fragment.stem in METHOD_SETS
+    return rel in MAKEFILE or by_study or rel.replace(fragment.stem, "{dataset}") in PLANS
 DATA_FRAGMENTS = [RECIPES / "_base" / f"{name}.yaml" for name in METHOD_SETS]
 
 
 @pytest.mark.parametrize("fragment", DATA_FRAGMENTS, ids=lambda p: p.stem)
 def test_dataset_fragment_moves_every_method_recipe(fragment):
     """``-r recipes/synth-gamma/M.yaml -r recipes/_base/D.yaml`` runs method M on dataset D with D's
-    own settings, as `make methods` does; nothing is injected on the command line."""
+    own settings, as the methods study does; nothing is injected on the command line."""
     for method in sorted((RECIPES / "synth-gamma").glob("*.yaml")):
         recipe = load_recipe([method, fragment])
         assert recipe.data.name == fragment.stem

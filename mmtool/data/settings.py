@@ -13,6 +13,7 @@ This module imports no torch (recipe validation reads it); the families register
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from mmtool.checks import above, at_least, between, checked, one_of
 
@@ -33,7 +34,11 @@ class GammaSettings:
 
 @dataclass(frozen=True)
 class FrameSettings:
-    """What the encoders of a real (image or video) dataset see."""
+    """What the encoders of a real (image or video) dataset see. Real datasets have official test splits
+    (``official_splits``): the common keys ``n`` and ``test_fraction`` mean nothing for them and a recipe
+    that sets them is refused."""
+
+    official_splits: ClassVar[bool] = True
 
     image_size: int = checked(224, at_least(1))  # side of the square frames the encoders see (App. A.1: 224)
     augment: bool = True  # random crops and flips in training (UCF101: App. A.1; VGG-Sound: none)

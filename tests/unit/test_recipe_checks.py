@@ -109,14 +109,32 @@ def test_a_setting_of_another_dataset_is_an_unknown_key_naming_the_dataset(minim
 
 def test_a_run_folder_saved_with_every_dataset_key_still_loads(minimal, tmp_path):
     """config.yaml files written before datasets owned their settings hold every dataset's keys at their old
-    defaults: those are dropped; the same key at another value is the dataset's unknown key."""
+    defaults: in a saved recipe those are dropped; the same key at another value is the dataset's unknown key,
+    and in a recipe a user writes every one of them is (nothing is accepted and then read by nothing)."""
     old = tmp_path / "config.yaml"
     old.write_text("stage: train\ndata: {name: synth-gamma, n: 600, split: 1, image_size: 224, store_size: 256, "
                    "clip_frames: 32, flow_stack: 10, rgb_source: auto, audio_seconds: 10.0, sample_rate: 16000, "
                    "augment: true, front_view: 0, rear_view: 6}\n")
-    assert load_recipe(old).data.flat() == load_recipe(old, ["data={name: synth-gamma, n: 600}"]).data.flat()
+    saved = load_recipe(old, saved=True).data.flat()
+    assert saved == load_recipe(old, ["data={name: synth-gamma, n: 600}"], saved=True).data.flat()
     with pytest.raises(UserError, match="unknown key 'data.image_size' for dataset 'synth-gamma'"):
-        load_recipe(old, ["data.image_size=112"])
+        load_recipe(old, ["data.image_size=112"], saved=True)
+    with pytest.raises(UserError, match="11 problems") as err:
+        load_recipe(old)
+    assert "unknown key 'data.split' for dataset 'synth-gamma'" in str(err.value)
+
+
+def test_real_datasets_refuse_the_keys_their_official_splits_make_meaningless(minimal, tmp_path):
+    for key, value in (("n", 600), ("test_fraction", 0.3)):
+        with pytest.raises(UserError, match=f"key 'data.{key}': ucf101 has official test splits and does not use it"):
+            load_recipe(minimal, ["data.name=ucf101", f"data.{key}={value}"])
+    real = load_recipe(minimal, ["data.name=ucf101", "data.val_fraction=0.2"])
+    assert "n" not in real.data.flat() and real.data.flat()["val_fraction"] == 0.2
+    saved = tmp_path / "config.yaml"  # a run made before: both keys at their defaults
+    saved.write_text("stage: train\ndata: {name: ucf101, n: null, test_fraction: 0.2, split: 2}\n")
+    assert load_recipe(saved, saved=True).data.settings.split == 2
+    with pytest.raises(UserError, match="data.test_fraction"):
+        load_recipe(saved)
 
 
 @pytest.mark.parametrize(
