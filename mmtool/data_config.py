@@ -28,7 +28,7 @@ class DataConfig:
 
     The fields here are the keys every dataset has: its name, where its cache (``root``) and published copy
     (``raw``) live, and what decides which samples fall in which split (``seed``, ``n``, the fractions), the
-    keys that :func:`~mmtool.stages.common.check_same_data` compares between runs and that the shared cache
+    keys that :meth:`~mmtool.runs.Run.check_same_data` compares between runs and that the shared cache
     helpers read. Real sets with official test splits ignore ``n`` and ``test_fraction``. Everything else is
     the dataset's: ``settings`` is an instance of the settings class its spec registers (see
     :mod:`mmtool.data.settings`), e.g. ``cfg.settings.split`` for UCF101. A recipe writes both flat

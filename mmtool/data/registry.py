@@ -11,7 +11,7 @@ asked for a dataset (as :data:`mmtool.methods.METHODS` does for methods), and a 
 add families through the ``mmtool.datasets`` entry-point group (each entry names a module that registers
 on import). A dataset registered by code that has already run (a test, a notebook) is found without either.
 
-Settings: each dataset's recipe keys beyond the common ones (:class:`~mmtool.config.DataConfig`) are the
+Settings: each dataset's recipe keys beyond the common ones (:class:`~mmtool.data_config.DataConfig`) are the
 fields of its frozen settings dataclass. The built-in families' classes live in :mod:`mmtool.data.settings`
 (importable without torch, as methods' ``Params`` in :mod:`mmtool.methods.params`) and registration checks
 that a built-in spec names the class listed there; a family from elsewhere declares its class beside its

@@ -1,7 +1,7 @@
 """The built-in datasets' own recipe settings: one frozen dataclass per family.
 
 A recipe writes them flat beside the common keys (``data: {name: ucf101, split: 2, flow_stack: 10}``);
-validation (:mod:`mmtool.config`) checks the keys that are not common against the named dataset's class,
+validation (:mod:`mmtool.data_config`) checks the keys that are not common against the named dataset's class,
 with the ``checked(...)`` ranges below. The defaults are what ``mmtool prep NAME`` builds when nothing is
 given (CREMA-D's 3 frames of 3 s at 22.05 kHz are its defaults, not the Makefile's).
 

@@ -1,7 +1,7 @@
 """Where and how numbers are computed: device, precision, memory format, loader workers, ranks.
 
-Every command builds one :class:`Runtime` from the recipe's ``train:`` section (in :mod:`mmtool.cli`, before
-it creates its run directory) and passes it down to the stage, the loop, the inference pass, probes and
+Every command builds one :class:`Runtime` from the recipe's ``train:`` section (in :mod:`mmtool.commands`,
+before it creates its run directory) and passes it down to the stage, the loop, the inference pass, probes and
 analyses; nothing else builds a device, a precision or a runtime. An impossible request
 (``train.device=cuda`` on a machine without CUDA, ``fp16`` on a CPU) is a one-line error that leaves
 nothing behind. The training loop, the inference pass and the loaders
