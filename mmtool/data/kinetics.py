@@ -11,7 +11,7 @@
 
 and writes the cache that :mod:`mmtool.data.clips` defines (one stacked JPEG of ``clip_frames`` frames and
 a 16 kHz mono ``.npy`` per clip), which the loader reads without decoding video. ``kinetics-sounds`` is the
-same preparation restricted to the Kinetics-Sounds classes (:data:`KINETICS_SOUNDS`).
+same preparation restricted to the Kinetics-Sounds classes (``data.classes``).
 
 Choices, and why:
 
@@ -65,13 +65,15 @@ which are not Kinetics-400 names ("blowing out", "dribbling ball", "mowing the l
 lawnmower", ...). Later work uses 31 or 32 Kinetics-400 classes without always listing them; the default
 here is the 31-class list published by the AdaMML authors (IBM/AdaMML issue #3), the list the 31-class
 setting of the modality-imbalance literature (OGM-GE and its successors) refers to. The 32-class variant
-(pritamqu/CrissCross issue #4) adds ``strumming guitar``. The list is a module constant: a recipe key for it
-would need a new ``data`` field.
+(pritamqu/CrissCross issue #4) adds ``strumming guitar``. The list is the recipe key ``data.classes``
+(:class:`~mmtool.data.settings.KineticsSoundsSettings`); a list other than the default gets a cache of its
+own (its key ends in a hash of the sorted names) and the manifest records it.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 import re
 from collections import Counter
@@ -86,8 +88,8 @@ from mmtool.data.clips import VIDEO_EXTENSIONS, ClipSettings, decode_clip, walk_
 from mmtool.data.clips_cache import cache_key, clip_manifest, clip_settings, load_clips, sweep
 from mmtool.data.pipeline import run_pipeline
 from mmtool.data.pipeline_io import PrepItem, file_sha256, write_jsonl
-from mmtool.data.registry import DATASETS, DatasetSpec
-from mmtool.data.settings import AudioVisualSettings
+from mmtool.data.registry import DATASETS, DatasetSpec, dataset_settings
+from mmtool.data.settings import KINETICS_SOUNDS, AudioVisualSettings, KineticsSoundsSettings
 from mmtool.data_config import DataConfig
 from mmtool.errors import UserError
 
@@ -100,17 +102,7 @@ REPLACEMENT = "replacement"  # cvdf: replacement/replacement_for_corrupted_k400/
 _YOUTUBE_ID = re.compile(r"^[A-Za-z0-9_-]+$")
 _CLIP_NAME = re.compile(r"^(?P<id>[A-Za-z0-9_-]+)_(?P<start>\d{6,})_(?P<end>\d{6,})$")
 
-# Kinetics-Sounds: the 31 Kinetics-400 classes listed by the AdaMML authors,
-# https://github.com/IBM/AdaMML/issues/3 (see the module docstring for the 32- and 34-class variants).
-KINETICS_SOUNDS = (
-    "blowing nose", "blowing out candles", "bowling", "chopping wood", "dribbling basketball", "laughing",
-    "mowing lawn", "playing accordion", "playing bagpipes", "playing bass guitar", "playing clarinet",
-    "playing drums", "playing guitar", "playing harmonica", "playing keyboard", "playing organ", "playing piano",
-    "playing saxophone", "playing trombone", "playing trumpet", "playing violin", "playing xylophone",
-    "ripping paper", "shoveling snow", "shuffling cards", "singing", "stomping grapes", "tap dancing",
-    "tapping guitar", "tapping pen", "tickling",
-)  # fmt: skip
-KINETICS_SOUNDS_SOURCE = "https://github.com/IBM/AdaMML/issues/3 (31 classes)"
+KINETICS_SOUNDS_SOURCE = "https://github.com/IBM/AdaMML/issues/3 (31 classes)"  # of the default data.classes
 
 
 # ------------------------------------------------------------------------------------------ annotations
@@ -322,7 +314,8 @@ def prepare(cfg: DataConfig, out: Path, options: PrepOptions, subset: Sequence[s
     write_jsonl(out / "index.jsonl", result.records)
     sweep(out, result.records)
     if subset is not None:
-        source["subset"] = {"classes": len(classes), "list": KINETICS_SOUNDS_SOURCE, "rows": len(kept)}
+        listed = KINETICS_SOUNDS_SOURCE if sorted(subset) == sorted(KINETICS_SOUNDS) else "data.classes"
+        source["subset"] = {"classes": len(classes), "list": listed, "rows": len(kept)}
     checksums = {f"annotations/{k}.csv": file_sha256(p) for k, p in paths.items()}
     checksums["index.jsonl"] = file_sha256(out / "index.jsonl")
     manifest = clip_manifest(
@@ -343,9 +336,37 @@ def load(cfg: DataConfig, folder: Path, subset: Sequence[str] | None = None) -> 
     reads the centred crop of the frames stored with their aspect ratio."""
     dataset = load_clips(cfg, folder, FORMAT, eval_crop=True)
     if subset is not None and dataset.class_names != sorted(subset):
-        raise UserError(f"{folder / 'manifest.json'}: field 'class_names' is not this mmtool's Kinetics-Sounds list "
-                        f"({KINETICS_SOUNDS_SOURCE}; re-run `mmtool prep {cfg.name} --raw DIR --force`)")  # fmt: skip
+        redo = f"re-run `mmtool prep {cfg.name} --raw DIR --force`"
+        raise UserError(f"{folder / 'manifest.json'}: field 'class_names' is not the Kinetics-Sounds list of "
+                        f"data.classes ({len(subset)} classes; {redo})")  # fmt: skip
     return dataset
+
+
+def sounds_classes(cfg: DataConfig) -> tuple[str, ...]:
+    """Kinetics-Sounds' ``data.classes``: at least two, each once."""
+    classes = dataset_settings(cfg, KineticsSoundsSettings).classes
+    repeated = sorted({c for c in classes if classes.count(c) > 1})
+    if len(classes) < 2 or repeated:
+        raise UserError(f"data.classes: expected two or more Kinetics-400 class names, each once "
+                        f"(got {len(classes)}{', repeated: ' + ', '.join(repeated) if repeated else ''})")  # fmt: skip
+    return classes
+
+
+def sounds_cache_key(cfg: DataConfig) -> str:
+    """The clip cache key; a class list other than the default adds a hash of its sorted names."""
+    classes = sounds_classes(cfg)
+    if sorted(classes) == sorted(KINETICS_SOUNDS):
+        return cache_key(cfg)
+    digest = hashlib.sha256("\n".join(sorted(classes)).encode()).hexdigest()[:8]
+    return f"{cache_key(cfg)}-c{len(classes)}-{digest}"
+
+
+def _prepare_sounds(cfg: DataConfig, out: Path, options: PrepOptions) -> dict:
+    return prepare(cfg, out, options, subset=sounds_classes(cfg))
+
+
+def _load_sounds(cfg: DataConfig, folder: Path) -> Dataset:
+    return load(cfg, folder, subset=sounds_classes(cfg))
 
 
 DATASETS.register("kinetics400")(
@@ -361,11 +382,11 @@ DATASETS.register("kinetics400")(
 )
 DATASETS.register("kinetics-sounds")(
     DatasetSpec(
-        prepare=partial(prepare, subset=KINETICS_SOUNDS),
-        load=partial(load, subset=KINETICS_SOUNDS),
-        cache_key=cache_key,
-        description="Kinetics-Sounds: the 31 Kinetics-400 classes heard as well as seen (prepared from --raw)",
-        settings=AudioVisualSettings,
+        prepare=_prepare_sounds,
+        load=_load_sounds,
+        cache_key=sounds_cache_key,
+        description="Kinetics-Sounds: Kinetics-400 classes heard as well as seen, 31 by default (data.classes)",
+        settings=KineticsSoundsSettings,
         data_format=FORMAT,
         raw_doc="data_prep/kinetics.md",
     )

@@ -3,7 +3,6 @@ broken and missing clips, kill/resume, and the command line from prep to a train
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -15,8 +14,9 @@ from PIL import Image
 
 from mmtool.config import load_recipe
 from mmtool.data import PrepOptions, cache_dir, load_dataset, prepare
-from mmtool.data.kinetics import KINETICS_SOUNDS, clip_key, find_clip_files, read_annotations
+from mmtool.data.kinetics import clip_key, find_clip_files, read_annotations
 from mmtool.data.pipeline_io import read_jsonl
+from mmtool.data.settings import KINETICS_SOUNDS
 from mmtool.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
 from mmtool.data_config import DataConfig
 from mmtool.errors import UserError
@@ -164,6 +164,19 @@ def test_kinetics_sounds_keeps_only_its_classes(raw, tmp_path):
     assert load_dataset(cfg).num_classes == 31
 
 
+def test_kinetics_sounds_class_list_is_a_recipe_key_with_a_cache_of_its_own(raw, tmp_path):
+    default = data_cfg(tmp_path / "data", raw["root"], "kinetics-sounds")
+    two = default.updated(classes=("tapping pen", "playing bagpipes"))
+    _, manifest = prepare(two)
+    assert manifest["class_names"] == ["playing bagpipes", "tapping pen"]
+    assert manifest["source"]["subset"] == {"classes": 2, "list": "data.classes", "rows": 8}  # test rows too
+    assert cache_dir(two) != cache_dir(default) and cache_dir(two).name.startswith(cache_dir(default).name + "-c2-")
+    assert load_dataset(two).num_classes == 2
+    for bad, why in ((("tapping pen",), "two or more"), (("tapping pen",) * 2, "repeated: tapping pen")):
+        with pytest.raises(UserError, match=f"data.classes: expected .*{why}"):
+            prepare(default.updated(classes=bad))
+
+
 # ---------------------------------------------------------------------------------------------- failures
 def test_broken_clips_get_distinct_reasons_and_the_budget_holds(tmp_path):
     info = write_kinetics(tmp_path / "raw", classes=CLASSES[:2], quirks=False)  # 6 clips
@@ -195,8 +208,8 @@ def test_killed_prep_resumes_byte_identical(raw, prepared, tmp_path):
 def test_load_refuses_a_cache_that_is_not_kinetics_sounds(raw, prepared, tmp_path):
     root = tmp_path / "data"
     shutil.copytree(Path(prepared.root) / "kinetics400", root / "kinetics-sounds")
-    cfg = dataclasses.replace(prepared, name="kinetics-sounds", root=str(root))
-    with pytest.raises(UserError, match=r"manifest.json: field 'class_names' is not this mmtool's Kinetics-Sounds"):
+    cfg = prepared.updated(name="kinetics-sounds", root=str(root))
+    with pytest.raises(UserError, match=r"manifest.json: field 'class_names' is not the Kinetics-Sounds list"):
         load_dataset(cfg)
 
 
