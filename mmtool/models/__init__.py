@@ -26,7 +26,7 @@ from typing import Any
 
 from mmtool.config import EncoderConfig, ModelConfig
 from mmtool.errors import UserError
-from mmtool.models import cnn  # noqa: F401  (registers the CNN encoders)
+from mmtool.models import cnn, slowfast  # noqa: F401  (register the CNN and SlowFast encoders)
 from mmtool.models.base import MultiModalNet
 from mmtool.models.encoders import ENCODERS
 from mmtool.models.heads import HEADS

@@ -1,9 +1,13 @@
-"""Initialising an encoder from a local file of torchvision-format weights (``pretrained:`` in a recipe).
+"""Initialising an encoder from a local weights file (``pretrained:`` in a recipe).
 
 ``resnet18`` and ``r3d18`` keep torchvision's ``state_dict`` keys, so a published checkpoint
-(``resnet18-f37072fd.pth``, ``r3d_18-b3b3357e.pth``) loads by name once its ``fc`` is dropped. The file
-may hold the bare state dict or wrap it under ``state_dict``/``model`` (with or without the ``module.``
-prefix of DataParallel); it is read with ``weights_only=True``, so no pickled code runs.
+(``resnet18-f37072fd.pth``, ``r3d_18-b3b3357e.pth``) loads by name once its ``fc`` is dropped;
+``slowfast50``/``slowfast101`` keep PySlowFast's keys (:mod:`mmtool.models.slowfast`), so a PySlowFast
+checkpoint loads once its ``head.*`` (``head.projection``) is dropped. The classifier keys of either are
+reported as ignored. The file may hold the bare state dict or wrap it under ``state_dict``/``model``/
+``model_state`` (PySlowFast's), with or without the ``module.`` prefix of DataParallel; it is read with
+``weights_only=True``, so no pickled code runs. (PySlowFast's model-zoo ``.pkl`` files are Caffe2 blobs
+with other names, not PyTorch checkpoints; they do not load here.)
 
 Cross-modality initialisation (Wang et al., Temporal Segment Networks, as the two-stream work uses it for
 optical flow): when the encoder's first convolution takes another number of channels than the weights
@@ -21,7 +25,9 @@ from torch import nn
 
 from mmtool.errors import UserError
 
-FIRST_CONVS = ("conv1.weight", "stem.0.weight")  # resnet18, r3d18
+FIRST_CONVS = ("conv1.weight", "stem.0.weight", "s1.pathway0_stem.conv.weight", "s1.pathway1_stem.conv.weight")
+CLASSIFIERS = ("fc.", "head.")  # torchvision's and PySlowFast's classifier keys: not part of an encoder
+WRAPPERS = ("state_dict", "model", "model_state")  # keys training scripts keep the weights under
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -33,7 +39,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001  (torch raises several types for a bad file)
         raise UserError(f"pretrained: {path} is not a readable weights file ({type(err).__name__})") from None
-    for key in ("state_dict", "model"):
+    for key in WRAPPERS:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict):
@@ -49,7 +55,7 @@ def adapt_first_conv(weight: torch.Tensor, channels: int) -> torch.Tensor:
 
 def load_pretrained(encoder: nn.Module, path: Path, where: str) -> dict[str, list[str]]:
     """Load ``path`` into ``encoder`` (see module docstring); ``where`` names the recipe key in errors.
-    Returns the keys left out of the file (``fc.*``) and those adapted across modalities."""
+    Returns the keys left out of the file (the classifier's) and those adapted across modalities."""
     state = read_state_dict(path)
     own = encoder.state_dict()
     adapted = []
@@ -58,8 +64,9 @@ def load_pretrained(encoder: nn.Module, path: Path, where: str) -> dict[str, lis
             state[key] = adapt_first_conv(state[key], own[key].shape[1])
             adapted.append(key)
     ignored = sorted(k for k in state if k not in own)
-    if any(not k.startswith("fc.") for k in ignored):
-        raise UserError(f"{where}: {path} has weights this encoder lacks, e.g. {ignored[0]!r}")
+    extra = [k for k in ignored if not k.startswith(CLASSIFIERS)]
+    if extra:
+        raise UserError(f"{where}: {path} has weights this encoder lacks, e.g. {extra[0]!r}")
     missing = sorted(k for k in own if k not in state)
     if missing:
         raise UserError(f"{where}: {path} lacks {len(missing)} of the encoder's weights, e.g. {missing[0]!r}")
