@@ -64,12 +64,62 @@ class ModelConfig:
     fusion: str = "late"  # late: encoders meet in the head; mmtm: MMTM modules between encoder blocks
 
 
+# optim.name -> the keys besides name, lr and weight_decay that its optimizer reads (mmtool.engine.optim passes
+# them to the torch class by these names); a recipe that sets a key its optimizer does not read is refused.
+OPTIMIZER_KEYS: dict[str, tuple[str, ...]] = {
+    "sgd": ("momentum",),
+    "adam": (),
+    "rmsprop": ("momentum",),
+    "adagrad": (),
+    "adadelta": (),
+    "adamw": (),
+}
+
+
 @dataclass(frozen=True)
 class OptimConfig:
-    name: str = checked("sgd", one_of("sgd", "adam"))  # what mmtool.engine.optim builds
+    """The optimizer: ``torch.optim`` SGD, Adam, RMSprop, Adagrad, Adadelta or AdamW.
+
+    Paper 000, App. A.3 (Table 12) trains VGG-Sound's late-fusion model (linear head) with "SGD, RMSprop,
+    Adagrad, Adadelta, Adamw and Adam" and names no setting of any of them; the only optimizer settings the
+    paper gives are Table 11's (VGG-Sound: Adam, lr 1e-3; UCF101: SGD, lr 1e-2). So a recipe sets lr,
+    weight_decay and (sgd, rmsprop) momentum, and every other constant (betas, eps, RMSprop's alpha,
+    Adadelta's rho, Adagrad's lr_decay) is PyTorch's default: no key sets what the paper does not.
+    """
+
+    name: str = checked("sgd", one_of(*OPTIMIZER_KEYS))  # what mmtool.engine.optim builds
     lr: float = checked(0.2, above(0))
-    momentum: float = checked(0.0, between(0, 1, "[)"))  # sgd only; 1 would never forget a gradient
+    momentum: float = checked(0.0, between(0, 1, "[)"))  # sgd and rmsprop only; 1 would never forget a gradient
+    # every optimizer; adamw's is decoupled (Loshchilov & Hutter) and must be > 0: at 0 AdamW is Adam, and
+    # PyTorch's AdamW default (0.01) does not apply, this key's default being 0 for every optimizer
     weight_decay: float = checked(0.0, at_least(0))
+
+    def unused_keys(self) -> list[str]:
+        """Keys set away from their defaults that this optimizer does not read."""
+        return [k for k in optional_optim_keys() if getattr(self, k) != getattr(OptimConfig, k)
+                and k not in OPTIMIZER_KEYS.get(self.name, ())]  # fmt: skip
+
+
+def optional_optim_keys() -> list[str]:
+    """The ``optim`` keys that only some optimizers read."""
+    return [f.name for f in dataclasses.fields(OptimConfig) if f.name not in ("name", "lr", "weight_decay")]
+
+
+def optim_problems(optim: OptimConfig) -> list[str]:
+    """What the named optimizer would ignore: a key set away from its default that it does not read (a key
+    at its default passes: momentum 0 is no momentum, which every optimizer has), or adamw without decay."""
+    problems = [f"key 'optim.{k}': {not_read(optim.name, k)}; remove it" for k in optim.unused_keys()]
+    if optim.name == "adamw" and optim.weight_decay == 0:
+        problems.append(f"key 'optim.weight_decay': {ADAMW_WITHOUT_DECAY}")
+    return problems
+
+
+def not_read(name: str, key: str) -> str:
+    """Why optimizer ``name`` refuses ``key``: ``adam does not read it (only sgd, rmsprop do)``."""
+    return f"{name} does not read it (only {', '.join(n for n, keys in OPTIMIZER_KEYS.items() if key in keys)} do)"
+
+
+ADAMW_WITHOUT_DECAY = "adamw with weight_decay 0 is adam; set it > 0 (PyTorch's AdamW default is 0.01) or use adam"
 
 
 @dataclass(frozen=True)
@@ -232,6 +282,7 @@ def build_recipe(
         problems.append(f"key 'stage' must be one of {', '.join(STAGES)}, got {raw['stage']!r}")
     # source and method are not built here; a stand-in stage where it is missing or bad (reported above)
     recipe = build(Recipe, raw, "", problems, skip=("source", "method"), stand_in={"stage": STAGES[0]})
+    problems += optim_problems(recipe.optim)
     data = build_data(data_raw, "data.", problems, any_dataset=fragment, saved=saved)
     if isinstance(method_raw, dict):
         method = build_method_config(method_raw, problems)

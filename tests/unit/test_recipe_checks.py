@@ -52,7 +52,7 @@ BOUNDS = [
     ("optim.lr", "0.0", "must be > 0", "1.0e-9"),
     ("optim.momentum", "1.0", "must be in [0, 1)", "0.0"),
     ("optim.weight_decay", "-0.1", "must be >= 0", "0.0"),
-    ("optim.name", "adamw", "must be one of sgd, adam", "adam"),
+    ("optim.name", "lion", "must be one of sgd, adam, rmsprop, adagrad, adadelta, adamw", "adadelta"),
     ("schedule.step_size", "0", "must be >= 1", "1"),
     ("schedule.gamma", "0.0", "must be in (0, 1]", "1.0"),
     ("schedule.patience", "-1", "must be >= 0", "0"),
