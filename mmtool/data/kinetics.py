@@ -56,8 +56,8 @@ Deviations from the paper, stated plainly:
   at stride 2) at a random position, with scale jitter [256, 320] before the crop, and tests with 10
   uniformly spaced clips x 3 crops; mmtool stores ``clip_frames`` frames spread over the whole clip, reads
   one view per clip, and crops without scale jitter.
-* **Spectrogram.** mmaction2 feeds an 80-bin log-mel spectrogram (32 ms window, 16 ms hop); mmtool has no
-  mel transform, so the recipes use a log-magnitude linear-frequency STFT with the same window and hop.
+* **Spectrogram.** mmaction2 feeds an 80-bin log-mel spectrogram (32 ms window, 16 ms hop); the recipes use
+  the ``logmel`` input transform with its settings (:mod:`mmtool.models.transforms`).
 
 Kinetics-Sounds (Arandjelovic & Zisserman, "Look, Listen and Learn", ICCV 2017) was defined there as 34
 classes "potentially manifested visually and aurally", named in a pre-release Kinetics taxonomy, some of

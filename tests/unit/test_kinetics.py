@@ -217,7 +217,7 @@ def test_load_refuses_a_cache_that_is_not_kinetics_sounds(raw, prepared, tmp_pat
 def test_cli_prep_then_train_naive(raw, tmp_path):
     """`mmtool prep kinetics400 --raw DIR`, then `mmtool train naive -d kinetics400` with the SMOKE sizes. The
     recipe's r3d18/resnet18 are swapped for MLPs on the command line to keep this file within seconds (both
-    CNNs train on clips in tests/e2e/test_vggsound_chain.py); the recipe's STFT front end is kept."""
+    CNNs train on clips in tests/e2e/test_vggsound_chain.py); the recipe's log-mel front end is kept."""
     run_cli(tmp_path, "prep", "kinetics400", "--raw", str(raw["root"]), "--root", "data/smoke",
             "data.store_size=32", "data.clip_frames=4", "data.audio_seconds=1.0")  # fmt: skip
     out = json.loads(run_cli(tmp_path, "train", "naive", "-d", "kinetics400", "-r", SMOKE, "train.epochs=1",
@@ -227,8 +227,8 @@ def test_cli_prep_then_train_naive(raw, tmp_path):
     assert np.asarray(out["test_confusion"]).sum() == 4 and len(out["test_confusion"]) == 4  # val.csv's 4 clips
     spec = torch.load(tmp_path / "naive" / "checkpoints" / "best.pt", weights_only=True)["spec"]
     audio = spec["encoders"]["audio"]
-    assert audio["transform"] == "stft" and audio["transform_args"]["n_fft"] == 512
-    # the full-size recipe: 10 s at 16 kHz through mmaction2's 32 ms / 16 ms STFT
+    assert audio["transform"] == "logmel" and audio["transform_args"]["sample_rate"] == 16000
+    # the full-size recipe: 10 s at 16 kHz through mmaction2's 80-band log-mel (512-sample frames, 256-sample hop)
     recipe = load_recipe(REPO / "recipes" / "kinetics400" / "naive.yaml").model.encoders["audio"]
-    stft = INPUT_TRANSFORMS.get(recipe.transform)([160000], **recipe.transform_args)
-    assert stft.out_shape == [1, 257, 626]
+    logmel = INPUT_TRANSFORMS.get(recipe.transform)([160000], **recipe.transform_args)
+    assert logmel.out_shape == [1, 80, 626]
