@@ -80,6 +80,10 @@ def render(sections: dict[str, dict[str, dict]], plots_by_encoder: dict[str, str
         "of the fused prediction and of each branch's own classifier; d_util = u(b|a) − u(a|b) on test",
         "(Def. 4.1); d_speed = s(b|a) − s(a|b) at the epoch selected on validation (Def. 5.1); re-balancing =",
         "share of an epoch's training steps that accelerated that modality, averaged over the logged epochs.",
+        "",
+        "Variant `paper` of method balanced (recipes/digits-colored/balanced*.yaml). What changed in it: guided",
+        "re-balancing compares |d_speed| with α in the authors' log10 units (a threshold 2.3x looser than the bare α",
+        "on a natural-log d_speed it used before); docs/fidelity.md lists what variant `code` changes.",
     ]
     for encoder, data in sections.items():
         seeds = max((len(d["curves"]) for d in data.values()), default=0)
