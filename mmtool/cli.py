@@ -28,6 +28,7 @@ from mmtool.commands.recipes import recipes, validate
 from mmtool.commands.results import list_runs, report_runs, reproduce
 from mmtool.commands.training import pretrain_unimodal, train
 from mmtool.errors import Interrupted, PrepInterrupted, UserError
+from mmtool.procs import stop_with_owner
 
 app = typer.Typer(
     add_completion=False,
@@ -101,6 +102,7 @@ def release_workers() -> None:
 
 def main() -> None:
     """Console entry point: user errors print one line on stderr and exit 2."""
+    stop_with_owner()  # a command a plan started ends with the plan (mmtool.procs)
     try:
         try:
             app()

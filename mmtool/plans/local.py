@@ -16,6 +16,7 @@ from collections.abc import Collection
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from mmtool.plans.task import Task, execute
+from mmtool.procs import OWNER_ENV
 
 
 def visible_gpus() -> list[str]:
@@ -47,7 +48,8 @@ class LocalExecutor:
             self.slots.put(k)
 
     def slot_env(self, slot: int) -> dict[str, str]:
-        env = {"OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
+        env = {"OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads),
+               OWNER_ENV: str(os.getpid())}  # the run stops (and saves) if this driver ends  # fmt: skip
         if self.gpus:
             env["CUDA_VISIBLE_DEVICES"] = self.gpus[slot % len(self.gpus)]
         return env

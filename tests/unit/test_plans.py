@@ -280,3 +280,24 @@ def test_a_run_reused_from_another_commit_says_so(tiny, monkeypatch):
 
     monkeypatch.setattr(mmtool, "__version__", "99.0")  # a new release is another identity: every run again
     assert graph.run_identity(tiny().nodes["naive"], out.identities) != out.identities["naive"]
+
+
+def test_a_command_the_local_executor_starts_stops_when_the_driver_ends(tmp_path):
+    """kill -9 of `mmtool reproduce` must not leave its runs behind: each one gets SIGTERM (and a training run
+    saves and stops as on a preemption). Here a stand-in driver (a sleeping process) is killed under a real
+    `mmtool train` that would otherwise run for minutes."""
+    import signal
+    import subprocess
+
+    driver = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    env = {**os.environ, **LocalExecutor(1, 1).slot_env(0), "MMTOOL_STOP_WITH": str(driver.pid)}
+    run = subprocess.Popen([sys.executable, "-m", "mmtool.cli", "train", "-r", str(REPO / "recipes/tiny/naive.yaml"),
+                            "train.epochs=100000", "--run-dir", str(tmp_path / "run")], cwd=tmp_path, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        driver.kill()
+        driver.wait()
+        code = run.wait(timeout=120)
+    finally:
+        run.kill()
+    assert code in (143, -signal.SIGTERM)  # stopped by the SIGTERM it sent itself (saved, or before it started)
