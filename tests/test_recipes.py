@@ -68,7 +68,7 @@ def test_dataset_fragment_moves_every_method_recipe(fragment):
         recipe = load_recipe([method, fragment])
         assert recipe.data.name == fragment.stem
         if fragment.stem.startswith("digits-"):
-            assert recipe.model.hidden == (64, 32) and recipe.optim.lr == 0.02
+            assert recipe.model.hidden == (64, 32) and (recipe.optim.name, recipe.optim.lr) == ("adam", 1e-3)
 
 
 def test_base_list_merges_in_order(tmp_path):

@@ -40,7 +40,7 @@ def render(data: dict[str, dict]) -> str:
         "# Modality laziness: linear probes of encoders (paper 000, Tables 1 and 7)",
         "",
         "Linear-probe test accuracy (%) of each encoder, mean ± std over seeds. Gap = uni-modal − naive;",
-        "closed = (UMT − naive) / gap, from the seed means. digits-colored trains with SGD momentum 0.9",
+        "closed = (UMT − naive) / gap, from the seed means. digits-colored trains with Adam, lr 1e-3",
         "(recipes/_base/digits.yaml; before, plain full-batch SGD left its models on the starting plateau).",
         "",
     ]
