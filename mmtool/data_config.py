@@ -29,7 +29,7 @@ class DataConfig:
     The fields here are the keys every dataset has: its name, where its cache (``root``) and published copy
     (``raw``) live, and what decides which samples fall in which split (``seed``, ``n``, the fractions), the
     keys that :meth:`~mmtool.runs.Run.check_same_data` compares between runs and that the shared cache
-    helpers read. Real sets with official test splits ignore ``n`` and ``test_fraction``. Everything else is
+    helpers read. Real sets with official test splits refuse ``n`` and ``test_fraction``. Everything else is
     the dataset's: ``settings`` is an instance of the settings class its spec registers (see
     :mod:`mmtool.data.settings`), e.g. ``cfg.settings.split`` for UCF101. A recipe writes both flat
     (``data: {name: ucf101, split: 2}``); :meth:`flat` gives them back that way.
