@@ -124,11 +124,17 @@ ADAMW_WITHOUT_DECAY = "adamw with weight_decay 0 is adam; set it > 0 (PyTorch's 
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    name: str = checked("none", one_of("none", "step", "plateau"))
+    name: str = checked("none", one_of("none", "step", "plateau", "cosine"))
     step_size: int = checked(10, at_least(1))  # step
     gamma: float = checked(0.1, between(0, 1, "(]"))  # step; 1 = constant lr, 0 would stop learning
     patience: int = checked(1, at_least(0))  # plateau (on validation loss)
     factor: float = checked(0.1, between(0, 1, "()"))  # plateau; torch refuses factor >= 1
+    # cosine (PySlowFast's lr_policy "cosine" with warm-up, updated every iteration): half a cosine from optim.lr
+    # at epoch 0 to end_lr at train.epochs; during the first warmup_epochs the lr rises linearly from
+    # warmup_start_lr to the cosine's value at warmup_epochs
+    warmup_epochs: float = checked(0.0, at_least(0))
+    warmup_start_lr: float = checked(0.0, at_least(0))
+    end_lr: float = checked(0.0, at_least(0))
 
 
 @dataclass(frozen=True)

@@ -81,7 +81,7 @@ def fit(
     if runtime.is_main:
         store.create()
     metrics = MetricLoggers(out, cfg.loggers)
-    model, step_model, opt, sched, scaler = _training_parts(model, method, optim, schedule, runtime)
+    model, step_model, opt, sched, scaler = _training_parts(model, method, optim, schedule, runtime, train, cfg)
     state = _State(best_epoch=0, best_val={"accuracy": -math.inf}, start=1)
     resumed = None
     if resume:
@@ -103,14 +103,21 @@ def fit(
     return FitResult(state.best_epoch, state.best_val, cfg.epochs, resumed, state.best_weights)
 
 
+def _length(train: Any, cfg: TrainConfig, runtime: Runtime) -> tuple[int, int]:
+    """(epochs, training batches per epoch): the global batch over the split; <= 0 is one batch."""
+    batch = runtime.local_batch_size(cfg.batch_size) * runtime.world_size
+    return cfg.epochs, 1 if batch <= 0 else max(1, math.ceil(len(train) / batch))
+
+
 def _training_parts(model: MultiModalNet, method: Any, optim: OptimConfig, schedule: ScheduleConfig,
-                    runtime: Runtime) -> tuple:  # fmt: skip
-    """(model, the model a step runs: DDP-wrapped under torchrun, optimizer, scheduler, grad scaler)."""
+                    runtime: Runtime, train: Any, cfg: TrainConfig) -> tuple:  # fmt: skip
+    """(model, the model a step runs: DDP-wrapped under torchrun, optimizer, scheduler, grad scaler); the
+    training split and settings give a schedule stepped every batch its length."""
     runtime.prepare_model(model)
     method.setup(model)  # attaches the method's trainable extras to the model, before the optimizer sees it
     model = runtime.convert_sync_batchnorm(model)
     opt = build_optimizer(method.param_groups(model), optim)
-    sched = build_scheduler(opt, schedule)
+    sched = build_scheduler(opt, schedule, *_length(train, cfg, runtime))
     step_model = runtime.wrap(model, find_unused_parameters=not method.uses_every_parameter)
     return model, step_model, opt, sched, runtime.grad_scaler()
 
@@ -182,6 +189,8 @@ def _train_epoch(run: _Run, train: Any, epoch: int) -> dict[str, float]:
             for _ in range(method.updates_per_batch):
                 losses, total = _update(run, batch, step)
                 sums.add(step, losses, total, len(batch))
+            if getattr(run.sched, "per_step", False):
+                run.sched.step()
             state.step += 1
             fault("train_step")  # tests: MMTOOL_FAULT=train_step:N:kill dies here after the N-th step
             boundary = (step + 1) % runtime.log_every == 0  # where ranks agree and losses are read back
@@ -313,7 +322,7 @@ def _validate(model, val, spec, epoch, store: CheckpointStore, state: _State, ru
 
 
 def _step_scheduler(sched, record: dict[str, Any]) -> None:
-    if sched is None:
+    if sched is None or getattr(sched, "per_step", False):  # a per-batch schedule has stepped already
         return
     if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
         if "val_loss" in record:

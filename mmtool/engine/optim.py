@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
@@ -39,12 +40,40 @@ def build_optimizer(params: Iterable, cfg: OptimConfig) -> torch.optim.Optimizer
     return getattr(torch.optim, TORCH_OPTIMIZERS[cfg.name])(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **own)
 
 
-def build_scheduler(opt: torch.optim.Optimizer, cfg: ScheduleConfig):
-    """A scheduler stepped once per epoch (plateau: on validation loss), or None."""
+def build_scheduler(opt: torch.optim.Optimizer, cfg: ScheduleConfig, epochs: int = 1, steps_per_epoch: int = 1):
+    """A scheduler stepped once per epoch (plateau: on validation loss), or None; ``cosine`` is stepped after
+    every training batch instead (its ``per_step`` is True)."""
     if cfg.name == "none":
         return None
+    if cfg.name == "cosine":
+        return _cosine(opt, cfg, epochs, steps_per_epoch)
     if cfg.name == "step":
         return torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
     if cfg.name == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=cfg.patience, factor=cfg.factor)
-    raise UserError(f"schedule.name: unknown schedule {cfg.name!r} (known: none, step, plateau)")
+    raise UserError(f"schedule.name: unknown schedule {cfg.name!r} (known: none, step, plateau, cosine)")
+
+
+def cosine_lr(epoch: float, base_lr: float, cfg: ScheduleConfig, epochs: int) -> float:
+    """The lr at fractional epoch ``epoch`` (0 = the start of training), as PySlowFast's ``get_lr_at_epoch``
+    computes it for ``lr_policy: cosine`` (slowfast/utils/lr_policy.py): linear warm-up from
+    ``warmup_start_lr`` to the cosine's value at ``warmup_epochs``, then the cosine itself."""
+
+    def cosine(e: float) -> float:
+        return cfg.end_lr + (base_lr - cfg.end_lr) * (math.cos(math.pi * e / epochs) + 1.0) * 0.5
+
+    if epoch < cfg.warmup_epochs:
+        target = cosine(cfg.warmup_epochs)
+        return cfg.warmup_start_lr + (target - cfg.warmup_start_lr) * epoch / cfg.warmup_epochs
+    return cosine(epoch)
+
+
+def _cosine(opt: torch.optim.Optimizer, cfg: ScheduleConfig, epochs: int, steps_per_epoch: int):
+    """:func:`cosine_lr` as a LambdaLR over training steps (each group keeps its ratio to ``optim.lr``)."""
+    if cfg.warmup_epochs >= epochs:
+        raise UserError(f"schedule.warmup_epochs ({cfg.warmup_epochs:g}) must be below train.epochs ({epochs})")
+    base = opt.param_groups[0]["lr"]
+    steps = max(1, steps_per_epoch)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: cosine_lr(step / steps, base, cfg, epochs) / base)
+    sched.per_step = True
+    return sched

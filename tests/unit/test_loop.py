@@ -406,4 +406,26 @@ def test_build_optimizer_and_scheduler():
     plateau = build_scheduler(adam, ScheduleConfig(name="plateau", patience=3, factor=0.2))
     assert isinstance(plateau, torch.optim.lr_scheduler.ReduceLROnPlateau)
     with pytest.raises(UserError, match="schedule.name"):
-        build_scheduler(opt, ScheduleConfig(name="cosine"))
+        build_scheduler(opt, ScheduleConfig(name="linear"))
+
+
+def test_a_per_batch_cosine_schedule_resumes_exactly(make_model, alpha_splits, train_cfgs, tmp_path):
+    """The cosine schedule steps after every batch: a run killed in epoch 8 and resumed from its epoch-6
+    checkpoint ends with the weights, and the scheduler position, of the uninterrupted run."""
+    optim, _, cfg = train_cfgs(**RESUME)
+    schedule = ScheduleConfig(name="cosine", warmup_epochs=2.0, warmup_start_lr=0.01)
+    train, val = alpha_splits["train"], alpha_splits["val"]
+    straight, spec = make_model(seed=0)
+    fit(straight, naive(), train, val, spec, tmp_path / "straight", optim, schedule, cfg, Runtime.cpu(cfg))
+    first, _ = make_model(seed=0)
+    with pytest.raises(Crash):
+        fit(first, CrashingNaive(7 * STEPS_PER_EPOCH + 1), train, val, spec, tmp_path / "crashed", optim, schedule,
+            cfg, Runtime.cpu(cfg))  # fmt: skip
+    resumed, _ = make_model(seed=123)
+    fit(resumed, naive(), train, val, spec, tmp_path / "crashed", optim, schedule, cfg, Runtime.cpu(cfg), resume=True)
+    for k, v in straight.state_dict().items():
+        assert torch.equal(resumed.state_dict()[k], v), k
+    last = torch.load(tmp_path / "crashed" / "checkpoints" / LAST, weights_only=True)
+    assert last["scheduler"]["last_epoch"] == 10 * STEPS_PER_EPOCH
+    lrs = [r["lr"] for r in read_metrics(tmp_path / "straight")]
+    assert lrs[1] > lrs[0] and lrs[-1] < lrs[2]  # the warm-up rises, the cosine falls

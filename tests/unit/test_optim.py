@@ -3,6 +3,8 @@ settings and PyTorch's defaults for the rest, takes a step, and refuses the keys
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -108,3 +110,36 @@ def test_recipe_round_trips_through_a_saved_config(name, tmp_path):
     recipe = load_recipe(path)
     save_recipe(recipe, tmp_path / "run" / "config.yaml")
     assert load_recipe(tmp_path / "run" / "config.yaml").optim == recipe.optim
+
+
+def test_cosine_lr_follows_pyslowfast_with_warm_up():
+    """SLOWFAST_8x8_R50: BASE_LR 0.1, MAX_EPOCH 196, WARMUP_EPOCHS 34 from WARMUP_START_LR 0.01, end 0."""
+    from mmtool.config import ScheduleConfig
+    from mmtool.engine.optim import cosine_lr
+
+    cfg = ScheduleConfig(name="cosine", warmup_epochs=34.0, warmup_start_lr=0.01)
+    at_34 = 0.1 * (math.cos(math.pi * 34 / 196) + 1) / 2  # the warm-up's target: the cosine's value at 34
+    assert cosine_lr(0.0, 0.1, cfg, 196) == pytest.approx(0.01)
+    assert cosine_lr(17.0, 0.1, cfg, 196) == pytest.approx(0.01 + (at_34 - 0.01) / 2)
+    assert cosine_lr(34.0, 0.1, cfg, 196) == pytest.approx(at_34)
+    assert cosine_lr(98.0, 0.1, cfg, 196) == pytest.approx(0.05)
+    assert cosine_lr(196.0, 0.1, cfg, 196) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_cosine_schedule_steps_every_batch_and_keeps_group_ratios():
+    from mmtool.config import ScheduleConfig
+    from mmtool.engine.optim import build_scheduler, cosine_lr
+
+    a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([{"params": [a]}, {"params": [b], "lr": 0.05}], lr=0.1)
+    cfg = ScheduleConfig(name="cosine", warmup_epochs=1.0, warmup_start_lr=0.01)
+    sched = build_scheduler(opt, cfg, epochs=3, steps_per_epoch=4)
+    assert sched.per_step
+    for step in range(12):
+        expected = cosine_lr(step / 4, 0.1, cfg, 3)
+        assert opt.param_groups[0]["lr"] == pytest.approx(expected)
+        assert opt.param_groups[1]["lr"] == pytest.approx(expected / 2)
+        opt.step()
+        sched.step()
+    with pytest.raises(UserError, match="schedule.warmup_epochs"):
+        build_scheduler(opt, ScheduleConfig(name="cosine", warmup_epochs=3.0), epochs=3, steps_per_epoch=4)

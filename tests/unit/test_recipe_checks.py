@@ -57,7 +57,7 @@ BOUNDS = [
     ("schedule.gamma", "0.0", "must be in (0, 1]", "1.0"),
     ("schedule.patience", "-1", "must be >= 0", "0"),
     ("schedule.factor", "1.0", "must be in (0, 1)", "0.5"),
-    ("schedule.name", "cosine", "must be one of none, step, plateau", "plateau"),
+    ("schedule.name", "linear", "must be one of none, step, plateau, cosine", "plateau"),
     ("probe.epochs", "0", "must be >= 1", "1"),
     ("probe.lr", "-1.0", "must be > 0", "0.5"),
     ("probe.batch_size", "-1", "must be >= 0", "0"),
