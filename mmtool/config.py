@@ -67,7 +67,7 @@ class ModelConfig:
 # optim.name -> the keys besides name, lr and weight_decay that its optimizer reads (mmtool.engine.optim passes
 # them to the torch class by these names); a recipe that sets a key its optimizer does not read is refused.
 OPTIMIZER_KEYS: dict[str, tuple[str, ...]] = {
-    "sgd": ("momentum",),
+    "sgd": ("momentum", "nesterov"),
     "adam": (),
     "rmsprop": ("momentum",),
     "adagrad": (),
@@ -90,6 +90,7 @@ class OptimConfig:
     name: str = checked("sgd", one_of(*OPTIMIZER_KEYS))  # what mmtool.engine.optim builds
     lr: float = checked(0.2, above(0))
     momentum: float = checked(0.0, between(0, 1, "[)"))  # sgd and rmsprop only; 1 would never forget a gradient
+    nesterov: bool = False  # sgd only, with momentum > 0 (PySlowFast's SOLVER.NESTEROV is True)
     # every optimizer; adamw's is decoupled (Loshchilov & Hutter) and must be > 0: at 0 AdamW is Adam, and
     # PyTorch's AdamW default (0.01) does not apply, this key's default being 0 for every optimizer
     weight_decay: float = checked(0.0, at_least(0))
@@ -111,6 +112,8 @@ def optim_problems(optim: OptimConfig) -> list[str]:
     problems = [f"key 'optim.{k}': {not_read(optim.name, k)}; remove it" for k in optim.unused_keys()]
     if optim.name == "adamw" and optim.weight_decay == 0:
         problems.append(f"key 'optim.weight_decay': {ADAMW_WITHOUT_DECAY}")
+    if optim.name == "sgd" and optim.nesterov and optim.momentum == 0:
+        problems.append("key 'optim.nesterov': Nesterov momentum needs optim.momentum > 0")
     return problems
 
 

@@ -143,3 +143,16 @@ def test_cosine_schedule_steps_every_batch_and_keeps_group_ratios():
         sched.step()
     with pytest.raises(UserError, match="schedule.warmup_epochs"):
         build_scheduler(opt, ScheduleConfig(name="cosine", warmup_epochs=3.0), epochs=3, steps_per_epoch=4)
+
+
+def test_nesterov_is_sgds_and_needs_momentum(tmp_path):
+    opt = build_optimizer([torch.nn.Parameter(torch.zeros(2))], OptimConfig(name="sgd", lr=0.1, momentum=0.9,
+                                                                            nesterov=True))  # fmt: skip
+    assert opt.param_groups[0]["nesterov"] is True and opt.param_groups[0]["momentum"] == 0.9
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("stage: train\noptim: {name: adam, lr: 1.0e-3, nesterov: true}\n")
+    with pytest.raises(UserError, match="key 'optim.nesterov': adam does not read it \\(only sgd do\\)"):
+        load_recipe(recipe)
+    recipe.write_text("stage: train\noptim: {name: sgd, lr: 0.1, nesterov: true}\n")
+    with pytest.raises(UserError, match="Nesterov momentum needs optim.momentum > 0"):
+        load_recipe(recipe)
