@@ -16,29 +16,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from mmtool.analysis.paper_defs import Run, TablePlan
 from mmtool.errors import UserError
 from mmtool.plans.graph import Input, Node, Plan
-
-
-@dataclass(frozen=True)
-class Run:
-    """One run per dataset and seed; ``inputs``: (recipe key, name of the run in the same seed folder)."""
-
-    name: str
-    command: str
-    recipe: str
-    inputs: tuple[tuple[str, str], ...] = ()
-
-
-@dataclass(frozen=True)
-class TablePlan:
-    """The datasets a table spans (in the order they are prepared) and the runs it reads."""
-
-    datasets: tuple[str, ...]
-    runs: tuple[Run, ...]
-    primary: str | None  # the dataset a bare --data DIR names (None: give NAME=DIR)
-    all_seeds: bool = False  # the paper gives mean ± std: every seed (else the first)
-
 
 UNIMODAL = Run("unimodal", "pretrain-unimodal", "pretrain")
 DECIDE = Run("decide", "decide", "decide", (("teachers", "unimodal"),))
@@ -77,6 +57,10 @@ TABLES: dict[str, TablePlan] = {
         ("modelnet40",), (UNIMODAL, *train("ume", "mmtm", "balanced_random", "balanced")), "modelnet40", True
     ),
 }
+# Tables declared in modules of their own (their TABLES dicts) join these.
+EXTRA: tuple = ()
+for _module in EXTRA:
+    TABLES.update(_module.TABLES)
 
 # The prep settings read from the recipes the stages load, so prep builds the cache they look for.
 PREP_KEYS = ("store_size", "clip_frames", "audio_seconds", "sample_rate", "flow_stack", "rgb_source", "front_view",
@@ -188,7 +172,7 @@ def _run_node(opts: Options, dataset: str, seed: int, run: Run, prep: str) -> No
         key=f"{where}/{run.name}",
         command=run.command,
         recipes=_fragments(opts, dataset, run.recipe),
-        overrides=(f"data.seed={seed}", f"train.seed={seed}"),
+        overrides=(f"data.seed={seed}", f"train.seed={seed}", *run.overrides),
         inputs=inputs,
         folder=str(opts.root / where),
         name=run.name,

@@ -28,44 +28,16 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from mmtool.analysis.paper_defs import SMOKE_BANNER, Cell, Located, PaperTable, Source, decided, probe, test_acc
 from mmtool.analysis.tables import mean_std
 from mmtool.files import atomic_write_text
 from mmtool.runs import config_of, is_finished, results_of
 
-Cell = float | str | None  # a paper cell: a number, a number with the paper's mark ("50.6*") or a word
-# The run folders of each (dataset, run name), one per seed, where a plan names them (`mmtool reproduce`:
-# <seed dir>/<run>-<id12>); without one, <root>/<dataset>/seed*/<run> as the Makefile used to write them.
-Located = Mapping[tuple[str, str], Sequence[Path]]
-SMOKE_BANNER = "> SMOKE mode: generated fixture data, tiny models — not comparable with the paper"
-
-
-@dataclass(frozen=True)
-class PaperTable:
-    """One table as printed: caption, column names (dataset first where a table spans several)."""
-
-    caption: str
-    row_header: str  # the paper's name of the first column
-    columns: tuple[str, ...]
-    rows: dict[str, tuple[Cell, ...]]
-    digits: int = 1  # decimals the paper prints
-    notes: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Source:
-    """Where our value of a cell comes from: ``<root>/<dataset>/seed*/<run>/results.json`` at ``key``."""
-
-    dataset: str
-    run: str
-    key: tuple[str, ...]
-
-
 # --------------------------------------------------------------------------------------------- the paper
-PAPER: dict[str, PaperTable] = {
+PAPER: dict[str, PaperTable] = {  # extended at the end of the module by the modules in EXTRA
     "table1": PaperTable(
         "Table 1. Top 1 test accuracy (in %) of linear evaluation on encoders from various multi-modal late-fusion "
         "training methods and uni-modal training on VGG-Sound and UCF101.",
@@ -181,21 +153,6 @@ PAPER: dict[str, PaperTable] = {
 
 
 # --------------------------------------------------------------------------------------------- our runs
-def test_acc(dataset: str, run: str) -> Source:
-    """Test accuracy of a `train` or `ensemble` run."""
-    return Source(dataset, run, ("test_accuracy",))
-
-
-def probe(dataset: str, run: str, modality: str) -> Source:
-    """Linear-probe test accuracy of ``run``'s ``modality`` encoder (the run ``probe-<run>``)."""
-    return Source(dataset, f"probe-{run}", ("probes", modality, "test_accuracy"))
-
-
-def decided(dataset: str, *key: str) -> Source:
-    """A field of the `decide` run."""
-    return Source(dataset, "decide", key)
-
-
 def _probes(run: str) -> tuple[Source, ...]:
     """Table 1's four encoders of one training method (VGG-Sound's RGB encoder is its video encoder)."""
     return tuple(
@@ -337,7 +294,10 @@ def _settings(root: Path, dataset: str, runs: Located | None = None) -> str:
 
 def render(name: str, root: Path, smoke: bool = False, runs: Located | None = None) -> str:
     """The Markdown table ``name``: each paper column beside ours, row names as in the paper; with ``smoke``
-    its first line is :data:`SMOKE_BANNER`. ``runs``: where each run is (else found by name under ``root``)."""
+    its first line is :data:`SMOKE_BANNER`. ``runs``: where each run is (else found by name under ``root``).
+    A table whose rows depend on the runs has a renderer of its own in ``RENDER``."""
+    if name in RENDER:
+        return RENDER[name](root, smoke, runs)
     table = PAPER[name]
     header = f"| {table.row_header} | " + " | ".join(f"{c}: paper | {c}: ours" for c in table.columns) + " |"
     lines = [SMOKE_BANNER, ""] if smoke else []
@@ -363,13 +323,26 @@ def render(name: str, root: Path, smoke: bool = False, runs: Located | None = No
     return "\n".join(lines) + "\n"
 
 
+# Tables declared in modules of their own add theirs here: PAPER and OURS entries, and RENDER for tables
+# whose rows are chosen from the runs (Renderer: (root, smoke, runs) -> Markdown).
+Renderer = Callable[[Path, bool, "Located | None"], str]
+RENDER: dict[str, Renderer] = {}
+EXTRA: tuple = ()
+for _module in EXTRA:
+    PAPER.update(getattr(_module, "PAPER", {}))
+    OURS.update(getattr(_module, "OURS", {}))
+    RENDER.update(getattr(_module, "RENDER", {}))
+TABLE_NAMES = tuple(dict.fromkeys((*PAPER, *RENDER)))
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m mmtool.analysis.paper_tables [--smoke] TABLE RUNS_ROOT OUT.md``: write the table and print it."""
     args = list(argv if argv is not None else sys.argv[1:])
     smoke = "--smoke" in args
     args = [a for a in args if a != "--smoke"]
-    if len(args) != 3 or args[0] not in PAPER:
-        raise SystemExit(f"usage: python -m mmtool.analysis.paper_tables [--smoke] {'|'.join(PAPER)} RUNS_ROOT OUT.md")
+    if len(args) != 3 or args[0] not in TABLE_NAMES:
+        names = "|".join(TABLE_NAMES)
+        raise SystemExit(f"usage: python -m mmtool.analysis.paper_tables [--smoke] {names} RUNS_ROOT OUT.md")
     text = render(args[0], Path(args[1]), smoke)
     atomic_write_text(Path(args[2]), text)
     print(text)
