@@ -26,6 +26,7 @@ from mmtool.data.pipeline_io import file_sha256
 from mmtool.data.registry import dataset_settings
 from mmtool.data.settings import AudioVisualSettings
 from mmtool.data.transforms import IMAGENET_MEAN, IMAGENET_STD, center_crop, hflip, normalize, random_crop, resize
+from mmtool.data.views import TestViews, uniform_crop, window_start
 from mmtool.data_config import DataConfig
 from mmtool.errors import UserError
 
@@ -172,35 +173,64 @@ class StackedClipReader:
     "we do not use any kinds of data augmentation", paper 001 Sec. 4.1) training reads the evaluation view
     of the video, and each clip keeps one random audio window, drawn from ``seed`` and the clip, in every
     epoch and at test: the paper's "randomly cropped or tiled" preprocessing, done once per clip.
+
+    ``window``: a sample is that many consecutive stored frames (a random start in augmented training, the
+    centred window otherwise, window ``k`` of ``views.clips`` in :meth:`read_view`), and the audio is the
+    ``L`` samples centred on the window's middle (aligned in time; tiled if the track is shorter).
+    ``views``/``eval_size``: what :meth:`read_view` reads (:mod:`mmtool.data.views`); ``eval_size`` is the
+    side of evaluation crops (default ``image_size``).
     """
 
     def __init__(
         self, folder: str, frames: Sequence[str], audio: Sequence[str], *, stored_frames: int, store_size: int,
         image_size: int, audio_samples: int, augment: bool = True, seed: int = 0, eval_crop: bool = False,
+        window: int | None = None, views: TestViews | None = None, eval_size: int | None = None,
     ) -> None:  # fmt: skip
         self.folder, self.frames, self.audio = folder, list(frames), list(audio)
         self.stored_frames, self.store_size = stored_frames, store_size
         self.image_size, self.audio_samples = image_size, audio_samples
         self.augment, self.seed, self.eval_crop = augment, seed, eval_crop
+        self.window = window if window is not None and window < stored_frames else None
+        self.views, self.eval_size = views or TestViews(), eval_size or image_size
 
     def read(self, index: int, modalities: Sequence[str], train: bool, rng: np.random.Generator) -> dict:
+        return self._read(index, modalities, train, rng, None)
+
+    def read_view(self, index: int, view: int, modalities: Sequence[str]) -> dict:
+        """View ``view`` of clip ``index`` (window ``view // crops``, crop ``view % crops``); deterministic."""
+        return self._read(index, modalities, False, np.random.default_rng(0), view)
+
+    def _read(self, index: int, modalities: Sequence[str], train: bool, rng: np.random.Generator,
+              view: int | None) -> dict:  # fmt: skip
         video_rng, audio_rng = (np.random.default_rng(s) for s in rng.integers(0, 2**62, size=2))
+        start = self._window_start(train and self.augment, video_rng, view)
         out = {}
         if "video" in modalities:
-            out["video"] = self.video(index, train, video_rng)
+            out["video"] = self.video(index, train, video_rng, start, view)
         if "audio" in modalities:
-            if self.augment:
+            if start is not None:  # aligned with the frames' window
+                out["audio"] = self.aligned_audio(index, (start + self.window / 2) / self.stored_frames)
+            elif self.augment:
                 out["audio"] = self.audio_wave(index, train, audio_rng)
             else:  # the paper's preprocessing: one random window per clip, the same in every epoch and at test
                 out["audio"] = self.audio_wave(index, True, self._clip_rng(index))
         return out
 
+    def _window_start(self, random: bool, rng: np.random.Generator, view: int | None) -> int | None:
+        if self.window is None:
+            return None
+        if random:
+            return int(rng.integers(0, self.stored_frames - self.window + 1))
+        k, count = (self.views.of(view)[0], self.views.clips) if view is not None else (0, 1)
+        return window_start(self.stored_frames, self.window, k, count)
+
     def _clip_rng(self, index: int) -> np.random.Generator:
         """A stream fixed per clip (by its file name, not its position in a split) and ``data.seed``."""
         return np.random.default_rng([self.seed, zlib.crc32(self.audio[index].encode())])
 
-    def video(self, index: int, train: bool, rng: np.random.Generator) -> torch.Tensor:
-        """(3, T, S, S) float32, normalised."""
+    def video(self, index: int, train: bool, rng: np.random.Generator, start: int | None = None,
+              view: int | None = None) -> torch.Tensor:  # fmt: skip
+        """(3, T, S, S) float32, normalised (T: the window's frames where there is one)."""
         from PIL import Image
 
         with Image.open(os.path.join(self.folder, self.frames[index])) as image:
@@ -208,13 +238,17 @@ class StackedClipReader:
         t, s = self.stored_frames, self.image_size
         h0, w0 = stacked.shape[0] // t, stacked.shape[1]
         clip = torch.from_numpy(stacked.reshape(t, h0, w0, 3)).permute(3, 0, 1, 2)  # (3, T, H0, W0) uint8
+        if start is not None:
+            clip = clip[:, start : start + self.window]
         if train and self.augment:
             clip = random_crop(clip, (s, s), rng)
             clip = hflip(clip) if rng.random() < 0.5 else clip
+        elif view is not None and self.views.crops > 1:
+            clip = uniform_crop(clip, self.eval_size, self.views.of(view)[1], self.views.crops)
         elif self.eval_crop:
-            clip = centre_crop(clip, s)
+            clip = centre_crop(clip, self.eval_size)
         else:
-            clip = resize(clip, (s, s))
+            clip = resize(clip, (self.eval_size, self.eval_size))
         clip = clip.float().div_(255.0)  # (3, T, S, S)
         return normalize(clip, IMAGENET_MEAN, IMAGENET_STD)
 
@@ -222,6 +256,26 @@ class StackedClipReader:
         """(L,) float32 waveform."""
         wave = np.load(os.path.join(self.folder, self.audio[index]), mmap_mode="r")  # reads only the window
         return torch.from_numpy(fit_audio(wave, self.audio_samples, train, rng))
+
+    def aligned_audio(self, index: int, centre: float) -> torch.Tensor:
+        """(L,) float32: the ``L`` samples centred at fraction ``centre`` of the track (clamped to it)."""
+        wave = np.load(os.path.join(self.folder, self.audio[index]), mmap_mode="r")
+        n, length = len(wave), self.audio_samples
+        if n < length:
+            return torch.from_numpy(fit_audio(wave, length, False, np.random.default_rng(0)))
+        first = min(max(round(centre * n - length / 2), 0), n - length)
+        return torch.from_numpy(np.array(wave[first : first + length], dtype=np.float32))
+
+
+def check_window(cfg: DataConfig, av: AudioVisualSettings, stored: int) -> int:
+    """Frames per sample: ``window_frames`` (at most the ``stored`` frames of the cache) or all of them."""
+    if av.window_frames is not None and av.window_frames > stored:
+        raise UserError(f"data.window_frames: {av.window_frames} frames per sample, but the {cfg.name} cache stores "
+                        f"{stored} per clip (data.clip_frames; prep again with more)")  # fmt: skip
+    if av.window_frames is None and av.test_clips > 1:
+        raise UserError(f"data.test_clips: {av.test_clips} windows need data.window_frames (frames per window), "
+                        "else every window is the whole clip")  # fmt: skip
+    return av.window_frames or stored
 
 
 def centre_crop(clip: torch.Tensor, s: int) -> torch.Tensor:
@@ -298,13 +352,17 @@ def load_clips(cfg: DataConfig, folder: Path, data_format: int, eval_crop: bool 
              "val": [r for i, r in enumerate(train) if i in val_at],
              "test": [r for r in rows if r["split"] == "test"]}  # fmt: skip
     n_audio = audio_samples(cfg)
+    frames = check_window(cfg, av, settings["clip_frames"])
+    views = TestViews(av.test_clips, av.test_crops)
     splits = {}
     for name, part in parts.items():
         reader = StackedClipReader(str(folder), [r["frames"] for r in part], [r["audio"] for r in part],
                                    stored_frames=settings["clip_frames"], store_size=settings["store_size"],
                                    image_size=av.image_size, audio_samples=n_audio, augment=av.augment,
-                                   seed=cfg.seed, eval_crop=eval_crop)  # fmt: skip
+                                   seed=cfg.seed, eval_crop=eval_crop, window=av.window_frames, views=views,
+                                   eval_size=av.test_crop_size)  # fmt: skip
         targets = torch.tensor([r["label"] for r in part], dtype=torch.long)
-        splits[name] = DiskSource(reader, targets, MODALITIES, eval_batch_size=EVAL_BATCH)
-    dims = {"video": [3, settings["clip_frames"], av.image_size, av.image_size], "audio": [n_audio]}
+        splits[name] = DiskSource(reader, targets, MODALITIES, eval_batch_size=EVAL_BATCH,
+                                  views=1 if name == "train" else views.count)  # fmt: skip
+    dims = {"video": [3, frames, av.image_size, av.image_size], "audio": [n_audio]}
     return Dataset(cfg.name, MODALITIES, manifest["num_classes"], dims, splits, manifest["class_names"])

@@ -322,7 +322,7 @@ def load(cfg: DataConfig, folder: Path) -> Dataset:
     modalities ``audio`` and ``visual``."""
     clips = load_clips(cfg, folder, FORMAT)
     splits = {name: DiskSource(VisualAudioReader(source.reader), source.targets(), MODALITIES,
-                               eval_batch_size=source.eval_batch_size)
+                               eval_batch_size=source.eval_batch_size, views=source.views)
               for name, source in clips.splits.items()}  # fmt: skip
     _, frames, size, _ = clips.input_dims["video"]
     dims = {"audio": clips.input_dims["audio"], "visual": [3 * frames, size, size]}

@@ -60,6 +60,15 @@ class AudioVisualSettings(FrameSettings):
     clip_frames: int = checked(32, at_least(1))  # frames sampled uniformly per clip (App. A.1: 32)
     audio_seconds: float = checked(10.0, above(0))  # audio cropped or tiled to this length (App. A.1: 10 s)
     sample_rate: int = checked(16000, at_least(1))  # audio resampled to this rate (App. A.1: 16 kHz)
+    # load-time: a sample is window_frames consecutive stored frames (None: all clip_frames of them); training
+    # draws the window's start, evaluation takes test_clips windows spread over the clip
+    window_frames: int | None = checked(None, at_least(1))
+    # load-time, validation and test: each video is read as test_clips windows x test_crops spatial crops
+    # (PySlowFast TEST.NUM_ENSEMBLE_VIEWS x TEST.NUM_SPATIAL_CROPS) and its prediction is the mean of theirs
+    # (mmtool.data.views); results report the accuracy over videos and over single views
+    test_clips: int = checked(1, at_least(1))
+    test_crops: int = checked(1, one_of(1, 3))
+    test_crop_size: int | None = checked(None, at_least(1))  # evaluation crop side (None: image_size)
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from mmtool.errors import UserError
 from mmtool.procs import exit_with
 
 DEFAULT_EVAL_BATCH = 4096  # in-memory splits: large batches are cheapest
@@ -98,6 +99,7 @@ class SplitSource(Protocol):
 
     modalities: tuple[str, ...]
     eval_batch_size: int  # the batch size evaluation passes use unless told otherwise
+    views: int  # evaluation batches hold this many views of each sample (mmtool.data.views); 1 for most
 
     def __len__(self) -> int: ...
 
@@ -138,6 +140,7 @@ class ArraySource:
         self.ids = ids if ids is not None else torch.arange(len(target))
         self.modalities = tuple(inputs)
         self.eval_batch_size = DEFAULT_EVAL_BATCH
+        self.views = 1  # one view per sample (mmtool.data.views)
         self._perm_memo: dict[int, tuple[int, torch.Tensor]] = {}  # seed -> (epoch drawn, generator state)
 
     def __len__(self) -> int:
@@ -218,12 +221,17 @@ class _Keys(torch.utils.data.Sampler):
 
 
 class _ReaderDataset(torch.utils.data.Dataset):
-    def __init__(self, reader: SampleReader, modalities: tuple[str, ...], targets: torch.Tensor, train: bool) -> None:
+    def __init__(self, reader: SampleReader, modalities: tuple[str, ...], targets: torch.Tensor, train: bool,
+                 views: int = 1) -> None:  # fmt: skip
         self.reader, self.modalities, self.targets, self.train = reader, modalities, targets, train
+        self.views = views  # > 1: keys are view ids, sample * views + view (mmtool.data.views)
         self.owner = os.getpid()  # the training process: workers end when it does, however it ends
 
     def __getitem__(self, key: tuple[int, int, int]) -> tuple[dict[str, Any], int, int]:
         index, seed, epoch = key
+        if self.views > 1:
+            sample, view = divmod(index, self.views)
+            return self.reader.read_view(sample, view, self.modalities), int(self.targets[sample]), index
         inputs = self.reader.read(index, self.modalities, self.train, sample_rng(seed, epoch, index))
         return inputs, int(self.targets[index]), index
 
@@ -267,15 +275,22 @@ class DiskSource:
         targets: (N,) class indices in sample order.
         modalities: the modalities this source yields.
         eval_batch_size: batch size of evaluation passes.
+        views: evaluation reads each sample as this many views (``reader.read_view``), with ids
+            ``sample * views + view``; :func:`~mmtool.engine.inference.run_inference` averages them back
+            into one row per sample (:mod:`mmtool.data.views`). Training reads one view as always.
     """
 
     def __init__(
-        self, reader: SampleReader, targets: torch.Tensor, modalities: Sequence[str], eval_batch_size: int = 64
-    ) -> None:
+        self, reader: SampleReader, targets: torch.Tensor, modalities: Sequence[str], eval_batch_size: int = 64,
+        views: int = 1,
+    ) -> None:  # fmt: skip
+        if views > 1 and not hasattr(reader, "read_view"):
+            raise UserError(f"data.test_clips/test_crops: {type(reader).__name__} reads one view per sample only")
         self.reader = reader
         self._targets = torch.as_tensor(targets, dtype=torch.long)
         self.modalities = tuple(modalities)
         self.eval_batch_size = eval_batch_size
+        self.views = views
         self._loaders: dict[tuple, tuple[torch.utils.data.DataLoader, _Keys]] = {}
 
     def __len__(self) -> int:
@@ -285,7 +300,7 @@ class DiskSource:
         return self._targets
 
     def select(self, modalities: Sequence[str]) -> DiskSource:
-        return DiskSource(self.reader, self._targets, modalities, self.eval_batch_size)
+        return DiskSource(self.reader, self._targets, modalities, self.eval_batch_size, self.views)
 
     def loader(
         self,
@@ -304,7 +319,7 @@ class DiskSource:
             gen = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]))
             order = torch.randperm(n, generator=gen)
         else:
-            order = torch.arange(n)
+            order = torch.arange(n * self.views)  # views > 1: every view of every sample, a sample's together
         order = shard.take(order, pad=train)
         size = max(len(order), 1) if batch_size <= 0 else batch_size
         loader, keys = self._loader(size, train, workers, pin_memory)
@@ -316,7 +331,7 @@ class DiskSource:
         if key not in self._loaders:
             keys = _Keys()
             loader = torch.utils.data.DataLoader(
-                _ReaderDataset(self.reader, self.modalities, self._targets, train),
+                _ReaderDataset(self.reader, self.modalities, self._targets, train, 1 if train else self.views),
                 batch_size=batch_size,
                 sampler=keys,
                 num_workers=workers,

@@ -37,11 +37,16 @@ def confusion_matrix(logits: torch.Tensor, target: torch.Tensor, num_classes: in
 
 
 def evaluate_splits(model: torch.nn.Module, splits: dict, num_classes: int, runtime: Runtime) -> dict:
-    """Fused accuracy on every split; per-modality head accuracy where the head has one; test confusion."""
+    """Fused accuracy on every split; per-modality head accuracy where the head has one; test confusion. A split
+    read as several views per sample (multi-view testing) scores the samples (their views' mean prediction)
+    and adds ``<split>_clip_accuracy``, the accuracy of single views."""
     out: dict = {}
     for name, split in splits.items():
         pred = run_inference(model, split, runtime, want=("logits", "unimodal_logits"))
         out[f"{name}_accuracy"] = accuracy(pred["logits"], pred["target"])
+        if "logits" in pred.get("clip_accuracy", {}):
+            out[f"{name}_clip_accuracy"] = pred["clip_accuracy"]["logits"]
+            out.setdefault("views_per_sample", {})[name] = split.views
         for m, z in pred.get("unimodal_logits", {}).items():
             out.setdefault("unimodal_head_accuracy", {}).setdefault(m, {})[name] = accuracy(z, pred["target"])
         if name == "test":

@@ -51,7 +51,10 @@ def run_inference(
 
     Returns ``{"target": (N,), "ids": (N,)}`` plus each name in ``want`` that the forward produced:
     ``logits`` (N, C), ``features`` {m: (N, D)}, ``unimodal_logits`` {m: (N, C)}, ... — float32 on the
-    CPU, in sample order. The model is put in eval mode and restored afterwards. ``runtime`` is the
+    CPU, in sample order. A source with several views per sample (``source.views``, multi-view testing)
+    gives one row per sample, the views folded (:class:`_Folded`; logits become log mean probabilities),
+    and ``clip_accuracy``: the accuracy of single views of each logits output.
+    The model is put in eval mode and restored afterwards. ``runtime`` is the
     command's: device, autocast, workers and ranks.
     """
     if not isinstance(runtime, Runtime):
@@ -63,6 +66,7 @@ def run_inference(
     model.eval()
     parts: dict[str, Any] = {}
     targets, ids = [], []
+    folded = _Folded(len(source), source.views) if getattr(source, "views", 1) > 1 else None
     try:
         loader = source.loader(size, train=False, workers=runtime.workers, shard=runtime.shard,
                                pin_memory=runtime.pin_memory)  # fmt: skip
@@ -70,6 +74,9 @@ def run_inference(
             batch = runtime.to_device(batch)
             with runtime.autocast():
                 out = forward(model, batch.inputs)
+            if folded is not None:
+                folded.add({k: out[k] for k in want if k in out}, batch.ids, batch.target.cpu())
+                continue
             for key in want:
                 if key in out:
                     _collect(parts, key, out[key])
@@ -77,12 +84,72 @@ def run_inference(
             ids.append(batch.ids)
     finally:
         model.train(was_training)
+    if folded is not None:
+        return folded.result(runtime, source.targets())
     result: dict[str, Any] = {k: _cat(v) for k, v in parts.items()}
     empty = torch.empty(0, dtype=torch.long)  # a rank whose shard of a tiny split is empty
     result["target"], result["ids"] = torch.cat(targets) if targets else empty, torch.cat(ids) if ids else empty
     if runtime.distributed:  # each rank read its shard: every rank gets the whole split
         result = _merge(runtime.gather_objects(result))
     return _in_id_order(result)
+
+
+class _Folded:
+    """The views of each sample (``source.views`` > 1) folded into one row as batches stream past: per output,
+    the sum over a sample's views (of softmax probabilities for outputs named ``*logits``), and the count of
+    correct single views of each logits output (:mod:`mmtool.data.views`). Holds (N, ...) sums, never views."""
+
+    def __init__(self, n: int, views: int) -> None:
+        self.n, self.views = n, views
+        self.sums: dict[tuple[str, ...], torch.Tensor] = {}
+        self.hits: dict[tuple[str, ...], int] = {}
+        self.count = torch.zeros(n)
+
+    def add(self, out: dict[str, Any], ids: torch.Tensor, target: torch.Tensor) -> None:
+        sample = ids // self.views
+        self.count.index_add_(0, sample, torch.ones(len(ids)))
+        for key, value in out.items():
+            for name, t in (value.items() if isinstance(value, dict) else [(None, value)]):
+                self._add((key,) if name is None else (key, name), t.detach().float().cpu(), sample, target)
+
+    def _add(self, name: tuple[str, ...], t: torch.Tensor, sample: torch.Tensor, target: torch.Tensor) -> None:
+        if name[0].endswith("logits"):
+            self.hits[name] = self.hits.get(name, 0) + int((t.argmax(dim=1) == target).sum())
+            t = t.softmax(dim=1)
+        if name not in self.sums:
+            self.sums[name] = torch.zeros((self.n, *t.shape[1:]))
+        self.sums[name].index_add_(0, sample, t)
+
+    def result(self, runtime: Runtime, target: torch.Tensor) -> dict[str, Any]:
+        """run_inference's result, one row per sample, plus ``clip_accuracy`` {output: % of correct views}."""
+        parts = [(self.sums, self.hits, self.count)]
+        if runtime.distributed:  # each rank saw some views of some samples: add the ranks' sums up
+            parts = runtime.gather_objects(parts[0])
+        sums: dict[tuple[str, ...], torch.Tensor] = {}
+        hits: dict[tuple[str, ...], int] = {}
+        for part_sums, part_hits, _ in parts:
+            for name, s in part_sums.items():
+                sums[name] = sums[name] + s if name in sums else s.clone()
+            for name, h in part_hits.items():
+                hits[name] = hits.get(name, 0) + h
+        count = sum(c for _, _, c in parts)
+        views_read = max(float(count.sum()), 1.0)
+        count = count.clamp_min(1)
+        out: dict[str, Any] = {"target": target, "ids": torch.arange(self.n), "clip_accuracy": {}}
+        for name, s in sums.items():
+            mean = s / count.view(-1, *([1] * (s.dim() - 1)))
+            value = mean.clamp_min(1e-12).log() if name[0].endswith("logits") else mean
+            _put(out, name, value)
+        for name, h in hits.items():
+            _put(out["clip_accuracy"], name, 100.0 * h / views_read)
+        return out
+
+
+def _put(out: dict[str, Any], name: tuple[str, ...], value: Any) -> None:
+    if len(name) == 1:
+        out[name[0]] = value
+    else:
+        out.setdefault(name[0], {})[name[1]] = value
 
 
 def _merge(shards: list[dict[str, Any]]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from mmtool.analysis.bootstrap import paired_bootstrap_diff
 from mmtool.analysis.linear_probe import predict, train_linear_classifier
 from mmtool.config import Recipe, relative_to_recipe
 from mmtool.data import load_dataset
+from mmtool.data.views import views_report
 from mmtool.engine.evaluate import accuracy
 from mmtool.engine.features import frozen_features
 from mmtool.engine.inference import unimodal_predictions
@@ -70,6 +71,7 @@ def run(recipe: Recipe, run: Run, runtime: Runtime) -> dict:
         "difference": ci,
         "coin_flip": coin_flip,
         "data_overrides": _data_overrides(recipe),
+        **views_report(recipe.data.settings),
     }
     result["summary"] = _summary(result)
     shown = {f"uni-modal {m}": a for m, a in result["unimodal_accuracy"].items()}
@@ -97,7 +99,8 @@ def _summary(r: dict) -> list[str]:
     ci = r["difference"]
     lines = [
         f"verdict: {r['verdict']}  (multi-modal linear classifier {r['mm_linear_accuracy']:.2f}% vs "
-        f"averaged uni-modal predictions {r['average_accuracy']:.2f}%)",
+        f"averaged uni-modal predictions {r['average_accuracy']:.2f}%)"
+        + (f"; accuracy over {r['accuracy_over']}" if "accuracy_over" in r else ""),
         "uni-modal models: " + ", ".join(f"{m} {a:.2f}%" for m, a in r["unimodal_accuracy"].items()),
         "uni-modal classifiers split from the linear layer: "
         + ", ".join(f"{m} {a:.2f}%" for m, a in r["split_classifier_accuracy"].items()),

@@ -14,6 +14,7 @@ from mmtool.analysis import plots
 from mmtool.analysis.per_class import compare_classes, markdown, per_class_accuracy
 from mmtool.config import Recipe
 from mmtool.data import Dataset, load_dataset
+from mmtool.data.views import views_report
 from mmtool.engine.evaluate import accuracy, confusion_matrix
 from mmtool.engine.inference import run_inference, unimodal_predictions
 from mmtool.engine.models_io import fusion_model, teachers_of
@@ -30,7 +31,8 @@ def run(recipe: Recipe, run: Run, runtime: Runtime) -> dict:
     models = teachers_of(recipe, modalities_of(recipe, data))
     modalities = list(models)
     weights = _weights(recipe, modalities)
-    result = {"stage": "ensemble", "dataset": data.name, "members": modalities, "combine": recipe.ensemble.combine}
+    result = {"stage": "ensemble", "dataset": data.name, "members": modalities, "combine": recipe.ensemble.combine,
+              **views_report(recipe.data.settings)}  # fmt: skip
     if recipe.ensemble.combine == "mean":
         result["weights"] = weights
     for split in ("val", "test"):
