@@ -96,7 +96,9 @@ clean:
 # a changed recipe value or cache makes new runs. $(PT_JOBS) runs at a time. SMOKE starts from scratch: it checks
 # the code, and a run reused from before a code change would check nothing. Tables 5, 8 and 10 average $(SEEDS)
 # (the papers give mean ± std); the others run the first seed. PT_ARGS: further `mmtool reproduce` options
-# (--executor slurm --slurm partition=gpu ..., --dry-run).
+# (--executor slurm --slurm partition=gpu ..., --dry-run, -r NAME=FILE: a fragment merged last into dataset NAME's runs):
+#   make table5 KINETICS=/data/k400 PT_ARGS="-r kinetics400=recipes/_base/kinetics400_r3d18.yaml"   R3D-18, CPU-sized
+#   make table5 KINETICS=/data/k400 PT_ARGS="-r kinetics400=recipes/_base/kinetics400_slowfast101.yaml"   SlowFast-101
 PAPER_TABLES := table1 table3 table4 table5 table7 table8 table9 table10
 .PHONY: $(PAPER_TABLES)
 PT := runs/$(if $(SMOKE),smoke/)paper

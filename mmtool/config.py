@@ -61,6 +61,9 @@ class ModelConfig:
     encoders: dict[str, EncoderConfig] = field(default_factory=dict)
     head: str = "linear"
     head_hidden: int = checked(200, at_least(1))  # mlp head only
+    # dropout on the features the head reads, in training (PySlowFast MODEL.DROPOUT_RATE, before its projection);
+    # the features methods distil or analyses read are not dropped
+    head_dropout: float = checked(0.0, between(0, 1, "[)"))
     fusion: str = "late"  # late: encoders meet in the head; mmtm: MMTM modules between encoder blocks
 
 
@@ -94,6 +97,9 @@ class OptimConfig:
     # every optimizer; adamw's is decoupled (Loshchilov & Hutter) and must be > 0: at 0 AdamW is Adam, and
     # PyTorch's AdamW default (0.01) does not apply, this key's default being 0 for every optimizer
     weight_decay: float = checked(0.0, at_least(0))
+    # every optimizer: the weight decay of normalisation layers' weights and biases (None: weight_decay);
+    # PySlowFast BN.WEIGHT_DECAY is 0 (slowfast/config/defaults.py; slowfast/models/optimizer.py)
+    norm_weight_decay: float | None = checked(None, at_least(0))
 
     def unused_keys(self) -> list[str]:
         """Keys set away from their defaults that this optimizer does not read."""
@@ -103,7 +109,8 @@ class OptimConfig:
 
 def optional_optim_keys() -> list[str]:
     """The ``optim`` keys that only some optimizers read."""
-    return [f.name for f in dataclasses.fields(OptimConfig) if f.name not in ("name", "lr", "weight_decay")]
+    return [f.name for f in dataclasses.fields(OptimConfig)
+            if f.name not in ("name", "lr", "weight_decay", "norm_weight_decay")]  # fmt: skip
 
 
 def optim_problems(optim: OptimConfig) -> list[str]:

@@ -78,6 +78,7 @@ class Options:
     data: dict[str, str]  # dataset -> raw folder
     seeds: tuple[int, ...]
     smoke: bool = False
+    recipes: tuple[tuple[str, str], ...] = ()  # (dataset, fragment): merged last into that dataset's runs and prep
 
     @property
     def root(self) -> Path:
@@ -140,8 +141,22 @@ def _data_hint(table: str) -> str:
 
 
 def _fragments(opts: Options, dataset: str, recipe: str) -> tuple[str, ...]:
-    files = (f"recipes/{dataset}/{recipe}.yaml",)
+    files = (f"recipes/{dataset}/{recipe}.yaml", *(f for d, f in opts.recipes if d == dataset))
     return (*files, f"recipes/_base/smoke/{dataset}.yaml") if opts.smoke else files
+
+
+def parse_recipes(name: str, given: list[str]) -> tuple[tuple[str, str], ...]:
+    """``--recipe NAME=FILE`` (e.g. kinetics400=recipes/_base/kinetics400_r3d18.yaml): a fragment merged last
+    into every run of dataset NAME (and its prep), before the SMOKE fragment; part of each run's identity."""
+    table, out = table_plan(name), []
+    for item in given:
+        dataset, _, fragment = item.partition("=")
+        if not fragment or dataset not in table.datasets:
+            raise UserError(f"--recipe {item}: expected NAME=FILE with NAME one of {', '.join(table.datasets)}")
+        if not Path(fragment).is_file():
+            raise UserError(f"--recipe {item}: no such file {fragment}")
+        out.append((dataset, fragment))
+    return tuple(out)
 
 
 def _prep_node(opts: Options, dataset: str) -> Node:

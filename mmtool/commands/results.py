@@ -45,6 +45,9 @@ GroupsOpt = Annotated[
 RunsOpt = Annotated[Path | None, typer.Option(metavar="DIR", help="Studies: the runs folder (default runs/NAME).")]
 OutOpt = Annotated[Path | None, typer.Option(metavar="FILE", help="Studies: the table (default results/NAME.md).")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print what would be reused and run, and stop.")]
+RecipeOpt = Annotated[list[str] | None, typer.Option(
+    "--recipe", "-r", metavar="NAME=FILE",
+    help="Paper tables: a recipe fragment merged last into dataset NAME's runs (e.g. a variant). Repeatable.")]
 
 
 def reproduce(
@@ -60,6 +63,7 @@ def reproduce(
     groups: GroupsOpt = None,
     runs: RunsOpt = None,
     out: OutOpt = None,
+    recipe: RecipeOpt = None,
     dry_run: DryRunOpt = False,
 ) -> None:
     """Reproduce a table: prepare its data, run (or reuse) every run it reads, write results/TABLE.md.
@@ -74,11 +78,12 @@ def reproduce(
 
     if table in study_plans.NAMES:
         opts = study_plans.Options(table, paper_plans.parse_seeds(seeds), tuple(sets or ()), _names(groups), out, runs)
-        _only_for("a paper table", data=data, smoke=smoke)
+        _only_for("a paper table", data=data, smoke=smoke, recipe=recipe)
         run_on = None if dry_run else executors.make(executor, jobs, threads, slurm or [], opts.root)
         raise typer.Exit(study_plans.reproduce(opts, run_on, dry_run))
     _only_for("a study", set=sets, groups=groups, runs=runs, out=out)
-    opts = paper_plans.Options(table, paper_plans.parse_data(table, data or []), paper_plans.parse_seeds(seeds), smoke)
+    opts = paper_plans.Options(table, paper_plans.parse_data(table, data or []), paper_plans.parse_seeds(seeds), smoke,
+                               paper_plans.parse_recipes(table, recipe or []))  # fmt: skip
     run_on = None if dry_run else executors.make(executor, jobs, 1 if smoke and threads is None else threads,
                                                   slurm or [], opts.root)  # fmt: skip
     raise typer.Exit(paper_plans.reproduce(opts, run_on, dry_run))

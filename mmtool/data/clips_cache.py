@@ -49,9 +49,10 @@ def cache_key(cfg: DataConfig) -> str:
 
 
 def audio_samples(cfg: DataConfig) -> int:
-    """Samples of the waveform the loader delivers: ``audio_seconds`` at ``sample_rate``."""
+    """Samples of the waveform the loader delivers: ``audio_window_seconds`` (else ``audio_seconds``) at
+    ``sample_rate``."""
     s = av_settings(cfg)
-    return round(s.audio_seconds * s.sample_rate)
+    return round((s.audio_window_seconds or s.audio_seconds) * s.sample_rate)
 
 
 def clip_settings(cfg: DataConfig, keep_aspect: bool = False) -> ClipSettings:
@@ -132,7 +133,8 @@ def clip_manifest(
         "split_note": split_note,
         "modalities": _stored_modalities(av, keep_aspect),
         # what the model sees before input transforms; the crop size is a load-time setting
-        "input_dims": {"video": [3, t, "image_size", "image_size"], "audio": [audio_samples(cfg)]},
+        "input_dims": {"video": [3, t, "image_size", "image_size"],
+                       "audio": [round(av.audio_seconds * av.sample_rate)]},
         "settings": {
             "store_size": s,
             "clip_frames": t,

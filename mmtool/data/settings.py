@@ -63,6 +63,9 @@ class AudioVisualSettings(FrameSettings):
     # load-time: a sample is window_frames consecutive stored frames (None: all clip_frames of them); training
     # draws the window's start, evaluation takes test_clips windows spread over the clip
     window_frames: int | None = checked(None, at_least(1))
+    # load-time: seconds of audio per sample (None: audio_seconds, all that prep keeps); with window_frames, the
+    # audio is centred on the frames' window (paper 000 App. A.1: "the specgram that can be aligned in time")
+    audio_window_seconds: float | None = checked(None, above(0))
     # load-time, validation and test: each video is read as test_clips windows x test_crops spatial crops
     # (PySlowFast TEST.NUM_ENSEMBLE_VIEWS x TEST.NUM_SPATIAL_CROPS) and its prediction is the mean of theirs
     # (mmtool.data.views); results report the accuracy over videos and over single views

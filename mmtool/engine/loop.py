@@ -116,7 +116,7 @@ def _training_parts(model: MultiModalNet, method: Any, optim: OptimConfig, sched
     runtime.prepare_model(model)
     method.setup(model)  # attaches the method's trainable extras to the model, before the optimizer sees it
     model = runtime.convert_sync_batchnorm(model)
-    opt = build_optimizer(method.param_groups(model), optim)
+    opt = build_optimizer(method.param_groups(model), optim, model)
     sched = build_scheduler(opt, schedule, *_length(train, cfg, runtime))
     step_model = runtime.wrap(model, find_unused_parameters=not method.uses_every_parameter)
     return model, step_model, opt, sched, runtime.grad_scaler()

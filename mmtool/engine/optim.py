@@ -23,14 +23,18 @@ TORCH_OPTIMIZERS = {
 }
 
 
-def build_optimizer(params: Iterable, cfg: OptimConfig) -> torch.optim.Optimizer:
+def build_optimizer(params: Iterable, cfg: OptimConfig, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
     """``params`` are parameters or parameter-group dicts (a group may set its own ``lr``). A key the named
-    optimizer does not read, set away from its default, is refused rather than ignored."""
+    optimizer does not read, set away from its default, is refused rather than ignored. With
+    ``optim.norm_weight_decay``, each group's parameters of ``model``'s normalisation layers (BatchNorm and
+    the other ``_NormBase`` layers, as PySlowFast's ``_is_bn``) form a group of their own with that decay."""
     params = list(params)
     if params and isinstance(params[0], dict):
         params = [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in params]
     else:
         params = [p for p in params if p.requires_grad]
+    if cfg.norm_weight_decay is not None:
+        params = _norm_groups(params, model, cfg.norm_weight_decay)
     if cfg.name not in TORCH_OPTIMIZERS:
         raise UserError(f"optim.name: unknown optimizer {cfg.name!r} (known: {', '.join(TORCH_OPTIMIZERS)})")
     problems = optim_problems(cfg)  # a recipe reports these when it is read; a config built in code, here
@@ -38,6 +42,20 @@ def build_optimizer(params: Iterable, cfg: OptimConfig) -> torch.optim.Optimizer
         raise UserError(problems[0])
     own = {k: getattr(cfg, k) for k in OPTIMIZER_KEYS[cfg.name]}  # momentum for sgd and rmsprop
     return getattr(torch.optim, TORCH_OPTIMIZERS[cfg.name])(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **own)
+
+
+def _norm_groups(params: list, model: torch.nn.Module | None, decay: float) -> list[dict]:
+    if model is None:
+        raise UserError("optim.norm_weight_decay needs the model to find its normalisation layers")
+    norm = {id(p) for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._NormBase)
+            for p in m.parameters(recurse=False)}  # fmt: skip
+    groups = params if params and isinstance(params[0], dict) else [{"params": params}]
+    out = []
+    for g in groups:
+        rest = {**g, "params": [p for p in g["params"] if id(p) not in norm]}
+        own = {**g, "params": [p for p in g["params"] if id(p) in norm], "weight_decay": decay}
+        out += [x for x in (rest, own) if x["params"]]
+    return out
 
 
 def build_scheduler(opt: torch.optim.Optimizer, cfg: ScheduleConfig, epochs: int = 1, steps_per_epoch: int = 1):

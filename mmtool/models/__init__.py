@@ -24,6 +24,8 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from torch import nn
+
 from mmtool.config import EncoderConfig, ModelConfig
 from mmtool.errors import UserError
 from mmtool.models import cnn, slowfast  # noqa: F401  (register the CNN and SlowFast encoders)
@@ -85,6 +87,7 @@ def model_spec(
         "head": cfg.head,
         "head_args": _accepted(head_cls, {"hidden": cfg.head_hidden}),
         "fusion": cfg.fusion,
+        **({"head_dropout": cfg.head_dropout} if cfg.head_dropout > 0 else {}),
     }
 
 
@@ -116,5 +119,7 @@ def build_model(spec: dict) -> MultiModalNet:
     if fusion not in FUSIONS:
         raise UserError(f"model.fusion: unknown fusion {fusion!r} (known: {', '.join(FUSIONS)})")
     model = FUSIONS[fusion](encoders, head, transforms, **spec.get("fusion_args", {}))
+    if spec.get("head_dropout", 0) > 0:
+        model.head_dropout = nn.Dropout(spec["head_dropout"])
     model.spec = spec  # what rebuilds it: later stages combine models by their specs
     return model

@@ -38,6 +38,7 @@ class MultiModalNet(nn.Module):
         # spectrogram); they hold no state_dict entries, so checkpoints keep torchvision's encoder keys
         self.transforms = nn.ModuleDict(transforms or {})
         self.extras = nn.ModuleDict()
+        self.head_dropout: nn.Module | None = None  # model.head_dropout > 0: dropout on what the head reads
 
     @property
     def modalities(self) -> list[str]:
@@ -53,7 +54,8 @@ class MultiModalNet(nn.Module):
         return {m: enc(x[m]) for m, enc in self.encoders.items() if m in x}
 
     def fuse(self, features: dict[str, torch.Tensor]) -> dict[str, Any]:
-        out = dict(self.head(features))
+        head_in = features if self.head_dropout is None else {m: self.head_dropout(f) for m, f in features.items()}
+        out = dict(self.head(head_in))
         out["features"] = features
         return out
 

@@ -301,3 +301,16 @@ def test_a_command_the_local_executor_starts_stops_when_the_driver_ends(tmp_path
     finally:
         run.kill()
     assert code in (143, -signal.SIGTERM)  # stopped by the SIGTERM it sent itself (saved, or before it started)
+
+
+def test_a_dataset_fragment_joins_that_datasets_runs_and_prep_only():
+    recipes = paper_plans.parse_recipes("table5", ["kinetics400=recipes/_base/kinetics400_r3d18.yaml"])
+    opts = paper_plans.Options("table5", {"vggsound": "/v", "kinetics400": "/k"}, (0,), recipes=recipes)
+    plan = paper_plans.build(opts)
+    k400 = plan.nodes["kinetics400/seed0/naive"]
+    assert k400.recipes == ("recipes/kinetics400/naive.yaml", "recipes/_base/kinetics400_r3d18.yaml")
+    assert plan.nodes["vggsound/seed0/naive"].recipes == ("recipes/vggsound/naive.yaml",)
+    assert "data.clip_frames=32" in plan.nodes["kinetics400/prep"].overrides  # the variant's cache is prepared
+    for bad in (["vggsound"], ["ucf101=recipes/_base/kinetics400_r3d18.yaml"], ["kinetics400=nope.yaml"]):
+        with pytest.raises(UserError):
+            paper_plans.parse_recipes("table5", bad)
