@@ -71,7 +71,8 @@ class AudioVisualSettings(FrameSettings):
     # (mmtool.data.views); results report the accuracy over videos and over single views
     test_clips: int = checked(1, at_least(1))
     test_crops: int = checked(1, one_of(1, 3))
-    test_crop_size: int | None = checked(None, at_least(1))  # evaluation crop side (None: image_size)
+    # evaluation crop side (None: image_size); another size needs encoders that pool over space (CNNs, not MLPs)
+    test_crop_size: int | None = checked(None, at_least(1))
 
 
 @dataclass(frozen=True)

@@ -64,24 +64,9 @@ def run_inference(
     size = batch_size or runtime.eval_batch_size or source.eval_batch_size
     was_training = model.training
     model.eval()
-    parts: dict[str, Any] = {}
-    targets, ids = [], []
     folded = _Folded(len(source), source.views) if getattr(source, "views", 1) > 1 else None
     try:
-        loader = source.loader(size, train=False, workers=runtime.workers, shard=runtime.shard,
-                               pin_memory=runtime.pin_memory)  # fmt: skip
-        for batch in loader:
-            batch = runtime.to_device(batch)
-            with runtime.autocast():
-                out = forward(model, batch.inputs)
-            if folded is not None:
-                folded.add({k: out[k] for k in want if k in out}, batch.ids, batch.target.cpu())
-                continue
-            for key in want:
-                if key in out:
-                    _collect(parts, key, out[key])
-            targets.append(batch.target.cpu())
-            ids.append(batch.ids)
+        parts, targets, ids = _read(model, source, runtime, forward, want, size, folded)
     finally:
         model.train(was_training)
     if folded is not None:
@@ -150,6 +135,29 @@ def _put(out: dict[str, Any], name: tuple[str, ...], value: Any) -> None:
         out[name[0]] = value
     else:
         out.setdefault(name[0], {})[name[1]] = value
+
+
+def _read(model: nn.Module, source: Any, runtime: Runtime, forward: Forward, want: tuple[str, ...], size: int,
+          folded: _Folded | None) -> tuple[dict[str, Any], list, list]:  # fmt: skip
+    """One pass over ``source``: the wanted outputs per batch, targets and ids (or, folding views, nothing:
+    ``folded`` keeps the sums)."""
+    parts: dict[str, Any] = {}
+    targets, ids = [], []
+    loader = source.loader(size, train=False, workers=runtime.workers, shard=runtime.shard,
+                           pin_memory=runtime.pin_memory)  # fmt: skip
+    for batch in loader:
+        batch = runtime.to_device(batch)
+        with runtime.autocast():
+            out = forward(model, batch.inputs)
+        if folded is not None:
+            folded.add({k: out[k] for k in want if k in out}, batch.ids, batch.target.cpu())
+            continue
+        for key in want:
+            if key in out:
+                _collect(parts, key, out[key])
+        targets.append(batch.target.cpu())
+        ids.append(batch.ids)
+    return parts, targets, ids
 
 
 def _merge(shards: list[dict[str, Any]]) -> dict[str, Any]:

@@ -219,9 +219,10 @@ def test_cli_prep_then_train_naive(raw, tmp_path):
     recipe's r3d18/resnet18 are swapped for MLPs on the command line to keep this file within seconds (both
     CNNs train on clips in tests/e2e/test_vggsound_chain.py); the recipe's log-mel front end is kept."""
     run_cli(tmp_path, "prep", "kinetics400", "--raw", str(raw["root"]), "--root", "data/smoke",
-            "data.store_size=32", "data.clip_frames=4", "data.audio_seconds=1.0")  # fmt: skip
+            "data.store_size=32", "data.clip_frames=8", "data.audio_seconds=1.0")  # fmt: skip
     out = json.loads(run_cli(tmp_path, "train", "naive", "-d", "kinetics400", "-r", SMOKE, "train.epochs=1",
-                             "model.encoders.video.name=mlp", "model.encoders.audio.name=mlp",
+                             "model.encoders.video.name=mlp", "model.encoders.video.args={}",
+                             "model.encoders.audio.name=mlp", "data.test_crop_size=24",  # an MLP reads one size
                              "--run-dir", "naive").stdout)  # fmt: skip
     assert out["dataset"] == "kinetics400" and 0 <= out["test_accuracy"] <= 100
     assert np.asarray(out["test_confusion"]).sum() == 4 and len(out["test_confusion"]) == 4  # val.csv's 4 clips

@@ -183,7 +183,8 @@ FIVE_PROBLEMS = [
     "train.epochs must be >= 1, got -5",
     "train.eval_every must be >= 1, got 0",
     "optim.lr must be > 0, got -1.0",
-    "unknown key 'optim.lrr' (known: lr, momentum, name, nesterov, weight_decay); did you mean 'optim.lr'?",
+    "unknown key 'optim.lrr' (known: lr, momentum, name, nesterov, norm_weight_decay, weight_decay); "
+    "did you mean 'optim.lr'?",
     "unknown key 'method.extra' (known: none)",
 ]
 
