@@ -18,7 +18,7 @@ from mmtool.analysis.bootstrap import paired_bootstrap_diff
 from mmtool.analysis.linear_probe import predict, train_linear_classifier
 from mmtool.config import Recipe, relative_to_recipe
 from mmtool.data import load_dataset
-from mmtool.engine.evaluate import accuracy
+from mmtool.engine.evaluate import accuracy, confusion_matrix
 from mmtool.engine.features import frozen_features
 from mmtool.engine.inference import unimodal_predictions
 from mmtool.engine.models_io import teachers_of
@@ -67,6 +67,11 @@ def run(recipe: Recipe, run: Run, runtime: Runtime) -> dict:
         "average_accuracy": acc_avg,
         "unimodal_accuracy": {m: accuracy(z, target) for m, z in uni_logits.items()},
         "split_classifier_accuracy": {m: accuracy(z, target) for m, z in clf_pred["unimodal_logits"].items()},
+        # per-class results of the two predictors compared (paper 000, Table 2: Linear Clf and Avg Pred)
+        "test_confusion": {
+            "mm_linear": confusion_matrix(clf_pred["logits"], target, data.num_classes),
+            "average": confusion_matrix(avg_logits, target, data.num_classes),
+        },
         "difference": ci,
         "coin_flip": coin_flip,
         "data_overrides": _data_overrides(recipe),
