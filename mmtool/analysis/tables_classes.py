@@ -73,8 +73,12 @@ def beyond_sum(fusion: str, unimodal: tuple[str, ...]) -> Callable[[PerClass], l
 
 
 def beyond_best(fusion: str, unimodal: tuple[str, ...]) -> Callable[[PerClass], list[float]]:
-    """``fusion`` minus the best uni-modal accuracy, per class."""
-    return lambda rows: [f - max(rows[u][c] for u in unimodal) for c, f in enumerate(rows[fusion])]
+    """``fusion`` minus the best uni-modal accuracy, per class (NaN where any is NaN)."""
+    return lambda rows: [f - _best([rows[u][c] for u in unimodal]) for c, f in enumerate(rows[fusion])]
+
+
+def _best(values: list[float]) -> float:
+    return math.nan if any(math.isnan(v) for v in values) else max(values)  # max alone would skip a NaN
 
 
 def row_score(name: str) -> Callable[[PerClass], list[float]]:

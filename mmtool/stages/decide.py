@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 
+from torch import Tensor
+
 from mmtool.analysis import plots
 from mmtool.analysis.bootstrap import paired_bootstrap_diff
 from mmtool.analysis.linear_probe import predict, train_linear_classifier
@@ -67,11 +69,7 @@ def run(recipe: Recipe, run: Run, runtime: Runtime) -> dict:
         "average_accuracy": acc_avg,
         "unimodal_accuracy": {m: accuracy(z, target) for m, z in uni_logits.items()},
         "split_classifier_accuracy": {m: accuracy(z, target) for m, z in clf_pred["unimodal_logits"].items()},
-        # per-class results of the two predictors compared (paper 000, Table 2: Linear Clf and Avg Pred)
-        "test_confusion": {
-            "mm_linear": confusion_matrix(clf_pred["logits"], target, data.num_classes),
-            "average": confusion_matrix(avg_logits, target, data.num_classes),
-        },
+        "test_confusion": _confusions(clf_pred["logits"], avg_logits, target, data.num_classes),
         "difference": ci,
         "coin_flip": coin_flip,
         "data_overrides": _data_overrides(recipe),
@@ -82,6 +80,15 @@ def run(recipe: Recipe, run: Run, runtime: Runtime) -> dict:
     shown |= {"avg preds (UME)": acc_avg, "MM linear clf": acc_clf}
     plots.bars(shown, run.plot("decide.png"), f"{data.name}: verdict {verdict}")
     return result
+
+
+def _confusions(clf_logits: Tensor, avg_logits: Tensor, target: Tensor, num_classes: int) -> dict:
+    """Test confusion matrices of the two predictors compared: per-class results (paper 000, Table 2's Linear Clf
+    and Avg Pred rows)."""
+    return {
+        "mm_linear": confusion_matrix(clf_logits, target, num_classes),
+        "average": confusion_matrix(avg_logits, target, num_classes),
+    }
 
 
 def _data_overrides(recipe: Recipe) -> list[str]:
