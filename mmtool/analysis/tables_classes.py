@@ -296,7 +296,7 @@ def render_fig2(root: Path, smoke: bool = False, runs: Located | None = None) ->
     ours = collect(root, runs, "vggsound", FIG2_ROWS)
     section, chosen = chosen_section(FIG2_RULE, ours, list(FIG2_ROWS))
     lines = [SMOKE_BANNER, ""] if smoke else []
-    lines += [f"# {FIG2_CAPTION}", "", "| Video encoder | mean acc on the chosen classes: paper | ours |", "|---|---|---|"]
+    lines += [f"# {FIG2_CAPTION}", "", "| Video encoder | mean acc, chosen classes: paper | ours |", "|---|---|---|"]
     for row, paper in FIG2_MEANS.items():
         known = [ours[row][c] for c in chosen if row in ours and not math.isnan(ours[row][c])]
         lines.append(f"| {row} | {paper:.2f} | {_fmt(sum(known) / len(known) if known else None)} |")
