@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import json
 
+from torch import Tensor
+
 from mmtool.analysis import plots
 from mmtool.analysis.bootstrap import paired_bootstrap_diff
 from mmtool.analysis.linear_probe import predict, train_linear_classifier
 from mmtool.config import Recipe, relative_to_recipe
 from mmtool.data import load_dataset
 from mmtool.data.views import views_report
-from mmtool.engine.evaluate import accuracy
+from mmtool.engine.evaluate import accuracy, confusion_matrix
 from mmtool.engine.features import frozen_features
 from mmtool.engine.inference import unimodal_predictions
 from mmtool.engine.models_io import teachers_of
@@ -68,6 +70,7 @@ def run(recipe: Recipe, run: Run, runtime: Runtime) -> dict:
         "average_accuracy": acc_avg,
         "unimodal_accuracy": {m: accuracy(z, target) for m, z in uni_logits.items()},
         "split_classifier_accuracy": {m: accuracy(z, target) for m, z in clf_pred["unimodal_logits"].items()},
+        "test_confusion": _confusions(clf_pred["logits"], avg_logits, target, data.num_classes),
         "difference": ci,
         "coin_flip": coin_flip,
         "data_overrides": _data_overrides(recipe),
@@ -79,6 +82,15 @@ def run(recipe: Recipe, run: Run, runtime: Runtime) -> dict:
     shown |= {"avg preds (UME)": acc_avg, "MM linear clf": acc_clf}
     plots.bars(shown, run.plot("decide.png"), f"{data.name}: verdict {verdict}")
     return result
+
+
+def _confusions(clf_logits: Tensor, avg_logits: Tensor, target: Tensor, num_classes: int) -> dict:
+    """Test confusion matrices of the two predictors compared: per-class results (paper 000, Table 2's Linear Clf
+    and Avg Pred rows)."""
+    return {
+        "mm_linear": confusion_matrix(clf_logits, target, num_classes),
+        "average": confusion_matrix(avg_logits, target, num_classes),
+    }
 
 
 def _data_overrides(recipe: Recipe) -> list[str]:

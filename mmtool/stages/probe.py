@@ -11,7 +11,7 @@ from mmtool.analysis import plots
 from mmtool.analysis.linear_probe import predict, train_linear_classifier
 from mmtool.config import Recipe
 from mmtool.data import Dataset, load_dataset
-from mmtool.engine.evaluate import accuracy
+from mmtool.engine.evaluate import accuracy, confusion_matrix
 from mmtool.engine.features import frozen_features
 from mmtool.engine.models_io import encoder_snapshots, encoders_of
 from mmtool.engine.runtime import Runtime
@@ -27,9 +27,10 @@ def run(recipe: Recipe, run: Run, runtime: Runtime) -> dict:
     source.check_same_data(recipe, "run")
     if recipe.probe.over_training:
         return _over_training(recipe, data, source, run, runtime)
-    probes = probe_encoders(recipe, data, *encoders_of(source), run.part("probes"), runtime)
+    probes = probe_encoders(recipe, data, *encoders_of(source), run.part("probes"), runtime, confusion=True)
     figure = plots.grouped_bars(
-        {m: {k.removesuffix("_accuracy"): v for k, v in p.items()} for m, p in probes.items()},
+        {m: {k.removesuffix("_accuracy"): v for k, v in p.items() if k.endswith("_accuracy")}
+         for m, p in probes.items()},
         run.plot("probe.png"),
         f"linear probes of {recipe.run} on {data.name}",
     )
@@ -46,9 +47,11 @@ def probe_encoders(
     cache: dict[str, Layout] | None,
     out: Layout,
     runtime: Runtime,
-) -> dict[str, dict[str, float]]:
+    confusion: bool = False,
+) -> dict[str, dict]:
     """A linear classifier per modality on its frozen encoder (``models[m].encode``); accuracy on every
-    split. Features come from :func:`frozen_features` (cached in the source run when ``cache`` says where)."""
+    split, and with ``confusion`` the test confusion matrix (per-class results: paper 001, Fig. 2). Features
+    come from :func:`frozen_features` (cached in the source run when ``cache`` says where)."""
     chosen = [m for m in modalities_of(recipe, data) if m in models]
     features = frozen_features(recipe, {m: models[m] for m in chosen}, data, runtime, cache)
     probes = {}
@@ -56,6 +59,9 @@ def probe_encoders(
         feats = {k: s.select([m]) for k, s in features.items()}
         clf = train_linear_classifier(feats, data.num_classes, recipe.probe, recipe.train.seed, out.part(m), runtime)
         probes[m] = {f"{k}_accuracy": _acc(clf, s, runtime) for k, s in feats.items()}
+        if confusion:
+            pred = predict(clf, feats["test"], runtime)
+            probes[m]["test_confusion"] = confusion_matrix(pred["logits"], pred["target"], data.num_classes)
     return probes
 
 

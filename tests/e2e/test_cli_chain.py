@@ -42,6 +42,14 @@ def chain(tmp_path_factory):
     return cwd
 
 
+def counts(pred: torch.Tensor, target: torch.Tensor, k: int = 3) -> list[list[int]]:
+    """A confusion matrix counted by hand: rows actual, columns predicted."""
+    cm = [[0] * k for _ in range(k)]
+    for t, p in zip(target.tolist(), pred.tolist(), strict=True):
+        cm[t][p] += 1
+    return cm
+
+
 def load_split(cwd: Path, split: str):
     from mmtool.data import load_dataset
     from mmtool.data_config import DataConfig
@@ -85,6 +93,8 @@ def test_decide_accuracies_recomputed_and_piped_into_train(chain):
         (z.argmax(1) == test.target).float().mean().item() * 100, abs=1e-3
     )
     assert result["verdict"] == ("UMT" if result["mm_linear_accuracy"] > result["average_accuracy"] else "UME")
+    assert result["test_confusion"] == {"mm_linear": counts(z.argmax(1), test.target),
+                                        "average": counts(avg, test.target)}  # fmt: skip
     ci = result["difference"]
     assert ci["low"] <= ci["diff"] <= ci["high"]
 
@@ -105,6 +115,9 @@ def test_umt_keeps_teachers_then_probe_utilization_ensemble(chain):
     probe = json.loads(mmtool(chain, "probe", "--dataset", "tiny", "--run", "umt").stdout)
     assert set(probe["probes"]) == {"m1", "m2"}
     assert all({"train_accuracy", "test_accuracy"} <= set(p) for p in probe["probes"].values())
+    for p in probe["probes"].values():  # per-class results: a test confusion matrix that agrees with the accuracy
+        cm = p["test_confusion"]
+        assert 100 * sum(cm[c][c] for c in range(3)) / sum(map(sum, cm)) == pytest.approx(p["test_accuracy"], abs=1e-3)
 
     util = json.loads(mmtool(chain, "utilization", "--dataset", "tiny", "--run", "umt").stdout)
     a = util["accuracy"]

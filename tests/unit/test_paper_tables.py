@@ -101,8 +101,8 @@ def runs(tmp_path):
 
 
 def test_every_paper_row_has_a_source_per_column():
-    assert set(pt.PAPER) == set(pt.OURS) == {"table1", "table3", "table4", "table5", "table7", "table8", "table9",
-                                                 "table10"}  # fmt: skip
+    assert set(pt.PAPER) == set(pt.OURS) >= {"table1", "table3", "table4", "table5", "table7", "table8", "table9",
+                                                 "table10"}  # fmt: skip  (modules in EXTRA add theirs)
     for name, table in pt.PAPER.items():
         assert list(table.rows) == list(pt.OURS[name]), name
         for row, cells in table.rows.items():
@@ -239,7 +239,7 @@ def test_main_writes_the_table(runs, tmp_path, capsys):
     assert out.read_text().startswith("# Table 9.")
     assert "UME (ours)" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="usage"):
-        pt.main(["table2", str(runs), str(out)])
+        pt.main(["table99", str(runs), str(out)])
 
 
 def test_smoke_tables_say_so_in_their_first_line(runs, tmp_path, capsys):
