@@ -1,12 +1,13 @@
 """Paper 000's Kinetics-400 Tables 6 (UMT vs AVSlowFast) and 22 (uni-modal accuracy, the paper's vs Xiao et al.'s),
 where part of the paper's numbers are cited from another paper.
 
-Both tables are by RGB encoder, SlowFast-50 and SlowFast-101. The other Kinetics-400 tables of mmtool train
-the 18-layer R3D (recipes/_base/kinetics400.yaml); these runs train the paper's encoders instead
-(``model.encoders.video.name=slowfast50`` / ``slowfast101`` on top of the same recipes, whose optimiser and
-schedule follow PySlowFast's SLOWFAST_8x8_R50): per encoder a uni-modal run (the UMT teachers, Table 22) and a
-UMT run (Table 6). The audio encoder is the same ResNet-18 in both uni-modal runs; Table 22's Uni-Audio is the
-SlowFast-50 run's. AVSlowFast itself is not implemented: its rows show the cited numbers only.
+Both tables are by RGB encoder, SlowFast-50 and SlowFast-101. The Kinetics-400 recipes train SlowFast-50
+(recipes/_base/kinetics400.yaml, PySlowFast's SLOWFAST_8x8_R50), so the SlowFast-50 cells read the runs the other
+Kinetics-400 tables make (``unimodal``, ``umt``); the SlowFast-101 cells read runs with
+``model.encoders.video.name=slowfast101`` on top of the same recipes (SLOWFAST_8x8_R101_101_101 differs from the
+R50 config only in the backbone; recipes/_base/kinetics400_slowfast101.yaml): a uni-modal run (the UMT teachers,
+Table 22) and a UMT run (Table 6). The audio encoder is the same ResNet-18 in both uni-modal runs; Table 22's
+Uni-Audio is the SlowFast-50 run's. AVSlowFast itself is not implemented: its rows show the cited numbers only.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ CITED = "cited: Xiao et al. 2020"
 
 
 def slowfast(depth: int) -> tuple[Run, Run]:
-    """The uni-modal run and the UMT run with SlowFast-``depth`` as the video encoder."""
+    """The uni-modal run and the UMT run with SlowFast-``depth`` as the video encoder (50: the recipes' own)."""
+    if depth == 50:
+        return Run("unimodal", "pretrain-unimodal", "pretrain"), Run("umt", "train", "umt", (("teachers", "unimodal"),))
     encoder = f"model.encoders.video.name=slowfast{depth}"
     uni = Run(f"unimodal_slowfast{depth}", "pretrain-unimodal", "pretrain", overrides=(encoder,))
     umt = Run(f"umt_slowfast{depth}", "train", "umt", (("teachers", uni.name),), (encoder,))
@@ -45,8 +48,8 @@ PAPER: dict[str, PaperTable] = {
         },
         notes=(
             "AVSlowFast's numbers are Xiao et al.'s (2020), cited by the paper; mmtool does not implement AVSlowFast "
-            "(ours: —). Ours: UMT with the SlowFast-50/101 video encoder (runs umt_slowfast50/101, teachers "
-            "unimodal_slowfast50/101); the settings line below names no run because these runs are not `unimodal`.",
+            "(ours: —). Ours: UMT with the SlowFast-50 video encoder (runs umt, teachers unimodal: the recipes' "
+            "own) and SlowFast-101 (umt_slowfast101, teachers unimodal_slowfast101).",
         ),
     ),
     "table22": PaperTable(
@@ -61,14 +64,15 @@ PAPER: dict[str, PaperTable] = {
         notes=(
             "Column \"ours (paper 000)\": the paper's own uni-modal models; \"Xiao et al. (2020)\": cited by the "
             "paper, no run of ours (—). Our Uni-Audio is the audio model of the SlowFast-50 uni-modal run "
-            "(unimodal_slowfast50; the SlowFast-101 run trains the same ResNet-18 audio model again).",
+            "(unimodal; unimodal_slowfast101 trains the same ResNet-18 audio model again).",
         ),
     ),
 }
 
 
 def _uni(depth: int, modality: str) -> Source:
-    return Source("kinetics400", f"unimodal_slowfast{depth}", ("modalities", modality, "test_accuracy"))
+    run = UNI50 if depth == 50 else UNI101
+    return Source("kinetics400", run.name, ("modalities", modality, "test_accuracy"))
 
 
 OURS: dict[str, dict[str, tuple[Source | None, ...]]] = {
