@@ -97,7 +97,7 @@ clean:
 # the code, and a run reused from before a code change would check nothing. Tables 5, 8 and 10 average $(SEEDS)
 # (the papers give mean ± std); the others run the first seed. PT_ARGS: further `mmtool reproduce` options
 # (--executor slurm --slurm partition=gpu ..., --dry-run).
-PAPER_TABLES := table1 table3 table4 table5 table7 table8 table9 table10
+PAPER_TABLES := table1 table3 table4 table5 table7 table8 table9 table10 table18 ws-table1 fig2
 .PHONY: $(PAPER_TABLES)
 PT := runs/$(if $(SMOKE),smoke/)paper
 PT_JOBS ?= $(if $(SMOKE),2,1)
@@ -139,4 +139,16 @@ table9:
 # Table 10: UME vs. paper 002's MMTM model trained plainly, with random and with guided re-balancing, on
 # ModelNet40, over $(SEEDS) (the paper gives mean ± std)
 table10:
+	$(PT_REPRODUCE)
+
+# Table 18 (App. A.8): uni-modal models distilled from the uni-modal teachers, combined by a linear classifier, vs. UMT
+table18:
+	$(PT_REPRODUCE)
+
+# Paper 001, Table 1: train and test accuracy of linear probes per training method on VGG-Sound (one-teacher UMT too)
+ws-table1:
+	$(PT_REPRODUCE)
+
+# Figure 2: linear probes of the VGG-Sound RGB and UCF101 flow encoders after every epoch of each method (+ fig2.png)
+fig2:
 	$(PT_REPRODUCE)
