@@ -99,7 +99,7 @@ clean:
 # (--executor slurm --slurm partition=gpu ..., --dry-run, -r NAME=FILE: a fragment merged last into dataset NAME's runs):
 #   make table5 KINETICS=/data/k400 PT_ARGS="-r kinetics400=recipes/_base/kinetics400_r3d18.yaml"   R3D-18, CPU-sized
 #   make table5 KINETICS=/data/k400 PT_ARGS="-r kinetics400=recipes/_base/kinetics400_slowfast101.yaml"   SlowFast-101
-PAPER_TABLES := table1 table3 table4 table5 table7 table8 table9 table10 table2 table16 table17 table6 table22 ws-fig2
+PAPER_TABLES := table1 table3 table4 table5 table7 table8 table9 table10 table2 table16 table17 table6 table22 ws-fig2 table18 ws-table1 fig2
 .PHONY: $(PAPER_TABLES)
 PT := runs/$(if $(SMOKE),smoke/)paper
 PT_JOBS ?= $(if $(SMOKE),2,1)
@@ -167,4 +167,16 @@ table22:
 # Paper 001, Figure 2: per-class linear probes of four video encoders on the uni-modal audio model's top-20
 # VGG-Sound classes -> results/ws-fig2.md and ws-fig2.png
 ws-fig2:
+	$(PT_REPRODUCE)
+
+# Table 18 (App. A.8): uni-modal models distilled from the uni-modal teachers, combined by a linear classifier, vs. UMT
+table18:
+	$(PT_REPRODUCE)
+
+# Paper 001, Table 1: train and test accuracy of linear probes per training method on VGG-Sound (one-teacher UMT too)
+ws-table1:
+	$(PT_REPRODUCE)
+
+# Figure 2: linear probes of the VGG-Sound RGB and UCF101 flow encoders after every epoch of each method (+ fig2.png)
+fig2:
 	$(PT_REPRODUCE)

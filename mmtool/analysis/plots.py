@@ -199,6 +199,21 @@ def probe_curves(points: list[dict], reference: list[dict], out: Path, title: st
     return _save(fig, plt, out)
 
 
+def method_curves(panels: dict[str, dict[str, list[tuple[int, float]]]], out: Path, title: str) -> Path:
+    """One panel per named set of curves, one line per method of (epoch, accuracy) points (paper 000, Fig. 2)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    for ax, (name, curves) in zip(axes[0], panels.items(), strict=True):
+        for i, (label, points) in enumerate(curves.items()):
+            style = "s--" if i == 0 else "o-"  # the first curve is the reference (uni-modal training)
+            ax.plot([e for e, _ in points], [a for _, a in points], style, label=label)
+        ax.set(xlabel="epoch", ylabel="linear-probe test accuracy (%)", title=name)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, plt, out)
+
+
 def histogram(values: list[float], out: Path, title: str, xlabel: str, bins: int = 20) -> Path:
     """Histogram of a per-run quantity (e.g. d_util over seeds or learning rates, paper 002 Fig. 2)."""
     return histograms({xlabel: values}, out, title, bins)

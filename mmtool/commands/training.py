@@ -31,11 +31,13 @@ def pretrain_unimodal(
     recipe: RecipeOpt = None,
     dataset: DatasetOpt = None,
     overrides: Overrides = None,
+    teachers: TeachersOpt = None,
     run_dir: RunDirOpt = None,
     resume: ResumeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Train one model per modality, with the same encoder as in fusion.
+    """Train one model per modality, with the same encoder as in fusion; with method umt and --teachers,
+    each modality's model is distilled from that modality's teacher (CE + weight x feature MSE).
 
     Example: mmtool pretrain-unimodal --dataset synth-gamma train.seed=1
     """
@@ -45,12 +47,38 @@ def pretrain_unimodal(
     if resume is not None:
         wanted = None
         if recipe or dataset is not None:  # the recipe named must be the run's own
-            wanted = _load(recipe, dataset, "pretrain.yaml", overrides)
+            wanted = _load(recipe, dataset, "pretrain.yaml", overrides, teachers=teachers)
             _expect_stage(wanted, "pretrain")
+        elif teachers is not None:
+            overrides = [f"teachers={teachers}", *(overrides or [])]
         return _resume(resume, "pretrain", wanted, _given(recipe, dataset), overrides, None, run_dir, as_json)
-    cfg = _load(recipe, dataset, "pretrain.yaml", overrides)
+    cfg = _load(recipe, dataset, "pretrain.yaml", overrides, teachers=teachers)
     _expect_stage(cfg, "pretrain")
+    check_one_modality_method(cfg)
     _start("pretrain", cfg, run_dir, as_json)
+
+
+def check_one_modality_method(cfg) -> None:
+    """Before any run folder exists: a method that trains a one-modality model, teachers exactly when it
+    distils, and no ``method.modalities`` (each modality's model has its own teacher)."""
+    from mmtool.methods.params import ONE_MODALITY_METHODS
+    from mmtool.runs import require_run
+
+    name = cfg.method.name
+    if name not in ONE_MODALITY_METHODS:
+        raise UserError(
+            f"{cfg.source}: key 'method.name': {name!r} needs a multi-modal model; pretrain-unimodal trains one "
+            f"model per modality with {', '.join(ONE_MODALITY_METHODS)}"
+        )
+    if name == "umt":
+        require_run(cfg.teachers, "pretrain-unimodal with method 'umt'", "teachers")
+        if cfg.method.params.get("modalities"):
+            raise UserError(
+                f"{cfg.source}: key 'method.modalities': pretrain-unimodal distils every model from its own "
+                "modality's teacher; choose the models with the key 'modalities'"
+            )
+    elif cfg.teachers is not None:
+        raise UserError(f"{cfg.source}: key 'teachers': method {name!r} distils nothing; use method.name=umt")
 
 
 def train(

@@ -129,6 +129,10 @@ METHOD_PARAMS: dict[str, type] = {
     "unimodal": UniModalParams,
 }
 
+# The methods `pretrain-unimodal` trains a one-modality model with: the others fuse, weigh or drop modalities
+# (they need two) or read a fusion run. ``umt`` there distils each modality's model from its own teacher.
+ONE_MODALITY_METHODS = ("unimodal", "naive", "dropout", "umt")
+
 METHOD_SUMMARIES: dict[str, str] = {
     "aux_ce": "Aux-CE: CE on the fused logits + CE of extra uni-modal linear heads, equal weights",
     "balanced": "greedy-learning fix: MMTM re-balancing steps guided by d_speed (guided/random/vanilla)",

@@ -47,18 +47,12 @@ def run(recipe: Recipe, run: Run, runtime: Runtime) -> dict:
     clf_pred = predict(clf, features["test"], runtime, want=("logits", "unimodal_logits"))
 
     acc_clf, acc_avg = accuracy(clf_pred["logits"], target), accuracy(avg_logits, target)
-    ci = paired_bootstrap_diff(
-        clf_pred["logits"].argmax(1) == target,
-        avg_logits.argmax(1) == target,
-        recipe.decide.bootstrap,
-        recipe.decide.confidence,
-        recipe.train.seed,
-    )
+    ci = paired_bootstrap_diff(clf_pred["logits"].argmax(1) == target, avg_logits.argmax(1) == target,
+                               recipe.decide.bootstrap, recipe.decide.confidence, recipe.train.seed)  # fmt: skip
     verdict = "UMT" if acc_clf > acc_avg else "UME"
     coin_flip = ci["low"] <= 0 <= ci["high"]
-    chosen_recipe = relative_to_recipe(
-        recipe, recipe.decide.umt_recipe if verdict == "UMT" else recipe.decide.ume_recipe
-    )
+    chosen = recipe.decide.umt_recipe if verdict == "UMT" else recipe.decide.ume_recipe
+    chosen_recipe = relative_to_recipe(recipe, chosen)
     result = {
         "stage": "decide",
         "dataset": data.name,
