@@ -94,10 +94,10 @@ clean:
 # Runs live in $(PT)/<set>/seed<k>/<run>-<id>/, <id> a hash of the run's resolved recipe and inputs: a finished run
 # with the same identity is reused by every later target (table5 after table1 trains only what table1 did not),
 # a changed recipe value or cache makes new runs. $(PT_JOBS) runs at a time. SMOKE starts from scratch: it checks
-# the code, and a run reused from before a code change would check nothing. Tables 5, 8 and 10 average $(SEEDS)
+# the code, and a run reused from before a code change would check nothing. Tables 5, 8, 10, 14 and ws-table2 average $(SEEDS)
 # (the papers give mean ± std); the others run the first seed. PT_ARGS: further `mmtool reproduce` options
 # (--executor slurm --slurm partition=gpu ..., --dry-run).
-PAPER_TABLES := table1 table3 table4 table5 table7 table8 table9 table10
+PAPER_TABLES := table1 table3 table4 table5 table7 table8 table9 table10 table12 table13 table14 table15 ws-table2
 .PHONY: $(PAPER_TABLES)
 PT := runs/$(if $(SMOKE),smoke/)paper
 PT_JOBS ?= $(if $(SMOKE),2,1)
@@ -139,4 +139,27 @@ table9:
 # Table 10: UME vs. paper 002's MMTM model trained plainly, with random and with guided re-balancing, on
 # ModelNet40, over $(SEEDS) (the paper gives mean ± std)
 table10:
+	$(PT_REPRODUCE)
+
+# Table 12 (App. A.3): naive fusion (linear head) under SGD, RMSprop, Adagrad, Adadelta, AdamW and Adam on
+# VGG-Sound, with linear evaluation of each run's encoders (mmtool/analysis/tables_sweeps.py)
+table12:
+	$(PT_REPRODUCE)
+
+# Table 13 (App. A.4): UMT's distillation weight 0, 1, 10, 20, 50, 100 on VGG-Sound and Kinetics-400
+table13:
+	$(PT_REPRODUCE)
+
+# Table 14 (App. A.5): dropout and modality dropout vs. naive fusion and UMT on VGG-Sound, over $(SEEDS)
+table14:
+	$(PT_REPRODUCE)
+
+# Table 15 (App. A.6): fine-tuning the uni-modal pre-trained encoders at encoder lr 1e-3 ... 1e-6 and 0 on
+# VGG-Sound, with linear evaluation of the fine-tuned encoders
+table15:
+	$(PT_REPRODUCE)
+
+# Paper 001, Table 2: nine methods on VGG-Sound (dropout, modality dropout, pre-train + fine-tune, video-/audio-only
+# distillation, self-distillation, G-Blending, naive fusion, UMT), mean ± std over $(SEEDS)
+ws-table2:
 	$(PT_REPRODUCE)
