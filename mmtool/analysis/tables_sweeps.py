@@ -157,7 +157,7 @@ PAPER: dict[str, PaperTable] = {
             "method.distill_weight=W; 50 is the umt run of Tables 5, 7 and 8.",
             "The paper's 0 and 50 on VGG-Sound (49.46, 53.46) are paper 001's seed means of naive fusion and UMT "
             "(its Table 2); ours at 0 is UMT's recipe without distillation (on VGG-Sound its lr decays every 5 "
-            "epochs, the naive recipe's every 10), one seed.",
+            "epochs, the naive recipe's every 10).",
         ),
     ),
     "table14": PaperTable(

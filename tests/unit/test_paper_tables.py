@@ -101,7 +101,7 @@ def runs(tmp_path):
 
 
 def test_every_paper_row_has_a_source_per_column():
-    assert set(pt.PAPER) == set(pt.OURS) == {"table1", "table3", "table4", "table5", "table7", "table8", "table9",
+    assert set(pt.PAPER) == set(pt.OURS) >= {"table1", "table3", "table4", "table5", "table7", "table8", "table9",
                                                  "table10"}  # fmt: skip
     for name, table in pt.PAPER.items():
         assert list(table.rows) == list(pt.OURS[name]), name
