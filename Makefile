@@ -94,12 +94,13 @@ clean:
 # Runs live in $(PT)/<set>/seed<k>/<run>-<id>/, <id> a hash of the run's resolved recipe and inputs: a finished run
 # with the same identity is reused by every later target (table5 after table1 trains only what table1 did not),
 # a changed recipe value or cache makes new runs. $(PT_JOBS) runs at a time. SMOKE starts from scratch: it checks
-# the code, and a run reused from before a code change would check nothing. Tables 5, 8 and 10 average $(SEEDS)
+# the code, and a run reused from before a code change would check nothing. Tables 5, 8, 10, 14 and ws-table2 average $(SEEDS)
 # (the papers give mean ± std); the others run the first seed. PT_ARGS: further `mmtool reproduce` options
 # (--executor slurm --slurm partition=gpu ..., --dry-run, -r NAME=FILE: a fragment merged last into dataset NAME's runs):
 #   make table5 KINETICS=/data/k400 PT_ARGS="-r kinetics400=recipes/_base/kinetics400_r3d18.yaml"   R3D-18, CPU-sized
 #   make table5 KINETICS=/data/k400 PT_ARGS="-r kinetics400=recipes/_base/kinetics400_slowfast101.yaml"   SlowFast-101
-PAPER_TABLES := table1 table3 table4 table5 table7 table8 table9 table10 table2 table16 table17 table6 table22 ws-fig2 table18 ws-table1 fig2
+PAPER_TABLES := table1 table3 table4 table5 table7 table8 table9 table10 table2 table16 table17 table6 table22 ws-fig2 table18 ws-table1 fig2 \
+  table12 table13 table14 table15 ws-table2
 .PHONY: $(PAPER_TABLES)
 PT := runs/$(if $(SMOKE),smoke/)paper
 PT_JOBS ?= $(if $(SMOKE),2,1)
@@ -179,4 +180,27 @@ ws-table1:
 
 # Figure 2: linear probes of the VGG-Sound RGB and UCF101 flow encoders after every epoch of each method (+ fig2.png)
 fig2:
+	$(PT_REPRODUCE)
+
+# Table 12 (App. A.3): naive fusion (linear head) under SGD, RMSprop, Adagrad, Adadelta, AdamW and Adam on
+# VGG-Sound, with linear evaluation of each run's encoders (mmtool/analysis/tables_sweeps.py)
+table12:
+	$(PT_REPRODUCE)
+
+# Table 13 (App. A.4): UMT's distillation weight 0, 1, 10, 20, 50, 100 on VGG-Sound and Kinetics-400
+table13:
+	$(PT_REPRODUCE)
+
+# Table 14 (App. A.5): dropout and modality dropout vs. naive fusion and UMT on VGG-Sound, over $(SEEDS)
+table14:
+	$(PT_REPRODUCE)
+
+# Table 15 (App. A.6): fine-tuning the uni-modal pre-trained encoders at encoder lr 1e-3 ... 1e-6 and 0 on
+# VGG-Sound, with linear evaluation of the fine-tuned encoders
+table15:
+	$(PT_REPRODUCE)
+
+# Paper 001, Table 2: nine methods on VGG-Sound (dropout, modality dropout, pre-train + fine-tune, video-/audio-only
+# distillation, self-distillation, G-Blending, naive fusion, UMT), mean ± std over $(SEEDS)
+ws-table2:
 	$(PT_REPRODUCE)

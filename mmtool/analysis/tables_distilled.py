@@ -31,8 +31,9 @@ DISTILLED = Run("distilled", "pretrain-unimodal", "pretrain_distill", TEACHERS)
 DECIDE_DISTILLED = Run("decide-distilled", "decide", "decide", (("teachers", "distilled"),))
 UMT = Run("umt", "train", "umt", TEACHERS)
 # paper 001, Sec. 4.1: "video-only distillation and audio-only distillation": UMT with one modality's teacher
-UMT_AUDIO = Run("umt_audio", "train", "umt", TEACHERS, ("method.modalities=[audio]",))
-UMT_VIDEO = Run("umt_video", "train", "umt", TEACHERS, ("method.modalities=[video]",))
+# recipes/vggsound/umt_audio.yaml, umt_video.yaml (UMT with method.modalities): the runs of paper 001's Table 2 too
+UMT_AUDIO = Run("umt_audio", "train", "umt_audio", TEACHERS)
+UMT_VIDEO = Run("umt_video", "train", "umt_video", TEACHERS)
 SNAPSHOTS = ("train.snapshot_every=1",)  # a probe per epoch (20 points: Table 11's 20 epochs)
 FIG2_METHODS = {  # the paper's name -> our run (Table 1's methods: Fig. 2's legend is not in the text)
     "Uni-Modal Training": "unimodal",

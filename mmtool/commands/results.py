@@ -13,8 +13,9 @@ import typer
 
 from mmtool.errors import UserError
 
-TABLES_HELP = ("Paper tables on real data: table1, table3, table4, table5, table7, table8, table9, table10; studies on "
-               "the CPU datasets: table20, laziness, methods, probes, greedy (docs/tables.md).")  # fmt: skip
+TABLES_HELP = ("Paper tables on real data: table1 ... table18, table22 and fig2 of paper 000, ws-table1, ws-table2 "
+               "and ws-fig2 of paper 001; studies on the CPU datasets: table20, laziness, methods, probes, greedy "
+               "(docs/tables.md).")  # fmt: skip
 
 
 DataOpt = Annotated[

@@ -41,8 +41,9 @@ def test_table18_distils_from_the_uni_modal_run_and_decides_on_the_distilled_one
 def test_ws_table1_runs_umt_with_one_teacher_and_probes_every_method():
     plan = paper_plans.build(paper_plans.Options("ws-table1", {}, (0,), smoke=True))
     audio, video = plan.nodes["vggsound/seed0/umt_audio"], plan.nodes["vggsound/seed0/umt_video"]
-    assert audio.recipes[0] == video.recipes[0] == "recipes/vggsound/umt.yaml"
-    assert "method.modalities=[audio]" in audio.overrides and "method.modalities=[video]" in video.overrides
+    assert [n.recipes[0] for n in (audio, video)] == [f"recipes/vggsound/umt_{m}.yaml" for m in ("audio", "video")]
+    ws2 = paper_plans.build(paper_plans.Options("ws-table2", {}, (0,), smoke=True)).nodes["vggsound/seed0/umt_audio"]
+    assert (ws2.recipes, ws2.overrides, ws2.inputs) == (audio.recipes, audio.overrides, audio.inputs)  # shared run
     probes = sorted(k.split("/")[-1] for k in plan.nodes if "/probe-" in k)
     assert probes == sorted(f"probe-{n}" for n in ("unimodal", "naive", "gblending", "umt", "umt_audio", "umt_video"))
     recipe = load_recipe([REPO / r for r in audio.recipes], list(audio.overrides))
