@@ -83,6 +83,14 @@ def measure(recipe, classes: int, cache: dict) -> dict[str, Cost]:
     from mmtool.models import build_model, model_spec
 
     dims, out = input_dims(recipe), {}
+    if recipe.model.fusion != "late":  # the modalities' encoders are linked (MMTM): one model, its cost shared evenly
+        spec = model_spec(recipe.model, dims, classes, list(dims))
+        key = json.dumps(spec, sort_keys=True, default=str)
+        if key not in cache:
+            whole = _cost(build_model(spec), {m: torch.randn(1, *s) for m, s in dims.items()})
+            n = len(dims)
+            cache[key] = Cost(whole.fwd / n, whole.step / n, whole.seconds / n, whole.params // n)
+        return {m: cache[key] for m in dims}
     for m, shape in dims.items():
         spec = model_spec(recipe.model, dims, classes, [m])
         key = json.dumps(spec, sort_keys=True, default=str)
