@@ -243,3 +243,16 @@ def test_late_fusion_builds_and_mmtm_is_refused():
     both = ModelConfig(encoders={"video": video, "other": video}, fusion="mmtm")
     with pytest.raises(UserError, match="mmtm needs the same fusion points"):
         build_model(model_spec(both, {"video": dims["video"], "other": dims["video"]}, 3, ["video", "other"]))
+
+
+def test_tiny_r50_trains_on_a_full_size_64_frame_batch():
+    """A (2, 3, 64, 224, 224) batch (64 consecutive frames at 224x224) forward and backward through SlowFast-50 at
+    1/8 of its width; the slow pathway sees 16 of the frames."""
+    enc = ENCODERS.get("slowfast50")([3, 64, 224, 224], width=8)
+    x = torch.randn(2, 3, 64, 224, 224)
+    slow, fast = enc.split(x)
+    assert slow.shape == (2, 3, 16, 224, 224) and fast.shape == x.shape
+    features = enc(x)
+    assert features.shape == (2, 288)
+    features.square().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in enc.parameters())
