@@ -42,6 +42,7 @@ _MODULES = (
     "modality_dropout",
     "naive",
     "ogm_ge",
+    "qmf",
     "self_distill",
     "umt",
 )

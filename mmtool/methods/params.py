@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mmtool.checks import between, checked, one_of
+from mmtool.checks import above, at_least, between, checked, one_of
 
 
 @dataclass(frozen=True)
@@ -113,6 +113,16 @@ class BalancedMultiModalParams:
     bug_compatible: bool = False
 
 
+@dataclass(frozen=True)
+class QualityAwareFusionParams:
+    # lambda of the ranking regulariser: 0.1 in the QMF code (RGBD-scene-recognition/train_QMF_*.py, --lamb) and
+    # in MLA's main.py on its ResNet-18 (audio-video) path; MLA's M3AE (image-text, IEMOCAP) path uses 1
+    rank_weight: float = checked(0.1, at_least(0))
+    # weight of CE on the fused logits: 1 in the QMF code and MLA's audio-video path; its M3AE path has no such term
+    fused_weight: float = checked(1.0, at_least(0))
+    temperature: float = checked(10.0, above(0))  # T of w_m = -energy / T: the QMF code's "/ 10" (and MLA's main.py)
+
+
 METHOD_PARAMS: dict[str, type] = {
     "aux_ce": AuxiliaryCEParams,
     "balanced": BalancedMultiModalParams,
@@ -123,6 +133,7 @@ METHOD_PARAMS: dict[str, type] = {
     "modality_dropout": ModalityDropoutParams,
     "naive": NaiveParams,
     "ogm_ge": OGMGEParams,
+    "qmf": QualityAwareFusionParams,
     "self_distill": SelfDistillationParams,
     "ume": UniModalEnsembleParams,
     "umt": UniModalTeacherParams,
@@ -143,6 +154,7 @@ METHOD_SUMMARIES: dict[str, str] = {
     "modality_dropout": "naive fusion + modality dropout: zero one modality's features per sample with prob. 1/3",
     "naive": "naive late fusion: CE on the fused logits (any head)",
     "ogm_ge": "OGM-GE: scale down the dominant modality's encoder gradients (+ Gaussian noise)",
+    "qmf": "QMF: energy-weighted late fusion; fused + uni-modal CE + ranking regulariser on sample loss history",
     "self_distill": "self-distillation from a trained naive-fusion run: CE + soft-label KL or feature MSE",
     "ume": "UME: independent uni-modal models, predictions averaged (needs head: ensemble)",
     "umt": "UMT: CE + 50 x MSE feature distillation from frozen uni-modal teachers",
@@ -159,6 +171,7 @@ METHOD_REFERENCES: dict[str, str] = {
     "modality_dropout": "paper 000, App. A.5 / Table 14; paper 001, Table 2",
     "naive": "paper 000, Sec. 3.2 / Table 5",
     "ogm_ge": "Peng et al. 2022; paper 000, Tables 1 and 5",
+    "qmf": "Zhang et al. 2023 (ICML); paper 003, Tables 1-3 / App. A.2",
     "self_distill": "paper 000, Sec. 4.3 / Table 8; paper 001, Table 2",
     "ume": "paper 000, Sec. 3.3 / App. A.2",
     "umt": "paper 000, Alg. 1 / App. A.2",
