@@ -180,7 +180,7 @@ def test_every_trained_parameter_is_a_model_parameter(name, make_model, naive_ru
     assert not [t for t in held if id(t) not in mine], f"{name} holds trainable tensors outside the model"
     method.on_epoch_start(model, 1)
     split = alpha_splits["train"]
-    losses = method.training_step(model, Batch(split.inputs, split.target))
+    losses = method.training_step(model, Batch(split.inputs, split.target, split.ids))  # ids: QMF's history
     total = sum(losses.values())
     leaves = _graph_leaves(total)
     assert leaves and leaves <= mine, f"{name}: the loss reaches tensors outside model.parameters()"

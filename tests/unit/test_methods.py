@@ -111,6 +111,13 @@ def _balanced(make_model, naive_run, splits=None):
     return build_model(spec), spec, method, {"ce_m1_loss", "ce_m2_loss"}
 
 
+def _qmf(make_model, naive_run, splits=None):
+    model, spec = make_model(head="qmf")
+    ctx = MethodContext(num_classes=2, modalities=TWO)
+    names = {"task_loss", "ce_m1_loss", "ce_m2_loss", "rank_m1_loss", "rank_m2_loss"}
+    return model, spec, build_method("qmf", {}, ctx), names
+
+
 SETUPS = {
     "naive": _naive,
     "unimodal": _unimodal,
@@ -125,6 +132,7 @@ SETUPS = {
     "gblending": _gblending,
     "mla": _mla,
     "balanced": _balanced,
+    "qmf": _qmf,
 }
 
 
