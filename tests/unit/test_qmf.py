@@ -65,7 +65,7 @@ def test_lower_energy_gets_more_weight():
     torch.testing.assert_close(energy_confidence(sure), torch.logsumexp(sure, 1) / 10)
     head = QMFHead({"m1": 3, "m2": 3}, 3)
     with torch.no_grad():
-        for m, z in (("m1", sure), ("m2", vague)):  # identity classifiers: z_m = f_m
+        for m in TWO:  # identity classifiers: z_m = f_m
             head.fc[m].weight.copy_(torch.eye(3))
             head.fc[m].bias.zero_()
     out = head({"m1": sure, "m2": vague})
