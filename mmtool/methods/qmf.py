@@ -20,7 +20,8 @@ paired with the next one, j = i + 1 (cyclically), and with ``s = sign(c_i - c_j)
 so a sample whose accumulated loss is higher must not be more confident than its partner by more than the gap
 of their normalised histories.
 
-Sources: the formulas are read from the released code -- the QMF authors' (QingyangZhang/QMF,
+Sources: the formulas are read from the released code (the QMF paper's equations were not at hand to
+compare with) -- the QMF authors' (QingyangZhang/QMF,
 ``RGBD-scene-recognition/models/QMF.py`` d7f31dd, ``train_QMF_nyud2.py`` 276b2d7, ``utils/crl_utils.py``
 e608059) and MLA's own QMF run (Cecile-hi/Multimodal-Learning-with-Alternating-Unimodal-Adaptation,
 ``main.py`` 11ae1ee). Their ``rank_loss`` is ``MarginRankingLoss(0)(w_i, w_j + |c_i - c_j| / s', -s)`` with
