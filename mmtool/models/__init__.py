@@ -28,7 +28,7 @@ from torch import nn
 
 from mmtool.config import EncoderConfig, ModelConfig
 from mmtool.errors import UserError
-from mmtool.models import cnn, slowfast  # noqa: F401  (register the CNN and SlowFast encoders)
+from mmtool.models import cnn, slowfast, text  # noqa: F401  (register the CNN, SlowFast and text encoders)
 from mmtool.models.base import MultiModalNet
 from mmtool.models.encoders import ENCODERS
 from mmtool.models.heads import HEADS
