@@ -11,7 +11,8 @@ batch's longest), and the text encoder (:mod:`mmtool.models.text`) masks positio
 Design notes
   * Padding id 0: BERT's ``[PAD]`` is id 0 in every released BERT vocabulary (the first line of its
     ``vocab.txt``). The padding happens in the collate function, which knows nothing of tokenizers, so prep
-    refuses a tokenizer whose pad id is not 0, and a text whose ids contain 0 (it would read as padding).
+    refuses a tokenizer whose pad id is not 0, and drops id 0 from a text's ids (a literal "[PAD]" in a text
+    would otherwise read as padding).
   * Special tokens are added (``[CLS] ... [SEP]`` for BERT), the form BERT was pre-trained on; ``max_tokens``
     counts them. (MLA's data/extract_token.py tokenizes without special tokens for M3AE, whose inputs carry
     none.)
