@@ -30,6 +30,9 @@ REASONS = {
     "unreadable": "the path exists but cannot be read (permissions, or not a regular file)",
     "too_short": "fewer frames or seconds than a sample needs",
     "missing_view": "a sample made of several files lacks one of them (e.g. an object without its rear render)",
+    "empty_text": "a sample's text is blank, or holds no token but the tokenizer's special ones",
+    "bad_encoding": "a sample's text is not valid UTF-8",
+    "missing_pair": "an image-text sample lacks one half: an image without a text row, or a row without its image",
     "error": "an unexpected error while decoding (message recorded)",
 }
 

@@ -41,6 +41,7 @@ BUILTIN_FAMILIES = (
     "mmtool.data.registry_synthetic",
     "mmtool.data.registry_laziness",
     "mmtool.data.cremad",
+    "mmtool.data.food101",
     "mmtool.data.kinetics",
     "mmtool.data.modelnet40",
     "mmtool.data.ucf101",

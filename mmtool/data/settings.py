@@ -92,6 +92,16 @@ class ModelNet40Settings(FrameSettings):
     rear_view: int = checked(6, between(0, 11))
 
 
+@dataclass(frozen=True)
+class Food101Settings(FrameSettings):
+    """UPMC Food-101 (image + text), :mod:`mmtool.data.food101`: images read at load time, texts tokenized at prep."""
+
+    # prep: a local Hugging Face tokenizer folder (relative to the working directory); its files are in the cache key
+    tokenizer: str | None = None
+    # prep: token ids kept per text, [CLS] and [SEP] included (MLA data/extract_token.py: max_length=256)
+    max_tokens: int = checked(256, between(2, 512))
+
+
 # Kinetics-Sounds: the 31 Kinetics-400 classes listed by the AdaMML authors, https://github.com/IBM/AdaMML/issues/3
 # (the 32-class list of pritamqu/CrissCross issue #4 adds "strumming guitar"; see mmtool.data.kinetics).
 KINETICS_SOUNDS = (
@@ -119,6 +129,7 @@ BUILTIN_SETTINGS: dict[str, type] = {
     **{name: NoSettings for name in _ARRAY_SETS},
     "synth-gamma": GammaSettings,
     "cremad": CremadSettings,
+    "food101": Food101Settings,
     "kinetics400": AudioVisualSettings,
     "kinetics-sounds": KineticsSoundsSettings,
     "modelnet40": ModelNet40Settings,

@@ -240,8 +240,18 @@ class _ReaderDataset(torch.utils.data.Dataset):
 
 
 def _collate(items: list[tuple[dict[str, Any], int, int]]) -> Batch:
-    inputs = {m: _stack([torch.as_tensor(it[0][m]) for it in items]) for m in items[0][0]}
+    inputs = {m: _stack(_pad_ids([torch.as_tensor(it[0][m]) for it in items])) for m in items[0][0]}
     return Batch(inputs, torch.tensor([it[1] for it in items]), torch.tensor([it[2] for it in items]))
+
+
+def _pad_ids(parts: list[torch.Tensor]) -> list[torch.Tensor]:
+    """1-D integer inputs of different lengths (token ids, :mod:`mmtool.data.text`) right-padded with 0, BERT's
+    [PAD] id, to the longest of the batch; every other input is left as it is (equal shapes, or an error)."""
+    lengths = {p.shape[0] for p in parts if p.dim() == 1}
+    if len(lengths) < 2 or any(p.dim() != 1 or p.dtype.is_floating_point or p.dtype == torch.bool for p in parts):
+        return parts
+    longest = max(lengths)
+    return [torch.nn.functional.pad(p, (0, longest - p.shape[0]), value=0) for p in parts]
 
 
 def _stack(parts: list[torch.Tensor]) -> torch.Tensor:

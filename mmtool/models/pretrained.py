@@ -56,6 +56,10 @@ def adapt_first_conv(weight: torch.Tensor, channels: int) -> torch.Tensor:
 def load_pretrained(encoder: nn.Module, path: Path, where: str) -> dict[str, list[str]]:
     """Load ``path`` into ``encoder`` (see module docstring); ``where`` names the recipe key in errors.
     Returns the keys left out of the file (the classifier's) and those adapted across modalities."""
+    if Path(path).is_dir():  # a transformers model folder: the text encoders' weights (mmtool.models.text)
+        from mmtool.models.text import load_folder
+
+        return load_folder(encoder, Path(path), where)
     state = read_state_dict(path)
     own = encoder.state_dict()
     adapted = []
