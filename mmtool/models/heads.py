@@ -109,8 +109,10 @@ class AttentionHead(nn.Module):
     are concatenated in spec order, (B, M * D), and classified by ``nn.Linear(M * D, C)`` -- the same
     size as the linear head, as in Table 11. Concatenation, not mean pooling: attention without
     positional terms is permutation-equivariant over the tokens, and a mean would make the head blind to
-    which modality a feature came from. Tokens must share one size D, so every modality's feature size
-    must be equal (the ``mlp`` encoder's last ``model.hidden`` width).
+    which modality a feature came from. Tokens share one size D: where the modalities' feature sizes
+    differ (Kinetics-400: SlowFast's 2304 and the audio ResNet's 512), each token is zero-padded to the
+    largest one, D = max(D_m) — our choice, which keeps the layer free of parameters as Table 11 says
+    (padding adds nothing to the dot products; the paper does not say how it met unequal sizes).
 
     The attended tokens mix modalities, so the head is not a sum of per-modality parts and returns no
     ``unimodal_logits``.
@@ -118,17 +120,13 @@ class AttentionHead(nn.Module):
 
     def __init__(self, feature_dims: dict[str, int], num_classes: int) -> None:
         super().__init__()
-        sizes = set(feature_dims.values())
-        if len(sizes) != 1:
-            raise UserError(
-                f"model.head: attention needs one feature size for every modality, got {feature_dims} "
-                "(use the same last model.hidden width for every encoder)"
-            )
         self.order = list(feature_dims)
-        self.linear = nn.Linear(len(self.order) * sizes.pop(), num_classes)
+        self.size = max(feature_dims.values())
+        self.linear = nn.Linear(len(self.order) * self.size, num_classes)
 
     def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | dict]:
-        tokens = torch.stack([features[m] for m in self.order], dim=1)  # (B, M, D)
+        padded = [F.pad(features[m], (0, self.size - features[m].shape[-1])) for m in self.order]
+        tokens = torch.stack(padded, dim=1)  # (B, M, D)
         return {"logits": self.linear(self_attention(tokens).flatten(1))}  # (B, M * D) -> (B, C)
 
 

@@ -63,9 +63,15 @@ def test_attention_head_concatenates_attended_tokens_in_spec_order(make_model):
         torch.testing.assert_close(same, model.head.linear(torch.cat([f1, f1], 1)))
 
 
-def test_attention_head_needs_equal_feature_sizes(make_model):
-    with pytest.raises(UserError, match="model.head: attention needs one feature size"):
-        make_model(head="attention", encoder="identity")  # raw inputs: 200 and 100 dims
+def test_attention_head_pads_unequal_feature_sizes_with_zeros(make_model):
+    """Raw inputs of 200 and 100 dims: the 100-dim token is zero-padded to 200, still without parameters."""
+    model, _ = make_model(head="attention", encoder="identity")
+    f1, f2 = torch.randn(4, 200), torch.randn(4, 100)
+    with torch.no_grad():
+        logits = model.head({"m1": f1, "m2": f2})["logits"]
+        attended = self_attention(torch.stack([f1, torch.cat([f2, torch.zeros(4, 100)], 1)], dim=1))
+        torch.testing.assert_close(logits, model.head.linear(attended.flatten(1)))
+    assert [p.shape for p in model.head.parameters()] == [(2, 400), (2,)]  # the linear layer only
 
 
 # ------------------------------------------------------------------------------------------ Aux-CE
