@@ -109,7 +109,8 @@ def test_naive_umt_utilization_and_probe_per_modality(chain):
     for m in MODS:
         rest = ",".join(o for o in MODS if o != m)
         expected = (util["accuracy"] - util[f"accuracy_without_{m}"]) / util["accuracy"]
-        assert util[f"u({m}|{rest})"] == util["utilization"][m] == pytest.approx(expected, abs=1e-5)  # accuracies: 4 decimals
+        # the accuracies in results.json have 4 decimals
+        assert util[f"u({m}|{rest})"] == util["utilization"][m] == pytest.approx(expected, abs=1e-5)
     assert (chain / "runs").is_dir()
     probe = result(chain, "probe", "--run", "umt")
     assert sorted(probe["probes"]) == list(MODS)
