@@ -26,7 +26,7 @@ head's fused output.
 A step runs ``model(inputs, modalities=[m])``: the shared head on one modality gives exactly that
 modality's logits. Any number M >= 2 of modalities: updates cycle round-robin over them in the model's
 order, and the test-time fusion weighs M predictions. Each epoch logs every modality's mean CE over its own
-updates (``train_ce_<m>_loss``), beside the loop's ``train_task_loss`` over all updates. With several
+updates (``mla_ce_<m>``), beside the loop's ``train_task_loss`` over all updates. With several
 processes the mean feature ``h`` is taken over every rank's samples (summed sums over summed counts), so
 ``P`` stays the same matrix on every rank.
 """
@@ -184,7 +184,7 @@ class AlternatingUnimodalAdaptation(Method):
         sums = torch.stack([torch.as_tensor(self._ce[m][0], dtype=torch.float32).cpu() for m in seen])
         ranks = self.runtime.world_size if self.runtime is not None else 1
         sums = all_reduce_sum(self.runtime, sums.to(self.p.device)).cpu() / ranks
-        return {f"train_ce_{m}_loss": float(sums[i]) / self._ce[m][1] for i, m in enumerate(seen)}
+        return {f"mla_ce_{m}": float(sums[i]) / self._ce[m][1] for i, m in enumerate(seen)}
 
     def after_backward(self, model: MultiModalNet, step: int) -> None:
         if self.project:

@@ -87,7 +87,7 @@ def test_mla_cycles_over_three_modalities_and_fuses_three(chain):
     rows = [json.loads(line) for line in (chain / "mla" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == list(range(5, 41, 5))
     for row in rows:
-        ce = [row[f"train_ce_{m}_loss"] for m in MODS]
+        ce = [row[f"mla_ce_{m}"] for m in MODS]
         assert row["train_task_loss"] == pytest.approx(sum(ce) / 3, rel=1e-5)  # equal batches, one each
     test = test_split(chain, "test")
     sd = torch.load(chain / "mla" / "checkpoints" / "best.pt", weights_only=True)["model"]

@@ -113,7 +113,7 @@ def test_mla_updates_one_modality_per_step_round_robin_over_three():
         method.after_backward(model, step)
     assert seen == [["m1"], ["m2"], ["m3"], ["m1"], ["m2"], ["m3"], ["m1"]]  # m_t = t mod 3 (Eq. 1)
     logged = method.epoch_metrics()
-    assert logged == pytest.approx({f"train_ce_{m}_loss": np.mean(v) for m, v in losses.items()})
+    assert logged == pytest.approx({f"mla_ce_{m}": np.mean(v) for m, v in losses.items()})
     state = method.state_dict()
     again = build_method("mla", {}, MethodContext(num_classes=2, modalities=MODS))
     again.setup(model)
