@@ -10,6 +10,7 @@ from mmtool.config import Recipe
 from mmtool.data import load_dataset
 from mmtool.engine.models_io import fusion_model
 from mmtool.engine.runtime import Runtime
+from mmtool.errors import UserError
 from mmtool.runs import Run
 
 
@@ -17,6 +18,8 @@ def run(recipe: Recipe, run: Run, runtime: Runtime) -> dict:
     model, source_run = fusion_model(recipe)
     source = source_run.path
     data = load_dataset(recipe.data)
+    if len(model.modalities) < 2:
+        raise UserError(f"run: utilization rates need two or more modalities, {source} has {model.modalities}")
     runtime.prepare_model(model)
     splits = {k: s.select(model.modalities) for k, s in data.splits.items()}
     rates = utilization_rates(model, splits["train"], splits["test"], runtime)
