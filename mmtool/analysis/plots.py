@@ -155,20 +155,18 @@ def grouped_bars(groups: dict[str, dict[str, float]], out: Path, title: str, yla
 
 
 def utilization(rates: dict, out: Path, title: str) -> Path:
-    """Accuracy of the fusion model with both modalities and with each one alone, and the conditional
-    utilization rates u(b|a), u(a|b) with their difference d_util."""
+    """Accuracy of the fusion model with every modality and with each one alone, and the conditional
+    utilization rate of each modality given the others (with d_util = u(b|a) - u(a|b) for two)."""
     plt = _pyplot()
-    a, b = rates["modalities"]
-    accs = {
-        "both": rates["accuracy"],
-        f"only {a}": rates[f"accuracy_only_{a}"],
-        f"only {b}": rates[f"accuracy_only_{b}"],
-    }
-    utils = {f"u({b}|{a})": rates[f"u({b}|{a})"], f"u({a}|{b})": rates[f"u({a}|{b})"], "d_util": rates["d_util"]}
+    mods = rates["modalities"]
+    accs = {"all": rates["accuracy"], **{f"only {m}": rates[f"accuracy_only_{m}"] for m in mods}}
+    utils = {k: v for k, v in rates.items() if k.startswith("u(")}
+    if "d_util" in rates:
+        utils["d_util"] = rates["d_util"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for ax, values, fmt in ((left, accs, "{:.1f}"), (right, utils, "{:+.3f}")):
         names = list(values)
-        ax.bar(range(len(names)), [values[n] for n in names], color=["tab:blue", "tab:orange", "tab:green"])
+        ax.bar(range(len(names)), [values[n] for n in names], color=[f"C{i}" for i in range(len(names))])
         for i, n in enumerate(names):
             ax.text(i, values[n], fmt.format(values[n]), ha="center", va="bottom" if values[n] >= 0 else "top",
                     fontsize=8)  # fmt: skip

@@ -1,5 +1,5 @@
 """Conditional utilization rates (Wu et al. 2022, Def. 4.1): as written for MMTM intermediate fusion,
-and adapted to late fusion.
+and adapted to late fusion, for two modalities and for more.
 
 The paper derives single-modality variants of an intermediate-fusion network by feeding every fusion
 module the training-set mean of the other branch's activations. In a late-fusion network the only place
@@ -12,10 +12,21 @@ other modality's encoder features replaced by their training-set mean. With one 
     d_util = u(b|a) - u(a|b)
 
 where (a, b) are the dataset's first and second modality (the paper's m0, m1).
+
+M > 2 modalities (late fusion only: MMTM links two). Def. 4.1 conditions one modality on the other; with
+more, we condition each modality m on all the others (our generalisation; the paper has two):
+
+    u(m|rest) = (A(f) - A(f with m's features := mean)) / A(f)
+
+the relative accuracy lost when m alone is removed while every other modality stays present. For M = 2 it
+is exactly u(b|a) (m = b, rest = {a}). Reported per modality as ``u(m|r1,r2,...)`` and in
+``utilization: {m: rate}``, beside ``accuracy_without_<m>`` (m := mean) and ``accuracy_only_<m>`` (every
+other modality := mean). ``d_util`` is a difference of two rates and is reported for M = 2 only.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -36,15 +47,16 @@ def mean_features(model: MultiModalNet, split, runtime: Runtime) -> dict[str, to
 
 
 def accuracy_with_mean(
-    model: MultiModalNet, split, runtime, replace: str | None, means: dict[str, torch.Tensor]
+    model: MultiModalNet, split, runtime, replace: str | Sequence[str] | None, means: dict[str, torch.Tensor]
 ) -> float:
-    """Accuracy when modality ``replace``'s features are set to their training mean (None: unchanged)."""
+    """Accuracy when the features of ``replace`` (a modality or several; None: none) are set to their
+    training mean."""
+    replaced = [replace] if isinstance(replace, str) else list(replace or ())
 
     def forward(net: MultiModalNet, inputs: dict) -> dict:
         feats = net.encode(inputs)
-        if replace is not None:
-            mean = means[replace].to(feats[replace].device, feats[replace].dtype)
-            feats[replace] = mean.expand_as(feats[replace])
+        for m in replaced:
+            feats[m] = means[m].to(feats[m].device, feats[m].dtype).expand_as(feats[m])
         return net.fuse(feats)
 
     pred = run_inference(model, split, runtime, want=("logits",), forward=forward)
@@ -87,29 +99,34 @@ def intermediate_rates(model: MMTMNet, train, test, runtime: Runtime) -> dict:
         f"accuracy_only_{b}": only_b,
         f"u({b}|{a})": u_b_given_a,
         f"u({a}|{b})": u_a_given_b,
+        "utilization": {a: u_a_given_b, b: u_b_given_a},
         "d_util": u_b_given_a - u_a_given_b,
     }
 
 
 def utilization_rates(model: MultiModalNet, train, test, runtime: Runtime) -> dict:
+    """The rates of the module docstring on ``test``, with feature means taken on ``train``."""
     if isinstance(model, MMTMNet):
         return intermediate_rates(model, train, test, runtime)
-    a, b = model.modalities[:2]
+    mods = list(model.modalities)
     means = mean_features(model, train, runtime)
     acc = accuracy_with_mean(model, test, runtime, None, means)
-    only_a = accuracy_with_mean(model, test, runtime, b, means)  # b's features := mean
-    only_b = accuracy_with_mean(model, test, runtime, a, means)
-    u_b_given_a = (acc - only_a) / acc
-    u_a_given_b = (acc - only_b) / acc
-    return {
-        "modalities": [a, b],
+    without = {m: accuracy_with_mean(model, test, runtime, m, means) for m in mods}  # m's features := mean
+    others = {m: [o for o in mods if o != m] for m in mods}
+    only = {m: accuracy_with_mean(model, test, runtime, others[m], means) for m in mods}  # the others := mean
+    rates = {m: (acc - without[m]) / acc for m in mods}
+    result = {
+        "modalities": mods,
         "accuracy": acc,
-        f"accuracy_only_{a}": only_a,
-        f"accuracy_only_{b}": only_b,
-        f"u({b}|{a})": u_b_given_a,
-        f"u({a}|{b})": u_a_given_b,
-        "d_util": u_b_given_a - u_a_given_b,
+        **{f"accuracy_only_{m}": a for m, a in only.items()},
+        **{f"accuracy_without_{m}": a for m, a in without.items()},
+        **{f"u({m}|{','.join(others[m])})": u for m, u in rates.items()},
+        "utilization": rates,
     }
+    if len(mods) == 2:
+        a, b = mods
+        result["d_util"] = rates[b] - rates[a]  # u(b|a) - u(a|b)
+    return result
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -127,6 +144,9 @@ def main(argv: list[str] | None = None) -> None:
     if len(args) < 2:
         raise SystemExit("usage: python -m mmtool.analysis.utilization OUT.png UTILIZATION_RUN...")
     results = [results_of(run) for run in args[1:]]
+    several = [str(r.get("source")) for r in results if "d_util" not in r]
+    if several:
+        raise SystemExit(f"d_util compares two modalities; these runs have more: {', '.join(several)}")
     values = [r["d_util"] for r in results]
     speeds = [s for s in (_d_speed_at_best(r.get("source")) for r in results) if s is not None]
     panels = {"d_util = u(m2|m1) - u(m1|m2)": values}

@@ -100,7 +100,7 @@ def utilization(
     run_dir: RunDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Conditional utilization rates u(m1|m2), u(m2|m1) and d_util of a trained fusion model.
+    """Conditional utilization rate of each modality given the others (u(m1|m2), u(m2|m1) and d_util for two).
 
     Example: mmtool utilization --dataset synth-gamma --run runs/train/synth-gamma-naive-...
     """

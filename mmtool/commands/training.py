@@ -126,7 +126,32 @@ def train(
         from mmtool.runs import require_run
 
         require_run(None, f"method {cfg.method.name!r}", "teachers")
+    check_two_modality_only(cfg)
     _start("train", cfg, run_dir, as_json)
+
+
+def check_two_modality_only(cfg) -> None:
+    """Before any run folder exists: a method or fusion defined for exactly two modalities (balanced, MMTM)
+    on a recipe that trains another number of them is refused in one line. The dataset is read only
+    when the recipe names such a method and no ``modalities``."""
+    from mmtool.methods.params import TWO_MODALITY_FUSIONS, TWO_MODALITY_METHODS
+
+    what, why = f"method {cfg.method.name!r}", TWO_MODALITY_METHODS.get(cfg.method.name)
+    if why is None and cfg.model.fusion in TWO_MODALITY_FUSIONS:
+        what, why = f"model.fusion {cfg.model.fusion!r}", TWO_MODALITY_FUSIONS[cfg.model.fusion]
+    if why is None:
+        return
+    if cfg.modalities:
+        modalities = list(cfg.modalities)
+    else:
+        from mmtool.data import load_dataset
+
+        modalities = list(load_dataset(cfg.data).modalities)
+    if len(modalities) != 2:
+        raise UserError(
+            f"{cfg.source}: {what} is defined for two modalities only ({why}); this recipe trains "
+            f"{len(modalities)}, {modalities}: choose two with modalities=[a,b]"
+        )
 
 
 def _train_recipe(method: str | None, overrides: list[str] | None, recipe: list[Path] | None, dataset: str | None,

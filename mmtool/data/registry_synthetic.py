@@ -1,4 +1,5 @@
-"""Registers the synthetic datasets alpha, beta, gamma (see :mod:`mmtool.data.synthetic`)."""
+"""Registers the synthetic datasets alpha, beta, gamma (see :mod:`mmtool.data.synthetic`) and the
+three-modality ``synth-tri`` (see :mod:`mmtool.data.tri`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from mmtool.data import (
     dataset_from_arrays,
     input_shape,
     read_verified_arrays,
+    tri,
     write_array_cache,
 )
 from mmtool.data.registry import DATASETS, DatasetSpec, dataset_settings
@@ -71,3 +73,36 @@ for _name in GENERATORS:
         DatasetSpec(prepare=_prepare, load=_load, cache_key=_key, description=_DESCRIPTIONS[_name],
                     settings=GammaSettings if _name == "synth-gamma" else NoSettings, data_format=FORMAT)
     )
+
+
+TRI_FORMAT = 1  # bump when mmtool.data.tri's output changes
+
+
+def _tri_prepare(cfg: DataConfig, out: Path, options: object = None) -> dict:
+    arrays, manifest = write_array_cache(cfg, out, tri.generate_tri, _tri_size(cfg), TRI_FORMAT)
+    return {
+        **manifest,
+        "modalities": {m: input_shape(arrays[m]) for m in tri.MODALITIES},
+        "num_classes": tri.NUM_CLASSES,
+        "class_counts": np.bincount(arrays["y"], minlength=tri.NUM_CLASSES).tolist(),
+        "construction": {m: {"bit_a": a, "bit_b": b} for m, (a, b) in tri.STRENGTH.items()},
+    }
+
+
+def _tri_size(cfg: DataConfig) -> int:
+    n = cfg.n if cfg.n is not None else tri.DEFAULT_N
+    if n < 30:
+        raise UserError(f"data.n must be at least 30 for {cfg.name}, got {n}")
+    return n
+
+
+def _tri_load(cfg: DataConfig, folder: Path) -> Dataset:
+    manifest, arrays = read_verified_arrays(cfg, folder, TRI_FORMAT, tri.MODALITIES, tri.NUM_CLASSES)
+    return dataset_from_arrays(cfg, manifest, arrays, tri.MODALITIES)
+
+
+DATASETS.register("synth-tri")(
+    DatasetSpec(prepare=_tri_prepare, load=_tri_load, cache_key=lambda cfg: f"seed{cfg.seed}-n{_tri_size(cfg)}",
+                description="three modalities, each holding part of the label at its own strength (4 classes, "
+                "N=3000)", settings=NoSettings, data_format=TRI_FORMAT)  # fmt: skip
+)

@@ -123,7 +123,7 @@ class KineticsSoundsSettings(AudioVisualSettings):
     classes: tuple[str, ...] = field(default=KINETICS_SOUNDS, metadata={"picks_samples": True})
 
 
-_ARRAY_SETS = ("synth-alpha", "synth-beta", "synth-lazy", "digits-colored", "digits-twoview")
+_ARRAY_SETS = ("synth-alpha", "synth-beta", "synth-lazy", "digits-colored", "digits-twoview", "synth-tri")
 
 BUILTIN_SETTINGS: dict[str, type] = {
     **{name: NoSettings for name in _ARRAY_SETS},

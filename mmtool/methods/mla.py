@@ -24,8 +24,11 @@ head's fused output.
   ``code``; ``project: true`` runs it as intended.
 
 A step runs ``model(inputs, modalities=[m])``: the shared head on one modality gives exactly that
-modality's logits. With several processes the mean feature ``h`` is taken over every rank's samples
-(summed sums over summed counts), so ``P`` stays the same matrix on every rank.
+modality's logits. Any number M >= 2 of modalities: updates cycle round-robin over them in the model's
+order, and the test-time fusion weighs M predictions. Each epoch logs every modality's mean CE over its own
+updates (``mla_ce_<m>``), beside the loop's ``train_task_loss`` over all updates. With several
+processes the mean feature ``h`` is taken over every rank's samples (summed sums over summed counts), so
+``P`` stays the same matrix on every rank.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ import torch.nn.functional as F
 from mmtool.data import Batch
 from mmtool.errors import UserError
 from mmtool.methods import METHODS, Method, MethodContext
-from mmtool.methods.common import global_mean
+from mmtool.methods.common import all_reduce_sum, global_mean
 from mmtool.methods.params import METHOD_REFERENCES, METHOD_SUMMARIES, AlternatingUnimodalAdaptationParams
 from mmtool.models import MultiModalNet
 from mmtool.models.heads import head_name
@@ -140,6 +143,7 @@ class AlternatingUnimodalAdaptation(Method):
         self.step = 0  # global update counter t
         self.p: torch.Tensor | None = None
         self._mean_feature: torch.Tensor | None = None
+        self._ce: dict[str, list] = {}  # this epoch's {modality: [sum of its updates' CE, updates]}
 
     def adapt_spec(self, spec: dict) -> dict:
         fusion = self.variant.fusion(self.params.fusion_weights)
@@ -164,7 +168,23 @@ class AlternatingUnimodalAdaptation(Method):
         out = model(batch.inputs, modalities=[m])  # modality m only, through the shared head: its own logits
         features = out["features"][m]  # (B, s): the input transform, then the encoder
         self._mean_feature = global_mean(self.runtime, features.detach().float())  # Eq. 4, over every rank
-        return {"task_loss": F.cross_entropy(out["logits"], batch.target)}
+        loss = F.cross_entropy(out["logits"], batch.target)
+        total, count = self._ce.get(m, (0.0, 0))
+        self._ce[m] = [total + loss.detach().float(), count + 1]  # summed on the device: no sync per step
+        return {"task_loss": loss}
+
+    def on_epoch_start(self, model: MultiModalNet, epoch: int) -> None:
+        self._ce = {}
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """Each modality's mean CE over its updates this epoch (averaged over the ranks)."""
+        seen = [m for m in self.modalities if m in self._ce]
+        if not seen:
+            return {}
+        sums = torch.stack([torch.as_tensor(self._ce[m][0], dtype=torch.float32).cpu() for m in seen])
+        ranks = self.runtime.world_size if self.runtime is not None else 1
+        sums = all_reduce_sum(self.runtime, sums.to(self.p.device)).cpu() / ranks
+        return {f"mla_ce_{m}": float(sums[i]) / self._ce[m][1] for i, m in enumerate(seen)}
 
     def after_backward(self, model: MultiModalNet, step: int) -> None:
         if self.project:
@@ -175,10 +195,12 @@ class AlternatingUnimodalAdaptation(Method):
         self.step += 1
 
     def state_dict(self) -> dict:
-        return {"step": self.step, "p": self.p.cpu() if self.p is not None else torch.empty(0)}
+        ce = {m: [float(total), count] for m, (total, count) in self._ce.items()}  # the epoch in progress
+        return {"step": self.step, "p": self.p.cpu() if self.p is not None else torch.empty(0), "ce": ce}
 
     def load_state_dict(self, state: dict) -> None:
         self.step = int(state["step"])
+        self._ce = {m: [total, int(count)] for m, (total, count) in state.get("ce", {}).items()}
         if state["p"].numel():
             self.p = state["p"].to(self.p.device if self.p is not None else "cpu")
 

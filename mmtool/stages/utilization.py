@@ -1,5 +1,6 @@
-"""`mmtool utilization`: conditional utilization rates of a trained fusion model (see
-:mod:`mmtool.analysis.utilization` for the late-fusion adaptation of Wu et al. 2022, Def. 4.1)."""
+"""`mmtool utilization`: conditional utilization rates of a trained fusion model, one per modality (see
+:mod:`mmtool.analysis.utilization` for the late-fusion adaptation of Wu et al. 2022, Def. 4.1, and its
+generalisation to more than two modalities)."""
 
 from __future__ import annotations
 
@@ -17,17 +18,22 @@ def run(recipe: Recipe, run: Run, runtime: Runtime) -> dict:
     model, source_run = fusion_model(recipe)
     source = source_run.path
     data = load_dataset(recipe.data)
-    if len(model.modalities) != 2:
-        raise UserError(f"run: utilization rates need a two-modality model, {source} has {model.modalities}")
+    if len(model.modalities) < 2:
+        raise UserError(f"run: utilization rates need two or more modalities, {source} has {model.modalities}")
     runtime.prepare_model(model)
     splits = {k: s.select(model.modalities) for k, s in data.splits.items()}
     rates = utilization_rates(model, splits["train"], splits["test"], runtime)
-    a, b = rates["modalities"]
     figure = plots.utilization(rates, run.plot("utilization.png"), f"{source} on {data.name}, test")
+    mods = rates["modalities"]
     summary = [
-        f"A(f) {rates['accuracy']:.2f}%  only {a} {rates[f'accuracy_only_{a}']:.2f}%  "
-        f"only {b} {rates[f'accuracy_only_{b}']:.2f}%",
-        f"u({b}|{a}) {rates[f'u({b}|{a})']:.3f}  u({a}|{b}) {rates[f'u({a}|{b})']:.3f}  d_util {rates['d_util']:+.3f}",
+        f"A(f) {rates['accuracy']:.2f}%  " + "  ".join(f"only {m} {rates[f'accuracy_only_{m}']:.2f}%" for m in mods),
+        "  ".join(f"{key} {u:.3f}" for key, u in _rate_keys(rates))
+        + (f"  d_util {rates['d_util']:+.3f}" if "d_util" in rates else ""),
         f"plot: {figure}",
     ]
     return {"stage": "utilization", "dataset": data.name, "source": str(source), **rates, "summary": summary}
+
+
+def _rate_keys(rates: dict) -> list[tuple[str, float]]:
+    """``(u(m|others), rate)`` per modality, in the order of the modalities."""
+    return [(k, v) for k, v in rates.items() if k.startswith("u(")]
