@@ -21,6 +21,7 @@ no sample count.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 
 import torch
@@ -77,6 +78,9 @@ class OGMGE(Method):
     def setup(self, model: MultiModalNet) -> None:
         if head_name(model.head) != "linear" or len(model.modalities) < 2:
             raise UserError("method 'ogm_ge' needs model.head: linear and at least two modalities")
+        if len(model.modalities) > 2 and self.runtime is not None and self.runtime.is_main:
+            print(f"note: OGM-GE is defined for two modalities (Peng et al. 2022); with {len(model.modalities)} each "
+                  "modality's score is compared with the mean of the others' (docs/fidelity.md)", file=sys.stderr)
 
     def on_epoch_start(self, model: MultiModalNet, epoch: int) -> None:
         self.epoch, self._sums, self._steps = epoch, {}, 0

@@ -145,6 +145,19 @@ def test_ogm_ge_compares_each_of_three_scores_with_the_others_mean():
     assert coeffs["m2"] == 1.0 and coeffs["m3"] == 1.0  # rho 2/5 and 4/4: not above 1
 
 
+def test_ogm_ge_says_in_one_line_that_three_modalities_are_its_generalisation(capsys):
+    cfg = ModelConfig(encoder="mlp", hidden=(4,), head="linear")
+    spec = model_spec(cfg, {"m1": 5, "m2": 4, "m3": 3}, 2, list(MODS))
+    context = MethodContext(num_classes=2, modalities=MODS, runtime=Runtime.cpu())
+    build_method("ogm_ge", {}, context).setup(build_model(spec))
+    note = capsys.readouterr().err.strip().splitlines()
+    assert len(note) == 1 and "defined for two modalities" in note[0] and "with 3" in note[0]
+    two = model_spec(cfg, {"m1": 5, "m2": 4}, 2, ["m1", "m2"])
+    build_method("ogm_ge", {}, MethodContext(num_classes=2, modalities=MODS[:2], runtime=Runtime.cpu())).setup(
+        build_model(two))
+    assert capsys.readouterr().err == ""
+
+
 def _recipe(name: str, *overrides: str):
     return load_recipe([REPO / "recipes" / name], ["data.name=synth-tri", *overrides])
 
