@@ -40,7 +40,7 @@ A100_BF16 = 312e12  # NVIDIA A100 data sheet: dense BF16 Tensor Core peak, FLOP/
 # The papers' dataset sizes (paper 000 App. A.1; UCF101 split 1 and ModelNet40 as published): train (val is
 # carved from it by the recipe's val_fraction) and test.
 SIZES = {"kinetics400": (240_000, 19_000), "vggsound": (175_000, 15_000), "ucf101": (9_537, 3_783),
-         "modelnet40": (9_483, 2_468)}  # fmt: skip
+         "modelnet40": (9_483, 2_468), "cremad": (6_698, 744)}  # fmt: skip  CREMA-D: OGM-GE's train/test lists
 MARK_BEGIN, MARK_END = "<!-- estimates: begin -->", "<!-- estimates: end -->"
 
 
@@ -73,6 +73,9 @@ def input_dims(recipe) -> dict[str, list[int]]:
         return {"video": [3, frames, s.image_size, s.image_size], "audio": [round(seconds * s.sample_rate)]}
     if name == "ucf101":
         return {"rgb": [3, s.image_size, s.image_size], "flow": [2 * s.flow_stack, s.image_size, s.image_size]}
+    if name == "cremad":
+        size = s.image_size
+        return {"audio": [round(s.audio_seconds * s.sample_rate)], "visual": [3 * s.clip_frames, size, size]}
     if name == "modelnet40":
         return {"front": [3, s.image_size, s.image_size], "rear": [3, s.image_size, s.image_size]}
     raise SystemExit(f"no full-size input known for {name}")
@@ -114,7 +117,7 @@ def _cost(model, x) -> Cost:
     return Cost(fwd.get_total_flops(), step.get_total_flops(), min(times), sum(p.numel() for p in model.parameters()))
 
 
-CLASSES = {"kinetics400": 400, "vggsound": 309, "ucf101": 101, "modelnet40": 40}
+CLASSES = {"kinetics400": 400, "vggsound": 309, "ucf101": 101, "modelnet40": 40, "cremad": 6}
 TEACHERS = {"umt", "self_distill", "self_distill_feature"}
 
 

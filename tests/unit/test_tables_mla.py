@@ -1,0 +1,50 @@
+"""Paper 003's Table 1 target: which runs it makes and where each of our cells comes from."""
+
+from __future__ import annotations
+
+import json
+
+from mmtool.analysis import paper_plans, paper_tables, tables_mla
+from mmtool.config import load_recipe
+from tests.e2e.cli import REPO
+
+
+def write(folder, obj):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.json").write_text(json.dumps(obj))
+
+
+def test_plan_trains_each_method_once_per_seed_and_late_fusion_from_the_unimodal_models():
+    plan = paper_plans.build(paper_plans.Options("mla-table1", {"cremad": "/raw"}, (0, 1, 2)))
+    names = sorted({k.split("/")[-1] for k in plan.nodes if "/seed" in k})
+    assert names == sorted(["unimodal", "ume", "naive_sum", "naive_concat", "naive_film", "naive_gated", "ogm_ge",
+                            "qmf", "mla"])  # fmt: skip
+    assert {k.split("/")[1] for k in plan.nodes if "/seed" in k} == {"seed0", "seed1", "seed2"}  # mean ± std
+    ume = plan.nodes["cremad/seed1/ume"]
+    assert ume.command == "ensemble" and ("teachers", "cremad/seed1/unimodal") in {(i.key, i.node) for i in ume.inputs}
+    for node in plan.nodes.values():  # every recipe and override of the plan loads
+        if not node.is_prep:
+            load_recipe([REPO / r for r in node.recipes], list(node.overrides))
+    heads = {n: load_recipe([REPO / f"recipes/cremad/{n}.yaml"]).model.head for n in tables_mla.JOINT.values()}
+    assert heads == {"naive_sum": "sum", "naive_concat": "concat", "naive_film": "film", "naive_gated": "gated",
+                     "ogm_ge": "linear", "qmf": "qmf", "mla": "shared"}  # fmt: skip
+    smoke = paper_plans.build(paper_plans.Options("mla-table1", {}, (0,), smoke=True)).nodes["cremad/prep"]
+    assert "--max-missing-frac" in smoke.args  # the fixture holds a few of the listed clips
+
+
+def test_cells_read_head_per_modality_accuracy_and_late_fusion_from_unimodal_and_ume(tmp_path):
+    seed = tmp_path / "cremad" / "seed0"
+    for i, name in enumerate(tables_mla.JOINT.values()):
+        uni = {"audio": {"test": 40.0 + i}, "visual": {"test": 20.0 + i}}
+        write(seed / name, {"test_accuracy": 60.0 + i, "unimodal_head_accuracy": uni})
+    write(seed / "unimodal", {"modalities": {"audio": {"test_accuracy": 51.0}, "visual": {"test_accuracy": 52.0}}})
+    write(seed / "ume", {"test_accuracy": 65.5})
+    text = paper_tables.render("mla-table1", tmp_path)
+    row = next(line for line in text.splitlines() if line.startswith("| CREMA-D Audio |"))
+    cells = [c.strip() for c in row.strip("|").split("|")][1:]
+    ours = cells[1::2]  # paper, ours, paper, ours, ...
+    assert ours == ["40.0", "41.0", "51.0", "—", "—", "44.0", "45.0", "46.0"]  # FiLM, BiGated: no one-modality output
+    multi = next(line for line in text.splitlines() if line.startswith("| CREMA-D Multi |"))
+    assert [c.strip() for c in multi.strip("|").split("|")][1:][1::2] == ["60.0", "61.0", "65.5", "62.0", "63.0",
+                                                                             "64.0", "65.0", "66.0"]  # fmt: skip
+    assert "| KS Audio | 48.77 | — |" in text  # datasets not in the plan yet: the paper's number and "—"
