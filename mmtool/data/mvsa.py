@@ -8,13 +8,13 @@ label>``, labels positive/neutral/negative), and yields two modalities: ``image`
 
 Design notes
   * Labels: each pair was annotated once for its text and once for its image. One label per pair follows the rule
-    common in the MVSA literature (e.g. Xu & Mao, CIKM 2017) and behind the split files that MLA reads (QMF's
-    ``datasets/MVSA_Single/{train,dev,test}.jsonl``, github QingyangZhang/QMF @e608059): two equal labels are kept;
-    a neutral label gives way to the other one; a positive/negative pair is dropped. Dropped pairs are *filtered*
-    (``filtered.jsonl``, manifest ``filtered_counts``, reason ``conflicting_labels``), not broken: they do not count
-    against the failure budget. Class ids are the sorted names (negative, neutral, positive), as MLA's
-    dataset/dataset.py sorts them (github Cecile-hi/Multimodal-Learning-with-Alternating-Unimodal-Adaptation
-    @11ae1ee).
+    common in the MVSA literature (e.g. Xu & Mao, CIKM 2017); the split files MLA and QMF read carry one label per
+    pair (QMF's ``datasets/MVSA_Single/{train,dev,test}.jsonl``, github QingyangZhang/QMF @e608059): two equal
+    labels are kept; a neutral label gives way to the other one; a positive/negative pair is dropped. Dropped
+    pairs are *filtered* (``filtered.jsonl``, manifest ``filtered_counts``, reason ``conflicting_labels``), not
+    broken: they do not count against the failure budget. Class ids are the sorted names (negative, neutral,
+    positive), as MLA's dataset/dataset.py sorts them (github Cecile-hi/Multimodal-Learning-with-Alternating-
+    Unimodal-Adaptation @11ae1ee).
   * Broken inputs, each a skip reason counting against ``--max-skip-frac``: ``missing_pair`` (a label row without
     its .jpg or .txt, or files without a label row), ``bad_label`` (a row naming another class), ``bad_encoding``
     (a tweet that is neither UTF-8 nor cp1252, or holds a NUL byte), ``empty_text``, and the image reasons of
