@@ -26,14 +26,13 @@ from mmtool.data.registry import dataset_settings
 from mmtool.data.settings import Food101Settings
 from mmtool.data.text import (
     OFFSETS,
-    PAD_ID,
     TOKENS,
-    content_tokens,
-    encode,
     load_tokenizer,
     pack,
     resolve_tokenizer,
+    text_ids,
     tokenizer_fingerprint,
+    tokenizer_info,
 )
 from mmtool.data_config import DataConfig
 from mmtool.errors import UserError
@@ -221,10 +220,8 @@ def process_pair(item: PrepItem, out: Path, *, raw: str, tokenizer: str, max_tok
         raise SkipSample("bad_encoding", f"{item.key}: the text is not UTF-8 ({meta['bad_text']})")
     if not meta["text"].strip():
         raise SkipSample("empty_text", f"{item.key}: the text of {titles} is blank")
-    tok = load_tokenizer(tokenizer)
-    ids = encode(tok, meta["text"], max_tokens)
-    ids = ids[ids != PAD_ID]  # a literal "[PAD]" in a text would read as padding
-    if content_tokens(tok, ids) == 0:
+    ids = text_ids(tokenizer, meta["text"], max_tokens)
+    if ids is None:
         raise SkipSample("empty_text", f"{item.key}: the text holds no token but special ones: {meta['text'][:80]!r}")
     image_format = check_photo(Path(raw) / meta["image"])
     return {"split": item.split, "label": item.label, "class": meta["class"], "image": meta["image"],
@@ -249,8 +246,6 @@ def check_photo(path: Path) -> str:
 def _manifest(found: Scan, rows: list[dict], out: Path, tokenizer: Path, max_tokens: int) -> dict:
     classes = found.classes
     split_rows = {s: [r for r in rows if r["split"] == s] for s in SPLIT_DIRS}
-    lengths = np.array([r["tokens"] for r in rows] or [0])
-    tok = load_tokenizer(str(tokenizer))
     return {
         "dataset": NAME,
         "format": FORMAT,
@@ -258,11 +253,7 @@ def _manifest(found: Scan, rows: list[dict], out: Path, tokenizer: Path, max_tok
         "num_classes": len(classes),
         "class_names": classes,  # sorted image folder names; label = position
         "modalities": {"image": [3, "image_size", "image_size"], "text": [max_tokens]},  # text: at most max_tokens
-        "tokenizer": {"folder": str(tokenizer), "fingerprint": tokenizer_fingerprint(tokenizer),
-                      "class": type(tok).__name__, "vocab_size": len(tok), "pad_id": PAD_ID,
-                      "special_tokens": True, "max_tokens": max_tokens},  # fmt: skip
-        "token_lengths": {"min": int(lengths.min()), "max": int(lengths.max()), "mean": round(float(lengths.mean()), 2),
-                          "at_max_tokens": int((lengths == max_tokens).sum())},  # fmt: skip
+        **tokenizer_info(tokenizer, max_tokens, np.array([r["tokens"] for r in rows])),
         "class_counts": _class_counts(rows, len(classes)),
         "split_sizes": {s: len(part) for s, part in split_rows.items()},
         "split_counts": {s: _class_counts(part, len(classes)) for s, part in split_rows.items()},

@@ -31,8 +31,9 @@ REASONS = {
     "too_short": "fewer frames or seconds than a sample needs",
     "missing_view": "a sample made of several files lacks one of them (e.g. an object without its rear render)",
     "empty_text": "a sample's text is blank, or holds no token but the tokenizer's special ones",
-    "bad_encoding": "a sample's text is not valid UTF-8",
+    "bad_encoding": "a sample's text is not valid UTF-8 (nor, where the dataset allows it, its fallback encoding)",
     "missing_pair": "an image-text sample lacks one half: an image without a text row, or a row without its image",
+    "bad_label": "a sample's label row names a class the dataset does not have",
     "error": "an unexpected error while decoding (message recorded)",
 }
 

@@ -44,6 +44,7 @@ BUILTIN_FAMILIES = (
     "mmtool.data.food101",
     "mmtool.data.kinetics",
     "mmtool.data.modelnet40",
+    "mmtool.data.mvsa",
     "mmtool.data.ucf101",
     "mmtool.data.vggsound",
 )

@@ -102,6 +102,14 @@ class Food101Settings(FrameSettings):
     max_tokens: int = checked(256, between(2, 512))
 
 
+@dataclass(frozen=True)
+class MVSASettings(Food101Settings):
+    """MVSA-Single (image + tweet), :mod:`mmtool.data.mvsa`: Food-101's keys. It has no official split, so the
+    common keys ``test_fraction``, ``val_fraction`` and ``seed`` draw train/val/test at load time."""
+
+    official_splits: ClassVar[bool] = False
+
+
 # Kinetics-Sounds: the 31 Kinetics-400 classes listed by the AdaMML authors, https://github.com/IBM/AdaMML/issues/3
 # (the 32-class list of pritamqu/CrissCross issue #4 adds "strumming guitar"; see mmtool.data.kinetics).
 KINETICS_SOUNDS = (
@@ -133,6 +141,7 @@ BUILTIN_SETTINGS: dict[str, type] = {
     "kinetics400": AudioVisualSettings,
     "kinetics-sounds": KineticsSoundsSettings,
     "modelnet40": ModelNet40Settings,
+    "mvsa": MVSASettings,
     "ucf101": UCF101Settings,
     "vggsound": AudioVisualSettings,
 }

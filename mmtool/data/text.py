@@ -101,6 +101,28 @@ def content_tokens(tokenizer: Any, ids: np.ndarray) -> int:
     return sum(1 for i in ids.tolist() if i not in special)
 
 
+def text_ids(tokenizer: str, text: str, max_tokens: int) -> np.ndarray | None:
+    """(L,) int32 ids of ``text`` as prep stores them (:func:`encode`, then id 0 dropped: a literal "[PAD]" in a
+    text would read as padding), or None when they hold no token but special ones (an empty text)."""
+    tok = load_tokenizer(tokenizer)
+    ids = encode(tok, text, max_tokens)
+    ids = ids[ids != PAD_ID]
+    return ids if content_tokens(tok, ids) else None
+
+
+def tokenizer_info(folder: Path, max_tokens: int, lengths: np.ndarray) -> dict[str, Any]:
+    """The manifest's ``tokenizer`` and ``token_lengths`` entries: what the ids were made with, and how long
+    the stored texts are (``lengths``: one per sample, [CLS] and [SEP] included)."""
+    tok = load_tokenizer(str(folder))
+    lengths = np.asarray(lengths if len(lengths) else [0])
+    return {
+        "tokenizer": {"folder": str(folder), "fingerprint": tokenizer_fingerprint(folder), "class": type(tok).__name__,
+                      "vocab_size": len(tok), "pad_id": PAD_ID, "special_tokens": True, "max_tokens": max_tokens},
+        "token_lengths": {"min": int(lengths.min()), "max": int(lengths.max()), "mean": round(float(lengths.mean()), 2),
+                          "at_max_tokens": int((lengths == max_tokens).sum())},
+    }  # fmt: skip
+
+
 def pack(sequences: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Variable-length id sequences -> (tokens int32 (sum L,), offsets int64 (N + 1,))."""
     lengths = np.array([len(s) for s in sequences], dtype=np.int64)
