@@ -147,6 +147,9 @@ class AlternatingUnimodalAdaptation(Method):
 
     def adapt_spec(self, spec: dict) -> dict:
         fusion = self.variant.fusion(self.params.fusion_weights)
+        if not self.params.dynamic_fusion and fusion.get("fusion") != "fixed":  # DF off (Table 3): equal weights
+            count = len(spec["modalities"])
+            fusion = {"fusion": "fixed", "weights": [1.0 / count] * count}
         return {**spec, "head_args": {**spec["head_args"], **fusion}} if fusion else spec
 
     def setup(self, model: MultiModalNet) -> None:

@@ -95,6 +95,9 @@ class AlternatingUnimodalAdaptationParams:
     alpha: float | None = None  # Eq. 5 regulariser, paper only (None: 1.0; the paper leaves it open); code: 0.1^(1+b/n)
     project: bool | None = None  # head-gradient modification; None: the variant's (paper on, code off as released)
     fusion_weights: tuple[float, ...] = ()  # code only: fixed test-time weights per modality (theirs: 0.55, 0.45)
+    # test-time dynamic fusion (paper 003 Table 3 "DF"): on, the variant's entropy weights; off, the modalities'
+    # predictions weighted equally (or by fusion_weights, variant code)
+    dynamic_fusion: bool = True
 
 
 @dataclass(frozen=True)

@@ -222,3 +222,27 @@ def test_shared_head_fusion_rules(make_model, alpha_splits):
             SharedHead({"m1": 4, "m2": 4}, 3, **bad)
     assert [batches_per_epoch(300, 100), batches_per_epoch(301, 100), batches_per_epoch(300, 0)] == [3, 4, 1]
     assert batches_per_epoch(301, 100, world_size=2) == 4  # 151 per rank, in batches of 50
+
+
+def test_dynamic_fusion_off_weighs_the_modalities_equally():
+    """Paper 003 Table 3's "DF" switch: off, the shared head averages the uni-modal logits with equal weights; on
+    (the default), per-sample entropy weights; either way one modality's own prediction is unchanged."""
+    from mmtool.models import ModelConfig, build_model, model_spec
+
+    cfg = ModelConfig(encoder="mlp", hidden=(6,), head="shared")
+    spec = model_spec(cfg, {"m1": 5, "m2": 3, "m3": 4}, 3, ["m1", "m2", "m3"])
+    context = MethodContext(num_classes=3, modalities=("m1", "m2", "m3"))
+    off = build_method("mla", {"dynamic_fusion": False}, context)
+    on = build_method("mla", {}, context)
+    assert on.adapt_spec(spec) == spec
+    model = build_model(off.adapt_spec(spec))
+    torch.manual_seed(0)
+    x = {"m1": torch.randn(4, 5), "m2": torch.randn(4, 3), "m3": torch.randn(4, 4)}
+    with torch.no_grad():
+        out = model(x)
+        uni = out["unimodal_logits"]
+        torch.testing.assert_close(out["logits"], sum(uni.values()) / 3)
+        dynamic = build_model(spec)
+        dynamic.load_state_dict(model.state_dict())
+        weights = entropy_weights(list(dynamic(x)["unimodal_logits"].values()))
+        assert not torch.allclose(weights, torch.full_like(weights, 1 / 3))  # so the switch matters here
