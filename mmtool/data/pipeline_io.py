@@ -33,6 +33,8 @@ REASONS = {
     "empty_text": "a sample's text is blank, or holds no token but the tokenizer's special ones",
     "bad_encoding": "a sample's text is not valid UTF-8",
     "missing_pair": "an image-text sample lacks one half: an image without a text row, or a row without its image",
+    "no_transcript": "an utterance without its line in the transcription file (IEMOCAP)",
+    "outside_video": "an utterance whose time span does not lie inside its dialog video (IEMOCAP)",
     "error": "an unexpected error while decoding (message recorded)",
 }
 
