@@ -276,8 +276,11 @@ def _manifest(cfg: DataConfig, out: Path, rows: list[dict], result: Any, found: 
         "data.val_fraction)",
     )  # fmt: skip
     stored = manifest["modalities"]
-    stored["visual"] = {**stored.pop("video"), "source": "Session<n>/dialog/avi/DivX/<dialog>.avi, the utterance's "
-                        "[start, end] of its EmoEvaluation line", "delivered": "frames concatenated on channels"}
+    stored["visual"] = {
+        **stored.pop("video"),
+        "source": "Session<n>/dialog/avi/DivX/<dialog>.avi, the utterance's [start, end] of its EmoEvaluation line",
+        "delivered": "frames concatenated on channels",
+    }
     stored["audio"]["source"] = "Session<n>/sentences/wav/<dialog>/<utt>.wav"
     lengths = np.array([r["tokens"] for r in rows] or [0])
     tok = load_tokenizer(str(tokenizer))
