@@ -131,6 +131,7 @@ def test_a_batch_holds_three_modalities_of_the_utterance(prepared, raw):
 # --------------------------------------------------------------------------------------------- end to end
 def test_prep_pretrain_train_and_decide_through_the_command_line(raw, tmp_path):
     tok = f"data.tokenizer={raw['tokenizer']}"
+    # prep-time sizes of recipes/_base/smoke/iemocap.yaml, so the stages find the cache
     run_cli(tmp_path, "prep", "iemocap", "--raw", str(raw["root"]), "--root", "data/smoke", "--max-skip-frac", "0.5",
             tok, "data.store_size=32", "data.audio_seconds=1.0", "data.max_tokens=16")  # fmt: skip
     run_cli(tmp_path, "pretrain-unimodal", "-d", "iemocap", "-r", SMOKE, tok, "train.epochs=1", "--run-dir", "pre")
