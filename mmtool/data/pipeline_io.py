@@ -34,6 +34,8 @@ REASONS = {
     "bad_encoding": "a sample's text is not valid UTF-8 (nor, where the dataset allows it, its fallback encoding)",
     "missing_pair": "an image-text sample lacks one half: an image without a text row, or a row without its image",
     "bad_label": "a sample's label row names a class the dataset does not have",
+    "no_transcript": "an utterance without its line in the transcription file (IEMOCAP)",
+    "outside_video": "an utterance whose time span does not lie inside its dialog video (IEMOCAP)",
     "error": "an unexpected error while decoding (message recorded)",
 }
 

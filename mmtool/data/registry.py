@@ -42,6 +42,7 @@ BUILTIN_FAMILIES = (
     "mmtool.data.registry_laziness",
     "mmtool.data.cremad",
     "mmtool.data.food101",
+    "mmtool.data.iemocap",
     "mmtool.data.kinetics",
     "mmtool.data.modelnet40",
     "mmtool.data.mvsa",

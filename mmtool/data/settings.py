@@ -110,6 +110,21 @@ class MVSASettings(Food101Settings):
     official_splits: ClassVar[bool] = False
 
 
+@dataclass(frozen=True)
+class IemocapSettings(AudioVisualSettings):
+    """IEMOCAP (audio + video frames + text), :mod:`mmtool.data.iemocap`; data_prep/iemocap.md says where each
+    default comes from (MLA's code, github Cecile-hi/Multimodal-Learning-with-Alternating-Unimodal-Adaptation)."""
+
+    clip_frames: int = checked(1, at_least(1))  # MLA Modal3Dataset: the middle image of the utterance (prep-time)
+    audio_seconds: float = checked(10.24, above(0))  # MLA extract_fbank.py: 1024 frames of 10 ms (load crops/tiles)
+    # prep: a local Hugging Face tokenizer folder (MLA preprocess_iemo.py: bert-base-uncased); in the cache key
+    tokenizer: str | None = None
+    max_tokens: int = checked(256, between(2, 512))  # MLA preprocess_iemo.py: max_length=256
+    merge_excited: bool = True  # prep: "exc" joins "hap" (4 classes: angry, happy, neutral, sad)
+    # load-time: random = MLA gen_iemo_txt.py's utterance-level shuffle (20% test); session = Session 5 is test
+    split: str = checked("random", one_of("random", "session"), picks_samples=True)
+
+
 # Kinetics-Sounds: the 31 Kinetics-400 classes listed by the AdaMML authors, https://github.com/IBM/AdaMML/issues/3
 # (the 32-class list of pritamqu/CrissCross issue #4 adds "strumming guitar"; see mmtool.data.kinetics).
 KINETICS_SOUNDS = (
@@ -138,6 +153,7 @@ BUILTIN_SETTINGS: dict[str, type] = {
     "synth-gamma": GammaSettings,
     "cremad": CremadSettings,
     "food101": Food101Settings,
+    "iemocap": IemocapSettings,
     "kinetics400": AudioVisualSettings,
     "kinetics-sounds": KineticsSoundsSettings,
     "modelnet40": ModelNet40Settings,
