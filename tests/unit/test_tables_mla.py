@@ -48,3 +48,18 @@ def test_cells_read_head_per_modality_accuracy_and_late_fusion_from_unimodal_and
     assert [c.strip() for c in multi.strip("|").split("|")][1:][1::2] == ["60.0", "61.0", "65.5", "62.0", "63.0",
                                                                              "64.0", "65.0", "66.0"]  # fmt: skip
     assert "| KS Audio | 48.77 | — |" in text  # datasets not in the plan yet: the paper's number and "—"
+
+
+def test_ablation_switches_hgm_and_df_and_shares_the_full_mla_run_with_table1():
+    t3 = paper_plans.build(paper_plans.Options("mla-table3", {"cremad": "/raw"}, (0,))).nodes
+    t1 = paper_plans.build(paper_plans.Options("mla-table1", {"cremad": "/raw"}, (0,))).nodes
+    overrides = {k.split("/")[-1]: set(n.overrides) - {"data.seed=0", "train.seed=0"} for k, n in t3.items()
+                 if "/seed" in k}  # fmt: skip
+    assert overrides == {"mla_hgm0_df0": {"method.project=false", "method.dynamic_fusion=false"},
+                         "mla_hgm0": {"method.project=false"}, "mla_df0": {"method.dynamic_fusion=false"}, "mla": set()}
+    full = t3["cremad/seed0/mla"]
+    assert (full.recipes, full.overrides) == (t1["cremad/seed0/mla"].recipes, t1["cremad/seed0/mla"].overrides)
+    for name in overrides:
+        node = t3[f"cremad/seed0/{name}"]
+        recipe = load_recipe([REPO / r for r in node.recipes], list(node.overrides))
+        assert (recipe.method.params.get("project", True) is not False) == ("hgm0" not in name)
