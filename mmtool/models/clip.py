@@ -142,9 +142,10 @@ class ClipImageEncoder(_ClipTower):
         _check_output("image", output)
         cfg = clip_config("image", config)
         shape = [int(d) for d in in_dim] if not isinstance(in_dim, int) else [int(in_dim)]
-        if shape != [cfg.num_channels, cfg.image_size, cfg.image_size]:
-            raise UserError(f"encoder 'clip_image': inputs of shape {shape}, the config reads "
-                            f"{[cfg.num_channels, cfg.image_size, cfg.image_size]} (args.config.image_size)")  # fmt: skip
+        expected = [cfg.num_channels, cfg.image_size, cfg.image_size]
+        if shape != expected:
+            raise UserError(f"encoder 'clip_image': inputs of shape {shape}, the config reads {expected} "
+                            "(args.config.image_size)")  # fmt: skip
         self.model = CLIPVisionModelWithProjection(cfg)
         self.output = output
         self.out_dim = cfg.projection_dim if output == "projected" else cfg.hidden_size

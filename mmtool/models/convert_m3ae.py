@@ -49,7 +49,8 @@ BLOCK_PARTS = {
     "TransformerMLP_0/fc1": "transformer_mlp.fc1",
     "TransformerMLP_0/fc2": "transformer_mlp.fc2",
 }
-TOP = {"image_embedding": "image_embedding", "text_embedding": "text_embedding", "encoder/LayerNorm_0": "encoder.layer_norm"}
+TOP = {"image_embedding": "image_embedding", "text_embedding": "text_embedding",
+       "encoder/LayerNorm_0": "encoder.layer_norm"}  # fmt: skip
 PARAMS = ("cls_token", "encoder_image_type_embedding", "encoder_text_type_embedding")
 PRETRAINING = re.compile(r"^(decoder|decoder_[a-z_]+|[a-z]+_mask_embedding)(/|$)")
 NUMPY = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),

@@ -164,7 +164,8 @@ class KaldiFbank(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"win={self.win}, shift={self.shift}, n_fft={self.n_fft}, n_mels={self.n_mels}, "
-                f"window={self.window_kind}, target_frames={self.target_frames}, mean={self.mean}, std={self.std}")  # fmt: skip
+                f"window={self.window_kind}, target_frames={self.target_frames}, "
+                f"mean={self.mean}, std={self.std}")  # fmt: skip
 
 
 def _fit(fbank: torch.Tensor, frames: int) -> torch.Tensor:
