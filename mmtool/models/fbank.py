@@ -26,7 +26,8 @@ a recipe names the values.
 
 Output: [1, T, n_mels] per sample (frames before mel bins, Kaldi's and MLA's layout, with a channel axis for
 the CNN encoders; :mod:`mmtool.models.cav_mae` reads it too), T = ``target_frames`` when given. Computed in
-float32 (framing and FFT) and float64 (filterbank and log, so TF32 matmuls cannot touch it), outside autocast.
+float64 outside autocast (torchaudio computes in the waveform's dtype, float32, whose rounding moves the lowest,
+nearly empty mel bins by up to ~1e-4 in the log; float64 also keeps TF32 matmuls away), returned as float32.
 The whole-waveform mean is that of the waveform the data delivers (a clip padded to a fixed length includes its
 padding). Parity with torchaudio is not tested here (torchaudio does not run on the build machine); the tests
 compare with an independent numpy implementation of the same definition.
@@ -125,7 +126,7 @@ class KaldiFbank(nn.Module):
         self.n_mels, self.window_kind, self.preemphasis, self.remove_dc = n_mels, window, preemphasis, remove_dc
         self.demean, self.target_frames, self.mean, self.std = demean, target_frames, mean, std
         self.frames = 1 + (self.length - self.win) // self.shift
-        self.register_buffer("window", kaldi_window(window, self.win).float(), persistent=False)
+        self.register_buffer("window", kaldi_window(window, self.win), persistent=False)
         banks = kaldi_mel_banks(n_mels, self.n_fft, sample_rate, low_freq, high_freq)
         self.register_buffer("banks", banks.T.contiguous(), persistent=False)  # (n_fft // 2 + 1, n_mels) float64
 
@@ -135,7 +136,7 @@ class KaldiFbank(nn.Module):
         return [1, self.target_frames or self.frames, self.n_mels]
 
     def _apply(self, fn, recurse: bool = True):  # noqa: ANN001, ANN202  (nn.Module's signature)
-        """Device moves as usual; dtype casts leave the window float32 and the filterbank float64."""
+        """Device moves as usual; dtype casts leave the window and the filterbank in float64."""
         window, banks = self.window, self.banks
         super()._apply(fn, recurse)
         self.window = window.to(self.window.device)
@@ -144,7 +145,7 @@ class KaldiFbank(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, L) -> (B, 1, T, n_mels)
         with torch.autocast(device_type=x.device.type, enabled=False):
-            x = x.float().reshape(x.shape[0], -1)
+            x = x.double().reshape(x.shape[0], -1)  # float64: low mel bins are small differences of large terms
             if self.demean:
                 x = x - x.mean(dim=1, keepdim=True)
             frames = x.unfold(1, self.win, self.shift)  # (B, T, win), snip_edges
@@ -155,7 +156,7 @@ class KaldiFbank(nn.Module):
                 frames = frames - self.preemphasis * previous
             frames = F.pad(frames * self.window, (0, self.n_fft - self.win))  # (B, T, n_fft)
             power = torch.fft.rfft(frames).abs().pow(2)  # (B, T, n_fft // 2 + 1)
-            fbank = (power.double() @ self.banks).clamp_min(FLOOR).log().float()  # (B, T, n_mels)
+            fbank = (power @ self.banks).clamp_min(FLOOR).log().float()  # (B, T, n_mels)
             if self.target_frames is not None:
                 fbank = _fit(fbank, self.target_frames)
             if self.mean is not None:
