@@ -75,11 +75,13 @@ class _ClipTower(nn.Module):
 
     kind = ""
     model: nn.Module
+    output: str
 
-    def _output(self, out: Any, output: str) -> torch.Tensor:
-        if output == "pooled":
-            return out.pooler_output
-        return out.image_embeds if self.kind == "image" else out.text_embeds
+    def _output(self, pooled: torch.Tensor) -> torch.Tensor:
+        if self.output == "pooled":
+            return pooled
+        projection = self.model.visual_projection if self.kind == "image" else self.model.text_projection
+        return projection(pooled)
 
     def load_pretrained(self, path: Path, where: str) -> dict[str, list[str]]:
         """Weights from the local transformers folder ``path`` (module docstring)."""
@@ -107,15 +109,19 @@ class _ClipTower(nn.Module):
 
 
 def _quietly(load: Any) -> Any:
-    """Run a transformers load with its per-key report table silenced (the caller reports in one line)."""
+    """Run a transformers load with its per-key report table and progress bar silenced (the caller reports in
+    one line)."""
     from transformers.utils import logging
 
-    level = logging.get_verbosity()
+    level, bar = logging.get_verbosity(), logging.is_progress_bar_enabled()
     logging.set_verbosity_error()
+    logging.disable_progress_bar()
     try:
         return load()
     finally:
         logging.set_verbosity(level)
+        if bar:
+            logging.enable_progress_bar()
 
 
 def _check_output(kind: str, output: str) -> None:
@@ -151,7 +157,7 @@ class ClipImageEncoder(_ClipTower):
         self.out_dim = cfg.projection_dim if output == "projected" else cfg.hidden_size
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:  # (B, 3, S, S) -> (B, out_dim)
-        return self._output(self.model(pixel_values=images), self.output)
+        return self._output(self.model.vision_model(pixel_values=images).pooler_output)
 
 
 @ENCODERS.register("clip_text")
@@ -189,4 +195,4 @@ class ClipTextEncoder(_ClipTower):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:  # (B, L) int -> (B, out_dim)
         ids = ids.long()
-        return self._output(self.model(input_ids=ids, attention_mask=self.attention_mask(ids)), self.output)
+        return self._output(self.model.text_model(input_ids=ids, attention_mask=self.attention_mask(ids)).pooler_output)
