@@ -137,13 +137,20 @@ def _flax_tree(seed: int, dim: int = 16, depth: int = 2, vocab: int = 40, patch_
             "decoder": {"Block_0": {"LayerNorm_0": norm()}}, "decoder_input_projection": dense(dim, 8)}  # fmt: skip
 
 
+class FakeFrozenDict(dict):
+    """Pickled as ``(cls, (dict,))``, as Flax's FrozenDict reduces."""
+
+    def __reduce__(self) -> tuple:
+        return (FakeFrozenDict, (dict(self),))
+
+
 class FakeTrainState:
     """Pickled by reference to this test module, like Flax's TrainState in the release: the converter must not
     import it."""
 
     def __init__(self, params: dict) -> None:
         self.step = 7
-        self.params = {"params": params}
+        self.params = FakeFrozenDict({"params": {**params, "encoder": FakeFrozenDict(params["encoder"])}})
 
 
 def _np_m3ae(tree: dict, tokens: np.ndarray, pad: np.ndarray, heads: int = 2) -> np.ndarray:
