@@ -55,7 +55,12 @@ def adapt_first_conv(weight: torch.Tensor, channels: int) -> torch.Tensor:
 
 def load_pretrained(encoder: nn.Module, path: Path, where: str) -> dict[str, list[str]]:
     """Load ``path`` into ``encoder`` (see module docstring); ``where`` names the recipe key in errors.
-    Returns the keys left out of the file (the classifier's) and those adapted across modalities."""
+    Returns the keys left out of the file (the classifier's) and those adapted across modalities.
+    An encoder of a published checkpoint in its own layout (CLIP, CAV-MAE, M3AE: :mod:`mmtool.models.clip`,
+    :mod:`mmtool.models.cav_mae`, :mod:`mmtool.models.m3ae`) loads through its own ``load_pretrained``."""
+    own_loader = getattr(encoder, "load_pretrained", None)
+    if callable(own_loader):
+        return own_loader(Path(path), where)
     if Path(path).is_dir():  # a transformers model folder: the text encoders' weights (mmtool.models.text)
         from mmtool.models.text import load_folder
 
