@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmtool.data.pipeline_journal import JOURNAL
+from mmtool.data.missing import apply_missing
 from mmtool.data.registry import DATASETS, PrepOptions
 from mmtool.data.source import ArraySource, SplitSource
 from mmtool.data_config import DataConfig
@@ -158,7 +159,7 @@ def load_dataset(cfg: DataConfig) -> Dataset:
                 f"{spec.raw_doc})"
             )
         _prepare_on_first_use(cfg, folder, how)
-    return spec.load(cfg, folder)
+    return apply_missing(spec.load(cfg, folder), cfg)  # data.missing_rate > 0: presence masks per split
 
 
 def _prepare_on_first_use(cfg: DataConfig, folder: Path, how: str) -> None:
