@@ -200,8 +200,11 @@ def entropy_weights(logits: list[torch.Tensor]) -> torch.Tensor:
     return torch.softmax(-entropy, dim=0)
 
 
-def entropy_weighted_logits(logits: list[torch.Tensor]) -> torch.Tensor:
-    """``sum_m lambda_m f_m(x)`` (Eq. 6) over the modalities' logits, weights from :func:`entropy_weights`."""
+def entropy_weighted_logits(logits: list[torch.Tensor], present: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """``sum_m lambda_m f_m(x)`` (Eq. 6) over the modalities' logits, weights from :func:`entropy_weights`
+    (with ``present``, one (B,) mask per modality: a softmax over the modalities that are there)."""
+    if present is not None:
+        return _present_fusion("sample", logits, None, present)
     w = entropy_weights(logits)  # (K, B)
     return (w.unsqueeze(-1) * torch.stack([z.float() for z in logits])).sum(0)
 
