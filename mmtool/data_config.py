@@ -18,7 +18,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from mmtool.checks import SEED, at_least, between, checked
+from mmtool.checks import SEED, at_least, between, checked, one_of
 from mmtool.coercion import Unknown, WrongType, build, did_you_mean, given, raise_problems
 
 
@@ -43,6 +43,12 @@ class DataConfig:
     test_fraction: float = checked(0.2, between(0, 1, "()"))
     val_fraction: float = checked(0.1, between(0, 1, "[)"))  # carved from train, used for model selection only
     raw: str | None = None  # prep input of real datasets: the folder holding the published layout
+    # missing modalities (paper 003, Sec. 4.2 / Fig. 2; mmtool.data.missing): each sample's modality is missing
+    # with this probability, in every split (``all``, Table 2) or in the training split only (``train``, Fig. 2),
+    # for the modalities listed (empty: every modality)
+    missing_rate: float = checked(0.0, between(0, 1, "[)"))
+    missing_in: str = checked("all", one_of("all", "train"))
+    missing_modalities: tuple[str, ...] = ()
     settings: Any = None  # the dataset's settings object; None: its settings class's defaults
 
     def __post_init__(self) -> None:
@@ -56,6 +62,8 @@ class DataConfig:
         common keys a dataset with official test splits does not use)."""
         unused = UNUSED_WITH_OFFICIAL_SPLITS if getattr(self.settings, "official_splits", False) else ()
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("settings", *unused)}
+        if not self.missing_rate:  # complete data: the keys stay out (identities of earlier runs are unchanged)
+            out = {k: v for k, v in out.items() if k not in MISSING_KEYS}
         if dataclasses.is_dataclass(self.settings):
             out.update(dataclasses.asdict(self.settings))
         return out
@@ -63,6 +71,8 @@ class DataConfig:
     def sample_keys(self) -> dict[str, Any]:
         """What decides which samples a run sees: seed, size, fractions and the settings that pick samples."""
         out = {k: getattr(self, k) for k in ("name", "seed", "n", "test_fraction", "val_fraction")}
+        if self.missing_rate:  # a model trained on complete data has seen what this run's data lacks
+            out.update({k: getattr(self, k) for k in MISSING_KEYS})
         if dataclasses.is_dataclass(self.settings):
             out.update({f.name: getattr(self.settings, f.name) for f in dataclasses.fields(self.settings)
                         if f.metadata.get("picks_samples")})  # fmt: skip
@@ -80,6 +90,9 @@ class DataConfig:
         data = build_data(dict(keys), "data.", problems)
         raise_problems("data", problems)
         return data
+
+
+MISSING_KEYS = ("missing_rate", "missing_in", "missing_modalities")  # left out of flat() when missing_rate is 0
 
 
 def _settings_class(name: str) -> type | None:

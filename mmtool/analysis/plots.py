@@ -119,14 +119,14 @@ def _save(fig, plt, out: Path) -> Path:
     return out
 
 
-def bars(values: dict[str, float], out: Path, title: str, ylabel: str = "test accuracy (%)") -> Path:
+def bars(values: dict[str, float], out: Path, title: str, ylabel: str = "test accuracy (%)", fmt: str = ".1f") -> Path:
     """One bar per named number, value printed on top."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(1.3 * len(values) + 2, 4))
     names = list(values)
     ax.bar(range(len(names)), [values[n] for n in names], color="tab:blue")
     for i, n in enumerate(names):
-        ax.text(i, values[n], f"{values[n]:.1f}", ha="center", va="bottom", fontsize=8)
+        ax.text(i, values[n], f"{values[n]:{fmt}}", ha="center", va="bottom", fontsize=8)
     ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)
     ax.set(ylabel=ylabel, title=title)
     fig.tight_layout()

@@ -19,10 +19,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from mmtool.data.missing import apply_missing
 from mmtool.data.pipeline_journal import JOURNAL
 from mmtool.data.registry import DATASETS, PrepOptions
 from mmtool.data.source import ArraySource, SplitSource
-from mmtool.data_config import DataConfig
+from mmtool.data_config import MISSING_KEYS, DataConfig
 from mmtool.errors import UserError
 from mmtool.files import write_json
 
@@ -158,7 +159,7 @@ def load_dataset(cfg: DataConfig) -> Dataset:
                 f"{spec.raw_doc})"
             )
         _prepare_on_first_use(cfg, folder, how)
-    return spec.load(cfg, folder)
+    return apply_missing(spec.load(cfg, folder), cfg)  # data.missing_rate > 0: presence masks per split
 
 
 def _prepare_on_first_use(cfg: DataConfig, folder: Path, how: str) -> None:
@@ -183,7 +184,7 @@ def prep_command(cfg: DataConfig, raw: str = "") -> str:
     """The `mmtool prep` command line that builds the cache ``cfg`` reads: the data.* settings that differ
     from their defaults (the dataset's settings class's own, e.g. CREMA-D's 3 frames), as overrides."""
     defaults = DataConfig(name=cfg.name).flat()
-    skip = {"name", "root", "raw"}
+    skip = {"name", "root", "raw", *MISSING_KEYS}  # masks are drawn at load time, not prepared
     extra = [f"data.{k}={_yaml_value(v)}" for k, v in cfg.flat().items()
              if k not in skip and v != defaults.get(k)]  # fmt: skip
     return " ".join(["mmtool prep", cfg.name, *([raw] if raw else []), *extra])

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 import os
-import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -37,8 +36,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from mmtool.data.workers import _WITH_WORKERS, _mp_context, _stack, _worker_init, release_workers  # noqa: F401 (re-exported)
 from mmtool.errors import UserError
-from mmtool.procs import exit_with
 
 DEFAULT_EVAL_BATCH = 4096  # in-memory splits: large batches are cheapest
 
@@ -65,24 +64,32 @@ class Shard:
 @dataclass
 class Batch:
     """One mini-batch: ``inputs`` maps modality -> (B, ...) tensor, ``target`` (B,) class indices and
-    ``ids`` (B,) the samples' positions in their split."""
+    ``ids`` (B,) the samples' positions in their split; ``present`` {modality: (B,) bool}, True where the
+    modality is there (:mod:`mmtool.data.missing`), None when every modality of every sample is."""
 
     inputs: dict[str, torch.Tensor]
     target: torch.Tensor
     ids: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
+    present: dict[str, torch.Tensor] | None = None
 
     def to(self, device: torch.device | str, non_blocking: bool = False, channels_last: bool = False) -> Batch:
         """The batch on ``device``; with ``channels_last`` 4-D inputs become channels_last and 5-D inputs
         channels_last_3d (the layouts the model's convolutions were converted to)."""
         inputs = {m: _to(x, device, non_blocking, channels_last) for m, x in self.inputs.items()}
-        return Batch(inputs, self.target.to(device, non_blocking=non_blocking), self.ids)
+        present = None if self.present is None else {m: p.to(device) for m, p in self.present.items()}
+        return Batch(inputs, self.target.to(device, non_blocking=non_blocking), self.ids, present)
 
     def pin_memory(self) -> Batch:
         """Called by the DataLoader's pinning thread (``pin_memory=True``)."""
-        return Batch({m: x.pin_memory() for m, x in self.inputs.items()}, self.target.pin_memory(), self.ids)
+        return Batch({m: x.pin_memory() for m, x in self.inputs.items()}, self.target.pin_memory(), self.ids,
+                     self.present)  # fmt: skip
 
     def __len__(self) -> int:
         return self.target.shape[0]  # not len(tensor): that goes through torch's Python-level dispatch
+
+
+def _only(present: dict[str, torch.Tensor] | None, modalities: Sequence[str]) -> dict[str, torch.Tensor] | None:
+    return None if present is None else {m: present[m] for m in modalities}
 
 
 def _to(x: torch.Tensor, device, non_blocking: bool, channels_last: bool) -> torch.Tensor:
@@ -100,6 +107,7 @@ class SplitSource(Protocol):
     modalities: tuple[str, ...]
     eval_batch_size: int  # the batch size evaluation passes use unless told otherwise
     views: int  # evaluation batches hold this many views of each sample (mmtool.data.views); 1 for most
+    present: dict[str, torch.Tensor] | None  # {modality: (N,) bool} where some are missing (mmtool.data.missing)
 
     def __len__(self) -> int: ...
 
@@ -141,6 +149,7 @@ class ArraySource:
         self.modalities = tuple(inputs)
         self.eval_batch_size = DEFAULT_EVAL_BATCH
         self.views = 1  # one view per sample (mmtool.data.views)
+        self.present: dict[str, torch.Tensor] | None = None  # set by mmtool.data.missing
         self._perm_memo: dict[int, tuple[int, torch.Tensor]] = {}  # seed -> (epoch drawn, generator state)
 
     def __len__(self) -> int:
@@ -150,7 +159,9 @@ class ArraySource:
         return self.target
 
     def select(self, modalities: Sequence[str]) -> ArraySource:
-        return ArraySource({m: self.inputs[m] for m in modalities}, self.target, self.ids)
+        out = ArraySource({m: self.inputs[m] for m in modalities}, self.target, self.ids)
+        out.present = _only(self.present, modalities)
+        return out
 
     def loader(
         self,
@@ -167,14 +178,15 @@ class ArraySource:
         """In-memory batches (``workers`` and ``pin_memory`` have nothing to do here and are ignored)."""
         n = len(self)
         if not train and shard.world_size == 1 and start == 0 and (batch_size <= 0 or batch_size >= n):
-            yield Batch(self.inputs, self.target, self.ids)  # the whole split, no copy
+            yield Batch(self.inputs, self.target, self.ids, self.present)  # the whole split, no copy
             return
         order = self._permutation(seed, epoch) if train else torch.arange(n)
         order = shard.take(order, pad=train)
         size = max(len(order), 1) if batch_size <= 0 else batch_size
         for first in range(start * size, len(order), size):
             idx = order[first : first + size]
-            yield Batch({m: x[idx] for m, x in self.inputs.items()}, self.target[idx], self.ids[idx])
+            present = None if self.present is None else {m: p[idx] for m, p in self.present.items()}
+            yield Batch({m: x[idx] for m, x in self.inputs.items()}, self.target[idx], self.ids[idx], present)
 
     def _permutation(self, seed: int, epoch: int) -> torch.Tensor:
         """The ``epoch``-th randperm (1-based) of a generator seeded with ``seed``."""
@@ -225,6 +237,7 @@ class _ReaderDataset(torch.utils.data.Dataset):
                  views: int = 1) -> None:  # fmt: skip
         self.reader, self.modalities, self.targets, self.train = reader, modalities, targets, train
         self.views = views  # > 1: keys are view ids, sample * views + view (mmtool.data.views)
+        self.present: dict[str, torch.Tensor] | None = None  # the split's masks (mmtool.data.missing)
         self.owner = os.getpid()  # the training process: workers end when it does, however it ends
 
     def __getitem__(self, key: tuple[int, int, int]) -> tuple[dict[str, Any], int, int]:
@@ -244,6 +257,21 @@ def _collate(items: list[tuple[dict[str, Any], int, int]]) -> Batch:
     return Batch(inputs, torch.tensor([it[1] for it in items]), torch.tensor([it[2] for it in items]))
 
 
+class _WithMasks:
+    """The collate of a split with missing modalities: each batch gets its rows of the masks (by sample id)."""
+
+    def __init__(self, dataset: _ReaderDataset) -> None:
+        self.dataset = dataset
+
+    def __call__(self, items: list[tuple[dict[str, Any], int, int]]) -> Batch:
+        batch = _collate(items)
+        present = self.dataset.present
+        if present is not None:
+            rows = batch.ids // self.dataset.views  # view ids -> sample ids
+            batch.present = {m: present[m][rows] for m in batch.inputs}
+        return batch
+
+
 def _pad_ids(parts: list[torch.Tensor]) -> list[torch.Tensor]:
     """1-D integer inputs of different lengths (token ids, :mod:`mmtool.data.text`) right-padded with 0, BERT's
     [PAD] id, to the longest of the batch; every other input is left as it is (equal shapes, or an error)."""
@@ -252,29 +280,6 @@ def _pad_ids(parts: list[torch.Tensor]) -> list[torch.Tensor]:
         return parts
     longest = max(lengths)
     return [torch.nn.functional.pad(p, (0, longest - p.shape[0]), value=0) for p in parts]
-
-
-def _stack(parts: list[torch.Tensor]) -> torch.Tensor:
-    """``torch.stack``, straight into shared memory inside a worker (as torch's default collate does): the
-    batch then crosses to the training process without another copy."""
-    if torch.utils.data.get_worker_info() is None:
-        return torch.stack(parts)
-    first = parts[0]
-    storage = first.untyped_storage()._new_shared(len(parts) * first.numel() * first.element_size())
-    out = first.new(storage).resize_(len(parts), *first.shape)
-    return torch.stack(parts, out=out)
-
-
-def _worker_init(worker_id: int) -> None:
-    """Workers share no random state with each other or the parent (augmentation uses :func:`sample_rng`;
-    this only covers library code that draws from the global generators), use one thread each, and exit
-    when the training process is gone."""
-    info = torch.utils.data.get_worker_info()
-    base = info.seed if info is not None else worker_id
-    torch.set_num_threads(1)
-    np.random.seed(base % 2**32)
-    if info is not None:
-        exit_with(info.dataset.owner)
 
 
 class DiskSource:
@@ -301,6 +306,7 @@ class DiskSource:
         self.modalities = tuple(modalities)
         self.eval_batch_size = eval_batch_size
         self.views = views
+        self.present: dict[str, torch.Tensor] | None = None  # set by mmtool.data.missing, before any loader
         self._loaders: dict[tuple, tuple[torch.utils.data.DataLoader, _Keys]] = {}
 
     def __len__(self) -> int:
@@ -310,7 +316,9 @@ class DiskSource:
         return self._targets
 
     def select(self, modalities: Sequence[str]) -> DiskSource:
-        return DiskSource(self.reader, self._targets, modalities, self.eval_batch_size, self.views)
+        out = DiskSource(self.reader, self._targets, modalities, self.eval_batch_size, self.views)
+        out.present = _only(self.present, modalities)
+        return out
 
     def loader(
         self,
@@ -340,12 +348,14 @@ class DiskSource:
         key = (batch_size, train, workers, pin)
         if key not in self._loaders:
             keys = _Keys()
+            dataset = _ReaderDataset(self.reader, self.modalities, self._targets, train, 1 if train else self.views)
+            dataset.present = self.present  # workers get a copy when they start: masks are set before any loader
             loader = torch.utils.data.DataLoader(
-                _ReaderDataset(self.reader, self.modalities, self._targets, train, 1 if train else self.views),
+                dataset,
                 batch_size=batch_size,
                 sampler=keys,
                 num_workers=workers,
-                collate_fn=_collate,
+                collate_fn=_WithMasks(dataset),
                 pin_memory=pin,
                 worker_init_fn=_worker_init,
                 persistent_workers=workers > 0,
@@ -356,37 +366,3 @@ class DiskSource:
             if workers > 0:
                 _WITH_WORKERS.add(loader)
         return self._loaders[key]
-
-
-_WITH_WORKERS: weakref.WeakSet = weakref.WeakSet()  # loaders whose persistent workers may still run
-
-
-def release_workers() -> None:
-    """Stop the worker processes of every loader that still has them, now. Persistent workers otherwise
-    live until their loader is garbage collected; collected as part of a reference cycle, the loader's
-    queues can go first, and each worker then waits out torch's 5 s join timeout before being killed.
-    Every command calls this when it ends (a long-lived Python process calling several commands, or a
-    notebook, gets its worker processes back at once)."""
-    for loader in list(_WITH_WORKERS):
-        iterator = getattr(loader, "_iterator", None)
-        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
-            iterator._shutdown_workers()
-        loader._iterator = None
-    _WITH_WORKERS.clear()
-
-
-def _mp_context():
-    """Workers start with ``forkserver`` where it exists: a forked copy of a parent that already runs
-    OpenMP threads (any torch op) can hang, and ``spawn`` re-imports everything per worker. The fork
-    server imports torch and this module once (it runs no torch op, so forking it is safe); each worker
-    it forks starts with them in place instead of importing them again (about a second of CPU each)."""
-    override = os.environ.get("MMTOOL_WORKER_START")
-    if override:
-        return override
-    import multiprocessing as mp
-
-    if "forkserver" not in mp.get_all_start_methods():
-        return "spawn"
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", __name__])
-    return ctx

@@ -65,7 +65,16 @@ def frozen_features(
                 if layout:
                     _store(layout, key, name, feats)
             out[name].update(feats)
-    return {name: ArraySource(feats, data.splits[name].targets()) for name, feats in out.items()}
+    return {name: _with_masks(ArraySource(feats, data.splits[name].targets()), data.splits[name])
+            for name, feats in out.items()}  # fmt: skip
+
+
+def _with_masks(features: ArraySource, split) -> ArraySource:
+    """The features keep their split's presence masks (missing modalities: a missing modality's features are
+    zeros that nothing reads as data; mmtool.data.missing)."""
+    if split.present is not None:
+        features.present = {m: split.present[m] for m in features.inputs}
+    return features
 
 
 def data_key(recipe: Recipe, data: Dataset) -> str:

@@ -12,6 +12,10 @@ whole split, in sample order.
 model (features with a modality replaced by its mean, MMTM overrides); by default the model's own
 forward. Each entry of its output named in ``want`` is collected: a tensor (B, ...) or a dict of tensors
 ``{m: (B, ...)}`` (features, unimodal_logits).
+
+Missing modalities (:mod:`mmtool.data.missing`): a split with presence masks hands each batch's masks to the
+forward as ``present=`` (the model's own forward and :func:`encode_only` take it; a model that cannot leave
+a modality out is refused first, in one line), and the result holds them as ``present`` {m: (N,) bool}.
 """
 
 from __future__ import annotations
@@ -23,18 +27,19 @@ import torch
 from torch import nn
 
 from mmtool.engine.runtime import Runtime
+from mmtool.models.base import refuse_missing
 
 Forward = Callable[[nn.Module, dict[str, torch.Tensor]], dict[str, Any]]
 DEFAULT_WANT = ("logits", "features", "unimodal_logits")
 
 
-def _model_forward(model: nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, Any]:
-    return model(inputs)
+def _model_forward(model: nn.Module, inputs: dict[str, torch.Tensor], **present: Any) -> dict[str, Any]:
+    return model(inputs, **present)
 
 
-def encode_only(model: nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, Any]:
+def encode_only(model: nn.Module, inputs: dict[str, torch.Tensor], **present: Any) -> dict[str, Any]:
     """A forward for frozen features: the encoders of the modalities in ``inputs``, no head."""
-    return {"features": model.encode(inputs)}
+    return {"features": model.encode(inputs, **present)}
 
 
 @torch.no_grad()
@@ -60,6 +65,8 @@ def run_inference(
     if not isinstance(runtime, Runtime):
         raise TypeError(f"run_inference needs the command's Runtime, got {type(runtime).__name__}")
     forward = forward or _model_forward
+    if getattr(source, "present", None) is not None:
+        refuse_missing(model, head=forward is not encode_only)
     want = tuple(want)
     size = batch_size or runtime.eval_batch_size or source.eval_batch_size
     was_training = model.training
@@ -70,13 +77,20 @@ def run_inference(
     finally:
         model.train(was_training)
     if folded is not None:
-        return folded.result(runtime, source.targets())
+        return _bool_masks(folded.result(runtime, source.targets()))
     result: dict[str, Any] = {k: _cat(v) for k, v in parts.items()}
     empty = torch.empty(0, dtype=torch.long)  # a rank whose shard of a tiny split is empty
     result["target"], result["ids"] = torch.cat(targets) if targets else empty, torch.cat(ids) if ids else empty
     if runtime.distributed:  # each rank read its shard: every rank gets the whole split
         result = _merge(runtime.gather_objects(result))
-    return _in_id_order(result)
+    return _bool_masks(_in_id_order(result))
+
+
+def _bool_masks(result: dict[str, Any]) -> dict[str, Any]:
+    """Presence masks were gathered as floats with everything else: back to bool."""
+    if "present" in result:
+        result["present"] = {m: p > 0.5 for m, p in result["present"].items()}
+    return result
 
 
 class _Folded:
@@ -94,7 +108,7 @@ class _Folded:
         sample = ids // self.views
         self.count.index_add_(0, sample, torch.ones(len(ids)))
         for key, value in out.items():
-            for name, t in (value.items() if isinstance(value, dict) else [(None, value)]):
+            for name, t in value.items() if isinstance(value, dict) else [(None, value)]:
                 self._add((key,) if name is None else (key, name), t.detach().float().cpu(), sample, target)
 
     def _add(self, name: tuple[str, ...], t: torch.Tensor, sample: torch.Tensor, target: torch.Tensor) -> None:
@@ -148,7 +162,14 @@ def _read(model: nn.Module, source: Any, runtime: Runtime, forward: Forward, wan
     for batch in loader:
         batch = runtime.to_device(batch)
         with runtime.autocast():
-            out = forward(model, batch.inputs)
+            out = (
+                forward(model, batch.inputs)
+                if batch.present is None
+                else forward(model, batch.inputs, present=batch.present)
+            )
+        if batch.present is not None:
+            out = {**out, "present": batch.present}
+            want = (*want, "present") if "present" not in want else want
         if folded is not None:
             folded.add({k: out[k] for k in want if k in out}, batch.ids, batch.target.cpu())
             continue

@@ -16,6 +16,7 @@ from mmtool.engine.runtime import Runtime
 from mmtool.errors import UserError
 from mmtool.methods import MethodContext, build_method
 from mmtool.models import MultiModalNet, build_model, encoder_config, model_spec
+from mmtool.models.base import refuse_missing
 from mmtool.runs import Layout
 
 
@@ -53,6 +54,9 @@ def train_and_evaluate(
     spec = method.adapt_spec(model_spec(recipe.model, data.input_dims, data.num_classes, modalities))
     seed_everything(recipe.train.seed)  # after the method: the model's init never depends on what it drew
     model = build_model(spec)
+    if any(s.present is not None for s in splits.values()):  # missing modalities: refused before training starts
+        refuse_missing_method(recipe.method.name, method)
+        refuse_missing(model)
     if not resume:
         init_pretrained(recipe, model)
     fitted = fit(model, method, splits["train"], splits["val"], spec, out, recipe.optim, recipe.schedule,
@@ -102,3 +106,13 @@ def init_pretrained(recipe: Recipe, model: MultiModalNet) -> None:
         path = encoder_config(recipe.model, m).pretrained
         if path:
             load_pretrained(model.encoders[m], relative_to_recipe(recipe, path), f"model.encoders.{m}.pretrained")
+
+
+def refuse_missing_method(name: str, method: object) -> None:
+    """One line when method ``name`` does not count each modality only where it is there (data.missing_rate)."""
+    if not type(method).handles_missing:
+        from mmtool.methods import METHODS
+
+        able = [n for n in METHODS.names() if METHODS.get(n).handles_missing]
+        raise UserError(f"data.missing_rate > 0: method {name} does not handle missing modalities "
+                        f"(methods that do: {', '.join(able)})")  # fmt: skip

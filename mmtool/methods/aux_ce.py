@@ -17,11 +17,10 @@ train the fusion head itself instead of separate heads.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from mmtool.data import Batch
 from mmtool.methods import METHODS, Method, MethodContext
-from mmtool.methods.common import attach_modality_heads, aux_logits
+from mmtool.methods.common import attach_modality_heads, aux_logits, fused_mask, present_ce, present_kw
 from mmtool.methods.params import METHOD_REFERENCES, METHOD_SUMMARIES, AuxiliaryCEParams
 from mmtool.models import MultiModalNet
 
@@ -33,6 +32,7 @@ class AuxiliaryCE(Method):
 
     Params = AuxiliaryCEParams
     summary, reference = METHOD_SUMMARIES["aux_ce"], METHOD_REFERENCES["aux_ce"]
+    handles_missing = True
 
     def __init__(self, params: AuxiliaryCEParams, context: MethodContext) -> None:
         self.params = params
@@ -43,8 +43,9 @@ class AuxiliaryCE(Method):
         attach_modality_heads(model, self.num_classes, "aux_ce")
 
     def training_step(self, model: MultiModalNet, batch: Batch) -> dict[str, torch.Tensor]:
-        out = model(batch.inputs)
-        losses = {"task_loss": F.cross_entropy(out["logits"], batch.target)}
+        out = model(batch.inputs, **present_kw(batch))
+        losses = {"task_loss": present_ce(out["logits"], batch.target, fused_mask(batch))}
         for m, z in aux_logits(out, "aux_ce").items():  # (B, C) from modality m's features alone
-            losses[f"aux_{m}_loss"] = self.params.aux_weight * F.cross_entropy(z, batch.target)
+            mask = None if batch.present is None else batch.present[m]  # the samples that have modality m
+            losses[f"aux_{m}_loss"] = self.params.aux_weight * present_ce(z, batch.target, mask)
         return losses

@@ -58,7 +58,9 @@ HOOKS = frozenset(
         "load_state_dict",
     }
 )
-CLASS_ATTRIBUTES = frozenset({"Params", "summary", "reference", "helpers", "uses_every_parameter", "updates_per_batch"})
+CLASS_ATTRIBUTES = frozenset(
+    {"Params", "summary", "reference", "helpers", "uses_every_parameter", "updates_per_batch", "handles_missing"}
+)
 
 
 class Method:
@@ -78,6 +80,10 @@ class Method:
     # optimizer updates the loop makes on each batch, each a full training_step ... after_step round (MLA's
     # released code updates once per modality on every batch); an instance may set its own
     updates_per_batch: int = 1
+    # True when the method's losses count each modality only where it is there (data.missing_rate > 0,
+    # mmtool.data.missing): ``model(inputs, present=batch.present)`` and masked per-modality terms. A method
+    # that leaves it False is refused on data with missing modalities before training starts.
+    handles_missing: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -10,16 +10,56 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmtool.data.missing import any_present
+
 if TYPE_CHECKING:
+    from mmtool.data import Batch
     from mmtool.engine.runtime import Runtime
     from mmtool.models import MultiModalNet
 
 AUX = "aux"  # model.extras[AUX]: the per-modality heads; the model's output holds them at "aux_logits"
 
 
-def branch_losses(out: dict, target: torch.Tensor) -> dict[str, torch.Tensor]:
-    """One CE per modality's own prediction: ``{"ce_<m>_loss": ...}`` (UME, balanced)."""
-    return {f"ce_{m}_loss": F.cross_entropy(z, target) for m, z in out["unimodal_logits"].items()}
+def branch_losses(out: dict, target: torch.Tensor, present: dict | None = None) -> dict[str, torch.Tensor]:
+    """One CE per modality's own prediction: ``{"ce_<m>_loss": ...}`` (UME, balanced); with missing
+    modalities each over the samples that have the modality."""
+    return {f"ce_{m}_loss": present_ce(z, target, _mask(present, m)) for m, z in out["unimodal_logits"].items()}
+
+
+# ------------------------------------------------------------------------------------------ missing modalities
+# With data.missing_rate > 0 (mmtool.data.missing) a batch carries ``present`` {m: (B,) bool}: a fused loss
+# counts the samples that have at least one of the model's modalities, a modality's own loss the samples
+# that have that modality. Without masks these are the plain losses, bit for bit.
+
+
+def present_kw(batch: Batch) -> dict:
+    """The forward's ``present=`` option for ``batch`` (nothing when every modality is there)."""
+    return {} if batch.present is None else {"present": batch.present}
+
+
+def _mask(present: dict | None, m: str) -> torch.Tensor | None:
+    return None if present is None else present[m]
+
+
+def present_ce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Cross-entropy averaged over the rows where ``mask`` is True (every row when None; 0 when none)."""
+    if mask is None:
+        return F.cross_entropy(logits, target)
+    per_row = F.cross_entropy(logits, target, reduction="none")
+    return torch.where(mask, per_row, torch.zeros_like(per_row)).sum() / mask.sum().clamp_min(1)
+
+
+def present_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``F.mse_loss`` (mean over rows and features) over the rows where ``mask`` is True."""
+    if mask is None:
+        return F.mse_loss(student, teacher)
+    per_row = (student - teacher).pow(2).flatten(1).mean(1)
+    return torch.where(mask, per_row, torch.zeros_like(per_row)).sum() / mask.sum().clamp_min(1)
+
+
+def fused_mask(batch: Batch) -> torch.Tensor | None:
+    """(B,) True where a sample has at least one of the batch's modalities (None: no masks)."""
+    return any_present(batch.present, list(batch.inputs))
 
 
 class ModalityHeads(nn.ModuleDict):

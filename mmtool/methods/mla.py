@@ -37,12 +37,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from mmtool.data import Batch
 from mmtool.errors import UserError
 from mmtool.methods import METHODS, Method, MethodContext
-from mmtool.methods.common import all_reduce_sum, global_mean
+from mmtool.methods.common import all_reduce_sum, distributed, global_mean, present_ce
 from mmtool.methods.params import METHOD_REFERENCES, METHOD_SUMMARIES, AlternatingUnimodalAdaptationParams
 from mmtool.models import MultiModalNet
 from mmtool.models.heads import head_name
@@ -128,6 +127,7 @@ class AlternatingUnimodalAdaptation(Method):
 
     Params = AlternatingUnimodalAdaptationParams
     summary, reference = METHOD_SUMMARIES["mla"], METHOD_REFERENCES["mla"]
+    handles_missing = True
     uses_every_parameter = False  # an update runs one modality's encoder
     helpers = ("current",)
 
@@ -168,10 +168,12 @@ class AlternatingUnimodalAdaptation(Method):
 
     def training_step(self, model: MultiModalNet, batch: Batch) -> dict[str, torch.Tensor]:
         m = self.current()
-        out = model(batch.inputs, modalities=[m])  # modality m only, through the shared head: its own logits
+        mask = None if batch.present is None else batch.present[m]  # missing modalities: the samples that have m
+        kw = {} if mask is None else {"present": {m: mask}}
+        out = model(batch.inputs, modalities=[m], **kw)  # modality m only, through the shared head: its own logits
         features = out["features"][m]  # (B, s): the input transform, then the encoder
-        self._mean_feature = global_mean(self.runtime, features.detach().float())  # Eq. 4, over every rank
-        loss = F.cross_entropy(out["logits"], batch.target)
+        self._mean_feature = _mean_feature(self.runtime, features.detach().float(), mask)  # Eq. 4, every rank
+        loss = present_ce(out["logits"], batch.target, mask)
         total, count = self._ce.get(m, (0.0, 0))
         self._ce[m] = [total + loss.detach().float(), count + 1]  # summed on the device: no sync per step
         return {"task_loss": loss}
@@ -206,6 +208,15 @@ class AlternatingUnimodalAdaptation(Method):
         self._ce = {m: [total, int(count)] for m, (total, count) in state.get("ce", {}).items()}
         if state["p"].numel():
             self.p = state["p"].to(self.p.device if self.p is not None else "cpu")
+
+
+def _mean_feature(runtime, features: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Eq. 4's mean feature of the step's modality: over the samples that have it (missing modalities); zeros
+    when none has (the head's gradient is then zero too, and the RLS update leaves P as it is)."""
+    if mask is None:
+        return global_mean(runtime, features)
+    rows = features[mask]
+    return global_mean(runtime, rows) if len(rows) or distributed(runtime) else features.new_zeros(features.shape[1:])
 
 
 def _check(params: AlternatingUnimodalAdaptationParams, context: MethodContext) -> None:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from mmtool.data import Batch
 from mmtool.errors import UserError
 from mmtool.methods import METHODS, Method
-from mmtool.methods.common import branch_losses
+from mmtool.methods.common import branch_losses, fused_mask, present_ce, present_kw
 from mmtool.methods.params import (
     METHOD_REFERENCES,
     METHOD_SUMMARIES,
@@ -22,8 +21,8 @@ from mmtool.models.heads import head_name
 
 def fused_ce(model: MultiModalNet, batch: Batch) -> dict[str, torch.Tensor]:
     """CE on the model's fused prediction: ``{"task_loss": ...}``."""
-    out = model(batch.inputs)
-    return {"task_loss": F.cross_entropy(out["logits"], batch.target)}
+    out = model(batch.inputs, **present_kw(batch))
+    return {"task_loss": present_ce(out["logits"], batch.target, fused_mask(batch))}
 
 
 @METHODS.register("naive")
@@ -32,6 +31,7 @@ class NaiveFusion(Method):
 
     Params = NaiveParams
     summary, reference = METHOD_SUMMARIES["naive"], METHOD_REFERENCES["naive"]
+    handles_missing = True
 
     def training_step(self, model: MultiModalNet, batch: Batch) -> dict[str, torch.Tensor]:
         return fused_ce(model, batch)
@@ -43,6 +43,7 @@ class UniModal(Method):
 
     Params = UniModalParams
     summary, reference = METHOD_SUMMARIES["unimodal"], METHOD_REFERENCES["unimodal"]
+    handles_missing = True
 
     def setup(self, model: MultiModalNet) -> None:
         if len(model.modalities) != 1:
@@ -64,10 +65,11 @@ class UniModalEnsemble(Method):
 
     Params = UniModalEnsembleParams
     summary, reference = METHOD_SUMMARIES["ume"], METHOD_REFERENCES["ume"]
+    handles_missing = True
 
     def setup(self, model: MultiModalNet) -> None:
         if head_name(model.head) != "ensemble":
             raise UserError("method 'ume' needs model.head: ensemble (independent per-modality classifiers)")
 
     def training_step(self, model: MultiModalNet, batch: Batch) -> dict[str, torch.Tensor]:
-        return branch_losses(model(batch.inputs), batch.target)
+        return branch_losses(model(batch.inputs, **present_kw(batch)), batch.target, batch.present)

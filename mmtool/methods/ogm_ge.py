@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from mmtool.data import Batch
 from mmtool.errors import UserError
 from mmtool.methods import METHODS, Method, MethodContext
-from mmtool.methods.common import all_reduce_sum
+from mmtool.methods.common import all_reduce_sum, fused_mask, present_ce, present_kw
 from mmtool.methods.params import METHOD_REFERENCES, METHOD_SUMMARIES, OGMGEParams
 from mmtool.models import MultiModalNet
 from mmtool.models.heads import head_name
@@ -41,10 +41,18 @@ MODULATED: dict[str, Callable[[torch.Tensor], bool]] = {  # method.modulate -> w
 }
 
 
-def confidence_scores(uni: dict[str, torch.Tensor], bias: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``s_m = sum_i softmax(W_m f_m(x_i) + b / M)[y_i]`` per modality, from the head's ``W_m f_m + b``."""
+def confidence_scores(uni: dict[str, torch.Tensor], bias: torch.Tensor, target: torch.Tensor,
+                      present: dict[str, torch.Tensor] | None = None) -> torch.Tensor:  # fmt: skip
+    """``s_m = sum_i softmax(W_m f_m(x_i) + b / M)[y_i]`` per modality, from the head's ``W_m f_m + b``. With
+    missing modalities (``present``) modality m's sum runs over the samples that have it, rescaled to the batch
+    size (B / B_m; the plain sum when all are there), so that modalities missing more often are not scored lower
+    for it -- our choice: OGM-GE is defined on complete data."""
     share = bias * (1 - 1 / len(uni))  # W_m f_m + b  ->  W_m f_m + b / M
-    return torch.stack([F.softmax(z.float() - share, dim=1).gather(1, target[:, None]).sum() for z in uni.values()])
+    p = {m: F.softmax(z.float() - share, dim=1).gather(1, target[:, None]).squeeze(1) for m, z in uni.items()}
+    if present is None:
+        return torch.stack([v.sum() for v in p.values()])
+    n = len(target)
+    return torch.stack([torch.where(present[m], v, 0).sum() * n / present[m].sum().clamp_min(1) for m, v in p.items()])
 
 
 def modulation_coefficients(scores: dict[str, float], alpha: float) -> dict[str, float]:
@@ -63,6 +71,7 @@ class OGMGE(Method):
 
     Params = OGMGEParams
     summary, reference = METHOD_SUMMARIES["ogm_ge"], METHOD_REFERENCES["ogm_ge"]
+    handles_missing = True
 
     def __init__(self, params: OGMGEParams, context: MethodContext) -> None:
         if params.alpha < 0 or params.start_epoch > params.end_epoch:
@@ -79,20 +88,23 @@ class OGMGE(Method):
         if head_name(model.head) != "linear" or len(model.modalities) < 2:
             raise UserError("method 'ogm_ge' needs model.head: linear and at least two modalities")
         if len(model.modalities) > 2 and self.runtime is not None and self.runtime.is_main:
-            print(f"note: OGM-GE is defined for two modalities (Peng et al. 2022); with {len(model.modalities)} each "
-                  "modality's score is compared with the mean of the others' (docs/fidelity.md)", file=sys.stderr)
+            print(
+                f"note: OGM-GE is defined for two modalities (Peng et al. 2022); with {len(model.modalities)} each "
+                "modality's score is compared with the mean of the others' (docs/fidelity.md)",
+                file=sys.stderr,
+            )
 
     def on_epoch_start(self, model: MultiModalNet, epoch: int) -> None:
         self.epoch, self._sums, self._steps = epoch, {}, 0
 
     def training_step(self, model: MultiModalNet, batch: Batch) -> dict[str, torch.Tensor]:
-        out = model(batch.inputs)
+        out = model(batch.inputs, **present_kw(batch))
         uni = out["unimodal_logits"]
         with torch.no_grad():
-            sums = confidence_scores(uni, model.head.bias, batch.target)  # (M,) this rank's scores
+            sums = confidence_scores(uni, model.head.bias, batch.target, batch.present)  # (M,) this rank's scores
             sums = all_reduce_sum(self.runtime, sums)  # every rank's samples: one ratio, one k, on every rank
         self.coeffs = modulation_coefficients(dict(zip(uni, sums.tolist(), strict=True)), self.params.alpha)
-        return {"task_loss": F.cross_entropy(out["logits"], batch.target)}
+        return {"task_loss": present_ce(out["logits"], batch.target, fused_mask(batch))}
 
     def after_backward(self, model: MultiModalNet, step: int) -> None:
         active = self.params.start_epoch <= self.epoch <= self.params.end_epoch

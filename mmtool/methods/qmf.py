@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from mmtool.data import Batch
 from mmtool.errors import UserError
 from mmtool.methods import METHODS, Method, MethodContext
-from mmtool.methods.common import all_reduce_sum, distributed
+from mmtool.methods.common import all_reduce_sum, branch_losses, distributed, fused_mask, present_ce, present_kw
 from mmtool.methods.params import METHOD_REFERENCES, METHOD_SUMMARIES, QualityAwareFusionParams
 from mmtool.models import MultiModalNet
 from mmtool.models.fusion_heads import energy_confidence
@@ -87,6 +87,7 @@ class QualityAwareFusion(Method):
 
     Params = QualityAwareFusionParams
     summary, reference = METHOD_SUMMARIES["qmf"], METHOD_REFERENCES["qmf"]
+    handles_missing = True
 
     def __init__(self, params: QualityAwareFusionParams, context: MethodContext) -> None:
         self.params = params
@@ -107,16 +108,23 @@ class QualityAwareFusion(Method):
     def training_step(self, model: MultiModalNet, batch: Batch) -> dict[str, torch.Tensor]:
         if batch.ids.numel() != len(batch):
             raise RuntimeError("method 'qmf' keeps a history per sample: every training batch needs its ids")
-        out = model(batch.inputs)
+        out = model(batch.inputs, **present_kw(batch))
         losses = {}
         if self.params.fused_weight > 0:
-            losses["task_loss"] = self.params.fused_weight * F.cross_entropy(out["logits"], batch.target)
+            fused = present_ce(out["logits"], batch.target, fused_mask(batch))
+            losses["task_loss"] = self.params.fused_weight * fused
         uni = out["unimodal_logits"]
+        losses.update(branch_losses(out, batch.target, batch.present))
         for m, z in uni.items():
-            losses[f"ce_{m}_loss"] = F.cross_entropy(z, batch.target)
-        for m, z in uni.items():
-            self._record(m, batch.ids, F.cross_entropy(z.detach().float(), batch.target, reduction="none"))
-            c = normalised(self.history[m], batch.ids.to(self.history[m].device))
+            ids, target = batch.ids, batch.target
+            if batch.present is not None:  # missing modalities: m's history and ranking read the samples with m
+                rows = batch.present[m].nonzero().squeeze(1)
+                z, ids, target = z[rows], ids[rows.cpu()], target[rows]
+                if not len(ids):
+                    losses[f"rank_{m}_loss"] = z.sum() * 0.0
+                    continue
+            self._record(m, ids, F.cross_entropy(z.detach().float(), target, reduction="none"))
+            c = normalised(self.history[m], ids.to(self.history[m].device))
             conf = energy_confidence(z, self.params.temperature)
             losses[f"rank_{m}_loss"] = self.params.rank_weight * rank_loss(conf, c)
         return losses

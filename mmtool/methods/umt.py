@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from mmtool.data import Batch
 from mmtool.errors import UserError
 from mmtool.methods import METHODS, Method, MethodContext
+from mmtool.methods.common import fused_mask, present_ce, present_kw, present_mse
 from mmtool.methods.params import METHOD_REFERENCES, METHOD_SUMMARIES, UniModalTeacherParams
 from mmtool.models import MultiModalNet
 
@@ -19,6 +19,7 @@ class UniModalTeacher(Method):
 
     Params = UniModalTeacherParams
     summary, reference = METHOD_SUMMARIES["umt"], METHOD_REFERENCES["umt"]
+    handles_missing = True
 
     def __init__(self, params: UniModalTeacherParams, context: MethodContext) -> None:
         self.params = params
@@ -42,11 +43,13 @@ class UniModalTeacher(Method):
                 raise UserError(f"model.hidden: student {m} features have {got} dims, the teacher's {want}")
 
     def training_step(self, model: MultiModalNet, batch: Batch) -> dict[str, torch.Tensor]:
-        out = model(batch.inputs)
-        losses = {"task_loss": self.params.task_weight * F.cross_entropy(out["logits"], batch.target)}
+        out = model(batch.inputs, **present_kw(batch))
+        losses = {"task_loss": self.params.task_weight * present_ce(out["logits"], batch.target, fused_mask(batch))}
         for m, teacher in self.teachers.items():
+            mask = None if batch.present is None else batch.present[m]  # distil where modality m is there
             with torch.no_grad():
-                target = teacher({m: batch.inputs[m]})["features"][m]  # (B, D) frozen uni-modal features
+                kw = {} if mask is None else {"present": {m: mask}}
+                target = teacher({m: batch.inputs[m]}, **kw)["features"][m]  # (B, D) frozen uni-modal features
             student = out["features"][m].float()
-            losses[f"distill_{m}_loss"] = self.params.distill_weight * F.mse_loss(student, target.float())
+            losses[f"distill_{m}_loss"] = self.params.distill_weight * present_mse(student, target.float(), mask)
         return losses

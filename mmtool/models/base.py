@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+Present = dict[str, torch.Tensor]  # {modality: (B,) bool}, True where the modality is there
 FeaturesHook = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 EXTRAS = "extras"  # state_dict prefix of the trainable extras methods attach
 
@@ -48,14 +49,24 @@ class MultiModalNet(nn.Module):
         """Raw batch -> what the encoders read (each modality's input transform, where it has one)."""
         return {m: self.transforms[m](x) if m in self.transforms else x for m, x in inputs.items()}
 
-    def encode(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Features of the modalities present in ``inputs`` (a subset encodes only those)."""
+    def encode(self, inputs: dict[str, torch.Tensor], present: Present | None = None) -> dict[str, torch.Tensor]:
+        """Features of the modalities in ``inputs`` (a subset encodes only those). With ``present`` (missing
+        modalities, :mod:`mmtool.data.missing`) each encoder reads only the rows where its modality is there;
+        the other rows' features are zeros that nothing downstream reads as data."""
         x = self.transform_inputs(inputs)
-        return {m: enc(x[m]) for m, enc in self.encoders.items() if m in x}
+        if present is None:
+            return {m: enc(x[m]) for m, enc in self.encoders.items() if m in x}
+        return {m: _encode_rows(enc, x[m], present[m]) for m, enc in self.encoders.items() if m in x}
 
-    def fuse(self, features: dict[str, torch.Tensor]) -> dict[str, Any]:
+    def fuse(self, features: dict[str, torch.Tensor], present: Present | None = None) -> dict[str, Any]:
         head_in = features if self.head_dropout is None else {m: self.head_dropout(f) for m, f in features.items()}
-        out = dict(self.head(head_in))
+        if present is None:
+            out = dict(self.head(head_in))
+        else:  # only heads that sum or average per-modality parts take masks (refuse_missing)
+            present = {m: present[m] for m in features}
+            out = dict(self.head(head_in, present=present))
+            none = ~_any(present)  # (B,): a sample with none of this model's modalities: uniform logits
+            out["logits"] = torch.where(none.unsqueeze(1), torch.zeros_like(out["logits"]), out["logits"])
         out["features"] = features
         return out
 
@@ -65,6 +76,7 @@ class MultiModalNet(nn.Module):
         *,
         modalities: Sequence[str] | None = None,
         features_hook: FeaturesHook | None = None,
+        present: Present | None = None,
     ) -> dict[str, Any]:
         """The prediction, with the options training methods use.
 
@@ -73,16 +85,19 @@ class MultiModalNet(nn.Module):
             modalities: encode and fuse only these (MLA's one-modality steps); None: every input.
             features_hook: replaces the features before the head and the extras read them (feature
                 dropout, modality dropout); ``out["features"]`` holds what it returned.
+            present: ``{modality: (B,) bool}``, True where the modality is there (missing modalities,
+                ``Batch.present``); None: all there. Heads sum or average only the parts that are there.
         """
         if modalities is not None:
             inputs = {m: inputs[m] for m in modalities}
-        return self._predict(self.encode(inputs), features_hook)
+        return self._predict(self.encode(inputs, present), features_hook, present)
 
-    def _predict(self, features: dict[str, torch.Tensor], features_hook: FeaturesHook | None) -> dict[str, Any]:
+    def _predict(self, features: dict[str, torch.Tensor], features_hook: FeaturesHook | None,
+                 present: Present | None = None) -> dict[str, Any]:  # fmt: skip
         """Features -> the output dict: the hook, the fusion head, then every extra."""
         if features_hook is not None:
             features = features_hook(features)
-        out = self.fuse(features)
+        out = self.fuse(features, present)
         for name, extra in self.extras.items():
             out[f"{name}_logits"] = extra(features)
         return out
@@ -98,3 +113,44 @@ class MultiModalNet(nn.Module):
             for key in [k for k in metadata if k == EXTRAS or k.startswith(f"{EXTRAS}.")]:
                 del metadata[key]
         return state
+
+
+def _any(present: Present) -> torch.Tensor:
+    masks = list(present.values())
+    out = masks[0]
+    for m in masks[1:]:
+        out = out | m
+    return out
+
+
+def _encode_rows(encoder: nn.Module, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``encoder`` on the rows of ``x`` where ``mask`` is True, scattered into zeros: (B, ...) -> (B, D). Rows
+    without the modality never reach the encoder (nor its batch statistics); none there: no encoder call."""
+    rows = mask.nonzero().squeeze(1)  # (K,)
+    if rows.numel() == mask.numel():
+        return encoder(x)
+    if rows.numel() == 0:
+        return torch.zeros(mask.numel(), encoder.out_dim, device=x.device)
+    f = encoder(x[rows])  # (K, D)
+    return f.new_zeros((mask.numel(), *f.shape[1:])).index_copy(0, rows, f)
+
+
+# heads whose fused prediction sums or averages per-modality parts: with missing modalities they combine the
+# parts that are there (``forward(features, present=...)``); every other head mixes modalities and refuses
+MISSING_HEADS = frozenset({"linear", "concat", "sum", "qmf", "ensemble", "members", "shared"})
+
+
+def refuse_missing(model: nn.Module, head: bool = True) -> None:
+    """One line when ``model`` cannot take data with missing modalities (data.missing_rate > 0); ``head``:
+    its fused prediction is wanted (False: its encoders' features only)."""
+    from mmtool.errors import UserError
+    from mmtool.models.heads import head_name
+
+    net = getattr(model, "module", model)  # a DDP wrapper's model
+    if type(net).encode is not MultiModalNet.encode:  # MMTM: branches exchange information inside the encoders
+        raise UserError("data.missing_rate > 0: model.fusion mmtm mixes the modalities inside the encoders; "
+                        "it cannot leave a missing one out (use model.fusion: late)")  # fmt: skip
+    name = head_name(net.head)
+    if head and name not in MISSING_HEADS:
+        raise UserError(f"data.missing_rate > 0: model.head {name} mixes the modalities; it cannot leave a missing "
+                        f"one out (heads that can: {', '.join(sorted(MISSING_HEADS))})")  # fmt: skip

@@ -38,11 +38,13 @@ d7f31dd: ``conf = -0.1 * energy``; ``src/models/late_fusion.py``, commit 4d13bf1
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from mmtool.errors import UserError
-from mmtool.models.heads import HEADS
+from mmtool.models.heads import HEADS, Present, present_sum
 
 QMF_TEMPERATURE = 10.0  # QMF code: conf = logsumexp(z) / 10 (RGBD models/QMF.py: -0.1 * energy)
 
@@ -77,9 +79,9 @@ class SumHead(nn.Module):
         super().__init__()
         self.fc = nn.ModuleDict({m: nn.Linear(d, num_classes) for m, d in feature_dims.items()})
 
-    def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | dict]:
+    def forward(self, features: dict[str, torch.Tensor], present: Present | None = None) -> dict[str, Any]:
         uni = {m: self.fc[m](f) for m, f in features.items()}  # each (B, C)
-        return {"logits": torch.stack(list(uni.values())).sum(0), "unimodal_logits": uni}
+        return {"logits": present_sum(uni, present), "unimodal_logits": uni}  # missing modalities: the others' sum
 
 
 @HEADS.register("concat")
@@ -99,10 +101,10 @@ class ConcatHead(nn.Module):
         nn.init.uniform_(self.bias, -bound, bound)
         self.share = 1.0 / len(feature_dims)  # each sub-head's part of the bias (the OGM-GE/MLA code: b / M)
 
-    def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | dict]:
+    def forward(self, features: dict[str, torch.Tensor], present: Present | None = None) -> dict[str, Any]:
         parts = {m: self.proj[m](f) for m, f in features.items()}  # each (B, C)
         uni = {m: p + self.share * self.bias for m, p in parts.items()}
-        return {"logits": torch.stack(list(parts.values())).sum(0) + self.bias, "unimodal_logits": uni}
+        return {"logits": present_sum(parts, present) + self.bias, "unimodal_logits": uni}
 
 
 @HEADS.register("film")
@@ -161,8 +163,9 @@ class QMFHead(nn.Module):
         self.fc = nn.ModuleDict({m: nn.Linear(d, num_classes) for m, d in feature_dims.items()})
         self.temperature = float(temperature)
 
-    def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | dict]:
+    def forward(self, features: dict[str, torch.Tensor], present: Present | None = None) -> dict[str, Any]:
         uni = {m: self.fc[m](f) for m, f in features.items()}  # each (B, C)
-        weights = [energy_confidence(z, self.temperature).detach().unsqueeze(1) for z in uni.values()]  # (B, 1)
-        fused = torch.stack([w * z.float() for w, z in zip(weights, uni.values(), strict=True)]).sum(0)
-        return {"logits": fused, "unimodal_logits": uni}
+        weighted = {m: energy_confidence(z, self.temperature).detach().unsqueeze(1) * z.float() for m, z in uni.items()}
+        if present is None:  # as it always was (bit for bit)
+            return {"logits": torch.stack(list(weighted.values())).sum(0), "unimodal_logits": uni}
+        return {"logits": present_sum(weighted, present), "unimodal_logits": uni}  # missing: the others' terms

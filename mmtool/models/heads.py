@@ -1,11 +1,17 @@
 """Fusion heads: map per-modality features ``{m: (B, D_m)}`` to a dict with ``logits`` (B, C).
 
+With missing modalities (:mod:`mmtool.data.missing`) the heads that sum or average per-modality parts take
+``present`` ({m: (B,) bool}) and combine only the parts that are there: sums run over the present parts,
+averages are renormalised over them (:data:`~mmtool.models.base.MISSING_HEADS`; the others refuse).
+
 Heads that are a sum of per-modality terms also return ``unimodal_logits``: the prediction each
 modality's part of the head makes on its own (paper 000, App. A.7.1 / Table 4). They are built from
 separate per-modality layers, so nothing is ever sliced out of a concatenated weight matrix.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -39,10 +45,10 @@ class LinearHead(nn.Module):
             nn.init.uniform_(layer.weight, -bound, bound)
         nn.init.uniform_(self.bias, -bound, bound)
 
-    def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | dict]:
+    def forward(self, features: dict[str, torch.Tensor], present: Present | None = None) -> dict[str, Any]:
         parts = {m: self.proj[m](f) for m, f in features.items()}  # each (B, C)
         uni = {m: p + self.bias for m, p in parts.items()}
-        return {"logits": torch.stack(list(parts.values())).sum(0) + self.bias, "unimodal_logits": uni}
+        return {"logits": present_sum(parts, present) + self.bias, "unimodal_logits": uni}
 
 
 @HEADS.register("mlp")
@@ -72,9 +78,9 @@ class EnsembleHead(nn.Module):
         super().__init__()
         self.proj = nn.ModuleDict({m: nn.Linear(d, num_classes) for m, d in feature_dims.items()})
 
-    def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | dict]:
+    def forward(self, features: dict[str, torch.Tensor], present: Present | None = None) -> dict[str, Any]:
         uni = {m: self.proj[m](f) for m, f in features.items()}
-        return {"logits": average_log_probs(list(uni.values())), "unimodal_logits": uni}
+        return {"logits": average_log_probs(list(uni.values()), present=_masks(uni, present)), "unimodal_logits": uni}
 
 
 @HEADS.register("members")
@@ -93,9 +99,9 @@ class MemberHeads(nn.Module):
             {m: HEADS.get(h["name"])({m: feature_dims[m]}, num_classes, **h.get("args", {})) for m, h in heads.items()}
         )
 
-    def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | dict]:
+    def forward(self, features: dict[str, torch.Tensor], present: Present | None = None) -> dict[str, Any]:
         uni = {m: head({m: features[m]})["logits"] for m, head in self.members.items()}
-        return {"logits": average_log_probs(list(uni.values())), "unimodal_logits": uni}
+        return {"logits": average_log_probs(list(uni.values()), present=_masks(uni, present)), "unimodal_logits": uni}
 
 
 @HEADS.register("attention")
@@ -173,10 +179,13 @@ class SharedHead(nn.Module):
     def classify(self, features: torch.Tensor) -> torch.Tensor:  # (B, D) -> (B, C)
         return self.linear(features)
 
-    def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | dict]:
+    def forward(self, features: dict[str, torch.Tensor], present: Present | None = None) -> dict[str, Any]:
         uni = {m: self.linear(f) for m, f in features.items()}
         if len(uni) == 1:  # one modality (MLA's training steps): its weight is 1, so the logits are its own,
             return {"logits": next(iter(uni.values())), "unimodal_logits": uni}  # exactly classify(f)
+        if present is not None:  # the rule's weights renormalised over the modalities that are there
+            fused = _present_fusion(self.fusion, list(uni.values()), self.fixed, _masks(uni, present))
+            return {"logits": fused, "unimodal_logits": uni}
         return {"logits": FUSION_RULES[self.fusion](list(uni.values()), self.fixed), "unimodal_logits": uni}
 
 
@@ -191,8 +200,11 @@ def entropy_weights(logits: list[torch.Tensor]) -> torch.Tensor:
     return torch.softmax(-entropy, dim=0)
 
 
-def entropy_weighted_logits(logits: list[torch.Tensor]) -> torch.Tensor:
-    """``sum_m lambda_m f_m(x)`` (Eq. 6) over the modalities' logits, weights from :func:`entropy_weights`."""
+def entropy_weighted_logits(logits: list[torch.Tensor], present: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """``sum_m lambda_m f_m(x)`` (Eq. 6) over the modalities' logits, weights from :func:`entropy_weights`
+    (with ``present``, one (B,) mask per modality: a softmax over the modalities that are there)."""
+    if present is not None:
+        return _present_fusion("sample", logits, None, present)
     w = entropy_weights(logits)  # (K, B)
     return (w.unsqueeze(-1) * torch.stack([z.float() for z in logits])).sum(0)
 
@@ -228,9 +240,75 @@ def _fixed_fusion(logits: list[torch.Tensor], fixed: list[float] | None) -> torc
 FUSION_RULES = {"sample": _sample_fusion, "batch": _batch_fusion, "fixed": _fixed_fusion}
 
 
-def average_log_probs(logits: list[torch.Tensor], weights: list[float] | None = None) -> torch.Tensor:
-    """log(sum_i w_i softmax(logits_i)) with weights summing to 1 (plain mean when ``weights`` is None)."""
+def average_log_probs(
+    logits: list[torch.Tensor], weights: list[float] | None = None, present: list[torch.Tensor] | None = None
+) -> torch.Tensor:
+    """log(sum_i w_i softmax(logits_i)) with weights summing to 1 (plain mean when ``weights`` is None). With
+    ``present`` (one (B,) bool mask per member) each sample's weights are renormalised over its members that
+    are there."""
     k = len(logits)
     stacked = torch.stack([F.log_softmax(x.float(), dim=-1) for x in logits])  # (K, B, C)
     w = torch.tensor(weights if weights is not None else [1.0 / k] * k, dtype=stacked.dtype, device=stacked.device)
-    return torch.logsumexp(stacked + w.log().view(-1, 1, 1), dim=0)
+    if present is None:
+        return torch.logsumexp(stacked + w.log().view(-1, 1, 1), dim=0)
+    per_sample = _renormalised(w.view(-1, 1), _some(present))  # (K, B)
+    return torch.logsumexp(stacked + per_sample.log().unsqueeze(-1), dim=0)
+
+
+# ----------------------------------------------------------------------------------------- missing modalities
+Present = dict[str, torch.Tensor]  # {modality: (B,) bool}, True where the modality is there
+
+
+def _masks(uni: dict[str, torch.Tensor], present: Present | None) -> list[torch.Tensor] | None:
+    return None if present is None else [present[m] for m in uni]
+
+
+def present_sum(parts: dict[str, torch.Tensor], present: Present | None) -> torch.Tensor:
+    """``sum_m parts[m]`` over the modalities that are there (all when ``present`` is None): (B, C)."""
+    if present is None:
+        return torch.stack(list(parts.values())).sum(0)
+    return torch.stack([torch.where(present[m].unsqueeze(1), p, torch.zeros_like(p)) for m, p in parts.items()]).sum(0)
+
+
+def _some(masks: list[torch.Tensor]) -> torch.Tensor:
+    """(K, B) float masks; a sample with no member there counts every member (its fused logits are replaced
+    by uniform ones in :meth:`~mmtool.models.base.MultiModalNet.fuse`; this only keeps its numbers finite)."""
+    mask = torch.stack(masks)  # (K, B) bool
+    return torch.where(mask.any(0, keepdim=True), mask, torch.ones_like(mask)).float()
+
+
+def _renormalised(w: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Weights ``w`` (K, B) or (K, 1) kept where ``mask`` (K, B), rescaled to their sum over all K: (K, B)."""
+    kept = w * mask
+    return kept * (w.sum(0, keepdim=True) / kept.sum(0, keepdim=True))
+
+
+def _present_fusion(rule: str, logits: list[torch.Tensor], fixed: list[float] | None,
+                    masks: list[torch.Tensor]) -> torch.Tensor:  # fmt: skip
+    """The shared head's fusion rule over the modalities that are there: the per-sample entropy weights (Eq. 7-8)
+    as a softmax over those modalities; the batch rule's entropies over the samples that have each modality,
+    then renormalised per sample; fixed weights renormalised per sample to their total."""
+    mask = _some(masks)  # (K, B)
+    stacked = torch.stack([z.float() for z in logits])  # (K, B, C)
+    if rule == "sample":
+        w = torch.softmax(-_entropy(stacked).masked_fill(mask == 0, float("inf")), dim=0)  # (K, B)
+    elif rule == "batch":
+        w = _renormalised(torch.stack([_batch_entropy_weight_scores(z, m) for z, m in zip(stacked, mask, strict=True)])
+                          .neg().softmax(0).view(-1, 1), mask)  # fmt: skip
+    else:
+        w = _renormalised(stacked.new_tensor(fixed).view(-1, 1), mask)
+    return (w.unsqueeze(-1) * stacked).sum(0)
+
+
+def _entropy(stacked: torch.Tensor) -> torch.Tensor:
+    logp = F.log_softmax(stacked, dim=-1)  # (K, B, C)
+    return -(logp.exp() * logp).sum(-1)  # (K, B)
+
+
+def _batch_entropy_weight_scores(z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """One modality's batch entropy (:func:`batch_entropy_weights`) over the samples that have it: ()."""
+    rows = z[mask > 0]
+    if rows.shape[0] == 0:
+        return z.new_zeros(())
+    logp = F.log_softmax(rows, dim=0)
+    return -(logp.exp() * logp).sum()

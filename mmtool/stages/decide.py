@@ -38,7 +38,8 @@ def run(recipe: Recipe, run: Run, runtime: Runtime) -> dict:
     target = test.targets()
 
     uni_logits = unimodal_predictions(models, test, runtime)  # {m: (N, C)}
-    avg_logits = average_log_probs(list(uni_logits.values()))
+    masks = None if test.present is None else [test.present[m] for m in uni_logits]  # missing modalities
+    avg_logits = average_log_probs(list(uni_logits.values()), present=masks)  # over the modalities there
     teachers = Run.open(recipe.teachers, key="teachers")
     cache = {m: teachers.modality(m) for m in models}  # features kept beside each teacher's checkpoint
     features = frozen_features(recipe, models, data, runtime, cache)

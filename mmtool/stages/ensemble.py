@@ -38,7 +38,7 @@ def run(recipe: Recipe, run: Run, runtime: Runtime) -> dict:
     for split in ("val", "test"):
         target = data.splits[split].targets()
         logits = unimodal_predictions(models, data.splits[split], runtime)
-        fused = _combine(recipe, list(logits.values()), weights)
+        fused = _combine(recipe, list(logits.values()), weights, _masks(data.splits[split], logits))
         result[f"{split}_member_accuracy"] = {m: accuracy(z, target) for m, z in logits.items()}
         result[f"{split}_accuracy"] = accuracy(fused, target)
         if split == "test":
@@ -58,9 +58,8 @@ def _per_class(recipe: Recipe, data: Dataset, runtime: Runtime, models: dict, ru
     members = unimodal_predictions(models, test, runtime)
     fused = run_inference(runtime.prepare_model(fusion), test.select(fusion.modalities), runtime, want=("logits",))
     rows = {f"uni-modal {m}": per_class_accuracy(z, target, data.num_classes) for m, z in members.items()}
-    rows["ensemble"] = per_class_accuracy(
-        _combine(recipe, list(members.values()), _weights(recipe, list(members))), target, data.num_classes
-    )
+    combined = _combine(recipe, list(members.values()), _weights(recipe, list(members)), _masks(test, members))
+    rows["ensemble"] = per_class_accuracy(combined, target, data.num_classes)
     rows["fusion"] = per_class_accuracy(fused["logits"], target, data.num_classes)
     found = compare_classes(rows, [f"uni-modal {m}" for m in members], "fusion", "ensemble")
     text = "# Per-class test accuracy (%)\n\n" + markdown(rows)
@@ -73,11 +72,17 @@ def _per_class(recipe: Recipe, data: Dataset, runtime: Runtime, models: dict, ru
     return {"fusion_run": str(source.path), "accuracy": rows, **found}
 
 
-def _combine(recipe: Recipe, logits: list, weights: list[float]):
+def _masks(split, members: dict) -> list | None:
+    """Missing modalities (mmtool.data.missing): each member's presence mask, so that a sample's prediction
+    combines the members whose modality it has (weights renormalised over them)."""
+    return None if split.present is None else [split.present[m] for m in members]
+
+
+def _combine(recipe: Recipe, logits: list, weights: list[float], present: list | None = None):
     if recipe.ensemble.combine == "mean":
-        return average_log_probs(logits, weights)
+        return average_log_probs(logits, weights, present)
     if recipe.ensemble.combine == "entropy":
-        return entropy_weighted_logits(logits)
+        return entropy_weighted_logits(logits, present)
     raise UserError(f"{recipe.source}: key 'ensemble.combine' must be mean or entropy, got {recipe.ensemble.combine!r}")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from mmtool.analysis import plots
 from mmtool.analysis.linear_probe import predict, train_linear_classifier
+from mmtool.analysis.modality_gap import modality_gaps
 from mmtool.config import Recipe
 from mmtool.data import Dataset, load_dataset
 from mmtool.engine.evaluate import accuracy, confusion_matrix
@@ -27,7 +28,9 @@ def run(recipe: Recipe, run: Run, runtime: Runtime) -> dict:
     source.check_same_data(recipe, "run")
     if recipe.probe.over_training:
         return _over_training(recipe, data, source, run, runtime)
-    probes = probe_encoders(recipe, data, *encoders_of(source), run.part("probes"), runtime, confusion=True)
+    models, cache = encoders_of(source)
+    probes = probe_encoders(recipe, data, models, cache, run.part("probes"), runtime, confusion=True)
+    gaps = _gaps(recipe, data, models, cache, runtime, run)
     figure = plots.grouped_bars(
         {m: {k.removesuffix("_accuracy"): v for k, v in p.items() if k.endswith("_accuracy")}
          for m, p in probes.items()},
@@ -37,7 +40,21 @@ def run(recipe: Recipe, run: Run, runtime: Runtime) -> dict:
     summary = [
         f"probe {m}: train {p['train_accuracy']:.2f}%  test {p['test_accuracy']:.2f}%" for m, p in probes.items()
     ] + [f"plot: {figure}"]
-    return {"stage": "probe", "dataset": data.name, "source": str(recipe.run), "probes": probes, "summary": summary}
+    summary += [f"modality gap {pair}: {g:.4f}" for pair, g in gaps["modality_gap"].items()]
+    return {"stage": "probe", "dataset": data.name, "source": str(recipe.run), "probes": probes, **gaps,
+            "summary": summary}  # fmt: skip
+
+
+def _gaps(recipe: Recipe, data: Dataset, models: dict, cache: dict, runtime: Runtime, run: Run) -> dict:
+    """The modality gap (paper 003 Fig. 3; :mod:`mmtool.analysis.modality_gap`) of the encoders' test features
+    (cached by the probes), for every pair of modalities with equal feature sizes, and its plot."""
+    chosen = [m for m in modalities_of(recipe, data) if m in models]
+    test = frozen_features(recipe, {m: models[m] for m in chosen}, data, runtime, cache)["test"]
+    gaps = modality_gaps(test.inputs, test.present)
+    if gaps["modality_gap"]:
+        plots.bars(gaps["modality_gap"], run.plot("modality_gap.png"), f"modality gap of {recipe.run} on {data.name}",
+                   ylabel="|mean(x/|x|) - mean(y/|y|)|", fmt=".3f")  # fmt: skip
+    return gaps
 
 
 def probe_encoders(

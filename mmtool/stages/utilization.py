@@ -18,6 +18,8 @@ def run(recipe: Recipe, run: Run, runtime: Runtime) -> dict:
     model, source_run = fusion_model(recipe)
     source = source_run.path
     data = load_dataset(recipe.data)
+    if any(s.present is not None for s in data.splits.values()):  # rates replace modalities of complete samples
+        raise UserError("utilization: data.missing_rate > 0; the rates are defined on complete data (set it to 0)")
     if len(model.modalities) < 2:
         raise UserError(f"run: utilization rates need two or more modalities, {source} has {model.modalities}")
     runtime.prepare_model(model)

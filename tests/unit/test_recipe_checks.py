@@ -100,7 +100,8 @@ def test_a_setting_of_another_dataset_is_an_unknown_key_naming_the_dataset(minim
     with pytest.raises(UserError) as err:
         load_recipe(minimal, ["data.name=ucf101", "data.front_view=3"])
     assert str(err.value).startswith("override 'data.front_view=3': unknown key 'data.front_view' for dataset "
-                                     "'ucf101' (known: augment, flow_stack, image_size, n, name, raw, rgb_source, ")
+                                     "'ucf101' (known: augment, flow_stack, image_size, missing_in, "
+                                     "missing_modalities, missing_rate, n, name, raw, rgb_source, ")
     with pytest.raises(UserError) as err:
         load_recipe(minimal, ["data.name=ucf101", "data.flow_stak=3"])
     assert str(err.value) == ("override 'data.flow_stak=3': unknown key 'data.flow_stak' for dataset 'ucf101'; "
