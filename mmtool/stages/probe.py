@@ -11,7 +11,7 @@ from mmtool.analysis import plots
 from mmtool.analysis.linear_probe import predict, train_linear_classifier
 from mmtool.analysis.modality_gap import modality_gaps
 from mmtool.config import Recipe
-from mmtool.data import Dataset, load_dataset
+from mmtool.data import ArraySource, Dataset, load_dataset
 from mmtool.engine.evaluate import accuracy, confusion_matrix
 from mmtool.engine.features import frozen_features
 from mmtool.engine.models_io import encoder_snapshots, encoders_of
@@ -29,8 +29,11 @@ def run(recipe: Recipe, run: Run, runtime: Runtime) -> dict:
     if recipe.probe.over_training:
         return _over_training(recipe, data, source, run, runtime)
     models, cache = encoders_of(source)
-    probes = probe_encoders(recipe, data, models, cache, run.part("probes"), runtime, confusion=True)
-    gaps = _gaps(recipe, data, models, cache, runtime, run)
+    chosen = [m for m in modalities_of(recipe, data) if m in models]
+    features = frozen_features(recipe, {m: models[m] for m in chosen}, data, runtime, cache)  # once, for both
+    probes = probe_encoders(recipe, data, models, cache, run.part("probes"), runtime, confusion=True,
+                            features=features)  # fmt: skip
+    gaps = _gaps(recipe, data, features["test"], run)
     figure = plots.grouped_bars(
         {m: {k.removesuffix("_accuracy"): v for k, v in p.items() if k.endswith("_accuracy")}
          for m, p in probes.items()},
@@ -45,11 +48,9 @@ def run(recipe: Recipe, run: Run, runtime: Runtime) -> dict:
             "summary": summary}  # fmt: skip
 
 
-def _gaps(recipe: Recipe, data: Dataset, models: dict, cache: dict, runtime: Runtime, run: Run) -> dict:
+def _gaps(recipe: Recipe, data: Dataset, test: ArraySource, run: Run) -> dict:
     """The modality gap (paper 003 Fig. 3; :mod:`mmtool.analysis.modality_gap`) of the encoders' test features
-    (cached by the probes), for every pair of modalities with equal feature sizes, and its plot."""
-    chosen = [m for m in modalities_of(recipe, data) if m in models]
-    test = frozen_features(recipe, {m: models[m] for m in chosen}, data, runtime, cache)["test"]
+    (the probes'), for every pair of modalities with equal feature sizes, and its plot."""
     gaps = modality_gaps(test.inputs, test.present)
     if gaps["modality_gap"]:
         plots.bars(gaps["modality_gap"], run.plot("modality_gap.png"), f"modality gap of {recipe.run} on {data.name}",
@@ -65,12 +66,14 @@ def probe_encoders(
     out: Layout,
     runtime: Runtime,
     confusion: bool = False,
+    features: dict[str, ArraySource] | None = None,
 ) -> dict[str, dict]:
     """A linear classifier per modality on its frozen encoder (``models[m].encode``); accuracy on every
     split, and with ``confusion`` the test confusion matrix (per-class results: paper 001, Fig. 2). Features
-    come from :func:`frozen_features` (cached in the source run when ``cache`` says where)."""
+    come from :func:`frozen_features` (cached in the source run when ``cache`` says where) unless given."""
     chosen = [m for m in modalities_of(recipe, data) if m in models]
-    features = frozen_features(recipe, {m: models[m] for m in chosen}, data, runtime, cache)
+    if features is None:
+        features = frozen_features(recipe, {m: models[m] for m in chosen}, data, runtime, cache)
     probes = {}
     for m in chosen:
         feats = {k: s.select([m]) for k, s in features.items()}
