@@ -86,14 +86,8 @@ def measure(recipe, classes: int, cache: dict) -> dict[str, Cost]:
     from mmtool.models import build_model, model_spec
 
     dims, out = input_dims(recipe), {}
-    if recipe.model.fusion != "late":  # the modalities' encoders are linked (MMTM): one model, its cost shared evenly
-        spec = model_spec(recipe.model, dims, classes, list(dims))
-        key = json.dumps(spec, sort_keys=True, default=str)
-        if key not in cache:
-            whole = _cost(build_model(spec), {m: torch.randn(1, *s) for m, s in dims.items()})
-            n = len(dims)
-            cache[key] = Cost(whole.fwd / n, whole.step / n, whole.seconds / n, whole.params // n)
-        return {m: cache[key] for m in dims}
+    if recipe.model.fusion != "late" or recipe.model.head in WHOLE_HEADS:
+        return _shared(recipe, dims, classes, cache)
     for m, shape in dims.items():
         spec = model_spec(recipe.model, dims, classes, [m])
         key = json.dumps(spec, sort_keys=True, default=str)
@@ -101,6 +95,22 @@ def measure(recipe, classes: int, cache: dict) -> dict[str, Cost]:
             cache[key] = _cost(build_model(spec), {m: torch.randn(1, *shape)})
         out[m] = cache[key]
     return out
+
+
+# heads built for the modalities together (MMTM fusion, FiLM, gated): the whole model, its cost shared evenly
+WHOLE_HEADS = ("film", "gated")
+
+
+def _shared(recipe, dims: dict, classes: int, cache: dict) -> dict[str, Cost]:
+    from mmtool.models import build_model, model_spec
+
+    spec = model_spec(recipe.model, dims, classes, list(dims))
+    key = json.dumps(spec, sort_keys=True, default=str)
+    if key not in cache:
+        whole = _cost(build_model(spec), {m: torch.randn(1, *s) for m, s in dims.items()})
+        n = len(dims)
+        cache[key] = Cost(whole.fwd / n, whole.step / n, whole.seconds / n, whole.params // n)
+    return {m: cache[key] for m in dims}
 
 
 def _cost(model, x) -> Cost:
