@@ -116,3 +116,13 @@ class RootGuard:
     def _resolves_inside(self, path: str, within: str) -> bool:
         real, top = os.path.realpath(path), self._tops[within]
         return real == top or real.startswith(top.rstrip(os.sep) + os.sep)
+
+
+def check_sampled_files(paths: list[Path], index: Path, fix: str, samples: int = 3) -> None:
+    """The files of a few evenly spaced samples of a cache's ``index`` exist: catches a moved or wrong raw folder
+    cheaply (a cache that reads its samples from the raw copy: Food-101, MVSA)."""
+    picks = sorted({round(j * (len(paths) - 1) / max(1, samples - 1)) for j in range(samples)}) if paths else []
+    for path in (Path(paths[i]) for i in picks):
+        if not path.is_file():
+            raise UserError(f"{path} (listed in {index}) does not exist: pass data.raw=DIR of the prepared copy, or "
+                            f"{fix}")  # fmt: skip

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from mmtool.data import Dataset, DiskSource, RootGuard, check_labels
+from mmtool.data.cache_checks import check_sampled_files
 from mmtool.data.food101_prep import FORMAT, INDEX, MODALITIES, NAME, SPLIT_DIRS, cache_key, prepare, resolve_raw
 from mmtool.data.modelnet40 import carve_splits, load_rgb
 from mmtool.data.pipeline_io import read_jsonl
@@ -124,7 +125,7 @@ def _load(cfg: DataConfig, folder: Path) -> Dataset:
     _check_rows(rows, manifest, raw, folder)
     tokens = TokenStore(folder)
     tokens.check(len(rows), FIX)
-    _check_sampled_paths([str(raw / r["image"]) for r in rows], folder)
+    check_sampled_files([raw / r["image"] for r in rows], folder / INDEX, FIX)
     s = dataset_settings(cfg, Food101Settings)
     splits = {}
     for name, positions in carve_splits(rows, cfg.val_fraction, cfg.seed).items():
@@ -168,15 +169,6 @@ def _check_rows(rows: list[dict], manifest: dict, raw: Path, folder: Path) -> No
             raise UserError(f"{index}:{line}: class {row.get('class')!r}, label {row['label']} and split "
                             f"{row.get('split')!r} do not agree with {path} ({FIX})")  # fmt: skip
         guard.check(row["image"], f"{index}:{line} image", f"images/{row['split']}/{row['class']}")
-
-
-def _check_sampled_paths(paths: list[str], cache: Path, samples: int = 3) -> None:
-    """The images of a few evenly spaced samples exist: catches a moved or wrong raw folder cheaply."""
-    picks = sorted({round(j * (len(paths) - 1) / max(1, samples - 1)) for j in range(samples)}) if paths else []
-    for path in (Path(paths[i]) for i in picks):
-        if not path.is_file():
-            raise UserError(f"{path} (listed in {cache / INDEX}) does not exist: pass data.raw=DIR of the prepared "
-                            f"copy, or {FIX}")  # fmt: skip
 
 
 DATASETS.register(NAME)(

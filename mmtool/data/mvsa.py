@@ -41,7 +41,7 @@ import torch
 
 from mmtool.data import Dataset, DiskSource, RootGuard, check_labels
 from mmtool.data.cache_arrays import split_indices
-from mmtool.data.cache_checks import read_manifest
+from mmtool.data.cache_checks import check_sampled_files, read_manifest
 from mmtool.data.food101 import EVAL_BATCH, PairReader
 from mmtool.data.mvsa_prep import CLASSES, DATA, FORMAT, INDEX, MODALITIES, NAME, cache_key, prepare, resolve_raw
 from mmtool.data.pipeline_io import read_jsonl
@@ -78,7 +78,7 @@ def _load(cfg: DataConfig, folder: Path) -> Dataset:
     _check_rows(rows, manifest, raw, folder)
     tokens = TokenStore(folder)
     tokens.check(len(rows), FIX)
-    _check_sampled_paths([raw / r[m] for r in rows for m in ("image", "text")], folder)
+    check_sampled_files([raw / r[m] for r in rows for m in ("image", "text")], folder / INDEX, FIX)
     s = dataset_settings(cfg, MVSASettings)
     splits = {}
     for name, positions in split_rows(len(rows), cfg.seed, cfg.test_fraction, cfg.val_fraction).items():
@@ -114,15 +114,6 @@ def _check_rows(rows: list[dict], manifest: dict, raw: Path, folder: Path) -> No
                             f"({FIX})")  # fmt: skip
         for part in ("image", "text"):
             guard.check(row[part], f"{index}:{line} {part}", DATA)
-
-
-def _check_sampled_paths(paths: list[Path], cache: Path, samples: int = 3) -> None:
-    """The files of a few evenly spaced samples exist: catches a moved or wrong raw folder cheaply."""
-    picks = sorted({round(j * (len(paths) - 1) / max(1, samples - 1)) for j in range(samples)}) if paths else []
-    for path in (paths[i] for i in picks):
-        if not path.is_file():
-            raise UserError(f"{path} (listed in {cache / INDEX}) does not exist: pass data.raw=DIR of the prepared "
-                            f"copy, or {FIX}")  # fmt: skip
 
 
 DATASETS.register(NAME)(
