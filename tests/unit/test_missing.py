@@ -171,3 +171,35 @@ def test_modality_gap_refuses_unequal_sizes():
     out = modality_gaps({"a": torch.ones(3, 4), "b": torch.ones(3, 4), "c": torch.ones(3, 5)})
     assert out["modality_gap"] == {"a-b": pytest.approx(0.0)}
     assert set(out["modality_gap_undefined"]) == {"a-c", "b-c"}
+
+
+class _IdReader:
+    """Sample i reads as the value i (its views as i + view / 10): batches say which rows they hold."""
+
+    def read(self, index, modalities, train, rng):
+        return {m: torch.tensor([float(index)]) for m in modalities}
+
+    def read_view(self, index, view, modalities):
+        return {m: torch.tensor([index + view / 10]) for m in modalities}
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_on_disk_batches_carry_the_masks_of_their_own_samples(workers):
+    """Shuffled training batches, worker processes and multi-view evaluation ids all get the rows of the split's
+    masks that belong to their samples."""
+    from mmtool.data.source import DiskSource
+
+    n = 10
+    masks = {"a": torch.arange(n) % 3 != 0, "b": torch.arange(n) % 2 == 0}
+    for views in (1, 2):
+        source = DiskSource(_IdReader(), torch.zeros(n, dtype=torch.long), ["a", "b"], views=views)
+        source.present = masks
+        for train in (True, False):
+            seen = []
+            for batch in source.loader(4, train=train, seed=3, workers=workers):
+                rows = batch.inputs["a"][:, 0].floor().long()  # the sample each row was read from
+                assert torch.equal(rows, batch.ids // (1 if train else views))
+                for m in ("a", "b"):
+                    assert torch.equal(batch.present[m], masks[m][rows])
+                seen += rows.tolist()
+            assert sorted(set(seen)) == list(range(n))
