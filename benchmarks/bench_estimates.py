@@ -40,7 +40,8 @@ A100_BF16 = 312e12  # NVIDIA A100 data sheet: dense BF16 Tensor Core peak, FLOP/
 # The papers' dataset sizes (paper 000 App. A.1; UCF101 split 1 and ModelNet40 as published): train (val is
 # carved from it by the recipe's val_fraction) and test.
 SIZES = {"kinetics400": (240_000, 19_000), "vggsound": (175_000, 15_000), "ucf101": (9_537, 3_783),
-         "modelnet40": (9_483, 2_468), "cremad": (6_698, 744)}  # fmt: skip  CREMA-D: OGM-GE's train/test lists
+         "modelnet40": (9_483, 2_468), "cremad": (6_698, 744),
+         "iemocap": (4_425, 1_106)}  # fmt: skip  CREMA-D: OGM-GE's train/test lists
 MARK_BEGIN, MARK_END = "<!-- estimates: begin -->", "<!-- estimates: end -->"
 
 
@@ -76,6 +77,9 @@ def input_dims(recipe) -> dict[str, list[int]]:
     if name == "cremad":
         size = s.image_size
         return {"audio": [round(s.audio_seconds * s.sample_rate)], "visual": [3 * s.clip_frames, size, size]}
+    if name == "iemocap":  # text: token ids, max_tokens of them
+        return {"audio": [round(s.audio_seconds * s.sample_rate)], "visual": [3 * s.clip_frames, s.image_size,
+                s.image_size], "text": [s.max_tokens]}  # fmt: skip
     if name == "modelnet40":
         return {"front": [3, s.image_size, s.image_size], "rear": [3, s.image_size, s.image_size]}
     raise SystemExit(f"no full-size input known for {name}")
@@ -92,7 +96,7 @@ def measure(recipe, classes: int, cache: dict) -> dict[str, Cost]:
         spec = model_spec(recipe.model, dims, classes, [m])
         key = json.dumps(spec, sort_keys=True, default=str)
         if key not in cache:
-            cache[key] = _cost(build_model(spec), {m: torch.randn(1, *shape)})
+            cache[key] = _cost(build_model(spec), {m: _example(m, shape)})
         out[m] = cache[key]
     return out
 
@@ -107,10 +111,15 @@ def _shared(recipe, dims: dict, classes: int, cache: dict) -> dict[str, Cost]:
     spec = model_spec(recipe.model, dims, classes, list(dims))
     key = json.dumps(spec, sort_keys=True, default=str)
     if key not in cache:
-        whole = _cost(build_model(spec), {m: torch.randn(1, *s) for m, s in dims.items()})
+        whole = _cost(build_model(spec), {m: _example(m, s) for m, s in dims.items()})
         n = len(dims)
         cache[key] = Cost(whole.fwd / n, whole.step / n, whole.seconds / n, whole.params // n)
     return {m: cache[key] for m in dims}
+
+
+def _example(modality: str, shape: list[int]) -> torch.Tensor:
+    """One sample: token ids for text (no padding), floats otherwise."""
+    return torch.randint(1, 1000, (1, *shape)) if modality == "text" else torch.randn(1, *shape)
 
 
 def _cost(model, x) -> Cost:
@@ -127,7 +136,7 @@ def _cost(model, x) -> Cost:
     return Cost(fwd.get_total_flops(), step.get_total_flops(), min(times), sum(p.numel() for p in model.parameters()))
 
 
-CLASSES = {"kinetics400": 400, "vggsound": 309, "ucf101": 101, "modelnet40": 40, "cremad": 6}
+CLASSES = {"kinetics400": 400, "vggsound": 309, "ucf101": 101, "modelnet40": 40, "cremad": 6, "iemocap": 4}
 TEACHERS = {"umt", "self_distill", "self_distill_feature"}
 
 

@@ -61,6 +61,7 @@ class TablePlan:
     runs: tuple[Run, ...]
     primary: str | None  # the dataset a bare --data DIR names (None: give NAME=DIR)
     all_seeds: bool = False  # the paper gives mean ± std: every seed (else the first)
+    smoke: tuple[str, ...] | None = None  # --smoke runs only these runs (a sweep's one point); None: every run
 
 
 # --------------------------------------------------------------------------------------------- our cells

@@ -63,3 +63,23 @@ def test_ablation_switches_hgm_and_df_and_shares_the_full_mla_run_with_table1():
         node = t3[f"cremad/seed0/{name}"]
         recipe = load_recipe([REPO / r for r in node.recipes], list(node.overrides))
         assert (recipe.method.params.get("project", True) is not False) == ("hgm0" not in name)
+
+
+def test_missing_rate_table_runs_each_method_at_each_rate_and_smoke_one_rate(tmp_path):
+    nodes = paper_plans.build(paper_plans.Options("mla-table2", {"iemocap": "/raw"}, (0, 1, 2))).nodes
+    runs = {k.split("/")[-1] for k in nodes if "/seed0/" in k}
+    assert runs == {f"{n}-m{p}" for n in ("unimodal", "ume", "qmf", "mla") for p in (10, 20, 30, 40, 50, 60, 70)}
+    assert "data.missing_rate=0.7" in nodes["iemocap/seed2/mla-m70"].overrides
+    ume = nodes["iemocap/seed1/ume-m40"]
+    assert ("teachers", "iemocap/seed1/unimodal-m40") in {(i.key, i.node) for i in ume.inputs}
+    smoke = paper_plans.build(paper_plans.Options("mla-table2", {}, (0, 1, 2), smoke=True)).nodes
+    assert sorted(k.split("/")[-1] for k in smoke if "/seed" in k) == ["mla-m30", "qmf-m30", "ume-m30", "unimodal-m30"]
+    assert "--max-skip-frac" in smoke["iemocap/prep"].args
+    assert any(o.startswith("data.tokenizer=") for o in smoke["iemocap/prep"].overrides)  # prep reads the tokenizer
+    seed = tmp_path / "iemocap" / "seed0"
+    for name, acc in (("ume-m30", 61.0), ("qmf-m30", 62.0), ("mla-m30", 63.0)):
+        write(seed / name, {"test_accuracy": acc})
+    text = paper_tables.render("mla-table2", tmp_path)
+    assert "| Late Fusion | 72.95 | — | 69.06 | — | 64.89 | 61.0 |" in text
+    assert "| MLA (Ours) | 75.07 | — | 72.33 | — | 68.47 | 63.0 |" in text
+    assert "| MMIN | 71.84 | — |" in text and "cited: not implemented" in text
