@@ -41,7 +41,7 @@ A100_BF16 = 312e12  # NVIDIA A100 data sheet: dense BF16 Tensor Core peak, FLOP/
 # carved from it by the recipe's val_fraction) and test.
 SIZES = {"kinetics400": (240_000, 19_000), "vggsound": (175_000, 15_000), "ucf101": (9_537, 3_783),
          "modelnet40": (9_483, 2_468), "cremad": (6_698, 744),
-         "iemocap": (4_425, 1_106)}  # fmt: skip  CREMA-D: OGM-GE's train/test lists
+         "iemocap": (4_425, 1_106), "food101": (67_988, 22_716)}  # fmt: skip  CREMA-D: OGM-GE's train/test lists
 MARK_BEGIN, MARK_END = "<!-- estimates: begin -->", "<!-- estimates: end -->"
 
 
@@ -77,6 +77,8 @@ def input_dims(recipe) -> dict[str, list[int]]:
     if name == "cremad":
         size = s.image_size
         return {"audio": [round(s.audio_seconds * s.sample_rate)], "visual": [3 * s.clip_frames, size, size]}
+    if name == "food101":
+        return {"image": [3, s.image_size, s.image_size], "text": [s.max_tokens]}
     if name == "iemocap":  # text: token ids, max_tokens of them
         return {"audio": [round(s.audio_seconds * s.sample_rate)], "visual": [3 * s.clip_frames, s.image_size,
                 s.image_size], "text": [s.max_tokens]}  # fmt: skip
@@ -136,7 +138,8 @@ def _cost(model, x) -> Cost:
     return Cost(fwd.get_total_flops(), step.get_total_flops(), min(times), sum(p.numel() for p in model.parameters()))
 
 
-CLASSES = {"kinetics400": 400, "vggsound": 309, "ucf101": 101, "modelnet40": 40, "cremad": 6, "iemocap": 4}
+CLASSES = {"kinetics400": 400, "vggsound": 309, "ucf101": 101, "modelnet40": 40, "cremad": 6, "iemocap": 4,
+           "food101": 101}
 TEACHERS = {"umt", "self_distill", "self_distill_feature"}
 
 

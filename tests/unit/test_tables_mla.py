@@ -83,3 +83,23 @@ def test_missing_rate_table_runs_each_method_at_each_rate_and_smoke_one_rate(tmp
     assert "| Late Fusion | 72.95 | — | 69.06 | — | 64.89 | 61.0 |" in text
     assert "| MLA (Ours) | 75.07 | — | 72.33 | — | 68.47 | 63.0 |" in text
     assert "| MMIN | 71.84 | — |" in text and "cited: not implemented" in text
+
+
+def test_modality_gap_figure_reads_the_probes_gaps_and_checks_the_papers_claim(tmp_path, monkeypatch):
+    nodes = paper_plans.build(paper_plans.Options("mla-fig3", {"food101": "/raw"}, (0, 1))).nodes
+    assert ("run", "food101/seed1/mla") in {(i.key, i.node) for i in nodes["food101/seed1/probe-mla"].inputs}
+    for name in ("naive_concat", "mla"):  # both on the same encoders
+        recipe = load_recipe([REPO / f"recipes/food101/{name}.yaml"])
+        assert recipe.model.encoders["text"].args["config"]["hidden_size"] == 512
+    for seed, (concat, mla) in enumerate(((0.30, 0.50), (0.40, 0.70))):
+        folder = tmp_path / "runs" / "food101" / f"seed{seed}"
+        write(folder / "probe-naive_concat", {"modality_gap": {"image-text": concat}})
+        write(folder / "probe-mla", {"modality_gap": {"image-text": mla}})
+        write(folder / "naive_concat", {"test_accuracy": 80.0})
+        write(folder / "mla", {"test_accuracy": 85.0})
+    monkeypatch.chdir(tmp_path)  # the figure goes to results/ under the working directory
+    text = paper_tables.render("mla-fig3", tmp_path / "runs")
+    assert "| Concat | (a figure, no value printed) | 0.3500 ± 0.0707 | 80.0 ± 0.0 |" in text
+    assert "| MLA (Ours) | (a figure, no value printed) | 0.6000 ± 0.1414 |" in text
+    assert "larger modality gap\" than concatenation: holds on ours" in text
+    assert (tmp_path / "results" / "mla-fig3.png").stat().st_size > 0
