@@ -126,3 +126,17 @@ def check_sampled_files(paths: list[Path], index: Path, fix: str, samples: int =
         if not path.is_file():
             raise UserError(f"{path} (listed in {index}) does not exist: pass data.raw=DIR of the prepared copy, or "
                             f"{fix}")  # fmt: skip
+
+
+def read_checked_index(folder: Path, manifest: dict, name: str, fix: str) -> list[dict]:
+    """The rows of the cache's index file ``name``, after checking its sha256 against the manifest's ``files``
+    (nothing else is hashed)."""
+    import hashlib
+
+    from mmtool.data.pipeline_io import read_jsonl
+
+    path = folder / name
+    data = path.read_bytes() if path.is_file() else b""
+    if hashlib.sha256(data).hexdigest() != manifest.get("files", {}).get(name):
+        raise UserError(f"{path} is missing or does not match {folder / 'manifest.json'} ({fix})")
+    return read_jsonl(path)

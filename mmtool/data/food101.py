@@ -27,7 +27,6 @@ Design notes
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Sequence
@@ -38,10 +37,9 @@ import numpy as np
 import torch
 
 from mmtool.data import Dataset, DiskSource, RootGuard, check_labels
-from mmtool.data.cache_checks import check_sampled_files
+from mmtool.data.cache_checks import check_sampled_files, read_checked_index
 from mmtool.data.food101_prep import FORMAT, INDEX, MODALITIES, NAME, SPLIT_DIRS, cache_key, prepare, resolve_raw
 from mmtool.data.modelnet40 import carve_splits, load_rgb
-from mmtool.data.pipeline_io import read_jsonl
 from mmtool.data.registry import DATASETS, DatasetSpec, dataset_settings
 from mmtool.data.settings import Food101Settings
 from mmtool.data.text import TokenStore
@@ -120,7 +118,7 @@ class PairReader:
 # --------------------------------------------------------------------------------------------- loading
 def _load(cfg: DataConfig, folder: Path) -> Dataset:
     manifest = _read_manifest(folder)
-    rows = _read_index(folder, manifest)
+    rows = read_checked_index(folder, manifest, INDEX, FIX)
     raw = resolve_raw(cfg.raw) if cfg.raw else Path(manifest["layout"]["raw"])
     _check_rows(rows, manifest, raw, folder)
     tokens = TokenStore(folder)
@@ -143,15 +141,6 @@ def _read_manifest(folder: Path) -> dict:
         raise UserError(f"{folder / 'manifest.json'} is in data format {manifest.get('format')}, this mmtool reads "
                         f"format {FORMAT} ({FIX})")  # fmt: skip
     return manifest
-
-
-def _read_index(folder: Path, manifest: dict) -> list[dict]:
-    """The index rows, after checking its checksum against the manifest (no image is hashed)."""
-    path = folder / INDEX
-    data = path.read_bytes() if path.is_file() else b""
-    if hashlib.sha256(data).hexdigest() != manifest.get("files", {}).get(INDEX):
-        raise UserError(f"{path} is missing or does not match {folder / 'manifest.json'} ({FIX})")
-    return read_jsonl(path)
 
 
 def _check_rows(rows: list[dict], manifest: dict, raw: Path, folder: Path) -> None:

@@ -40,7 +40,6 @@ Design notes
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import random
@@ -52,8 +51,8 @@ import numpy as np
 import torch
 
 from mmtool.data import Dataset, DiskSource, RootGuard, check_labels
+from mmtool.data.cache_checks import read_checked_index
 from mmtool.data.modelnet40_prep import FORMAT, INDEX, MODALITIES, NAME, SPLIT_DIRS, prepare, resolve_raw, view_pair
-from mmtool.data.pipeline_io import read_jsonl
 from mmtool.data.registry import DATASETS, DatasetSpec, dataset_settings
 from mmtool.data.settings import ModelNet40Settings
 from mmtool.data.transforms import IMAGENET_MEAN, IMAGENET_STD, hflip, normalize, resize
@@ -134,7 +133,7 @@ def carve_splits(rows: Sequence[dict], val_fraction: float, seed: int) -> dict[s
 
 def _load(cfg: DataConfig, folder: Path) -> Dataset:
     manifest = _read_manifest(folder)
-    rows = _read_index(folder, manifest)
+    rows = read_checked_index(folder, manifest, INDEX, FIX)
     raw = resolve_raw(cfg.raw) if cfg.raw else Path(manifest["layout"]["raw"])
     _check_rows(rows, manifest, raw, folder)
     pairs = [tuple(str(raw / row[m]) for m in MODALITIES) for row in rows]
@@ -161,15 +160,6 @@ def _read_manifest(folder: Path) -> dict:
             f"{FORMAT} ({FIX})"
         )
     return manifest
-
-
-def _read_index(folder: Path, manifest: dict) -> list[dict]:
-    """The index rows, after checking its checksum against the manifest (no image is hashed)."""
-    path = folder / INDEX
-    data = path.read_bytes() if path.is_file() else b""
-    if hashlib.sha256(data).hexdigest() != manifest.get("files", {}).get(INDEX):
-        raise UserError(f"{path} is missing or does not match {folder / 'manifest.json'} ({FIX})")
-    return read_jsonl(path)
 
 
 def _check_rows(rows: list[dict], manifest: dict, raw: Path, folder: Path) -> None:

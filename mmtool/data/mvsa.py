@@ -33,7 +33,6 @@ Design notes
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -41,10 +40,9 @@ import torch
 
 from mmtool.data import Dataset, DiskSource, RootGuard, check_labels
 from mmtool.data.cache_arrays import split_indices
-from mmtool.data.cache_checks import check_sampled_files, read_manifest
+from mmtool.data.cache_checks import check_sampled_files, read_checked_index, read_manifest
 from mmtool.data.food101 import EVAL_BATCH, PairReader
 from mmtool.data.mvsa_prep import CLASSES, DATA, FORMAT, INDEX, MODALITIES, NAME, cache_key, prepare, resolve_raw
-from mmtool.data.pipeline_io import read_jsonl
 from mmtool.data.registry import DATASETS, DatasetSpec, dataset_settings
 from mmtool.data.settings import MVSASettings
 from mmtool.data.text import TokenStore
@@ -73,7 +71,7 @@ def _load(cfg: DataConfig, folder: Path) -> Dataset:
     if manifest.get("format") != FORMAT:
         raise UserError(f"{folder / 'manifest.json'} is in data format {manifest.get('format')}, this mmtool reads "
                         f"format {FORMAT} ({FIX})")  # fmt: skip
-    rows = _read_index(folder, manifest)
+    rows = read_checked_index(folder, manifest, INDEX, FIX)
     raw = resolve_raw(cfg.raw) if cfg.raw else Path(manifest["layout"]["raw"])
     _check_rows(rows, manifest, raw, folder)
     tokens = TokenStore(folder)
@@ -88,15 +86,6 @@ def _load(cfg: DataConfig, folder: Path) -> Dataset:
         splits[name] = DiskSource(reader, targets, MODALITIES, EVAL_BATCH)
     dims = {"image": [3, s.image_size, s.image_size], "text": [int(manifest["tokenizer"]["max_tokens"])]}
     return Dataset(NAME, MODALITIES, len(CLASSES), dims, splits, list(CLASSES))
-
-
-def _read_index(folder: Path, manifest: dict) -> list[dict]:
-    """The index rows, after checking its checksum against the manifest (no image is hashed)."""
-    path = folder / INDEX
-    data = path.read_bytes() if path.is_file() else b""
-    if hashlib.sha256(data).hexdigest() != manifest.get("files", {}).get(INDEX):
-        raise UserError(f"{path} is missing or does not match {folder / 'manifest.json'} ({FIX})")
-    return read_jsonl(path)
 
 
 def _check_rows(rows: list[dict], manifest: dict, raw: Path, folder: Path) -> None:
