@@ -203,3 +203,41 @@ def test_on_disk_batches_carry_the_masks_of_their_own_samples(workers):
                     assert torch.equal(batch.present[m], masks[m][rows])
                 seen += rows.tolist()
             assert sorted(set(seen)) == list(range(n))
+
+
+def _teachers() -> dict:
+    out = {}
+    for m, d in DIMS.items():
+        torch.manual_seed(10)
+        out[m] = build_model({"modalities": {m: d}, "num_classes": 4, "encoder": "mlp", "encoder_args": {"hidden": [5]},
+                              "head": "linear", "head_args": {}}).eval()  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize(("method", "head"), [("naive", "linear"), ("umt", "linear"), ("aux_ce", "linear"),
+                                              ("qmf", "qmf"), ("mla", "shared"), ("ogm_ge", "linear")])  # fmt: skip
+def test_a_methods_losses_ignore_the_inputs_of_missing_modalities(method, head):
+    """Every loss a method returns is the same when the inputs of the masked (modality, sample) pairs are replaced
+    by noise: per-modality terms count only the samples that have the modality, fused terms only what is there."""
+    from mmtool.data import Batch
+    from mmtool.methods import MethodContext, build_method
+
+    g = torch.Generator().manual_seed(2)
+    x = {m: torch.randn(24, d, generator=g) for m, d in DIMS.items()}
+    present = {"a": torch.arange(24) % 2 == 0, "b": torch.arange(24) % 3 != 0, "c": torch.arange(24) % 4 != 1}
+    noisy = {m: torch.where(present[m].unsqueeze(1), t, t + 50 * torch.randn(t.shape, generator=g))
+             for m, t in x.items()}  # fmt: skip
+    target, ids = torch.randint(0, 4, (24,), generator=g), torch.arange(24)
+
+    def losses(inputs, masks=present):
+        model = _model(head).train()
+        context = MethodContext(teachers=_teachers(), num_classes=4, modalities=tuple(DIMS), batches_per_epoch=1,
+                                runtime=CPU)  # fmt: skip
+        strategy = build_method(method, {}, context)
+        strategy.setup(model)
+        out = strategy.training_step(model, Batch(inputs, target, ids, masks))
+        return {k: float(v) for k, v in out.items()}
+
+    clean, again = losses(x), losses(noisy)
+    assert clean and clean == again
+    assert losses(x, None) != losses(noisy, None)  # without the masks the noise does reach the losses
