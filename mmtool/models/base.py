@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from mmtool.data.missing import any_present
+
 Present = dict[str, torch.Tensor]  # {modality: (B,) bool}, True where the modality is there
 FeaturesHook = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 EXTRAS = "extras"  # state_dict prefix of the trainable extras methods attach
@@ -65,7 +67,7 @@ class MultiModalNet(nn.Module):
         else:  # only heads that sum or average per-modality parts take masks (refuse_missing)
             present = {m: present[m] for m in features}
             out = dict(self.head(head_in, present=present))
-            none = ~_any(present)  # (B,): a sample with none of this model's modalities: uniform logits
+            none = ~any_present(present)  # (B,): a sample with none of this model's modalities: uniform logits
             out["logits"] = torch.where(none.unsqueeze(1), torch.zeros_like(out["logits"]), out["logits"])
         out["features"] = features
         return out
@@ -113,14 +115,6 @@ class MultiModalNet(nn.Module):
             for key in [k for k in metadata if k == EXTRAS or k.startswith(f"{EXTRAS}.")]:
                 del metadata[key]
         return state
-
-
-def _any(present: Present) -> torch.Tensor:
-    masks = list(present.values())
-    out = masks[0]
-    for m in masks[1:]:
-        out = out | m
-    return out
 
 
 def _encode_rows(encoder: nn.Module, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
