@@ -62,6 +62,10 @@ class TablePlan:
     primary: str | None  # the dataset a bare --data DIR names (None: give NAME=DIR)
     all_seeds: bool = False  # the paper gives mean ± std: every seed (else the first)
     smoke: tuple[str, ...] | None = None  # --smoke runs only these runs (a sweep's one point); None: every run
+    # (dataset, recipe fragment) merged into every run and the prep of that dataset, after the run's own recipe and
+    # before --recipe's: the table's own settings of a dataset (another backbone, a paper's data settings)
+    fragments: tuple[tuple[str, str], ...] = ()
+    smoke_fragments: tuple[tuple[str, str], ...] = ()  # likewise, merged after the SMOKE fragment with --smoke
 
 
 # --------------------------------------------------------------------------------------------- our cells

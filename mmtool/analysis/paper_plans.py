@@ -148,8 +148,14 @@ def _data_hint(table: str) -> str:
 
 
 def _fragments(opts: Options, dataset: str, recipe: str) -> tuple[str, ...]:
-    files = (f"recipes/{dataset}/{recipe}.yaml", *(f for d, f in opts.recipes if d == dataset))
-    return (*files, f"recipes/_base/smoke/{dataset}.yaml") if opts.smoke else files
+    """The recipe files of one run, merged in this order: the run's recipe, the table's fragments of the dataset,
+    ``--recipe``'s, and with ``--smoke`` the SMOKE fragment and the table's SMOKE fragments of the dataset."""
+    table = table_plan(opts.table)
+    files = (f"recipes/{dataset}/{recipe}.yaml", *(f for d, f in table.fragments if d == dataset),
+             *(f for d, f in opts.recipes if d == dataset))  # fmt: skip
+    if not opts.smoke:
+        return files
+    return (*files, f"recipes/_base/smoke/{dataset}.yaml", *(f for d, f in table.smoke_fragments if d == dataset))
 
 
 def parse_recipes(name: str, given: list[str]) -> tuple[tuple[str, str], ...]:

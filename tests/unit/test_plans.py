@@ -4,6 +4,7 @@ requeue, compared with an uninterrupted run)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import stat
@@ -314,3 +315,21 @@ def test_a_dataset_fragment_joins_that_datasets_runs_and_prep_only():
     for bad in (["vggsound"], ["ucf101=recipes/_base/kinetics400_r3d18.yaml"], ["kinetics400=nope.yaml"]):
         with pytest.raises(UserError):
             paper_plans.parse_recipes("table5", bad)
+
+
+def test_a_tables_own_fragments_come_between_the_recipe_and_the_command_lines(monkeypatch):
+    base = paper_plans.TABLES["table5"]
+    table = dataclasses.replace(base, fragments=(("kinetics400", "recipes/_base/kinetics400_r3d18.yaml"),),
+                                smoke_fragments=(("vggsound", "recipes/_base/smoke/kinetics400.yaml"),))  # fmt: skip
+    monkeypatch.setitem(paper_plans.TABLES, "table5", table)
+    recipes = (("kinetics400", "recipes/_base/kinetics400_slowfast101.yaml"),)
+    plan = paper_plans.build(paper_plans.Options("table5", {"vggsound": "/v", "kinetics400": "/k"}, (0,),
+                                                 recipes=recipes))  # fmt: skip
+    assert plan.nodes["kinetics400/seed0/umt"].recipes == (
+        "recipes/kinetics400/umt.yaml", "recipes/_base/kinetics400_r3d18.yaml",
+        "recipes/_base/kinetics400_slowfast101.yaml")  # fmt: skip
+    assert "data.clip_frames=32" in plan.nodes["kinetics400/prep"].overrides  # the table's variant is prepared
+    assert plan.nodes["vggsound/seed0/umt"].recipes == ("recipes/vggsound/umt.yaml",)  # SMOKE fragments: smoke only
+    smoke = paper_plans.build(paper_plans.Options("table5", {}, (0,), smoke=True))
+    assert smoke.nodes["vggsound/seed0/umt"].recipes == (
+        "recipes/vggsound/umt.yaml", "recipes/_base/smoke/vggsound.yaml", "recipes/_base/smoke/kinetics400.yaml")
