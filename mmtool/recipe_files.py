@@ -197,11 +197,19 @@ def is_fragment(path: Path, included: set[Path]) -> bool:
         return False
 
 
-def deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(a: dict[str, Any], b: dict[str, Any], path: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``b`` over ``a``, dictionaries merged key by key; except in an encoder's spec (``model.encoders.<m>``), where
+    a later layer naming another encoder replaces the spec, and one naming another input transform replaces its
+    ``transform_args`` (the arguments of the encoder or transform it replaces mean nothing to the new one)."""
     out = dict(a)
+    if len(path) == 3 and path[:2] == ("model", "encoders"):
+        if b.get("name") is not None and a.get("name") not in (None, b["name"]):
+            out = {}
+        elif b.get("transform") is not None and a.get("transform") not in (None, b["transform"]):
+            out.pop("transform_args", None)
     for key, value in b.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
+            out[key] = deep_merge(out[key], value, (*path, key))
         else:
             out[key] = value
     return out

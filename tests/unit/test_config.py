@@ -123,6 +123,23 @@ def test_deep_merge_does_not_mutate_inputs():
     assert a == {"x": {"y": 1, "z": 2}, "k": 1} and b == {"x": {"y": 3}}
 
 
+def test_a_later_layer_naming_another_encoder_or_transform_replaces_its_arguments():
+    base = {"model": {"encoders": {"audio": {"name": "resnet18", "args": {"width": 2}, "transform": "logmel",
+                                             "transform_args": {"n_fft": 512, "n_mels": 64}, "pretrained": "a.pt"}},
+                      "head_args": {"hidden": 3}}}  # fmt: skip
+    same = deep_merge(base, {"model": {"encoders": {"audio": {"transform_args": {"n_mels": 32}}}}})
+    assert same["model"]["encoders"]["audio"]["transform_args"] == {"n_fft": 512, "n_mels": 32}  # merged as ever
+    later = {"transform": "fbank", "transform_args": {"n_mels": 8}}
+    fbank = deep_merge(base, {"model": {"encoders": {"audio": later}}})
+    assert fbank["model"]["encoders"]["audio"] == {"name": "resnet18", "args": {"width": 2}, "transform": "fbank",
+                                                   "transform_args": {"n_mels": 8}, "pretrained": "a.pt"}  # fmt: skip
+    other = deep_merge(base, {"model": {"encoders": {"audio": {"name": "cav_mae_audio", "transform": "fbank"}}}})
+    assert other["model"]["encoders"]["audio"] == {"name": "cav_mae_audio", "transform": "fbank"}
+    assert other["model"]["head_args"] == {"hidden": 3}  # elsewhere a dict named like that still merges
+    assert deep_merge({"optim": {"name": "sgd", "momentum": 0.9}}, {"optim": {"name": "adam"}}) == {
+        "optim": {"name": "adam", "momentum": 0.9}}
+
+
 def test_circular_base_chain_raises(tmp_path):
     write(tmp_path / "a.yaml", "base: b.yaml\nstage: train\n")
     write(tmp_path / "b.yaml", "base: a.yaml\n")
