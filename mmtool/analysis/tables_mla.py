@@ -16,8 +16,9 @@ modality the test accuracy of each fusion method using only that modality ("Audi
 test-time dynamic fusion (DF: ``method.dynamic_fusion``; off, the modalities' predictions weighed equally), four
 MLA runs per dataset and seed (HGM and DF on is Table 1's ``mla`` run).
 
-Datasets: CREMA-D runs now (recipes/cremad/, MLA App. A.3's settings); Kinetics-Sounds, Food-101, MVSA and IEMOCAP
-show the paper's numbers and "—" until their recipes join the plan (docs/tables.md says what each still needs).
+Datasets: CREMA-D (recipes/cremad/, MLA App. A.3's settings), Food-101, MVSA and IEMOCAP (every method on the same
+ResNet-18s and 512-wide BERT, ``SAME_BACKBONE``; MLA's M3AE/CAV-MAE through ``-r``); Kinetics-Sounds shows the paper's
+numbers and "—" for now. FiLM and BiGated are not run on IEMOCAP's three modalities (``TWO_ONLY``).
 """
 
 from __future__ import annotations
@@ -45,17 +46,25 @@ PAPER_ROWS: dict[str, tuple[float, ...]] = {
     "IEMOCAP Multi": (74.18, 75.91, 74.96, 74.32, 73.34, 76.17, 76.17, 78.92),
 }
 # which of our datasets and modalities a row of the paper names (rows of datasets not in DATASETS print "—")
-DATASETS = {"CREMA-D": ("cremad", {"Audio": "audio", "Video": "visual"})}
+DATASETS = {"CREMA-D": ("cremad", {"Audio": "audio", "Video": "visual"}),
+            "Food-101": ("food101", {"Image": "image", "Text": "text"}),
+            "MVSA": ("mvsa", {"Image": "image", "Text": "text"}),
+            "IEMOCAP": ("iemocap", {"Audio": "audio", "Image": "visual", "Text": "text"})}  # fmt: skip
+# "All baselines used the same backbone" (Sec. 4.1): every run of a text dataset gets the 512-wide BERT that MLA's
+# shared head needs beside the ResNet-18 (recipes/_base/bert512.yaml; MLA's M3AE/CAV-MAE: -r NAME=recipes/_base/...)
+TEXT_DATASETS = ("food101", "mvsa", "iemocap")
+SAME_BACKBONE = tuple((d, "recipes/_base/bert512.yaml") for d in TEXT_DATASETS)
 # method -> the run that gives its cells (train runs are named after their recipe in recipes/<dataset>/)
 JOINT = {"Sum": "naive_sum", "Concat": "naive_concat", "FiLM": "naive_film", "BiGated": "naive_gated",
          "OGM-GE": "ogm_ge", "QMF": "qmf", "MLA (Ours)": "mla"}  # fmt: skip
 NO_UNIMODAL = ("FiLM", "BiGated")  # heads that mix the modalities before their last layer
+TWO_ONLY = (("iemocap", "naive_film"), ("iemocap", "naive_gated"))  # FiLM and BiGated condition one modality on one
 
 UNIMODAL = Run("unimodal", "pretrain-unimodal", "pretrain")
 LATE = Run("ume", "ensemble", "ensemble", (("teachers", "unimodal"),))
 TRAINED = tuple(Run(name, "train", name) for name in JOINT.values())
 TABLES = {"mla-table1": TablePlan(tuple(d for d, _ in DATASETS.values()), (UNIMODAL, LATE, *TRAINED), "cremad",
-                                  all_seeds=True)}  # fmt: skip
+                                  all_seeds=True, fragments=SAME_BACKBONE, skip=TWO_ONLY)}  # fmt: skip
 
 PAPER = {
     "mla-table1": PaperTable(
@@ -72,8 +81,13 @@ PAPER = {
             "OGM-GE's linear head, QMF, MLA's shared head) or the uni-modal model (Late Fusion = the uni-modal models "
             "and their averaged predictions, `mmtool ensemble`); FiLM and BiGated give no prediction from one "
             "modality (the paper deactivates the other and does not say how): \"—\".",
-            "Kinetics-Sounds, Food-101, MVSA and IEMOCAP are not in this target yet: their rows print the paper's "
-            "numbers and \"—\" (docs/tables.md).",
+            "Backbones: ResNet-18s from scratch for CREMA-D (MLA App. A.3); Food-101, MVSA and IEMOCAP: ResNet-18s "
+            "and a 512-wide BERT from scratch for every method (recipes/_base/bert512.yaml), where MLA loads M3AE (and "
+            "CAV-MAE): `-r food101=recipes/_base/m3ae_image_text.yaml`, `-r mvsa=...`, `-r iemocap="
+            "recipes/_base/iemocap_m3ae.yaml` with the weights in weights/ (docs/tables.md).",
+            "IEMOCAP: FiLM and BiGated condition one modality on one other; on three they are undefined here and "
+            "not run (\"—\"; the paper does not say how it ran them).",
+            "Kinetics-Sounds is not in this target yet: its rows print the paper's numbers and \"—\".",
         ),
     )
 }
@@ -83,7 +97,9 @@ def _row(dataset: str, modality: str | None) -> tuple[Source | None, ...]:
     """Our cells of one (dataset, modality) row; ``modality`` None is "Multi"."""
     cells: list[Source | None] = []
     for method in METHODS:
-        if method == "Late Fusion":
+        if (dataset, JOINT.get(method)) in TWO_ONLY:
+            cells.append(None)
+        elif method == "Late Fusion":
             cells.append(test_acc(dataset, "ume") if modality is None
                          else Source(dataset, "unimodal", ("modalities", modality, "test_accuracy")))  # fmt: skip
         elif modality is None:
@@ -126,7 +142,8 @@ ABLATION_ROWS: dict[str, tuple[float, ...]] = {
     "IEMOCAP Audio": (43.12, 43.12, 46.29, 46.29), "IEMOCAP Text": (68.79, 68.79, 73.22, 73.22),
     "IEMOCAP Image": (32.38, 32.38, 37.63, 37.63), "IEMOCAP Multi": (74.96, 75.42, 77.58, 78.92),
 }  # fmt: skip
-TABLES["mla-table3"] = TablePlan(TABLES["mla-table1"].datasets, ABLATION_RUNS, "cremad", all_seeds=True)
+TABLES["mla-table3"] = TablePlan(TABLES["mla-table1"].datasets, ABLATION_RUNS, "cremad", all_seeds=True,
+                                 fragments=SAME_BACKBONE)  # fmt: skip
 PAPER["mla-table3"] = PaperTable(
     "Paper 003, Table 3. Results of ablation studies on five datasets. We report the average test accuracy (%) of "
     "three random seeds. HGM: head gradient modification; DF: dynamic fusion.",
@@ -136,8 +153,8 @@ PAPER["mla-table3"] = PaperTable(
     digits=2,
     notes=(
         "Ours: MLA (recipes/<set>/mla.yaml) with method.project (HGM) and method.dynamic_fusion (DF) switched; a "
-        "modality's row is the shared head on that modality's features, \"Multi\" the fused test accuracy. "
-        "Datasets other than CREMA-D: the paper's numbers and \"—\" for now (docs/tables.md).",
+        "modality's row is the shared head on that modality's features, \"Multi\" the fused test accuracy; "
+        "backbones as in mla-table1. Kinetics-Sounds: the paper's numbers and \"—\" for now.",
     ),
 )
 
@@ -192,7 +209,8 @@ def _missing_runs(rate: float) -> tuple[Run, ...]:
 
 
 TABLES["mla-table2"] = TablePlan(("iemocap",), tuple(r for rate in RATES for r in _missing_runs(rate)), "iemocap",
-                                 all_seeds=True, smoke=tuple(r.name for r in _missing_runs(0.3)))  # fmt: skip
+                                 all_seeds=True, smoke=tuple(r.name for r in _missing_runs(0.3)),
+                                 fragments=SAME_BACKBONE)  # fmt: skip
 PAPER["mla-table2"] = PaperTable(
     "Paper 003, Table 2 (with Table 6's std). Test accuracy (%) on IEMOCAP with three seeds, applying varying "
     "modality missing rates to audio, image and text data.",

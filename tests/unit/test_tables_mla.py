@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from mmtool.analysis import paper_plans, paper_tables, tables_mla
 from mmtool.config import load_recipe
 from tests.e2e.cli import REPO
@@ -48,6 +50,57 @@ def test_cells_read_head_per_modality_accuracy_and_late_fusion_from_unimodal_and
     assert [c.strip() for c in multi.strip("|").split("|")][1:][1::2] == ["60.0", "61.0", "65.5", "62.0", "63.0",
                                                                              "64.0", "65.0", "66.0"]  # fmt: skip
     assert "| KS Audio | 48.77 | — |" in text  # datasets not in the plan yet: the paper's number and "—"
+
+
+def test_text_datasets_run_every_method_on_one_backbone_and_iemocap_skips_the_two_modality_heads(tmp_path):
+    data = {"cremad": "/c", "food101": "/f", "mvsa": "/m", "iemocap": "/i"}
+    plan = paper_plans.build(paper_plans.Options("mla-table1", data, (0,))).nodes
+    runs = {d: {k.split("/")[-1] for k in plan if k.startswith(f"{d}/seed0/")} for d in data}
+    assert runs["food101"] == runs["mvsa"] == runs["cremad"]
+    assert runs["iemocap"] == runs["cremad"] - {"naive_film", "naive_gated"}
+    widths = set()
+    for key, node in plan.items():
+        if node.is_prep or key.startswith("cremad/"):
+            continue
+        assert "recipes/_base/bert512.yaml" in node.recipes  # "all baselines used the same backbone"
+        recipe = load_recipe([REPO / r for r in node.recipes], list(node.overrides))
+        text = recipe.model.encoders["text"]
+        widths.add((text.name, text.args["config"]["hidden_size"]))
+        if key.endswith("/mla"):
+            assert recipe.model.head == "shared" and recipe.method.name == "mla"
+    assert widths == {("bert", 512)}  # as wide as the ResNet-18s, so that MLA's shared head takes every modality
+    seed = tmp_path / "iemocap" / "seed0"
+    heads = {"audio": {"test": 40.5}, "visual": {"test": 30.5}, "text": {"test": 60.5}}
+    write(seed / "naive_sum", {"test_accuracy": 70.0, "unimodal_head_accuracy": heads})
+    write(seed / "unimodal", {"modalities": {m: {"test_accuracy": v["test"] + 1} for m, v in heads.items()}})
+    text = paper_tables.render("mla-table1", tmp_path)
+    image = next(line for line in text.splitlines() if line.startswith("| IEMOCAP Image |"))
+    ours = [c.strip() for c in image.strip("|").split("|")][1:][1::2]
+    assert ours[:5] == ["30.5", "—", "31.5", "—", "—"]  # IEMOCAP's visual is the paper's "Image"; FiLM/BiGated not run
+    multi = next(line for line in text.splitlines() if line.startswith("| IEMOCAP Multi |"))
+    assert [c.strip() for c in multi.strip("|").split("|")][1:][1::2][:4] == ["70.0", "—", "—", "—"]
+
+
+def test_the_papers_encoders_are_a_fragment_away_and_stop_in_one_line_without_their_weights():
+    from mmtool.config import relative_to_recipe
+    from mmtool.errors import UserError
+    from mmtool.models.m3ae import M3AEEncoder
+    from mmtool.models.pretrained import load_pretrained
+
+    for dataset, fragment in (("food101", "m3ae_image_text"), ("mvsa", "m3ae_image_text"), ("iemocap", "iemocap_m3ae")):
+        recipe = load_recipe([REPO / f"recipes/{dataset}/mla.yaml", REPO / f"recipes/_base/{fragment}.yaml"])
+        encoders = recipe.model.encoders
+        names = {m: e.name for m, e in encoders.items()}
+        assert set(names.values()) <= {"m3ae", "cav_mae_audio"} and encoders["text"].name == "m3ae"
+        assert all(e.pretrained and e.pretrained.startswith("../../weights/") for e in encoders.values())
+        if dataset == "iemocap":  # another encoder and transform: the ResNet-18's log-mel arguments are gone
+            audio = encoders["audio"]
+            assert (audio.transform, audio.args, audio.transform_args["target_frames"]) == ("fbank", {}, 1024)
+        assert recipe.data.flat()["image_size"] == 256
+        assert relative_to_recipe(recipe, encoders["text"].pretrained).resolve() == REPO / "weights" / "m3ae_base.pt"
+    tiny = M3AEEncoder([6], embed_dim=16, depth=1, heads=2, vocab_size=40, patch=4)
+    with pytest.raises(UserError, match="no weights file"):  # no weights/ here: one line, no training from scratch
+        load_pretrained(tiny, REPO / "weights" / "m3ae_base.pt", "model.encoders.text.pretrained")
 
 
 def test_ablation_switches_hgm_and_df_and_shares_the_full_mla_run_with_table1():
