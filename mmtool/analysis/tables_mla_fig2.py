@@ -81,12 +81,12 @@ def curves(root: Path, missing: str, runs: Located | None) -> Curves:
     """Mean test accuracies (over the seeds found) per method, modality and ratio, with ``missing`` masked."""
     from mmtool.analysis.paper_tables import collect
 
+    keys = {m: ("unimodal_head_accuracy", m, "test") for m in ("audio", "video")} | {"multi": ("test_accuracy",)}
     out: Curves = {}
     for method, recipe in METHODS.items():
         out[method] = {"audio": {}, "video": {}, "multi": {}}
         for rate in (0.0, *RATIOS):
             name = run_name(recipe, missing, rate)
-            keys = {m: ("unimodal_head_accuracy", m, "test") for m in ("audio", "video")} | {"multi": ("test_accuracy",)}
             for what, key in keys.items():
                 value = _mean(collect(root, Source(DATASET, name, key), runs))
                 if value is not None:
@@ -149,7 +149,7 @@ def render_fig2(root: Path, smoke: bool, runs: Located | None) -> str:
     lines = [SMOKE_BANNER, ""] if smoke else []
     header = " | ".join(f"{m} {w}" for m in METHODS for w in ("audio", "video", "multi"))
     lines += [f"# {CAPTION}", "",
-              "The figure prints no numbers (nor the ratios): the columns are ours; the paper's claim is checked below.",
+              "The figure prints no numbers (nor its ratios): the columns are ours; the claim is checked below.",
               "", f"| Missing in training | ratio | {header} |", "|---|---|" + "---|" * 3 * len(METHODS)]  # fmt: skip
     for missing in MODALITIES:
         lines += _rows(missing, all_curves[missing])
