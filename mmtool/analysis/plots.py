@@ -258,3 +258,18 @@ def greedy_summary(
         fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, plt, out)
+
+
+def xy_curves(panels: dict[str, dict[str, list[tuple[float, float]]]], out: Path, title: str, xlabel: str,
+              ylabel: str = "test accuracy (%)") -> Path:  # fmt: skip
+    """One panel per named set of curves, one line per name of (x, y) points (paper 003, Fig. 2)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    for ax, (name, curves) in zip(axes[0], panels.items(), strict=True):
+        for i, (label, points) in enumerate(curves.items()):
+            ax.plot([x for x, _ in points], [y for _, y in points], "o" + STYLES[i % len(STYLES)], label=label)
+        ax.set(xlabel=xlabel, ylabel=ylabel, title=name)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, plt, out)

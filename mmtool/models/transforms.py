@@ -242,3 +242,28 @@ class LogMel(_FixedKernels):
             f"n_fft={self.n_fft}, win_length={self.win_length}, hop_length={self.hop_length}, n_mels={self.n_mels}, "
             f"rms={self.rms}, min_db={self.min_db}, ref_db={self.ref_db}"
         )
+
+
+@INPUT_TRANSFORMS.register("stack_frames")
+class StackFrames(nn.Module):
+    """The frames of a clip concatenated on channels, frame-major: (B, C, T, H, W) -> (B, T * C, H, W).
+
+    What CREMA-D's loader delivers as ``visual`` (:class:`mmtool.data.cremad.VisualAudioReader`), done on the
+    device for a clip set whose loader delivers ``video`` clips (Kinetics-Sounds): a 2D ``resnet18`` then reads
+    MLA's "concatenation of three transformed images" (paper 003, App. A.3) with ``T * C`` input channels.
+    """
+
+    def __init__(self, in_shape: Sequence[int]) -> None:
+        super().__init__()
+        dims = [int(d) for d in in_shape] if not isinstance(in_shape, int) else [in_shape]
+        if len(dims) != 4:
+            raise ValueError(f"stack_frames expects clips of shape [C, T, H, W] per sample, got shape {dims}")
+        self.channels, self.frames, self.height, self.width = dims
+
+    @property
+    def out_shape(self) -> list[int]:
+        """[T * C, H, W]."""
+        return [self.frames * self.channels, self.height, self.width]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, T, H, W) -> (B, T * C, H, W)
+        return x.transpose(1, 2).flatten(1, 2)
