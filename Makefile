@@ -100,7 +100,7 @@ clean:
 #   make table5 KINETICS=/data/k400 PT_ARGS="-r kinetics400=recipes/_base/kinetics400_r3d18.yaml"   R3D-18, CPU-sized
 #   make table5 KINETICS=/data/k400 PT_ARGS="-r kinetics400=recipes/_base/kinetics400_slowfast101.yaml"   SlowFast-101
 PAPER_TABLES := table1 table3 table4 table5 table7 table8 table9 table10 table2 table16 table17 table6 table22 ws-fig2 table18 ws-table1 fig2 \
-  table12 table13 table14 table15 ws-table2 mla-table1 mla-table2 mla-table3 mla-fig3 mla-fig2
+  table12 table13 table14 table15 ws-table2 mla-table1 mla-table2 mla-table3 mla-fig3 mla-fig2 mla-table4
 .PHONY: $(PAPER_TABLES)
 PT := runs/$(if $(SMOKE),smoke/)paper
 PT_JOBS ?= $(if $(SMOKE),2,1)
@@ -233,4 +233,14 @@ mla-fig3:
 # (+ mla-fig2.png); the plan merges recipes/_base/kinetics-sounds_mla.yaml (MLA's KS setting) into every run, and
 # recipes/_base/smoke/kinetics-sounds_mla.yaml with SMOKE=1.   make mla-fig2 DATA=/data/k400
 mla-fig2:
+	$(PT_REPRODUCE)
+
+# Paper 003 (MLA), Table 4 / Table 7: Food-101 with frozen CLIP ViT-B/32 towers (recipes/_base/food101_clip.yaml merged
+# onto recipes/food101/{naive_concat,mla}.yaml), "CLIP" and "CLIP + MLA", mean ± std over $(SEEDS). The CLIP folder
+# (tokenizer and weights) comes in a fragment of your own:
+#   make mla-table4 DATA=/data/food101 PT_ARGS="-r food101=my_clip.yaml"
+#   (my_clip.yaml: data: {tokenizer: /models/clip-vit-base-patch32}, model: {encoders: {image: {pretrained:
+#    /models/clip-vit-base-patch32}, text: {pretrained: /models/clip-vit-base-patch32}}})
+# SMOKE=1: tiny CLIP towers from a config and the fixture's CLIP tokenizer (recipes/_base/smoke/food101_clip.yaml)
+mla-table4:
 	$(PT_REPRODUCE)

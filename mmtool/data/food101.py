@@ -13,11 +13,14 @@ Design notes
     :func:`~mmtool.data.modelnet40_prep.check_image`. All count against the failure budget (``--max-skip-frac``).
   * Texts are tokenized once at prep (:mod:`mmtool.data.text`): ids with [CLS]/[SEP], truncated to
     ``data.max_tokens`` (256: MLA's data/extract_token.py, max_length=256), stored in ``tokens.npy`` and
-    ``offsets.npy``; a batch pads them with 0 to its longest text. The cache key is the tokenizer's fingerprint
-    and ``max_tokens``. Images stay where they are (the cache holds an index) and are decoded at load time.
+    ``offsets.npy``; a batch pads them to its longest text with the tokenizer's pad id (the manifest's
+    ``tokenizer.pad_id``: 0 for BERT, ``<|endoftext|>`` for CLIP, whose id 0 is a token). The cache key is the
+    tokenizer's fingerprint and ``max_tokens``. Images stay where they are (the cache holds an index) and are
+    decoded at load time.
   * Images: MLA's ResNet pipeline (dataset/dataset.py TVDataset, github Cecile-hi/Multimodal-Learning-with-
     Alternating-Unimodal-Adaptation @11ae1ee): training ``RandomResizedCrop(S)`` (scale 0.08-1, ratio 3/4-4/3)
-    and a horizontal flip with probability 1/2; evaluation ``Resize((S, S))``; ImageNet mean and std. Every
+    and a horizontal flip with probability 1/2; evaluation ``Resize((S, S))``; ImageNet mean and std, or CLIP's
+    with ``data.image_norm: clip`` (paper 003 Table 4's CLIP towers: recipes/_base/food101_clip.yaml). Every
     random draw comes from the sample's generator (seed, epoch, index), as everywhere in mmtool.
   * Splits: test is the official test split and is never used for selection. Validation is carved at load time
     from the train pairs as ModelNet40's (:func:`mmtool.data.modelnet40.carve_splits`: ``random.Random(seed)``
@@ -42,12 +45,13 @@ from mmtool.data.food101_prep import FORMAT, INDEX, MODALITIES, NAME, SPLIT_DIRS
 from mmtool.data.modelnet40 import carve_splits, load_rgb
 from mmtool.data.registry import DATASETS, DatasetSpec, dataset_settings
 from mmtool.data.settings import Food101Settings
-from mmtool.data.text import TokenStore
-from mmtool.data.transforms import IMAGENET_MEAN, IMAGENET_STD, hflip, normalize, resize
+from mmtool.data.text import TokenStore, pad_id
+from mmtool.data.transforms import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, hflip, normalize, resize
 from mmtool.data_config import DataConfig
 from mmtool.errors import UserError
 
 EVAL_BATCH = 64
+NORMS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "clip": (CLIP_MEAN, CLIP_STD)}  # data.image_norm
 FIX = f"re-run `mmtool prep {NAME} --raw DIR --force`"
 
 
@@ -83,13 +87,15 @@ class PairReader:
         tokens: the cache's token arrays; ``positions[i]`` is sample ``i``'s row in them.
         image_size: S.
         augment: random resized crops and flips in training.
+        norm: ``imagenet`` (MLA's ResNet pipeline) or ``clip`` (CLIP's mean and std: :mod:`mmtool.models.clip`).
     """
 
     def __init__(self, images: Sequence[str], tokens: TokenStore, positions: Sequence[int], image_size: int,
-                 augment: bool = True) -> None:  # fmt: skip
+                 augment: bool = True, norm: str = "imagenet") -> None:  # fmt: skip
         self.images, self.tokens, self.positions = list(images), tokens, list(positions)
         self.size = (image_size, image_size)
         self.augment = augment
+        self.mean_std = NORMS[norm]
 
     def __len__(self) -> int:
         return len(self.images)
@@ -112,7 +118,7 @@ class PairReader:
                 x = hflip(x)
         else:
             x = resize(x, self.size)  # MLA TVDataset: Resize(size=(224, 224)), no crop
-        return normalize(x, IMAGENET_MEAN, IMAGENET_STD).contiguous()
+        return normalize(x, *self.mean_std).contiguous()
 
 
 # --------------------------------------------------------------------------------------------- loading
@@ -128,9 +134,9 @@ def _load(cfg: DataConfig, folder: Path) -> Dataset:
     splits = {}
     for name, positions in carve_splits(rows, cfg.val_fraction, cfg.seed).items():
         reader = PairReader([str(raw / rows[i]["image"]) for i in positions], tokens, positions, s.image_size,
-                            s.augment)  # fmt: skip
+                            s.augment, s.image_norm)  # fmt: skip
         targets = torch.tensor([rows[i]["label"] for i in positions], dtype=torch.long)
-        splits[name] = DiskSource(reader, targets, MODALITIES, EVAL_BATCH)
+        splits[name] = DiskSource(reader, targets, MODALITIES, EVAL_BATCH, pad={"text": pad_id(manifest)})
     dims = {"image": [3, s.image_size, s.image_size], "text": [int(manifest["tokenizer"]["max_tokens"])]}
     return Dataset(NAME, MODALITIES, manifest["num_classes"], dims, splits, list(manifest["class_names"]))
 

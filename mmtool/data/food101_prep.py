@@ -27,8 +27,8 @@ from mmtool.data.settings import Food101Settings
 from mmtool.data.text import (
     OFFSETS,
     TOKENS,
-    load_tokenizer,
     pack,
+    read_tokenizer,
     resolve_tokenizer,
     text_ids,
     tokenizer_fingerprint,
@@ -165,7 +165,7 @@ def prepare(cfg: DataConfig, out: Path, options: PrepOptions) -> dict:
     """Prepare the Food-101 cache in ``out`` from ``data.raw``; returns its manifest (the spec's ``prepare``)."""
     s = dataset_settings(cfg, Food101Settings)
     tokenizer = resolve_tokenizer(s.tokenizer, NAME)
-    load_tokenizer(str(tokenizer))  # a bad folder fails here, once, not in every item
+    read_tokenizer(str(tokenizer))  # a bad folder fails here, once, not in every item (any pad id: mmtool.data.text)
     found = scan(resolve_raw(cfg.raw))
     items = plan(found)
     for stale in out.glob(".*.tmp*"):  # half-written files of a killed run are never part of the cache
@@ -220,7 +220,7 @@ def process_pair(item: PrepItem, out: Path, *, raw: str, tokenizer: str, max_tok
         raise SkipSample("bad_encoding", f"{item.key}: the text is not UTF-8 ({meta['bad_text']})")
     if not meta["text"].strip():
         raise SkipSample("empty_text", f"{item.key}: the text of {titles} is blank")
-    ids = text_ids(tokenizer, meta["text"], max_tokens)
+    ids = text_ids(tokenizer, meta["text"], max_tokens, any_pad=True)
     if ids is None:
         raise SkipSample("empty_text", f"{item.key}: the text holds no token but special ones: {meta['text'][:80]!r}")
     image_format = check_photo(Path(raw) / meta["image"])
@@ -253,7 +253,7 @@ def _manifest(found: Scan, rows: list[dict], out: Path, tokenizer: Path, max_tok
         "num_classes": len(classes),
         "class_names": classes,  # sorted image folder names; label = position
         "modalities": {"image": [3, "image_size", "image_size"], "text": [max_tokens]},  # text: at most max_tokens
-        **tokenizer_info(tokenizer, max_tokens, np.array([r["tokens"] for r in rows])),
+        **tokenizer_info(tokenizer, max_tokens, np.array([r["tokens"] for r in rows]), any_pad=True),
         "class_counts": _class_counts(rows, len(classes)),
         "split_sizes": {s: len(part) for s, part in split_rows.items()},
         "split_counts": {s: _class_counts(part, len(classes)) for s, part in split_rows.items()},

@@ -81,7 +81,7 @@ def _load(cfg: DataConfig, folder: Path) -> Dataset:
     splits = {}
     for name, positions in split_rows(len(rows), cfg.seed, cfg.test_fraction, cfg.val_fraction).items():
         reader = PairReader([str(raw / rows[i]["image"]) for i in positions], tokens, positions, s.image_size,
-                            s.augment)  # fmt: skip
+                            s.augment, s.image_norm)  # fmt: skip
         targets = torch.tensor([rows[i]["label"] for i in positions], dtype=torch.long)
         splits[name] = DiskSource(reader, targets, MODALITIES, EVAL_BATCH)
     dims = {"image": [3, s.image_size, s.image_size], "text": [int(manifest["tokenizer"]["max_tokens"])]}

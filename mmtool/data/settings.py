@@ -100,6 +100,8 @@ class Food101Settings(FrameSettings):
     tokenizer: str | None = None
     # prep: token ids kept per text, [CLS] and [SEP] included (MLA data/extract_token.py: max_length=256)
     max_tokens: int = checked(256, between(2, 512))
+    # load: the images' mean and std, ImageNet's (MLA's ResNet pipeline) or CLIP's
+    image_norm: str = checked("imagenet", one_of("imagenet", "clip"))
 
 
 @dataclass(frozen=True)

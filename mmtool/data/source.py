@@ -238,6 +238,7 @@ class _ReaderDataset(torch.utils.data.Dataset):
         self.reader, self.modalities, self.targets, self.train = reader, modalities, targets, train
         self.views = views  # > 1: keys are view ids, sample * views + view (mmtool.data.views)
         self.present: dict[str, torch.Tensor] | None = None  # the split's masks (mmtool.data.missing)
+        self.pad: dict[str, int] = {}  # modality -> the id its token sequences are padded with (0 where absent)
         self.owner = os.getpid()  # the training process: workers end when it does, however it ends
 
     def __getitem__(self, key: tuple[int, int, int]) -> tuple[dict[str, Any], int, int]:
@@ -252,8 +253,10 @@ class _ReaderDataset(torch.utils.data.Dataset):
         return len(self.targets)
 
 
-def _collate(items: list[tuple[dict[str, Any], int, int]]) -> Batch:
-    inputs = {m: _stack(_pad_ids([torch.as_tensor(it[0][m]) for it in items])) for m in items[0][0]}
+def _collate(items: list[tuple[dict[str, Any], int, int]], pad: dict[str, int] | None = None) -> Batch:
+    """One batch of ``items``; 1-D integer inputs padded with ``pad[modality]`` (0 where not named)."""
+    pad = pad or {}
+    inputs = {m: _stack(_pad_ids([torch.as_tensor(it[0][m]) for it in items], pad.get(m, 0))) for m in items[0][0]}
     return Batch(inputs, torch.tensor([it[1] for it in items]), torch.tensor([it[2] for it in items]))
 
 
@@ -264,7 +267,7 @@ class _WithMasks:
         self.dataset = dataset
 
     def __call__(self, items: list[tuple[dict[str, Any], int, int]]) -> Batch:
-        batch = _collate(items)
+        batch = _collate(items, self.dataset.pad)
         present = self.dataset.present
         if present is not None:
             rows = batch.ids // self.dataset.views  # view ids -> sample ids
@@ -272,14 +275,15 @@ class _WithMasks:
         return batch
 
 
-def _pad_ids(parts: list[torch.Tensor]) -> list[torch.Tensor]:
-    """1-D integer inputs of different lengths (token ids, :mod:`mmtool.data.text`) right-padded with 0, BERT's
-    [PAD] id, to the longest of the batch; every other input is left as it is (equal shapes, or an error)."""
+def _pad_ids(parts: list[torch.Tensor], value: int = 0) -> list[torch.Tensor]:
+    """1-D integer inputs of different lengths (token ids, :mod:`mmtool.data.text`) right-padded with ``value``
+    (the tokenizer's pad id: 0 is BERT's [PAD], 49407 CLIP's <|endoftext|>) to the longest of the batch; every
+    other input is left as it is (equal shapes, or an error)."""
     lengths = {p.shape[0] for p in parts if p.dim() == 1}
     if len(lengths) < 2 or any(p.dim() != 1 or p.dtype.is_floating_point or p.dtype == torch.bool for p in parts):
         return parts
     longest = max(lengths)
-    return [torch.nn.functional.pad(p, (0, longest - p.shape[0]), value=0) for p in parts]
+    return [torch.nn.functional.pad(p, (0, longest - p.shape[0]), value=value) for p in parts]
 
 
 class DiskSource:
@@ -293,11 +297,13 @@ class DiskSource:
         views: evaluation reads each sample as this many views (``reader.read_view``), with ids
             ``sample * views + view``; :func:`~mmtool.engine.inference.run_inference` averages them back
             into one row per sample (:mod:`mmtool.data.views`). Training reads one view as always.
+        pad: modality -> the id a batch pads its token sequences with (the tokenizer's, :mod:`mmtool.data.text`);
+            0 for a modality not named.
     """
 
     def __init__(
         self, reader: SampleReader, targets: torch.Tensor, modalities: Sequence[str], eval_batch_size: int = 64,
-        views: int = 1,
+        views: int = 1, pad: dict[str, int] | None = None,
     ) -> None:  # fmt: skip
         if views > 1 and not hasattr(reader, "read_view"):
             raise UserError(f"data.test_clips/test_crops: {type(reader).__name__} reads one view per sample only")
@@ -306,6 +312,7 @@ class DiskSource:
         self.modalities = tuple(modalities)
         self.eval_batch_size = eval_batch_size
         self.views = views
+        self.pad = dict(pad or {})
         self.present: dict[str, torch.Tensor] | None = None  # set by mmtool.data.missing, before any loader
         self._loaders: dict[tuple, tuple[torch.utils.data.DataLoader, _Keys]] = {}
 
@@ -316,7 +323,7 @@ class DiskSource:
         return self._targets
 
     def select(self, modalities: Sequence[str]) -> DiskSource:
-        out = DiskSource(self.reader, self._targets, modalities, self.eval_batch_size, self.views)
+        out = DiskSource(self.reader, self._targets, modalities, self.eval_batch_size, self.views, self.pad)
         out.present = _only(self.present, modalities)
         return out
 
@@ -349,6 +356,7 @@ class DiskSource:
         if key not in self._loaders:
             keys = _Keys()
             dataset = _ReaderDataset(self.reader, self.modalities, self._targets, train, 1 if train else self.views)
+            dataset.pad = self.pad
             dataset.present = self.present  # workers get a copy when they start: masks are set before any loader
             loader = torch.utils.data.DataLoader(
                 dataset,

@@ -5,14 +5,20 @@ A text modality is a 1-D sequence of token ids. Prep tokenizes each text once wi
 ``local_files_only=True``: nothing is downloaded) and stores the ids of every sample in the cache as two
 arrays: ``tokens.npy`` (int32, all samples' ids end to end) and ``offsets.npy`` (int64, N + 1 starts), so a
 sample is ``tokens[offsets[i]:offsets[i + 1]]`` at its own length. The loader pads per batch
-(:func:`mmtool.data.source._collate`: 1-D integer inputs of different lengths are right-padded with 0 to the
-batch's longest), and the text encoder (:mod:`mmtool.models.text`) masks positions whose id is 0.
+(:func:`mmtool.data.source._collate`: 1-D integer inputs of different lengths are right-padded to the batch's
+longest with the split's pad id, 0 unless the dataset says otherwise), and the text encoder masks the padding.
 
 Design notes
-  * Padding id 0: BERT's ``[PAD]`` is id 0 in every released BERT vocabulary (the first line of its
-    ``vocab.txt``). The padding happens in the collate function, which knows nothing of tokenizers, so prep
-    refuses a tokenizer whose pad id is not 0, and drops id 0 from a text's ids (a literal "[PAD]" in a text
-    would otherwise read as padding).
+  * Padding id: the tokenizer's own, recorded in the cache's manifest (``tokenizer.pad_id``, read back by
+    :func:`pad_id`; the files it comes from are in the cache key through :func:`tokenizer_fingerprint`). BERT's
+    ``[PAD]`` is id 0 in every released BERT vocabulary (the first line of its ``vocab.txt``), and the datasets
+    whose loaders pad with 0 (MVSA, IEMOCAP) read the tokenizer with :func:`load_tokenizer`, which refuses any
+    other pad id. Food-101 reads it with :func:`read_tokenizer` (any pad id) and pads its batches with the
+    recorded one: CLIP's BPE tokenizer pads with ``<|endoftext|>`` (49407), and its id 0 is the token "!", which
+    must stay. The encoders mask what they must: BERT positions whose id is the pad id, CLIP every position after
+    the first end-of-text token (:mod:`mmtool.models.clip`).
+  * Prep drops the pad id from a text's ids wherever the tokenizer did not put it itself: a literal "[PAD]" in a
+    BERT text would read as padding, a literal "<|endoftext|>" in a CLIP text as its end.
   * Special tokens are added (``[CLS] ... [SEP]`` for BERT), the form BERT was pre-trained on; ``max_tokens``
     counts them. (MLA's data/extract_token.py tokenizes without special tokens for M3AE, whose inputs carry
     none.)
@@ -31,7 +37,7 @@ import numpy as np
 
 from mmtool.errors import UserError
 
-PAD_ID = 0  # what the collate function pads 1-D integer inputs with, and what the encoder masks
+PAD_ID = 0  # BERT's [PAD]: what the collate function pads 1-D integer inputs with unless a split names its own
 TOKENS, OFFSETS = "tokens.npy", "offsets.npy"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".onnx", ".ckpt")
 
@@ -65,12 +71,12 @@ def tokenizer_fingerprint(folder: Path) -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def load_tokenizer(folder: str) -> Any:
-    """``AutoTokenizer.from_pretrained(folder, local_files_only=True)``, once per process, checked to pad with
-    :data:`PAD_ID`.
+def read_tokenizer(folder: str) -> Any:
+    """``AutoTokenizer.from_pretrained(folder, local_files_only=True)``, once per process, whatever id it pads with
+    (checked to have one: a batch is padded with it).
 
     Raises:
-        UserError: transformers missing, the folder holds no readable tokenizer, or its pad id is not 0.
+        UserError: transformers missing, the folder holds no readable tokenizer, or the tokenizer has no pad token.
     """
     try:
         from transformers import AutoTokenizer
@@ -81,6 +87,20 @@ def load_tokenizer(folder: str) -> Any:
     except Exception as err:  # noqa: BLE001  (transformers raises several types for a bad folder)
         raise UserError(f"data.tokenizer: no tokenizer could be read from {folder} ({type(err).__name__}: "
                         f"{str(err).splitlines()[0] if str(err) else ''})") from None  # fmt: skip
+    if tokenizer.pad_token_id is None:
+        raise UserError(f"data.tokenizer: {folder} has no pad token (tokenizer_config.json: pad_token); text batches "
+                        "are padded with it")  # fmt: skip
+    return tokenizer
+
+
+def load_tokenizer(folder: str) -> Any:
+    """:func:`read_tokenizer`, checked to pad with :data:`PAD_ID` (the datasets whose batches pad with 0: MVSA,
+    IEMOCAP).
+
+    Raises:
+        UserError: as :func:`read_tokenizer`, or its pad id is not 0.
+    """
+    tokenizer = read_tokenizer(folder)
     if tokenizer.pad_token_id != PAD_ID:
         raise UserError(
             f"data.tokenizer: {folder} pads with id {tokenizer.pad_token_id}; mmtool pads text batches with "
@@ -101,26 +121,46 @@ def content_tokens(tokenizer: Any, ids: np.ndarray) -> int:
     return sum(1 for i in ids.tolist() if i not in special)
 
 
-def text_ids(tokenizer: str, text: str, max_tokens: int) -> np.ndarray | None:
-    """(L,) int32 ids of ``text`` as prep stores them (:func:`encode`, then id 0 dropped: a literal "[PAD]" in a
-    text would read as padding), or None when they hold no token but special ones (an empty text)."""
-    tok = load_tokenizer(tokenizer)
+def text_ids(tokenizer: str, text: str, max_tokens: int, any_pad: bool = False) -> np.ndarray | None:
+    """(L,) int32 ids of ``text`` as prep stores them (:func:`encode`, then the pad id dropped wherever the
+    tokenizer did not put it itself: a literal "[PAD]" in a BERT text would read as padding, a literal
+    "<|endoftext|>" in a CLIP text as its end), or None when they hold no token but special ones (an empty text).
+    ``any_pad``: the tokenizer may pad with any id (:func:`read_tokenizer`); otherwise with 0 only."""
+    tok = read_tokenizer(tokenizer) if any_pad else load_tokenizer(tokenizer)
     ids = encode(tok, text, max_tokens)
-    ids = ids[ids != PAD_ID]
+    pad = tok.pad_token_id
+    keep = ids != pad
+    if pad in _framing_ids(tok):  # CLIP: pad = <|endoftext|>, which the tokenizer itself appends
+        added = tok(text, add_special_tokens=True, truncation=True, max_length=max_tokens,
+                    return_special_tokens_mask=True)["special_tokens_mask"]  # fmt: skip
+        keep |= np.asarray(added, dtype=bool)
+    ids = ids[keep]
     return ids if content_tokens(tok, ids) else None
 
 
-def tokenizer_info(folder: Path, max_tokens: int, lengths: np.ndarray) -> dict[str, Any]:
-    """The manifest's ``tokenizer`` and ``token_lengths`` entries: what the ids were made with, and how long
-    the stored texts are (``lengths``: one per sample, [CLS] and [SEP] included)."""
-    tok = load_tokenizer(str(folder))
+def _framing_ids(tok: Any) -> set[int]:
+    """The ids the tokenizer adds around a text ([CLS]/[SEP], <|startoftext|>/<|endoftext|>)."""
+    return {getattr(tok, f"{k}_token_id", None) for k in ("bos", "eos", "cls", "sep")} - {None}
+
+
+def tokenizer_info(folder: Path, max_tokens: int, lengths: np.ndarray, any_pad: bool = False) -> dict[str, Any]:
+    """The manifest's ``tokenizer`` and ``token_lengths`` entries: what the ids were made with (``pad_id``: what a
+    batch pads them with, :func:`pad_id`), and how long the stored texts are (``lengths``: one per sample, the
+    special tokens included)."""
+    tok = read_tokenizer(str(folder)) if any_pad else load_tokenizer(str(folder))
     lengths = np.asarray(lengths if len(lengths) else [0])
     return {
         "tokenizer": {"folder": str(folder), "fingerprint": tokenizer_fingerprint(folder), "class": type(tok).__name__,
-                      "vocab_size": len(tok), "pad_id": PAD_ID, "special_tokens": True, "max_tokens": max_tokens},
+                      "vocab_size": len(tok), "pad_id": int(tok.pad_token_id), "special_tokens": True,
+                      "max_tokens": max_tokens},
         "token_lengths": {"min": int(lengths.min()), "max": int(lengths.max()), "mean": round(float(lengths.mean()), 2),
                           "at_max_tokens": int((lengths == max_tokens).sum())},
     }  # fmt: skip
+
+
+def pad_id(manifest: dict) -> int:
+    """The id a cache's texts are padded with in a batch: its manifest's ``tokenizer.pad_id`` (0 where absent)."""
+    return int(manifest.get("tokenizer", {}).get("pad_id", PAD_ID))
 
 
 def pack(sequences: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -53,3 +53,5 @@ def normalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) 
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB inputs of torchvision's ImageNet/Kinetics weights
 IMAGENET_STD = (0.229, 0.224, 0.225)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # RGB inputs of CLIP's image towers (openai/CLIP clip/clip.py)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

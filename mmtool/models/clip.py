@@ -14,17 +14,22 @@ projection (the class token after ``post_layernorm``, 768 wide; the end-of-text 
 with-Alternating-Unimodal-Adaptation, models/basic_model.py @11ae1ee, ``CLIPClassifier``) reads pre-extracted
 CLIP features of both modalities into one shared 512-input head (``ConcatFusion(input_dim=512)`` under MLA's
 ``gs_flag``), so both are 512 wide: the projected embeddings. (MLA extracts them once with frozen towers; here
-the towers are encoders like any other, frozen or fine-tuned as the method and recipe decide.)
+the towers are encoders like any other, frozen (``freeze: true``) or fine-tuned as the recipe decides.)
 
-Text input: (B, L) token ids of CLIP's BPE tokenizer, ``<|startoftext|> ... <|endoftext|>``, right-padded by
-the collate function with 0 (:func:`mmtool.data.source._pad_ids`). CLIP's id 0 is the token "!", not padding,
-and CLIP's own tokenizer pads with ``<|endoftext|>`` (49407), so the mask cannot be ``ids != 0`` as for BERT.
+Freezing (``freeze``): the tower's weights take no gradient (``requires_grad`` off, so no optimizer sees them),
+its forward runs without autograd, and it stays in evaluation mode whatever mode the model is put in: the
+features are those of pre-trained CLIP throughout, as when they are extracted once.
+
+Text input: (B, L) token ids of CLIP's BPE tokenizer, ``<|startoftext|> ... <|endoftext|>`` (at most 77),
+right-padded by the collate function with the tokenizer's pad id (:mod:`mmtool.data.text`: CLIP's tokenizer pads
+with ``<|endoftext|>``, 49407; a cache made before pad ids were recorded pads with 0). CLIP's id 0 is the token
+"!", not padding, so the mask cannot be ``ids != 0`` as for BERT.
 The attention mask keeps every position up to and including the sequence's end-of-text token, found as
 transformers' CLIP finds it for pooling: the first ``eos_token_id`` (49407), or, in configs that carry the
 legacy ``eos_token_id`` 2 (openai's released config.json), the position of the largest id (end-of-text is the
 largest id of the vocabulary). CLIP's text attention is causal, so positions after the end-of-text token never
-reach the pooled feature whatever they hold; the mask makes that explicit. (mmtool's text prep, which drops id
-0 and asks for a tokenizer padding with 0, is BERT's; CLIP text needs the tokenizer's own ids kept.)
+reach the pooled feature whatever they hold; the mask makes that explicit. Padded with ``<|endoftext|>``, the first
+one is still the text's own: prep keeps only the end-of-text tokens the tokenizer appends.
 
 Image input: (B, 3, S, S) with S the config's ``image_size`` (224), normalised with CLIP's mean
 (0.48145466, 0.4578275, 0.40821073) and std (0.26862954, 0.26130258, 0.27577711): the dataset's work.
@@ -76,6 +81,19 @@ class _ClipTower(nn.Module):
     kind = ""
     model: nn.Module
     output: str
+    frozen: bool = False
+
+    def _freeze(self, freeze: bool) -> None:
+        self.frozen = bool(freeze)
+        if self.frozen:
+            self.model.requires_grad_(False)
+            self.model.eval()
+
+    def train(self, mode: bool = True) -> _ClipTower:
+        super().train(mode)
+        if self.frozen:  # a frozen tower computes pre-trained CLIP's features, never training-mode ones
+            self.model.eval()
+        return self
 
     def _output(self, pooled: torch.Tensor) -> torch.Tensor:
         if self.output == "pooled":
@@ -137,11 +155,13 @@ class ClipImageEncoder(_ClipTower):
         in_dim: per-sample shape ``[3, S, S]`` (S = the config's ``image_size``).
         config: CLIPVisionConfig fields over ViT-B/32's.
         output: ``projected`` or ``pooled``.
+        freeze: no gradient reaches the tower (module docstring).
     """
 
     kind = "image"
 
-    def __init__(self, in_dim: Sequence[int], config: dict[str, Any] | None = None, output: str = "projected") -> None:
+    def __init__(self, in_dim: Sequence[int], config: dict[str, Any] | None = None, output: str = "projected",
+                 freeze: bool = False) -> None:  # fmt: skip
         super().__init__()
         from transformers import CLIPVisionModelWithProjection
 
@@ -155,9 +175,11 @@ class ClipImageEncoder(_ClipTower):
         self.model = CLIPVisionModelWithProjection(cfg)
         self.output = output
         self.out_dim = cfg.projection_dim if output == "projected" else cfg.hidden_size
+        self._freeze(freeze)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:  # (B, 3, S, S) -> (B, out_dim)
-        return self._output(self.model.vision_model(pixel_values=images).pooler_output)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            return self._output(self.model.vision_model(pixel_values=images).pooler_output)
 
 
 @ENCODERS.register("clip_text")
@@ -168,16 +190,21 @@ class ClipTextEncoder(_ClipTower):
         in_dim: per-sample shape ``[L]``, the longest sequence (at most the config's 77 positions).
         config: CLIPTextConfig fields over ViT-B/32's.
         output: ``projected`` or ``pooled``.
+        freeze: no gradient reaches the tower (module docstring).
+        pool: ``eos``, the only one: the end-of-text token's state (transformers' ``pooler_output``). The key is
+            BERT's (``cls``/``mean``); a fragment that turns a BERT recipe's text encoder into CLIP's sets it.
     """
 
     kind = "text"
 
     def __init__(self, in_dim: int | Sequence[int], config: dict[str, Any] | None = None,
-                 output: str = "projected") -> None:  # fmt: skip
+                 output: str = "projected", freeze: bool = False, pool: str = "eos") -> None:  # fmt: skip
         super().__init__()
         from transformers import CLIPTextModelWithProjection
 
         _check_output("text", output)
+        if pool != "eos":
+            raise UserError(f"encoder 'clip_text': pool must be eos (the end-of-text token's state), got {pool!r}")
         cfg = clip_config("text", config)
         length = int(in_dim) if isinstance(in_dim, int) else int(in_dim[-1])
         if length > cfg.max_position_embeddings:
@@ -186,6 +213,7 @@ class ClipTextEncoder(_ClipTower):
         self.model = CLIPTextModelWithProjection(cfg)
         self.output = output
         self.out_dim = cfg.projection_dim if output == "projected" else cfg.hidden_size
+        self._freeze(freeze)
 
     def attention_mask(self, ids: torch.Tensor) -> torch.Tensor:
         """(B, L) -> (B, L) int: 1 up to and including each sequence's end-of-text token (module docstring)."""
@@ -195,4 +223,6 @@ class ClipTextEncoder(_ClipTower):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:  # (B, L) int -> (B, out_dim)
         ids = ids.long()
-        return self._output(self.model.text_model(input_ids=ids, attention_mask=self.attention_mask(ids)).pooler_output)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            pooled = self.model.text_model(input_ids=ids, attention_mask=self.attention_mask(ids)).pooler_output
+            return self._output(pooled)

@@ -67,9 +67,12 @@ class BertEncoder(nn.Module):
         in_dim: the per-sample input shape, ``[max_tokens]`` (the longest sequence the data holds).
         config: BertConfig fields over BERT-base's (e.g. ``{num_hidden_layers: 2, hidden_size: 32}``).
         pool: ``cls`` ([CLS]'s final hidden state) or ``mean`` (mean over non-padding tokens).
+        pad_id: the id the batches are padded with (the tokenizer's, the cache manifest's ``tokenizer.pad_id``):
+            0, BERT's [PAD], unless a tokenizer pads with another.
     """
 
-    def __init__(self, in_dim: int | Sequence[int], config: dict[str, Any] | None = None, pool: str = "cls") -> None:
+    def __init__(self, in_dim: int | Sequence[int], config: dict[str, Any] | None = None, pool: str = "cls",
+                 pad_id: int = 0) -> None:  # fmt: skip
         super().__init__()
         from transformers import BertModel
 
@@ -82,10 +85,11 @@ class BertEncoder(nn.Module):
                             "positions (data.max_tokens)")  # fmt: skip
         self.bert = BertModel(cfg, add_pooling_layer=False)
         self.pool = pool
+        self.pad_id = int(pad_id)
         self.out_dim = cfg.hidden_size
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:  # (B, L) int64 -> (B, hidden)
-        mask = ids != 0  # (B, L): padding is id 0 (mmtool.data.text.PAD_ID)
+        mask = ids != self.pad_id  # (B, L): padding is the tokenizer's pad id (mmtool.data.text)
         hidden = self.bert(input_ids=ids, attention_mask=mask.long()).last_hidden_state  # (B, L, hidden)
         if self.pool == "cls":
             return hidden[:, 0]
