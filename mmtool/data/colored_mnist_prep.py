@@ -105,7 +105,9 @@ def resolve_raw(raw: str | None) -> Path:
         UserError: no raw folder given, or it does not exist.
     """
     if not raw:
-        raise UserError(f"{NAME} needs MNIST's IDX files: `mmtool prep {NAME} --raw DIR` (see data_prep/colored-mnist.md)")
+        raise UserError(
+            f"{NAME} needs MNIST's IDX files: `mmtool prep {NAME} --raw DIR` (see data_prep/colored-mnist.md)"
+        )
     path = Path(raw).expanduser().resolve()
     if not path.is_dir():
         raise UserError(f"{path} is not a folder (--raw must hold MNIST's four IDX files)")
