@@ -45,6 +45,7 @@ BUILTIN_FAMILIES = (
     "mmtool.data.iemocap",
     "mmtool.data.kinetics",
     "mmtool.data.modelnet40",
+    "mmtool.data.colored_mnist",
     "mmtool.data.mvsa",
     "mmtool.data.ucf101",
     "mmtool.data.vggsound",

@@ -43,6 +43,7 @@ _MODULES = (
     "naive",
     "ogm_ge",
     "qmf",
+    "rubi",
     "self_distill",
     "umt",
 )

@@ -126,6 +126,17 @@ class QualityAwareFusionParams:
     temperature: float = checked(10.0, above(0))  # T of w_m = -energy / T: the QMF code's "/ 10" (and MLA's main.py)
 
 
+@dataclass(frozen=True)
+class RUBiParams:
+    # the modalities with a RUBi branch whose sigmoid masks the fused logits (empty: every modality). Paper 002
+    # runs RUBi on two-modality models without naming the branch's modality; ours: a branch per modality
+    modalities: tuple[str, ...] = ()
+    branch_weight: float = checked(1.0, at_least(0))  # Cadene et al. Eq. 4: L_QM + L_QO, equal weights
+    # c'_q, the extra linear layer between the mask's logits and the branch's loss (Cadene et al. Sec. 3.2;
+    # their code's end_classif=True); off: the branch's loss reads the mask's logits themselves
+    end_classif: bool = True
+
+
 METHOD_PARAMS: dict[str, type] = {
     "aux_ce": AuxiliaryCEParams,
     "balanced": BalancedMultiModalParams,
@@ -137,6 +148,7 @@ METHOD_PARAMS: dict[str, type] = {
     "naive": NaiveParams,
     "ogm_ge": OGMGEParams,
     "qmf": QualityAwareFusionParams,
+    "rubi": RUBiParams,
     "self_distill": SelfDistillationParams,
     "ume": UniModalEnsembleParams,
     "umt": UniModalTeacherParams,
@@ -165,6 +177,7 @@ METHOD_SUMMARIES: dict[str, str] = {
     "modality_dropout": "naive fusion + modality dropout: zero one modality's features per sample with prob. 1/3",
     "naive": "naive late fusion: CE on the fused logits (any head)",
     "ogm_ge": "OGM-GE: scale down the dominant modality's encoder gradients (+ Gaussian noise)",
+    "rubi": "RUBi: fused logits masked by sigmoid of per-modality branches (no gradient into encoders) + branch CE",
     "qmf": "QMF: energy-weighted late fusion; fused + uni-modal CE + ranking regulariser on sample loss history",
     "self_distill": "self-distillation from a trained naive-fusion run: CE + soft-label KL or feature MSE",
     "ume": "UME: independent uni-modal models, predictions averaged (needs head: ensemble)",
@@ -182,6 +195,7 @@ METHOD_REFERENCES: dict[str, str] = {
     "modality_dropout": "paper 000, App. A.5 / Table 14; paper 001, Table 2",
     "naive": "paper 000, Sec. 3.2 / Table 5",
     "ogm_ge": "Peng et al. 2022; paper 000, Tables 1 and 5",
+    "rubi": "Cadene et al. 2019; paper 002, Sec. 6.4 / Table 1",
     "qmf": "Zhang et al. 2023 (ICML); paper 003, Tables 1-3 / App. A.2",
     "self_distill": "paper 000, Sec. 4.3 / Table 8; paper 001, Table 2",
     "ume": "paper 000, Sec. 3.3 / App. A.2",

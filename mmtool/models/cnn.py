@@ -22,6 +22,11 @@ Encoders:
     input (B, C, T, H, W). Same three blocks and widths as ``resnet18``.
 ``cnn`` (:class:`SmallCNNEncoder`)
     a small Conv-BN-ReLU stack for tiny images (e.g. 8x8 digits) that trains in seconds on a CPU.
+``convnet4`` (:class:`mmtool.models.convnet.ConvNet4Encoder`)
+    Kim et al. 2019's four-convolution network for (colored) MNIST: paper 002's Colored-and-gray MNIST branch.
+
+``se: true`` (``resnet18``, ``cnn``, ``convnet4``) adds a Squeeze-and-Excitation block after every block an
+MMTM may follow (:class:`SqueezeExcite`): the uni-modal networks of paper 002's "uni-modal (best)" rows.
 
 Compatibility promise: the ``state_dict`` of ``resnet18`` and ``r3d18`` has exactly torchvision's keys
 and tensor shapes minus ``fc.weight``/``fc.bias`` (``conv1.weight``, ``layer2.0.downsample.1.running_var``,
@@ -139,8 +144,36 @@ def _residual_layers(block: type[nn.Module]) -> list[nn.Sequential]:
     return layers
 
 
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-Excitation (Hu et al. 2018): ``a * scale * sigmoid(FC(ReLU(FC(mean_hw(a)))))`` channel-wise.
+
+    The uni-modal counterpart of an MMTM (paper 002, Sec. 6.4: "Squeeze-and-Excitation blocks ... to obtain
+    uni-modal DNNs that are comparable to the multi-modal DNNs with MMTMs"): the same squeeze (the spatial mean)
+    and the same FC-ReLU-FC bottleneck, fed by one branch. ``scale`` 1 is Hu et al.'s sigmoid gate (default);
+    2 is the MMTM's ``2 sigmoid(w)`` (paper 002, Eq. 2), which starts as the identity map, for a comparison
+    with everything equal but the second modality. The hidden width is ``max(1, C // reduction)``; the default
+    reduction 2 is the width of mmtool's MMTM, ``(C0 + C1) / 4``, between two branches of C channels each.
+    """
+
+    def __init__(self, channels: int, reduction: int = 2, scale: float = 1.0) -> None:
+        super().__init__()
+        if reduction < 1 or scale <= 0:
+            raise UserError(f"se_reduction must be >= 1 and se_scale > 0, got {reduction} and {scale}")
+        hidden = max(1, channels // reduction)
+        self.fc = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(), nn.Linear(hidden, channels))
+        self.scale = float(scale)
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:  # (B, C, ...) -> (B, C, ...)
+        w = self.scale * torch.sigmoid(self.fc(a.flatten(2).mean(-1) if a.dim() > 2 else a))  # (B, C)
+        return a * w.view(*w.shape, *([1] * (a.dim() - 2)))
+
+
 class _StagedEncoder(nn.Module):
-    """Shared ``forward``/``blocks`` logic for encoders whose stages are lists of named submodules."""
+    """Shared ``forward``/``blocks`` logic for encoders whose stages are lists of named submodules.
+
+    :meth:`_add_se` puts a :class:`SqueezeExcite` block after every block an MMTM may follow (``mmtm_after``):
+    the uni-modal network of paper 002's "uni-modal (best)" rows. It is then part of ``blocks`` and ``forward``.
+    """
 
     out_dim: int
     block_dims: list[int]
@@ -151,14 +184,26 @@ class _StagedEncoder(nn.Module):
         """The modules of each block, in order (references to registered submodules)."""
         raise NotImplementedError
 
+    def _add_se(self, enabled: bool, reduction: int, scale: float) -> None:
+        """When ``enabled``, one SE block (``se.<k>``) after each block of ``mmtm_after``, in that order."""
+        if enabled:
+            self.se = nn.ModuleList([SqueezeExcite(self.block_dims[b], reduction, scale) for b in self.mmtm_after])
+
+    def _staged(self) -> list[list[nn.Module]]:
+        stages, se = self._stages(), self._modules.get("se")  # no class attribute: nn.Module keeps it in _modules
+        if se is None:
+            return stages
+        return [mods + [se[self.mmtm_after.index(b)]] if b in self.mmtm_after else mods
+                for b, mods in enumerate(stages)]  # fmt: skip
+
     @property
     def blocks(self) -> list[nn.Module]:
         """The stages in order, as ``nn.Sequential`` views built on each access: they hold the encoder's own
         modules, so they share its parameters and add no ``state_dict`` keys."""
-        return [nn.Sequential(*modules) for modules in self._stages()]
+        return [nn.Sequential(*modules) for modules in self._staged()]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, *in_dim) -> (B, out_dim)
-        for modules in self._stages():
+        for modules in self._staged():
             for module in modules:
                 x = module(x)
         return self.pool(x)
@@ -173,7 +218,10 @@ class ResNet18Encoder(_StagedEncoder):
         in_channels: input channels; overrides ``in_dim[0]`` when given.
     """
 
-    def __init__(self, in_dim: Sequence[int], in_channels: int | None = None) -> None:
+    def __init__(
+        self, in_dim: Sequence[int], in_channels: int | None = None, se: bool = False, se_reduction: int = 2,
+        se_scale: float = 1.0,
+    ) -> None:
         super().__init__()
         shape = _shape("resnet18", in_dim, "CHW")
         channels = shape[0] if in_channels is None else int(in_channels)
@@ -189,6 +237,7 @@ class ResNet18Encoder(_StagedEncoder):
         self.out_dim = RESNET_WIDTHS[-1]
         self.block_dims = list(RESNET_WIDTHS[1:])
         self.mmtm_after = (0, 1, 2)
+        self._add_se(se, se_reduction, se_scale)  # after _init_torchvision: SE keeps nn.Linear's init
 
     def _stages(self) -> list[list[nn.Module]]:
         stem = [self.conv1, self.bn1, self.relu, self.maxpool, self.layer1, self.layer2]
@@ -231,7 +280,10 @@ class SmallCNNEncoder(_StagedEncoder):
         hidden: output channels of each block; the first block keeps the resolution, later ones halve it.
     """
 
-    def __init__(self, in_dim: Sequence[int], hidden: Sequence[int] = (16, 32)) -> None:
+    def __init__(
+        self, in_dim: Sequence[int], hidden: Sequence[int] = (16, 32), se: bool = False, se_reduction: int = 2,
+        se_scale: float = 1.0,
+    ) -> None:
         super().__init__()
         channels = _shape("cnn", in_dim, "CHW")[0]
         widths = [int(h) for h in hidden]
@@ -252,6 +304,7 @@ class SmallCNNEncoder(_StagedEncoder):
         self.out_dim = widths[-1]
         self.block_dims = widths
         self.mmtm_after = tuple(range(len(widths)))
+        self._add_se(se, se_reduction, se_scale)
 
     def _stages(self) -> list[list[nn.Module]]:
         return [[layer] for layer in self.layers]

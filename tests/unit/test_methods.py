@@ -59,6 +59,12 @@ def _aux_ce(make_model, naive_run, splits=None):
     return model, spec, build_method("aux_ce", {}, ctx), {"task_loss", "aux_m1_loss", "aux_m2_loss"}
 
 
+def _rubi(make_model, naive_run, splits=None):
+    model, spec = make_model(head="linear")  # any fusion head: the branches read the features
+    ctx = MethodContext(num_classes=2, modalities=TWO)
+    return model, spec, build_method("rubi", {}, ctx), {"task_loss", "rubi_m1_loss", "rubi_m2_loss"}
+
+
 def _dropout(make_model, naive_run, splits=None):
     model, spec = make_model(head="mlp")
     return model, spec, build_method("dropout", {}, MethodContext(num_classes=2, modalities=TWO)), {"task_loss"}
@@ -124,6 +130,7 @@ SETUPS = {
     "ume": _ume,
     "umt": _umt,
     "aux_ce": _aux_ce,
+    "rubi": _rubi,
     "dropout": _dropout,
     "modality_dropout": _modality_dropout,
     "self_distill": _self_distill,
