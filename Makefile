@@ -108,7 +108,8 @@ PT_ARGS ?=
 PT_DATA = $(if $(DATA),--data $(DATA)) $(if $(UCF101),--data ucf101=$(UCF101)) \
   $(if $(VGGSOUND),--data vggsound=$(VGGSOUND)) $(if $(KINETICS),--data kinetics400=$(KINETICS)) \
   $(if $(MODELNET40),--data modelnet40=$(MODELNET40)) $(if $(CREMAD),--data cremad=$(CREMAD)) \
-  $(if $(FOOD101),--data food101=$(FOOD101)) $(if $(MVSA),--data mvsa=$(MVSA)) $(if $(IEMOCAP),--data iemocap=$(IEMOCAP))
+  $(if $(FOOD101),--data food101=$(FOOD101)) $(if $(MVSA),--data mvsa=$(MVSA)) $(if $(IEMOCAP),--data iemocap=$(IEMOCAP)) \
+  $(if $(KINETICS_SOUNDS),--data kinetics-sounds=$(KINETICS_SOUNDS))
 PT_REPRODUCE = $(if $(SMOKE),rm -rf $(PT) && )$(MMTOOL) reproduce $@ \
   $(if $(SMOKE),--smoke,$(PT_DATA) --seeds "$(SEEDS)") --jobs $(PT_JOBS) $(PT_ARGS)
 
@@ -207,7 +208,8 @@ ws-table2:
 	$(PT_REPRODUCE)
 
 # Paper 003 (MLA), Table 1 / Table 5: Sum, Concat, Late Fusion, FiLM, BiGated, OGM-GE, QMF and MLA per modality and
-# fused, mean ± std over $(SEEDS), on CREMA-D, Food-101, MVSA and IEMOCAP (mmtool/analysis/tables_mla.py); the text
+# fused, mean ± std over $(SEEDS), on CREMA-D, Kinetics-Sounds (MLA's setting: recipes/_base/kinetics-sounds_mla.yaml),
+# Food-101, MVSA and IEMOCAP (mmtool/analysis/tables_mla.py); the text
 # datasets need the tokenizer (a fragment with data: {tokenizer: DIR}, as mla-table2), e.g.
 #   make mla-table1 CREMAD=/data/crema-d FOOD101=/data/upmc-food101 PT_ARGS="-r food101=my_tokenizer.yaml"
 # Every method of a text dataset runs on ResNet-18s and a 512-wide BERT (recipes/_base/bert512.yaml); the paper's own

@@ -49,7 +49,7 @@ def test_cells_read_head_per_modality_accuracy_and_late_fusion_from_unimodal_and
     multi = next(line for line in text.splitlines() if line.startswith("| CREMA-D Multi |"))
     assert [c.strip() for c in multi.strip("|").split("|")][1:][1::2] == ["60.0", "61.0", "65.5", "62.0", "63.0",
                                                                              "64.0", "65.0", "66.0"]  # fmt: skip
-    assert "| KS Audio | 48.77 | — |" in text  # datasets not in the plan yet: the paper's number and "—"
+    assert "| KS Audio | 48.77 | — |" in text  # a dataset without runs: the paper's number and "—"
 
 
 def test_text_datasets_run_every_method_on_one_backbone_and_iemocap_skips_the_two_modality_heads(tmp_path):
