@@ -66,6 +66,7 @@ class TablePlan:
     # before --recipe's: the table's own settings of a dataset (another backbone, a paper's data settings)
     fragments: tuple[tuple[str, str], ...] = ()
     smoke_fragments: tuple[tuple[str, str], ...] = ()  # likewise, merged after the SMOKE fragment with --smoke
+    smoke_datasets: tuple[str, ...] | None = None  # --smoke runs only these datasets; None: every dataset
     skip: tuple[tuple[str, str], ...] = ()  # (dataset, run name) not run: a method undefined there (the table says)
 
 

@@ -139,7 +139,8 @@ def parse_seeds(text: str) -> tuple[int, ...]:
 def build(opts: Options) -> Plan:
     """The plan of ``opts.table``: prep, then each run per dataset and seed (module docstring)."""
     table = table_plan(opts.table)
-    datasets = table.datasets if opts.smoke else tuple(d for d in table.datasets if d in opts.data)
+    given = tuple(d for d in table.datasets if d in opts.data)
+    datasets = (table.smoke_datasets or table.datasets) if opts.smoke else given
     if not datasets:
         raise UserError(f"{opts.table}: no data given; pass --data DIR{_data_hint(opts.table)}, or --smoke")
     seeds = opts.seeds if (table.all_seeds and not opts.smoke) else opts.seeds[:1]

@@ -30,8 +30,9 @@ def test_plan_trains_each_method_once_per_seed_and_late_fusion_from_the_unimodal
     heads = {n: load_recipe([REPO / f"recipes/cremad/{n}.yaml"]).model.head for n in tables_mla.JOINT.values()}
     assert heads == {"naive_sum": "sum", "naive_concat": "concat", "naive_film": "film", "naive_gated": "gated",
                      "ogm_ge": "linear", "qmf": "qmf", "mla": "shared"}  # fmt: skip
-    smoke = paper_plans.build(paper_plans.Options("mla-table1", {}, (0,), smoke=True)).nodes["cremad/prep"]
-    assert "--max-missing-frac" in smoke.args  # the fixture holds a few of the listed clips
+    smoke = paper_plans.build(paper_plans.Options("mla-table1", {}, (0,), smoke=True)).nodes
+    assert "--max-missing-frac" in smoke["cremad/prep"].args  # the fixture holds a few of the listed clips
+    assert {k.split("/")[0] for k in smoke} == {"cremad", "food101", "iemocap"}  # SMOKE: one A-V, I-T, A-I-T set
 
 
 def test_cells_read_head_per_modality_accuracy_and_late_fusion_from_unimodal_and_ume(tmp_path):
