@@ -46,6 +46,7 @@ BUILTIN_FAMILIES = (
     "mmtool.data.kinetics",
     "mmtool.data.modelnet40",
     "mmtool.data.mvsa",
+    "mmtool.data.nvgesture",
     "mmtool.data.ucf101",
     "mmtool.data.vggsound",
 )
