@@ -126,8 +126,8 @@ def _load(cfg: DataConfig, folder: Path) -> Dataset:
     parts = carve_splits(rows, cfg.val_fraction, cfg.seed)
     splits = {}
     for name, positions in parts.items():
-        reader = GestureReader(str(folder), [rows[i] for i in positions], store_size=stored,
-                               image_size=s.image_size, window=s.window_frames, augment=s.augment, flip=s.flip)  # fmt: skip
+        reader = GestureReader(str(folder), [rows[i] for i in positions], store_size=stored, image_size=s.image_size,
+                               window=s.window_frames, augment=s.augment, flip=s.flip)  # fmt: skip
         targets = torch.tensor([rows[i]["label"] for i in positions], dtype=torch.long)
         splits[name] = DiskSource(reader, targets, MODALITIES, EVAL_BATCH)
     dims = {m: [c, s.window_frames, s.image_size, s.image_size] for m, c in (("rgb", 3), ("depth", 1))}

@@ -76,7 +76,8 @@ def resolve_raw(raw: str | None) -> Path:
     for folder in (path, path / "nvGesture_v1"):
         if all((folder / name).is_file() for name in LISTS.values()):
             return folder
-    raise UserError(f"{path}: expected {' and '.join(LISTS.values())} (and Video_data/) there; see data_prep/nvgesture.md")
+    lists = " and ".join(LISTS.values())
+    raise UserError(f"{path}: expected {lists} (and Video_data/) there; see data_prep/nvgesture.md")
 
 
 def parse_list(path: Path, split: str) -> list[Listed]:
@@ -121,7 +122,8 @@ def prepare(cfg: DataConfig, out: Path, options: PrepOptions) -> dict:
         shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     process = functools.partial(process_gesture, raw=str(raw), size=s.store_size, max_frames=s.max_frames)
     result = run_pipeline(items, process, out, workers=options.workers, max_skip_frac=options.max_skip_frac,
-                          missing=missing, max_missing_frac=options.max_missing_frac, raw=raw, label=f"prep {NAME}")  # fmt: skip
+                          missing=missing, max_missing_frac=options.max_missing_frac, raw=raw,
+                          label=f"prep {NAME}")  # fmt: skip
     order = {split: i for i, split in enumerate(LISTS)}
     rows = sorted(result.records, key=lambda r: (order[r["split"]], r["key"]))
     write_jsonl(out / INDEX, rows)
@@ -156,8 +158,9 @@ def _plan(listed: list[Listed], raw: Path) -> tuple[list[PrepItem], list[dict]]:
             missing.append({"key": row.key, "split": row.split, "label": row.label, "absent": list(videos.values())})
             continue
         label = row.label - 1 if row.label is not None else -1
+        ranges = {m: row.ranges.get(SENSORS[m]) for m in MODALITIES}
         meta = {"list": f"{LISTS[row.split]}:{row.line}", "path": row.path, "listed_label": row.label,
-                "ranges": {m: row.ranges.get(SENSORS[m]) for m in MODALITIES}, "present": present, **videos}  # fmt: skip
+                "ranges": ranges, "present": present, **videos}  # fmt: skip
         items.append(PrepItem(row.key, row.split, label, tuple(videos.values()), meta))
     return items, missing
 
@@ -254,8 +257,10 @@ def _manifest(raw: Path, s: NVGestureSettings, rows: list[dict], out: Path) -> d
         "n": len(rows),
         "num_classes": NUM_CLASSES,
         "class_names": [f"class_{k + 1:02d}" for k in range(NUM_CLASSES)],
-        "modalities": {"rgb": [3, "window_frames", "image_size", "image_size"],
-                       "depth": [1, "window_frames", "image_size", "image_size"]},  # fmt: skip
+        "modalities": {
+            "rgb": [3, "window_frames", "image_size", "image_size"],
+            "depth": [1, "window_frames", "image_size", "image_size"],
+        },  # fmt: skip
         "settings": {"store_size": s.store_size, "max_frames": s.max_frames},
         "class_counts": _class_counts(rows),
         "split_sizes": {k: len(v) for k, v in split_rows.items()},

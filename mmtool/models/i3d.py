@@ -200,4 +200,3 @@ class I3DEncoder(_StagedEncoder):
                                 f"{self.width:g}) needs {list(value.shape)}")  # fmt: skip
         self.load_state_dict({k: state[k] for k in own})
         return {"ignored": ignored, "adapted": adapted}
-
