@@ -161,3 +161,12 @@ def test_prep_then_train_mmtm_from_the_command_line(raw, tmp_path):
     assert spec["fusion"] == "mmtm" and spec["encoders"]["depth"] == {"name": "i3d", "args": {"width": 0.0625}}
     assert spec["modalities"] == {"rgb": [3, 8, 12, 12], "depth": [1, 8, 12, 12]}
     assert np.array(results["test_confusion"]).sum() == 6 and results["method"] == "ume"  # the 6 test gestures
+
+
+def test_prep_writes_the_same_bytes_with_workers(prepared, raw, tmp_path):
+    from mmtool.data import PrepOptions
+
+    _, first = prepared
+    again, _ = prepare(data_cfg(tmp_path, raw), options=PrepOptions(max_skip_frac=0.3, workers=2))
+    for name in ("index.jsonl", "skipped.jsonl", "missing.jsonl"):
+        assert (again / name).read_bytes() == (first / name).read_bytes(), name
