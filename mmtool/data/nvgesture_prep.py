@@ -114,6 +114,8 @@ def _parse_fields(fields: list[str], split: str, number: int) -> Listed:
 def prepare(cfg: DataConfig, out: Path, options: PrepOptions) -> dict:
     """Prepare the NVGesture cache in ``out`` from ``data.raw``; returns its manifest (the spec's ``prepare``)."""
     s = dataset_settings(cfg, NVGestureSettings)
+    if s.store_size * s.max_frames > 65500:  # the JPEG format's limit on the stacked image's height
+        raise UserError(f"data.max_frames x data.store_size must be at most 65500, got {s.max_frames} x {s.store_size}")
     raw = resolve_raw(cfg.raw)
     listed = [row for split, name in LISTS.items() for row in parse_list(raw / name, split)]
     _check_unique(listed, raw)

@@ -145,9 +145,11 @@ def test_crop_and_flip_are_drawn_once_for_both_modalities(prepared):
     assert torch.equal(base["rgb"][..., t : t + CROP, left : left + CROP], x["rgb"])
 
 
-def test_a_wrong_raw_folder_is_one_line(tmp_path):
+def test_a_wrong_raw_folder_or_an_unstorable_size_is_one_line(tmp_path, raw):
     with pytest.raises(UserError, match="nvgesture_train_correct_cvpr2016_v2.lst"):
         prepare(data_cfg(tmp_path / "d", tmp_path))
+    with pytest.raises(UserError, match="at most 65500, got 300 x 256"):
+        prepare(data_cfg(tmp_path / "d", raw, store_size=256, max_frames=300))
 
 
 def test_prep_then_train_mmtm_from_the_command_line(raw, tmp_path):
