@@ -36,6 +36,8 @@ REASONS = {
     "bad_label": "a sample's label row names a class the dataset does not have",
     "no_transcript": "an utterance without its line in the transcription file (IEMOCAP)",
     "outside_video": "an utterance whose time span does not lie inside its dialog video (IEMOCAP)",
+    "missing_depth": "a gesture whose depth video (NVGesture sk_depth.avi) is absent while its colour video is there",
+    "bad_range": "a listed frame range that is malformed, or starts outside its video (NVGesture start:end)",
     "error": "an unexpected error while decoding (message recorded)",
 }
 

@@ -47,6 +47,7 @@ BUILTIN_FAMILIES = (
     "mmtool.data.modelnet40",
     "mmtool.data.colored_mnist",
     "mmtool.data.mvsa",
+    "mmtool.data.nvgesture",
     "mmtool.data.ucf101",
     "mmtool.data.vggsound",
 )

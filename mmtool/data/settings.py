@@ -93,6 +93,17 @@ class ModelNet40Settings(FrameSettings):
 
 
 @dataclass(frozen=True)
+class NVGestureSettings(FrameSettings):
+    """NVGesture RGB + depth (paper 002 App. A), :mod:`mmtool.data.nvgesture`; data_prep/nvgesture.md."""
+
+    store_size: int = checked(256, at_least(8))  # prep: frames resized to store_size x store_size (App. A: 256x256)
+    max_frames: int = checked(80, at_least(1))  # prep: frames kept from the listed start (App. A: 80, start to end)
+    # load-time: consecutive frames per sample, zero-padded on both sides when a gesture is shorter (App. A: 64)
+    window_frames: int = checked(64, at_least(1))
+    flip: bool = True  # load-time: horizontal flips in training, with augment (paper 002 Sec. 6.1: "flipping")
+
+
+@dataclass(frozen=True)
 class Food101Settings(FrameSettings):
     """UPMC Food-101 (image + text), :mod:`mmtool.data.food101`: images read at load time, texts tokenized at prep."""
 
@@ -179,6 +190,7 @@ BUILTIN_SETTINGS: dict[str, type] = {
     "modelnet40": ModelNet40Settings,
     "colored-mnist": ColoredMNISTSettings,
     "mvsa": MVSASettings,
+    "nvgesture": NVGestureSettings,
     "ucf101": UCF101Settings,
     "vggsound": AudioVisualSettings,
 }

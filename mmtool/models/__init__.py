@@ -28,7 +28,7 @@ from torch import nn
 
 from mmtool.config import EncoderConfig, ModelConfig
 from mmtool.errors import UserError
-from mmtool.models import cav_mae, clip, cnn, convnet, fbank, fusion_heads, m3ae, slowfast, text  # noqa: F401  (registries)
+from mmtool.models import cav_mae, clip, cnn, convnet, fbank, fusion_heads, i3d, m3ae, slowfast, text  # noqa: F401
 from mmtool.models.base import MultiModalNet
 from mmtool.models.encoders import ENCODERS
 from mmtool.models.heads import HEADS

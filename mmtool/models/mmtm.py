@@ -86,7 +86,8 @@ class MMTMNet(MultiModalNet):
     Encoders expose ``blocks`` (their stages in order), ``block_dims`` (channels out of each) and
     ``mmtm_after`` (the block indices an MMTM follows; both encoders must agree), and optionally ``pool``
     (last block's output -> (B, D) features; CNN encoders pool globally). MLP encoders put an MMTM after
-    every block but the last; ResNet-18 / R3D-18 after layer2, layer3 and layer4, as paper 002 does.
+    every block but the last; ResNet-18 / R3D-18 after layer2, layer3 and layer4, as paper 002 does; I3D after
+    its six last inception modules (:mod:`mmtool.models.i3d`).
     """
 
     def __init__(
@@ -109,7 +110,7 @@ class MMTMNet(MultiModalNet):
             raise UserError(f"model.fusion: mmtm links exactly two modalities, got {list(encoders)}")
         encs = list(encoders.values())
         if not all(hasattr(e, "blocks") and hasattr(e, "mmtm_after") for e in encs):
-            raise UserError("model.fusion: mmtm needs encoders made of blocks (mlp, cnn, resnet18, r3d18)")
+            raise UserError("model.fusion: mmtm needs encoders made of blocks (mlp, cnn, resnet18, r3d18, i3d)")
         points = [tuple(e.mmtm_after) for e in encs]
         if points[0] != points[1] or not points[0]:
             raise UserError(
