@@ -86,7 +86,7 @@ def _laziness_groups() -> tuple[Group, ...]:
 # to another set with that set's own settings (a dataset fragment).
 METHOD_SETS = ("synth-lazy", "digits-colored", "digits-twoview")
 PLAIN_METHODS = ("naive", "naive_linear", "naive_attention", "aux_ce", "gblending", "ogm_ge", "dropout",
-                 "modality_dropout", "mla", "ume", "qmf")  # fmt: skip
+                 "modality_dropout", "mla", "ume", "qmf", "rubi")  # fmt: skip
 TEACHER_METHODS = ("umt", "umt_m1", "umt_m2", "finetune")  # they read the uni-modal models
 # registered methods that `methods` leaves out, and where they are reproduced instead
 METHODS_ELSEWHERE = {

@@ -191,7 +191,7 @@ def test_cli_prep_then_train_naive(raw, tmp_path):
     spec = torch.load(tmp_path / "naive" / "checkpoints" / "best.pt", weights_only=True)["spec"]
     assert spec["modalities"]["visual"] == [9, 32, 32]
     audio = spec["encoders"]["audio"]
-    assert audio["transform"] == "stft" and audio["transform_args"]["n_fft"] == 512
+    assert audio["transform"] == "stft" and audio["transform_args"]["n_fft"] == 128  # the SMOKE settings' STFT
 
 
 def test_settings_defaults_are_the_recipes_prep_time_settings():
