@@ -98,6 +98,19 @@ def test_mla_cycles_over_three_modalities_and_fuses_three(chain):
     assert out["test_accuracy"] == pytest.approx(acc(fused, test.target), abs=1e-3)
 
 
+def test_qmf_weighs_three_modalities_by_their_energy(chain):
+    out = result(chain, "train", "qmf", "--run-dir", "qmf")
+    logged = json.loads((chain / "qmf" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {f"train_rank_{m}_loss" for m in MODS} <= set(logged)  # a ranking term per modality
+    test = test_split(chain, "test")
+    sd = torch.load(chain / "qmf" / "checkpoints" / "best.pt", weights_only=True)["model"]
+    logits = {m: hidden(sd, m, test.inputs[m]) @ sd[f"head.fc.{m}.weight"].T + sd[f"head.fc.{m}.bias"] for m in MODS}
+    fused = sum(torch.logsumexp(z, dim=1, keepdim=True) / 10.0 * z for z in logits.values())  # QMF's energy, T = 10
+    assert out["test_accuracy"] == pytest.approx(acc(fused, test.target), abs=1e-3)
+    for m in MODS:
+        assert out["unimodal_head_accuracy"][m]["test"] == pytest.approx(acc(logits[m], test.target), abs=1e-3)
+
+
 def test_naive_umt_utilization_and_probe_per_modality(chain):
     naive = result(chain, "train", "naive", "--run-dir", "naive")
     umt = result(chain, "train", "umt", "--teachers", "pre", "--run-dir", "umt")
