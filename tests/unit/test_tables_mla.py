@@ -50,7 +50,7 @@ def test_cells_read_head_per_modality_accuracy_and_late_fusion_from_unimodal_and
     multi = next(line for line in text.splitlines() if line.startswith("| CREMA-D Multi |"))
     assert [c.strip() for c in multi.strip("|").split("|")][1:][1::2] == ["60.0", "61.0", "65.5", "62.0", "63.0",
                                                                              "64.0", "65.0", "66.0"]  # fmt: skip
-    assert "| KS Audio | 48.77 | — |" in text  # a dataset without runs: the paper's number and "—"
+    assert "| KS Audio | 48.77 ± 0.95 | — |" in text  # a dataset without runs: the paper's number and "—"
 
 
 def test_text_datasets_run_every_method_on_one_backbone_and_iemocap_skips_the_two_modality_heads(tmp_path):
@@ -134,9 +134,9 @@ def test_missing_rate_table_runs_each_method_at_each_rate_and_smoke_one_rate(tmp
     for name, acc in (("ume-m30", 61.0), ("qmf-m30", 62.0), ("mla-m30", 63.0)):
         write(seed / name, {"test_accuracy": acc})
     text = paper_tables.render("mla-table2", tmp_path)
-    assert "| Late Fusion | 72.95 | — | 69.06 | — | 64.89 | 61.0 |" in text
-    assert "| MLA (Ours) | 75.07 | — | 72.33 | — | 68.47 | 63.0 |" in text
-    assert "| MMIN | 71.84 | — |" in text and "cited: not implemented" in text
+    assert "| Late Fusion | 72.95 ± 1.12 | — | 69.06 ± 0.88 | — | 64.89 ± 1.25 | 61.0 |" in text  # Table 6's std
+    assert "| MLA (Ours) | 75.07 ± 1.04 | — | 72.33 ± 1.16 | — | 68.47 ± 1.22 | 63.0 |" in text
+    assert "| MMIN | 71.84 ± 0.97 | — |" in text and "cited: not implemented" in text
 
 
 def test_modality_gap_figure_reads_the_probes_gaps_and_checks_the_papers_claim(tmp_path, monkeypatch):
