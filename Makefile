@@ -100,7 +100,7 @@ clean:
 #   make table5 KINETICS=/data/k400 PT_ARGS="-r kinetics400=recipes/_base/kinetics400_r3d18.yaml"   R3D-18, CPU-sized
 #   make table5 KINETICS=/data/k400 PT_ARGS="-r kinetics400=recipes/_base/kinetics400_slowfast101.yaml"   SlowFast-101
 PAPER_TABLES := table1 table3 table4 table5 table7 table8 table9 table10 table2 table16 table17 table6 table22 ws-fig2 table18 ws-table1 fig2 \
-  table12 table13 table14 table15 ws-table2 mla-table1 mla-table2 mla-table3 mla-fig3 mla-fig2 mla-table4
+  table12 table13 table14 table15 ws-table2 mla-table1 mla-table2 mla-table3 mla-fig3 mla-fig2 mla-table4 greedy-table1
 .PHONY: $(PAPER_TABLES)
 PT := runs/$(if $(SMOKE),smoke/)paper
 PT_JOBS ?= $(if $(SMOKE),2,1)
@@ -109,7 +109,8 @@ PT_DATA = $(if $(DATA),--data $(DATA)) $(if $(UCF101),--data ucf101=$(UCF101)) \
   $(if $(VGGSOUND),--data vggsound=$(VGGSOUND)) $(if $(KINETICS),--data kinetics400=$(KINETICS)) \
   $(if $(MODELNET40),--data modelnet40=$(MODELNET40)) $(if $(CREMAD),--data cremad=$(CREMAD)) \
   $(if $(FOOD101),--data food101=$(FOOD101)) $(if $(MVSA),--data mvsa=$(MVSA)) $(if $(IEMOCAP),--data iemocap=$(IEMOCAP)) \
-  $(if $(KINETICS_SOUNDS),--data kinetics-sounds=$(KINETICS_SOUNDS))
+  $(if $(KINETICS_SOUNDS),--data kinetics-sounds=$(KINETICS_SOUNDS)) \
+  $(if $(COLORED_MNIST),--data colored-mnist=$(COLORED_MNIST)) $(if $(NVGESTURE),--data nvgesture=$(NVGESTURE))
 PT_REPRODUCE = $(if $(SMOKE),rm -rf $(PT) && )$(MMTOOL) reproduce $@ \
   $(if $(SMOKE),--smoke,$(PT_DATA) --seeds "$(SEEDS)") --jobs $(PT_JOBS) $(PT_ARGS)
 
@@ -245,4 +246,11 @@ mla-fig2:
 #    /models/clip-vit-base-patch32}, text: {pretrained: /models/clip-vit-base-patch32}}})
 # SMOKE=1: tiny CLIP towers from a config and the fixture's CLIP tokenizer (recipes/_base/smoke/food101_clip.yaml)
 mla-table4:
+	$(PT_REPRODUCE)
+
+# Paper 002, Table 1: the best SE uni-modal network and the MMTM model trained vanilla, with RUBi, random and guided
+# re-balancing, on Colored-and-gray-MNIST, ModelNet40 and NVGesture (scratch and Kinetics-pretrained I3D: the port's
+# rgb_imagenet.pt in weights/i3d_rgb_imagenet.pt), over $(SEEDS) (mmtool/analysis/tables_greedy.py):
+#   make greedy-table1 COLORED_MNIST=/data/mnist MODELNET40=/data/modelnet40v1 NVGESTURE=/data/nvgesture
+greedy-table1:
 	$(PT_REPRODUCE)

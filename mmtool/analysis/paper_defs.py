@@ -43,6 +43,14 @@ class Source:
 
 
 @dataclass(frozen=True)
+class Best:
+    """The best of several cells by their mean over seeds, shown with its own spread (paper 002's "uni-modal (best)":
+    the better of the uni-modal models)."""
+
+    sources: tuple[Source, ...]
+
+
+@dataclass(frozen=True)
 class Run:
     """One run per dataset and seed; ``inputs``: (recipe key, name of the run in the same seed folder)."""
 

@@ -21,6 +21,7 @@ from mmtool.analysis import (
     tables_cited,
     tables_classes,
     tables_distilled,
+    tables_greedy,
     tables_mla,
     tables_mla_clip,
     tables_mla_fig2,
@@ -69,18 +70,18 @@ TABLES: dict[str, TablePlan] = {
 }
 # Tables declared in modules of their own (their TABLES dicts) join these.
 EXTRA: tuple = (tables_classes, tables_cited, tables_distilled, tables_sweeps, tables_mla, tables_mla_clip,
-                tables_mla_fig2)
+                tables_mla_fig2, tables_greedy)
 for _module in EXTRA:
     TABLES.update(_module.TABLES)
 
 # The prep settings read from the recipes the stages load, so prep builds the cache they look for.
 PREP_KEYS = ("store_size", "clip_frames", "audio_seconds", "sample_rate", "flow_stack", "rgb_source", "front_view",
-             "rear_view", "tokenizer", "max_tokens", "merge_excited", "classes",
-             "max_frames")  # fmt: skip
+             "rear_view", "tokenizer", "max_tokens", "merge_excited", "classes", "max_frames", "color_var",
+             "train_correlation", "test_correlation", "color_seed")  # fmt: skip
 # Rough durations per run (docs/tables.md): one A100/H100-class GPU, 8 loader workers; SMOKE on one CPU thread.
 ESTIMATES = {"ucf101": "15-30 min", "vggsound": "10-20 GPU-h", "kinetics400": "10-20 GPU-h", "modelnet40": "5-15 min",
              "cremad": "~1 GPU-h", "iemocap": "~1 GPU-h", "food101": "5-10 GPU-h", "mvsa": "~1 GPU-h",
-             "kinetics-sounds": "~2 GPU-h"}  # fmt: skip
+             "kinetics-sounds": "~2 GPU-h", "colored-mnist": "~10 GPU-min", "nvgesture": "~2 GPU-h"}  # fmt: skip
 # SMOKE prep options: the CREMA-D fixture holds 24 of the 7,442 clips the published lists name (prep reads the lists)
 # and IEMOCAP's fixture holds broken utterances on purpose (4 of about 30) for prep's tests
 SMOKE_PREP_ARGS = {"cremad": ("--max-missing-frac", "1"), "iemocap": ("--max-skip-frac", "0.5"),

@@ -35,12 +35,13 @@ from mmtool.analysis import (
     tables_cited,
     tables_classes,
     tables_distilled,
+    tables_greedy,
     tables_mla,
     tables_mla_clip,
     tables_mla_fig2,
     tables_sweeps,
 )
-from mmtool.analysis.paper_defs import SMOKE_BANNER, Cell, Located, PaperTable, Source, decided, probe, test_acc
+from mmtool.analysis.paper_defs import SMOKE_BANNER, Best, Cell, Located, PaperTable, Source, decided, probe, test_acc
 from mmtool.analysis.tables import mean_std
 from mmtool.files import atomic_write_text
 from mmtool.runs import config_of, is_finished, results_of
@@ -180,7 +181,7 @@ def _ucf101_pair(field: str) -> tuple[Source, ...]:
     return tuple(decided("ucf101", field, m) for m in ("rgb", "flow"))
 
 
-OURS: dict[str, dict[str, tuple[Source | None, ...]]] = {
+OURS: dict[str, dict[str, tuple[Source | Best | None, ...]]] = {
     "table1": {
         "Linear-Fusion": _probes("naive"),
         "MLP-Fusion": _probes("naive_mlp"),
@@ -258,6 +259,14 @@ def collect(root: Path, source: Source, runs: Located | None = None) -> list[flo
     return values
 
 
+def values_of(root: Path, source: Source | Best, runs: Located | None = None) -> list[float | str]:
+    """:func:`collect` of a source; of a :class:`Best`, the values of its source with the highest mean."""
+    if not isinstance(source, Best):
+        return collect(root, source, runs)
+    found = [v for v in (collect(root, s, runs) for s in source.sources) if v]
+    return max(found, key=lambda v: sum(float(x) for x in v) / len(v), default=[])
+
+
 def ours_cell(values: Sequence[float | str]) -> str:
     """Mean ± std over seeds (the value alone for one seed); verdicts as counts; "—" for none."""
     if not values:
@@ -281,10 +290,10 @@ def paper_cell(value: Cell, digits: int) -> str:
 def _seeds(root: Path, name: str, runs: Located | None = None) -> dict[str, int]:
     """How many seeds each dataset contributes to table ``name`` (most runs found for one cell)."""
     counts: dict[str, int] = {}
-    for sources in OURS[name].values():
+    for cells in OURS[name].values():
+        sources = (s for c in cells if c is not None for s in (c.sources if isinstance(c, Best) else (c,)))
         for s in sources:
-            if s is not None:
-                counts[s.dataset] = max(counts.get(s.dataset, 0), len(collect(root, s, runs)))
+            counts[s.dataset] = max(counts.get(s.dataset, 0), len(collect(root, s, runs)))
     return counts
 
 
@@ -294,10 +303,8 @@ def _settings(root: Path, dataset: str, runs: Located | None = None) -> str:
         cfg = config_of(folder)  # the resolved recipe the run saved
         if cfg is not None:
             data, train, optim = cfg["data"], cfg["train"], cfg["optim"]
-            return (
-                f"image_size {data['image_size']}, {train['epochs']} epochs, batch {train['batch_size']}, "
-                f"{optim['name']} lr {optim['lr']:g}"
-            )
+            size = f"image_size {data['image_size']}, " if "image_size" in data else ""
+            return f"{size}{train['epochs']} epochs, batch {train['batch_size']}, {optim['name']} lr {optim['lr']:g}"
     return "no uni-modal run found"
 
 
@@ -314,7 +321,7 @@ def render(name: str, root: Path, smoke: bool = False, runs: Located | None = No
     for row, paper in table.rows.items():
         cells = []
         for value, source in zip(paper, OURS[name][row], strict=True):
-            ours = "—" if source is None else ours_cell(collect(root, source, runs))
+            ours = "—" if source is None else ours_cell(values_of(root, source, runs))
             cells += [paper_cell(value, table.digits), ours]
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     lines += ["", *table.notes]
@@ -337,7 +344,7 @@ def render(name: str, root: Path, smoke: bool = False, runs: Located | None = No
 Renderer = Callable[[Path, bool, "Located | None"], str]
 RENDER: dict[str, Renderer] = {}
 EXTRA: tuple = (tables_classes, tables_cited, tables_distilled, tables_sweeps, tables_mla, tables_mla_clip,
-                tables_mla_fig2)
+                tables_mla_fig2, tables_greedy)
 for _module in EXTRA:
     PAPER.update(getattr(_module, "PAPER", {}))
     OURS.update(getattr(_module, "OURS", {}))

@@ -127,10 +127,13 @@ class I3DEncoder(_StagedEncoder):
         in_dim: per-sample shape ``[C, T, H, W]`` (C = 3 for RGB, 1 for depth).
         width: channel multiplier of every layer (1 = the published network).
         mmtm_modules: the inception modules an MMTM follows under ``fusion: mmtm`` (default: the six last).
+        se: a Squeeze-and-Excitation block after each of those modules instead (paper 002's uni-modal networks,
+            :class:`~mmtool.models.cnn.SqueezeExcite`; ``se_reduction``, ``se_scale`` as there). A published
+            checkpoint then loads into the I3D layers; the SE blocks keep their initialisation (reported as ``kept``).
     """
 
-    def __init__(self, in_dim: Sequence[int], width: float = 1.0,
-                 mmtm_modules: Sequence[str] = SIX_LAST) -> None:  # fmt: skip
+    def __init__(self, in_dim: Sequence[int], width: float = 1.0, mmtm_modules: Sequence[str] = SIX_LAST,
+                 se: bool = False, se_reduction: int = 2, se_scale: float = 1.0) -> None:  # fmt: skip
         super().__init__()
         channels = _shape("i3d", in_dim, "CTHW")[0]
         if not 0 < float(width) <= 4:
@@ -147,6 +150,7 @@ class I3DEncoder(_StagedEncoder):
         self._block_ends = [ENDPOINTS[i] for i in ends]
         self.block_dims = [dims[name] for name in self._block_ends]
         self.mmtm_after = tuple(i for i, name in enumerate(self._block_ends) if name in mmtm_modules)
+        self._add_se(se, se_reduction, se_scale)
 
     def _scaled(self, c: int) -> int:
         return max(1, round(c * self.width))
@@ -191,12 +195,13 @@ class I3DEncoder(_StagedEncoder):
         for key in own:  # files saved before BN counted its batches (PyTorch < 0.4.1) lack num_batches_tracked
             if key.endswith("num_batches_tracked") and key not in state:
                 state[key] = own[key]
-        missing = sorted(k for k in own if k not in state)
+        kept = sorted(k for k in own if k not in state and k.startswith("se."))  # SE blocks: not in a published I3D
+        missing = sorted(k for k in own if k not in state and k not in kept)
         if missing:
             raise UserError(f"{where}: {path} lacks {len(missing)} of I3D's weights, e.g. {missing[0]!r}")
         for key, value in own.items():
-            if state[key].shape != value.shape:
+            if key not in kept and state[key].shape != value.shape:
                 raise UserError(f"{where}: {key} is {list(state[key].shape)} in {path}, I3D (width "
                                 f"{self.width:g}) needs {list(value.shape)}")  # fmt: skip
-        self.load_state_dict({k: state[k] for k in own})
-        return {"ignored": ignored, "adapted": adapted}
+        self.load_state_dict({k: state[k] for k in own if k not in kept}, strict=not kept)
+        return {"ignored": ignored, "adapted": adapted, **({"kept": kept} if kept else {})}

@@ -129,3 +129,21 @@ def test_mmtm_modules_choose_where_the_mmtms_go():
     assert model.points == (0, 1)
     with pytest.raises(UserError, match="mmtm_modules"):
         I3DEncoder([3, 8, 32, 32], mmtm_modules=["Mixed_9z"])
+
+
+def test_se_blocks_follow_the_mmtm_points_and_a_published_checkpoint_still_loads(tmp_path):
+    torch.save(port_checkpoint(), tmp_path / "rgb_imagenet.pt")
+    plain, se = I3DEncoder([3, 8, 32, 32]), I3DEncoder([3, 8, 32, 32], se=True)
+    assert len(se.se) == 6 and [b.fc[0].in_features for b in se.se] == [512, 512, 528, 832, 832, 1024]
+    report = load_pretrained(se, tmp_path / "rgb_imagenet.pt", "model.encoders.rgb.pretrained")
+    assert report["kept"] == sorted(k for k in se.state_dict() if k.startswith("se."))  # not in the file: initial
+    load_pretrained(plain, tmp_path / "rgb_imagenet.pt", "model.encoders.rgb.pretrained")
+    x = torch.randn(2, 3, 8, 32, 32)
+    plain.eval(), se.eval()
+    with torch.no_grad():
+        for block in se.se:  # gates of exactly 1 (sigmoid(50) is 1 in float32): the SE network is the plain one
+            block.fc[2].weight.zero_()
+            block.fc[2].bias.fill_(50.0)
+        torch.testing.assert_close(se(x), plain(x), rtol=0, atol=0)
+        se.se[0].fc[2].bias.fill_(0.0)  # a gate of 1/2 after Mixed_4c changes the features
+        assert not torch.allclose(se(x), plain(x), rtol=1e-3)
