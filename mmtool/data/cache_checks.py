@@ -18,8 +18,9 @@ import numpy as np
 from mmtool.errors import UserError
 
 
-def read_manifest(folder: Path, fix: str) -> dict:
-    """``folder/manifest.json`` as a dict; unreadable JSON is a :class:`UserError` saying ``fix``."""
+def read_manifest(folder: Path, fix: str, fmt: int | None = None) -> dict:
+    """``folder/manifest.json`` as a dict; unreadable JSON, or (``fmt`` given) another data format than ``fmt``, is a
+    :class:`UserError` saying ``fix``."""
     path = folder / "manifest.json"
     try:
         manifest = json.loads(path.read_text())
@@ -27,6 +28,8 @@ def read_manifest(folder: Path, fix: str) -> dict:
         raise UserError(f"{path}: not a readable manifest ({type(err).__name__}; {fix})") from None
     if not isinstance(manifest, dict):
         raise UserError(f"{path}: not a readable manifest (a JSON object expected; {fix})")
+    if fmt is not None and manifest.get("format") != fmt:
+        raise UserError(f"{path} is in data format {manifest.get('format')}, this mmtool reads format {fmt} ({fix})")
     return manifest
 
 

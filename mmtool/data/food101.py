@@ -30,7 +30,6 @@ Design notes
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,7 +39,7 @@ import numpy as np
 import torch
 
 from mmtool.data import Dataset, DiskSource, RootGuard, check_labels
-from mmtool.data.cache_checks import check_sampled_files, read_checked_index
+from mmtool.data.cache_checks import check_sampled_files, read_checked_index, read_manifest
 from mmtool.data.food101_prep import FORMAT, INDEX, MODALITIES, NAME, SPLIT_DIRS, cache_key, prepare, resolve_raw
 from mmtool.data.modelnet40 import carve_splits, load_rgb
 from mmtool.data.registry import DATASETS, DatasetSpec, dataset_settings
@@ -123,7 +122,7 @@ class PairReader:
 
 # --------------------------------------------------------------------------------------------- loading
 def _load(cfg: DataConfig, folder: Path) -> Dataset:
-    manifest = _read_manifest(folder)
+    manifest = read_manifest(folder, FIX, FORMAT)
     rows = read_checked_index(folder, manifest, INDEX, FIX)
     raw = resolve_raw(cfg.raw) if cfg.raw else Path(manifest["layout"]["raw"])
     _check_rows(rows, manifest, raw, folder)
@@ -140,13 +139,6 @@ def _load(cfg: DataConfig, folder: Path) -> Dataset:
     dims = {"image": [3, s.image_size, s.image_size], "text": [int(manifest["tokenizer"]["max_tokens"])]}
     return Dataset(NAME, MODALITIES, manifest["num_classes"], dims, splits, list(manifest["class_names"]))
 
-
-def _read_manifest(folder: Path) -> dict:
-    manifest = json.loads((folder / "manifest.json").read_text())
-    if manifest.get("format") != FORMAT:
-        raise UserError(f"{folder / 'manifest.json'} is in data format {manifest.get('format')}, this mmtool reads "
-                        f"format {FORMAT} ({FIX})")  # fmt: skip
-    return manifest
 
 
 def _check_rows(rows: list[dict], manifest: dict, raw: Path, folder: Path) -> None:

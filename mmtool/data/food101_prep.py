@@ -181,13 +181,7 @@ def prepare(cfg: DataConfig, out: Path, options: PrepOptions) -> dict:
     rows = [{**r, "tokens": len(r["tokens"])} for r in records]
     write_jsonl(out / INDEX, rows)
     manifest = _manifest(found, rows, out, tokenizer, s.max_tokens)
-    manifest.update(
-        skipped=[{"key": x["key"], "reason": x["reason"]} for x in result.skipped],
-        skipped_counts=dict(sorted(Counter(x["reason"] for x in result.skipped).items())),
-        missing=len(result.missing),
-        run={"items": len(items), "reused": result.reused, "processed": len(items) - result.reused,
-             "seconds": result.seconds},
-    )  # fmt: skip
+    manifest.update(result.summary(len(items)))
     return manifest
 
 

@@ -40,7 +40,6 @@ Design notes
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from collections.abc import Sequence
@@ -51,7 +50,7 @@ import numpy as np
 import torch
 
 from mmtool.data import Dataset, DiskSource, RootGuard, check_labels
-from mmtool.data.cache_checks import read_checked_index
+from mmtool.data.cache_checks import read_checked_index, read_manifest
 from mmtool.data.modelnet40_prep import FORMAT, INDEX, MODALITIES, NAME, SPLIT_DIRS, prepare, resolve_raw, view_pair
 from mmtool.data.registry import DATASETS, DatasetSpec, dataset_settings
 from mmtool.data.settings import ModelNet40Settings
@@ -132,7 +131,7 @@ def carve_splits(rows: Sequence[dict], val_fraction: float, seed: int) -> dict[s
 
 
 def _load(cfg: DataConfig, folder: Path) -> Dataset:
-    manifest = _read_manifest(folder)
+    manifest = read_manifest(folder, FIX, FORMAT)
     rows = read_checked_index(folder, manifest, INDEX, FIX)
     raw = resolve_raw(cfg.raw) if cfg.raw else Path(manifest["layout"]["raw"])
     _check_rows(rows, manifest, raw, folder)
@@ -151,15 +150,6 @@ def _load(cfg: DataConfig, folder: Path) -> Dataset:
 
 FIX = f"re-run `mmtool prep {NAME} --raw DIR --force`"
 
-
-def _read_manifest(folder: Path) -> dict:
-    manifest = json.loads((folder / "manifest.json").read_text())
-    if manifest.get("format") != FORMAT:
-        raise UserError(
-            f"{folder / 'manifest.json'} is in data format {manifest.get('format')}, this mmtool reads format "
-            f"{FORMAT} ({FIX})"
-        )
-    return manifest
 
 
 def _check_rows(rows: list[dict], manifest: dict, raw: Path, folder: Path) -> None:

@@ -158,13 +158,7 @@ def prepare(cfg: DataConfig, out: Path, options: PrepOptions) -> dict:
     rows = sorted(result.records, key=lambda r: (order[r["split"]], r["label"], r["key"]))  # Wu et al.'s order
     write_jsonl(out / INDEX, rows)
     manifest = _manifest(found, views, rows, out)
-    manifest.update(
-        skipped=[{"key": s["key"], "reason": s["reason"]} for s in result.skipped],
-        skipped_counts=dict(sorted(Counter(s["reason"] for s in result.skipped).items())),
-        missing=len(result.missing),
-        run={"items": len(items), "reused": result.reused, "processed": len(items) - result.reused,
-             "seconds": result.seconds},
-    )  # fmt: skip
+    manifest.update(result.summary(len(items)))
     return manifest
 
 

@@ -218,14 +218,7 @@ def prepare(cfg: DataConfig, out: Path, options: PrepOptions) -> dict:
     write_jsonl(out / INDEX, rows)
     write_jsonl(out / FILTERED, filtered)
     manifest = _manifest(found, rows, out, tokenizer, s.max_tokens)
-    manifest.update(
-        filtered_counts=dict(Counter(f["reason"] for f in filtered)),
-        skipped=[{"key": x["key"], "reason": x["reason"]} for x in result.skipped],
-        skipped_counts=dict(sorted(Counter(x["reason"] for x in result.skipped).items())),
-        missing=len(result.missing),
-        run={"items": len(items), "reused": result.reused, "processed": len(items) - result.reused,
-             "seconds": result.seconds},
-    )  # fmt: skip
+    manifest.update(filtered_counts=dict(Counter(f["reason"] for f in filtered)), **result.summary(len(items)))
     return manifest
 
 

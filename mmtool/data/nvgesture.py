@@ -30,7 +30,6 @@ images (a JPEG of the colour frames, a lossless 8-bit PNG of the depth ones), so
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,7 +38,7 @@ import numpy as np
 import torch
 
 from mmtool.data import Dataset, DiskSource, RootGuard, check_labels
-from mmtool.data.cache_checks import read_checked_index
+from mmtool.data.cache_checks import read_checked_index, read_manifest
 from mmtool.data.modelnet40 import carve_splits
 from mmtool.data.nvgesture_prep import FORMAT, INDEX, MODALITIES, NAME, prepare
 from mmtool.data.registry import DATASETS, DatasetSpec, dataset_settings
@@ -116,7 +115,7 @@ class GestureReader:
 # --------------------------------------------------------------------------------------------- loading
 def _load(cfg: DataConfig, folder: Path) -> Dataset:
     s = dataset_settings(cfg, NVGestureSettings)
-    manifest = _read_manifest(folder)
+    manifest = read_manifest(folder, FIX, FORMAT)
     stored = manifest["settings"]["store_size"]
     if s.image_size > stored:
         raise UserError(f"data.image_size {s.image_size} is larger than the stored frames ({stored}x{stored}; "
@@ -133,13 +132,6 @@ def _load(cfg: DataConfig, folder: Path) -> Dataset:
     dims = {m: [c, s.window_frames, s.image_size, s.image_size] for m, c in (("rgb", 3), ("depth", 1))}
     return Dataset(NAME, MODALITIES, manifest["num_classes"], dims, splits, list(manifest["class_names"]))
 
-
-def _read_manifest(folder: Path) -> dict:
-    manifest = json.loads((folder / "manifest.json").read_text())
-    if manifest.get("format") != FORMAT:
-        raise UserError(f"{folder / 'manifest.json'} is in data format {manifest.get('format')}, this mmtool reads "
-                        f"format {FORMAT} ({FIX})")  # fmt: skip
-    return manifest
 
 
 def _check_rows(rows: list[dict], manifest: dict, folder: Path) -> None:

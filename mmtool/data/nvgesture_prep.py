@@ -130,13 +130,7 @@ def prepare(cfg: DataConfig, out: Path, options: PrepOptions) -> dict:
     rows = sorted(result.records, key=lambda r: (order[r["split"]], r["key"]))
     write_jsonl(out / INDEX, rows)
     manifest = _manifest(raw, s, rows, out)
-    manifest.update(
-        skipped=[{"key": x["key"], "reason": x["reason"]} for x in result.skipped],
-        skipped_counts=dict(sorted(Counter(x["reason"] for x in result.skipped).items())),
-        missing=len(result.missing),
-        run={"items": len(items), "reused": result.reused, "processed": len(items) - result.reused,
-             "seconds": result.seconds},
-    )  # fmt: skip
+    manifest.update(result.summary(len(items)))
     return manifest
 
 

@@ -42,6 +42,7 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -62,6 +63,16 @@ class PipelineResult:
     missing: list[dict]  # as given, sorted by key
     reused: int  # items taken from the journal of an interrupted earlier run
     seconds: float
+
+    def summary(self, items: int) -> dict:
+        """The manifest's account of this run: what was skipped (and why), missing, and how the run went (a resumed
+        prep reuses the items an interrupted one finished)."""
+        return {
+            "skipped": [{"key": s["key"], "reason": s["reason"]} for s in self.skipped],
+            "skipped_counts": dict(sorted(Counter(s["reason"] for s in self.skipped).items())),
+            "missing": len(self.missing),
+            "run": {"items": items, "reused": self.reused, "processed": items - self.reused, "seconds": self.seconds},
+        }
 
 
 # --------------------------------------------------------------------------------------------- running

@@ -36,7 +36,6 @@ Design notes
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmtool.data import Dataset, DiskSource, RootGuard, check_labels
+from mmtool.data import Dataset, DiskSource, RootGuard, check_labels, read_manifest
 from mmtool.data.pipeline_io import read_jsonl
 from mmtool.data.registry import DATASETS, DatasetSpec
 from mmtool.data.settings import UCF101Settings
@@ -188,7 +187,7 @@ def _val_groups(groups: list[int], fraction: float, rng: np.random.Generator) ->
 
 
 def _load(cfg: DataConfig, folder: Path) -> Dataset:
-    manifest = _read_manifest(folder)
+    manifest = read_manifest(folder, "run `mmtool prep ucf101 --raw DIR --force`", FORMAT)
     rows = _read_index(folder, manifest)
     bases = _bases(cfg, manifest, folder)
     _check_rows(rows, manifest, bases, folder)
@@ -206,15 +205,6 @@ def _load(cfg: DataConfig, folder: Path) -> Dataset:
     dims = {m: [int(shape[0]), size, size] for m, shape in manifest["modalities"].items()}
     return Dataset(NAME, modalities, manifest["num_classes"], dims, splits, list(manifest["class_names"]))
 
-
-def _read_manifest(folder: Path) -> dict:
-    manifest = json.loads((folder / "manifest.json").read_text())
-    if manifest.get("format") != FORMAT:
-        raise UserError(
-            f"{folder / 'manifest.json'} is in data format {manifest.get('format')}, this mmtool reads format "
-            f"{FORMAT} (run `mmtool prep ucf101 --raw DIR --force`)"
-        )
-    return manifest
 
 
 def _read_index(folder: Path, manifest: dict) -> list[dict]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import functools
 import io
 import shutil
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -60,19 +59,8 @@ def prepare(cfg: DataConfig, out: Path, options: PrepOptions) -> dict:
     )
     write_jsonl(out / INDEX, result.records)
     manifest = _manifest(cfg, layout, classes, result.records, out)
-    manifest.update(
-        skipped=[{"key": s["key"], "reason": s["reason"]} for s in result.skipped],
-        skipped_counts=dict(sorted(Counter(s["reason"] for s in result.skipped).items())),
-        missing=len(result.missing),
-        case_mismatches=sorted(finder.case_mismatches),
-        run=_run_summary(len(items), result.reused, result.seconds),
-    )
+    manifest.update(result.summary(len(items)), case_mismatches=sorted(finder.case_mismatches))
     return manifest
-
-
-def _run_summary(items: int, reused: int, seconds: float) -> dict:
-    """How this run went (not what it produced): a resumed prep reuses the clips an interrupted one finished."""
-    return {"items": items, "reused": reused, "processed": items - reused, "seconds": seconds}
 
 
 def _plan(layout: Layout, clips: list[ListedClip]) -> tuple[list[PrepItem], list[dict], RawFinder]:
