@@ -17,17 +17,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from mmtool.analysis import (
-    tables_cited,
-    tables_classes,
-    tables_distilled,
-    tables_greedy,
-    tables_mla,
-    tables_mla_clip,
-    tables_mla_fig2,
-    tables_sweeps,
-)
 from mmtool.analysis.paper_defs import Run, TablePlan
+from mmtool.analysis.paper_extra import EXTRA
 from mmtool.errors import UserError
 from mmtool.plans.graph import Input, Node, Plan
 
@@ -69,8 +60,6 @@ TABLES: dict[str, TablePlan] = {
     ),
 }
 # Tables declared in modules of their own (their TABLES dicts) join these.
-EXTRA: tuple = (tables_classes, tables_cited, tables_distilled, tables_sweeps, tables_mla, tables_mla_clip,
-                tables_mla_fig2, tables_greedy)
 for _module in EXTRA:
     TABLES.update(_module.TABLES)
 

@@ -31,17 +31,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from mmtool.analysis import (
-    tables_cited,
-    tables_classes,
-    tables_distilled,
-    tables_greedy,
-    tables_mla,
-    tables_mla_clip,
-    tables_mla_fig2,
-    tables_sweeps,
-)
 from mmtool.analysis.paper_defs import SMOKE_BANNER, Best, Cell, Located, PaperTable, Source, decided, probe, test_acc
+from mmtool.analysis.paper_extra import EXTRA
 from mmtool.analysis.tables import mean_std
 from mmtool.files import atomic_write_text
 from mmtool.runs import config_of, is_finished, results_of
@@ -343,8 +334,6 @@ def render(name: str, root: Path, smoke: bool = False, runs: Located | None = No
 # whose rows are chosen from the runs (Renderer: (root, smoke, runs) -> Markdown).
 Renderer = Callable[[Path, bool, "Located | None"], str]
 RENDER: dict[str, Renderer] = {}
-EXTRA: tuple = (tables_classes, tables_cited, tables_distilled, tables_sweeps, tables_mla, tables_mla_clip,
-                tables_mla_fig2, tables_greedy)
 for _module in EXTRA:
     PAPER.update(getattr(_module, "PAPER", {}))
     OURS.update(getattr(_module, "OURS", {}))
