@@ -74,7 +74,8 @@ def test_d_speed_compares_the_two_most_different_and_names_the_slower():
             "branch:m3": 4.0, "fusion:m3": 1.0}  # fmt: skip
     speeds, slow, fast = speeds_and_pair(sums, MODS)
     assert (slow, fast) == ("m2", "m3")
-    assert speeds["s(m1,m3|m2)"] == pytest.approx(math.log(8)) and speeds["s(m1,m2|m3)"] == pytest.approx(math.log(0.25))
+    assert speeds["s(m1,m3|m2)"] == pytest.approx(math.log(8))
+    assert speeds["s(m1,m2|m3)"] == pytest.approx(math.log(0.25))
     assert speeds["d_speed"] == pytest.approx(math.log(8) - math.log(0.25))
     assert set(speeds) == {*SPEEDS, "d_speed"}
     two, a, b = speeds_and_pair(sums, ("m1", "m2"))  # two modalities: Eq. 11-12 as before, signed
