@@ -1,6 +1,6 @@
 """ModelNet40 prep: the renders under the raw folder scanned and grouped by object, each object's front and
-rear renders (and side render, with ``data.side_view``) decoded once, then the index and the manifest. The dataset is described in
-:mod:`mmtool.data.modelnet40`.
+rear renders (and side render, with ``data.side_view``) decoded once, then the index and the manifest. The
+dataset is described in :mod:`mmtool.data.modelnet40`.
 """
 
 from __future__ import annotations

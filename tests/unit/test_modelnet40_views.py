@@ -4,7 +4,6 @@ and rear; its own cache; batches of three (3, S, S) inputs of one object."""
 from __future__ import annotations
 
 import pytest
-import torch
 
 from mmtool.data import cache_dir, load_dataset, prepare
 from mmtool.errors import UserError
