@@ -93,3 +93,43 @@ def test_two_modality_layout_and_numbers_are_the_two_input_module():
     z = torch.relu(torch.cat([h0, h1], 1) @ mmtm.shared[0].weight.T + mmtm.shared[0].bias)
     w0, w1 = mmtm(h0, h1)
     assert torch.equal(w0, mmtm.to_w[0](z)) and torch.equal(w1, mmtm.to_w[1](z))
+
+
+def test_utilization_of_three_cuts_the_two_others_off_each_branch(train_cfgs, tmp_path):
+    """u(rest|m) recomputed by hand: training means of m's two others' squeezes fed to every MMTM."""
+    from mmtool.analysis.utilization import utilization_rates
+    from mmtool.data import Split
+    from mmtool.data.tri import DIMS, NUM_CLASSES, generate_tri
+    from mmtool.engine.evaluate import accuracy
+    from mmtool.engine.loop import fit
+    from mmtool.engine.runtime import Runtime
+    from mmtool.methods import MethodContext, build_method
+
+    arrays = generate_tri(0, 1000)
+    split = lambda idx: Split({m: torch.from_numpy(arrays[m][idx]) for m in MODS},  # noqa: E731
+                              torch.from_numpy(arrays["y"][idx]))  # fmt: skip
+    train, test = split(slice(0, 800)), split(slice(800, 1000))
+    cfg = ModelConfig(encoder="mlp", hidden=(16, 8), head="ensemble", fusion="mmtm")
+    spec = model_spec(cfg, dict(DIMS), NUM_CLASSES, list(MODS))
+    torch.manual_seed(0)
+    model = build_model(spec)
+    optim, schedule, tcfg = train_cfgs(epochs=20, lr=0.2, batch_size=50)  # branches that use the others
+    fit(model, build_method("ume", {}, MethodContext(num_classes=NUM_CLASSES, modalities=MODS)), train, test, spec,
+        tmp_path, optim, schedule, tcfg, Runtime.cpu(tcfg))  # fmt: skip
+    model.eval()
+    rates = utilization_rates(model, train, test, Runtime.cpu())
+    with torch.no_grad():
+        record: dict = {}
+        model.encode(train.inputs, record=record)  # one MMTM: one squeezed (800, 16) per modality
+        means = {m: [record[m][0].mean(0)] for m in MODS}
+        full = model(test.inputs)["unimodal_logits"]
+        for m in MODS:
+            rest = [o for o in MODS if o != m]
+            cut = model(test.inputs, squeeze_override={o: means[o] for o in rest})["unimodal_logits"][m]
+            a_full, a_cut = accuracy(full[m], test.target), accuracy(cut, test.target)
+            expected = (a_full - a_cut) / a_full
+            assert rates[f"u({','.join(rest)}|{m})"] == rates["utilization"][m] == pytest.approx(expected)
+            assert rates[f"accuracy_only_{m}"] == pytest.approx(a_cut) and expected > 0.2
+    values = [rates["utilization"][m] for m in MODS]
+    assert rates["d_util"] == pytest.approx(max(values) - min(values)) and rates["d_util"] > 0
+    assert rates["d_util_pair"] == [MODS[values.index(max(values))], MODS[values.index(min(values))]]
