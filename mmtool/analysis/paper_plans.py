@@ -21,6 +21,7 @@ from mmtool.analysis import (
     tables_cited,
     tables_classes,
     tables_distilled,
+    tables_greedy_views,
     tables_mla,
     tables_mla_clip,
     tables_mla_fig2,
@@ -69,13 +70,13 @@ TABLES: dict[str, TablePlan] = {
 }
 # Tables declared in modules of their own (their TABLES dicts) join these.
 EXTRA: tuple = (tables_classes, tables_cited, tables_distilled, tables_sweeps, tables_mla, tables_mla_clip,
-                tables_mla_fig2)
+                tables_mla_fig2, tables_greedy_views)
 for _module in EXTRA:
     TABLES.update(_module.TABLES)
 
 # The prep settings read from the recipes the stages load, so prep builds the cache they look for.
 PREP_KEYS = ("store_size", "clip_frames", "audio_seconds", "sample_rate", "flow_stack", "rgb_source", "front_view",
-             "rear_view", "tokenizer", "max_tokens", "merge_excited", "classes",
+             "rear_view", "side_view", "tokenizer", "max_tokens", "merge_excited", "classes",
              "max_frames")  # fmt: skip
 # Rough durations per run (docs/tables.md): one A100/H100-class GPU, 8 loader workers; SMOKE on one CPU thread.
 ESTIMATES = {"ucf101": "15-30 min", "vggsound": "10-20 GPU-h", "kinetics400": "10-20 GPU-h", "modelnet40": "5-15 min",
