@@ -72,14 +72,14 @@ def _accuracy_lines(root: Path, runs: Located | None) -> list[str]:
 
 def _utilization_lines(root: Path, runs: Located | None) -> list[str]:
     head = " | ".join(f"u(rest\\|{v})" for v in VIEWS)
-    lines = [f"| method | seed run | {head} | d_util (views) |", "|---|---|" + "---|" * len(VIEWS) + "---|"]
+    lines = [f"| method | seed | {head} | d_util (views) |", "|---|---|" + "---|" * len(VIEWS) + "---|"]
     for label, (_, util, _) in ROWS.items():
         for folder, r in finished(root, util, runs):
             rates = r.get("utilization", {})
             cells = " | ".join(f"{rates[v]:+.3f}" if v in rates else "—" for v in VIEWS)
             pair = "/".join(r.get("d_util_pair", ()))
             d_util = f"{r['d_util']:+.3f} ({pair})" if "d_util" in r else "—"
-            lines.append(f"| {label} | {folder.name} | {cells} | {d_util} |")
+            lines.append(f"| {label} | {folder.parent.name} | {cells} | {d_util} |")
     if len(lines) == 2:
         lines.append("| (no finished utilization run) |  |" + " |" * len(VIEWS) + "  |")
     return lines
