@@ -100,7 +100,7 @@ clean:
 #   make table5 KINETICS=/data/k400 PT_ARGS="-r kinetics400=recipes/_base/kinetics400_r3d18.yaml"   R3D-18, CPU-sized
 #   make table5 KINETICS=/data/k400 PT_ARGS="-r kinetics400=recipes/_base/kinetics400_slowfast101.yaml"   SlowFast-101
 PAPER_TABLES := table1 table3 table4 table5 table7 table8 table9 table10 table2 table16 table17 table6 table22 ws-fig2 table18 ws-table1 fig2 \
-  table12 table13 table14 table15 ws-table2 mla-table1 mla-table2 mla-table3 mla-fig3 mla-fig2 mla-table4 greedy-table1
+  table12 table13 table14 table15 ws-table2 mla-table1 mla-table2 mla-table3 mla-fig3 mla-fig2 mla-table4 greedy-table1 greedy-3view
 .PHONY: $(PAPER_TABLES)
 PT := runs/$(if $(SMOKE),smoke/)paper
 PT_JOBS ?= $(if $(SMOKE),2,1)
@@ -217,6 +217,11 @@ ws-table2:
 # M3AE / CAV-MAE encoders (weights in weights/, docs/encoders.md), -r repeated per dataset beside its tokenizer's:
 #   PT_ARGS="-r food101=recipes/_base/m3ae_image_text.yaml -r mvsa=recipes/_base/m3ae_image_text.yaml -r iemocap=recipes/_base/iemocap_m3ae.yaml ..."
 mla-table1:
+	$(PT_REPRODUCE)
+
+# Paper 002, Sec. 7: three views of ModelNet40 (front, rear, side), vanilla vs guided balanced learning, over $(SEEDS)
+#   make greedy-3view DATA=/data/modelnet40_images_new_12x
+greedy-3view:
 	$(PT_REPRODUCE)
 
 # Paper 003 (MLA), Table 3: MLA with and without head gradient modification and dynamic fusion, over $(SEEDS)

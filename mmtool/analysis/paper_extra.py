@@ -8,6 +8,7 @@ from mmtool.analysis import (
     tables_classes,
     tables_distilled,
     tables_greedy,
+    tables_greedy_views,
     tables_mla,
     tables_mla_clip,
     tables_mla_fig2,
@@ -15,4 +16,4 @@ from mmtool.analysis import (
 )
 
 EXTRA: tuple = (tables_classes, tables_cited, tables_distilled, tables_sweeps, tables_mla, tables_mla_clip,
-                tables_mla_fig2, tables_greedy)  # fmt: skip
+                tables_mla_fig2, tables_greedy, tables_greedy_views)  # fmt: skip

@@ -65,8 +65,8 @@ for _module in EXTRA:
 
 # The prep settings read from the recipes the stages load, so prep builds the cache they look for.
 PREP_KEYS = ("store_size", "clip_frames", "audio_seconds", "sample_rate", "flow_stack", "rgb_source", "front_view",
-             "rear_view", "tokenizer", "max_tokens", "merge_excited", "classes", "max_frames", "color_var",
-             "train_correlation", "test_correlation", "color_seed")  # fmt: skip
+             "rear_view", "side_view", "tokenizer", "max_tokens", "merge_excited", "classes", "max_frames",
+             "color_var", "train_correlation", "test_correlation", "color_seed")  # fmt: skip
 # Rough durations per run (docs/tables.md): one A100/H100-class GPU, 8 loader workers; SMOKE on one CPU thread.
 ESTIMATES = {"ucf101": "15-30 min", "vggsound": "10-20 GPU-h", "kinetics400": "10-20 GPU-h", "modelnet40": "5-15 min",
              "cremad": "~1 GPU-h", "iemocap": "~1 GPU-h", "food101": "5-10 GPU-h", "mvsa": "~1 GPU-h",

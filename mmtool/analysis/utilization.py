@@ -13,8 +13,8 @@ other modality's encoder features replaced by their training-set mean. With one 
 
 where (a, b) are the dataset's first and second modality (the paper's m0, m1).
 
-M > 2 modalities (late fusion only: MMTM links two). Def. 4.1 conditions one modality on the other; with
-more, we condition each modality m on all the others (our generalisation; the paper has two):
+M > 2 modalities, late fusion. Def. 4.1 conditions one modality on the other; with more, we condition each
+modality m on all the others (our generalisation; the paper has two):
 
     u(m|rest) = (A(f) - A(f with m's features := mean)) / A(f)
 
@@ -22,6 +22,20 @@ the relative accuracy lost when m alone is removed while every other modality st
 is exactly u(b|a) (m = b, rest = {a}). Reported per modality as ``u(m|r1,r2,...)`` and in
 ``utilization: {m: rate}``, beside ``accuracy_without_<m>`` (m := mean) and ``accuracy_only_<m>`` (every
 other modality := mean). ``d_util`` is a difference of two rates and is reported for M = 2 only.
+
+M > 2 modalities, MMTM (paper 002, Sec. 7: "The conditional utilization rate would be computed analogously to
+the bimodal case, by passing the averaged feature maps of all other modalities to the fusion modules"). Each
+branch m has its own prediction f_m; its single-modality variant f_m' feeds every MMTM the training-set means
+of the squeezed activations of ALL OTHER modalities (their averaged feature maps), so branch m sees m alone:
+
+    u(rest|m) = (A(f_m) - A(f_m')) / A(f_m)
+
+one rate per modality, reported as ``u(r1,r2|m)``, in ``utilization: {m: u(rest|m)}`` (keyed by the branch;
+with two modalities the keys stay the paper's: ``utilization[b] = u(b|a)``) and beside ``accuracy_branch_<m>``
+and ``accuracy_only_<m>`` (= A(f_m')). For M = 2 it is u(b|a) for m = a. ``d_util`` = the largest minus the
+smallest rate, ``d_util_pair`` = [that modality, this one]: the paper defines d_speed "by the two most different
+conditional learning speeds" for M > 2 and d_util has no definition there; we take the same rule, so d_util >= 0
+and it measures the spread of how much the branches rely on the others (for M = 2, |d_util| is the paper's).
 """
 
 from __future__ import annotations
@@ -81,7 +95,10 @@ def squeeze_means(model: MMTMNet, split, runtime: Runtime) -> dict[str, list[tor
 
 def intermediate_rates(model: MMTMNet, train, test, runtime: Runtime) -> dict:
     """Paper 002, Def. 4.1 as written: ``f_a'`` is branch a's prediction when every MMTM sees the training
-    mean of the other modality's squeezed activations (Eq. 7), ``u(b|a) = (A(f_a) - A(f_a')) / A(f_a)``."""
+    mean of the other modality's squeezed activations (Eq. 7), ``u(b|a) = (A(f_a) - A(f_a')) / A(f_a)``.
+    More than two modalities: :func:`intermediate_rates_multi`."""
+    if len(model.modalities) > 2:
+        return intermediate_rates_multi(model, train, test, runtime)
     a, b = model.modalities
     means = squeeze_means(model, train, runtime)
     full = _branch_accuracies(model, test, runtime, None)
@@ -101,6 +118,30 @@ def intermediate_rates(model: MMTMNet, train, test, runtime: Runtime) -> dict:
         f"u({a}|{b})": u_a_given_b,
         "utilization": {a: u_a_given_b, b: u_b_given_a},
         "d_util": u_b_given_a - u_a_given_b,
+    }
+
+
+def intermediate_rates_multi(model: MMTMNet, train, test, runtime: Runtime) -> dict:
+    """M > 2 (paper 002, Sec. 7): branch m's single-modality variant feeds every MMTM the training means of
+    ALL OTHER modalities' squeezed activations, ``u(rest|m) = (A(f_m) - A(f_m')) / A(f_m)``; ``d_util`` is the
+    largest minus the smallest of these rates, ``d_util_pair`` names them (module docstring)."""
+    mods = list(model.modalities)
+    means = squeeze_means(model, train, runtime)
+    full = _branch_accuracies(model, test, runtime, None)
+    others = {m: [o for o in mods if o != m] for m in mods}
+    only = {m: _branch_accuracies(model, test, runtime, {o: means[o] for o in others[m]})[m] for m in mods}
+    rates = {m: (full[m] - only[m]) / full[m] for m in mods}
+    high, low = max(mods, key=rates.__getitem__), min(mods, key=rates.__getitem__)
+    return {
+        "modalities": mods,
+        "fusion": "mmtm",
+        "accuracy": accuracy_with_mean(model, test, runtime, None, {}),
+        **{f"accuracy_branch_{m}": full[m] for m in mods},
+        **{f"accuracy_only_{m}": only[m] for m in mods},
+        **{f"u({','.join(others[m])}|{m})": rates[m] for m in mods},
+        "utilization": rates,  # keyed by the branch m: u(rest|m)
+        "d_util": rates[high] - rates[low],
+        "d_util_pair": [high, low],
     }
 
 
@@ -144,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     if len(args) < 2:
         raise SystemExit("usage: python -m mmtool.analysis.utilization OUT.png UTILIZATION_RUN...")
     results = [results_of(run) for run in args[1:]]
-    several = [str(r.get("source")) for r in results if "d_util" not in r]
+    several = [str(r.get("source")) for r in results if "d_util" not in r or len(r.get("modalities", ())) != 2]
     if several:
         raise SystemExit(f"d_util compares two modalities; these runs have more: {', '.join(several)}")
     values = [r["d_util"] for r in results]

@@ -131,16 +131,16 @@ def train(
 
 
 def check_two_modality_only(cfg) -> None:
-    """Before any run folder exists: a method or fusion defined for exactly two modalities (balanced, MMTM)
-    on a recipe that trains another number of them is refused in one line. The dataset is read only
-    when the recipe names such a method and no ``modalities``."""
-    from mmtool.methods.params import TWO_MODALITY_FUSIONS, TWO_MODALITY_METHODS
+    """Before any run folder exists: a method option defined for exactly two modalities (``TWO_MODALITY_OPTIONS``:
+    method ``balanced``'s ``bug_compatible``) on a recipe that trains another number of them is refused in one
+    line. The dataset is read only when the recipe sets such an option and names no ``modalities``."""
+    from mmtool.methods.params import TWO_MODALITY_OPTIONS
 
-    what, why = f"method {cfg.method.name!r}", TWO_MODALITY_METHODS.get(cfg.method.name)
-    if why is None and cfg.model.fusion in TWO_MODALITY_FUSIONS:
-        what, why = f"model.fusion {cfg.model.fusion!r}", TWO_MODALITY_FUSIONS[cfg.model.fusion]
-    if why is None:
+    hits = [(f"method {m!r} with method.{o}", why) for (m, o), why in TWO_MODALITY_OPTIONS.items()
+            if cfg.method.name == m and cfg.method.params.get(o)]  # fmt: skip
+    if not hits:
         return
+    what, why = hits[0]
     if cfg.modalities:
         modalities = list(cfg.modalities)
     else:

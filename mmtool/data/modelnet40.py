@@ -6,7 +6,9 @@ Su et al. (``modelnet40_images_new_12x``, env.sh) laid out as ``<class>/<train|t
 (VVV = 001..012, one camera every 30 degrees around the object), and feeds a multi-modal ResNet-18 pair with
 views ``[0, 6]`` (configs/training.gin, ``specific_views``): v001 is the *front* and v007, 180 degrees round, the
 *rear*. ``mmtool prep modelnet40 --raw DIR`` reads that layout; ``data.front_view``/``data.rear_view``
-pick other renders.
+pick other renders. ``data.side_view`` adds a third view, modality ``side`` (paper 002, Sec. 7 trains on "three
+views" without naming them; recipes/modelnet40/*_3view.yaml take v004, 90 degrees between front and rear: our
+choice, so that the three-view model holds the two-view model's views plus one).
 The layout, quirks and choices are described in ``data_prep/modelnet40.md``. The raw layout and prep are in
 :mod:`mmtool.data.modelnet40_prep`; this module reads and loads a prepared cache and registers the dataset.
 
@@ -51,7 +53,7 @@ import torch
 
 from mmtool.data import Dataset, DiskSource, RootGuard, check_labels
 from mmtool.data.cache_checks import read_checked_index, read_manifest
-from mmtool.data.modelnet40_prep import FORMAT, INDEX, MODALITIES, NAME, SPLIT_DIRS, prepare, resolve_raw, view_pair
+from mmtool.data.modelnet40_prep import FORMAT, INDEX, MODALITIES, NAME, SPLIT_DIRS, prepare, resolve_raw, view_set
 from mmtool.data.registry import DATASETS, DatasetSpec, dataset_settings
 from mmtool.data.settings import ModelNet40Settings
 from mmtool.data.transforms import IMAGENET_MEAN, IMAGENET_STD, hflip, normalize, resize
@@ -63,23 +65,26 @@ EVAL_BATCH = 64
 
 def _cache_key(cfg: DataConfig) -> str:
     # only what prep's output depends on; image_size, val_fraction and seed are applied at load time
-    front, rear = view_pair(cfg)
-    return f"v{front + 1:03d}-v{rear + 1:03d}"
+    return "-".join(f"v{v + 1:03d}" for v in view_set(cfg).values())  # v001-v007, or v001-v007-v004 with a side
 
 
 # --------------------------------------------------------------------------------------------- reading
 class ViewReader:
-    """Reads the ``front`` and ``rear`` inputs, (3, S, S) each, of a list of objects.
+    """Reads the view inputs (``front`` and ``rear``, and ``side`` with three views), (3, S, S) each, of a list
+    of objects.
 
     Picklable and stateless: every image is opened when it is read, inside the process that reads it.
 
     Args:
-        pairs: (front path, rear path) of each object, in sample order.
+        pairs: the render paths of each object, one per modality in ``modalities`` order, in sample order.
         image_size: S, the side of the square inputs.
         augment: random horizontal flips in training (Wu et al.: ``RandomHorizontalFlip``, per view).
+        modalities: the views' modality names.
     """
 
-    def __init__(self, pairs: Sequence[tuple[str, str]], image_size: int, augment: bool = True) -> None:
+    def __init__(self, pairs: Sequence[tuple[str, ...]], image_size: int, augment: bool = True,
+                 modalities: Sequence[str] = MODALITIES) -> None:  # fmt: skip
+        self.modalities = tuple(modalities)
         self.pairs = list(pairs)
         self.size = (image_size, image_size)
         self.augment = augment
@@ -90,8 +95,9 @@ class ViewReader:
     def read(self, index: int, modalities: Sequence[str], train: bool, rng: np.random.Generator) -> dict[str, Any]:
         """``{modality: float32 tensor (3, S, S)}`` of object ``index``; ``rng`` drives the training flips."""
         # one child stream per view, drawn whatever is selected: a view is augmented the same alone or in a pair
-        seeds = dict(zip(MODALITIES, rng.integers(0, 2**63, size=len(MODALITIES)), strict=True))
-        paths = dict(zip(MODALITIES, self.pairs[index], strict=True))
+        mods = self.modalities
+        seeds = dict(zip(mods, rng.integers(0, 2**63, size=len(mods)), strict=True))
+        paths = dict(zip(mods, self.pairs[index], strict=True))
         return {m: self._view(paths[m], train, np.random.default_rng(seeds[m])) for m in modalities}
 
     def _view(self, path: str, train: bool, rng: np.random.Generator) -> torch.Tensor:
@@ -134,25 +140,26 @@ def _load(cfg: DataConfig, folder: Path) -> Dataset:
     manifest = read_manifest(folder, FIX, FORMAT)
     rows = read_checked_index(folder, manifest, INDEX, FIX)
     raw = resolve_raw(cfg.raw) if cfg.raw else Path(manifest["layout"]["raw"])
-    _check_rows(rows, manifest, raw, folder)
-    pairs = [tuple(str(raw / row[m]) for m in MODALITIES) for row in rows]
+    mods = tuple(view_set(cfg))
+    _check_rows(rows, manifest, raw, folder, mods)
+    pairs = [tuple(str(raw / row[m]) for m in mods) for row in rows]
     _check_sampled_paths(pairs, folder)
     parts = carve_splits(rows, cfg.val_fraction, cfg.seed)
     s = dataset_settings(cfg, ModelNet40Settings)
     splits = {}
     for name, positions in parts.items():
-        reader = ViewReader([pairs[i] for i in positions], s.image_size, s.augment)
+        reader = ViewReader([pairs[i] for i in positions], s.image_size, s.augment, mods)
         targets = torch.tensor([rows[i]["label"] for i in positions], dtype=torch.long)
-        splits[name] = DiskSource(reader, targets, MODALITIES, EVAL_BATCH)
-    dims = {m: [3, s.image_size, s.image_size] for m in MODALITIES}
-    return Dataset(NAME, MODALITIES, manifest["num_classes"], dims, splits, list(manifest["class_names"]))
+        splits[name] = DiskSource(reader, targets, mods, EVAL_BATCH)
+    dims = {m: [3, s.image_size, s.image_size] for m in mods}
+    return Dataset(NAME, mods, manifest["num_classes"], dims, splits, list(manifest["class_names"]))
 
 
 FIX = f"re-run `mmtool prep {NAME} --raw DIR --force`"
 
 
 
-def _check_rows(rows: list[dict], manifest: dict, raw: Path, folder: Path) -> None:
+def _check_rows(rows: list[dict], manifest: dict, raw: Path, folder: Path, mods: Sequence[str]) -> None:
     """The manifest's n, num_classes and class_counts against the index; each row's class, label and split
     agree; every path stays inside its ``<class>/<split>/`` folder of the raw folder (links included)."""
     path, index = folder / "manifest.json", folder / INDEX
@@ -166,7 +173,7 @@ def _check_rows(rows: list[dict], manifest: dict, raw: Path, folder: Path) -> No
         if row.get("split") not in SPLIT_DIRS or names[row["label"]] != row.get("class"):
             raise UserError(f"{index}:{line}: class {row.get('class')!r}, label {row['label']} and split "
                             f"{row.get('split')!r} do not agree with {path} ({FIX})")  # fmt: skip
-        for m in MODALITIES:
+        for m in mods:
             guard.check(row[m], f"{index}:{line} {m}", f"{row['class']}/{row['split']}")
 
 

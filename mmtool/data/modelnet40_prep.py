@@ -1,6 +1,6 @@
 """ModelNet40 prep: the renders under the raw folder scanned and grouped by object, each object's front and
-rear renders decoded once, then the index and the manifest. The dataset is described in
-:mod:`mmtool.data.modelnet40`.
+rear renders (and side render, with ``data.side_view``) decoded once, then the index and the manifest. The
+dataset is described in :mod:`mmtool.data.modelnet40`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ NAME = "modelnet40"
 RENDERS = "modelnet40_images_new_12x"  # the folder of the published archive (Wu et al., env.sh: DATA_DIR)
 NUM_VIEWS = 12
 SPLIT_DIRS = ("train", "test")
-MODALITIES = ("front", "rear")
+MODALITIES = ("front", "rear")  # the two views; ``data.side_view`` adds SIDE as a third
+SIDE = "side"
 INDEX = "index.jsonl"
 RENDER = re.compile(r"^(?P<object>.+)\.obj\.shaded_v(?P<view>\d{3})\.png$")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -61,6 +62,22 @@ def view_pair(cfg: DataConfig) -> tuple[int, int]:
     if s.front_view == s.rear_view:
         raise UserError(f"data.front_view and data.rear_view must be two different renders, both are {s.front_view}")
     return s.front_view, s.rear_view
+
+
+def view_set(cfg: DataConfig) -> dict[str, int]:
+    """``{modality: 0-based render}``: front and rear (:func:`view_pair`), and ``side`` when ``data.side_view``
+    is set (paper 002, Sec. 7's three views).
+
+    Raises:
+        UserError: the same render twice.
+    """
+    front, rear = view_pair(cfg)
+    side = dataset_settings(cfg, ModelNet40Settings).side_view
+    if side is None:
+        return {"front": front, "rear": rear}
+    if side in (front, rear):
+        raise UserError(f"data.side_view must be a render other than the front ({front}) and rear ({rear}), got {side}")
+    return {"front": front, "rear": rear, SIDE: side}
 
 
 # --------------------------------------------------------------------------------------------- raw layout
@@ -139,7 +156,7 @@ def _scan_folder(found: Scan, class_name: str, split: str) -> None:
 # --------------------------------------------------------------------------------------------- prep
 def prepare(cfg: DataConfig, out: Path, options: PrepOptions) -> dict:
     """Prepare the ModelNet40 cache in ``out`` from ``data.raw``; returns its manifest (the spec's ``prepare``)."""
-    views = view_pair(cfg)
+    views = view_set(cfg)
     found = scan(resolve_raw(cfg.raw))
     items = _plan(found, views)
     for stale in out.glob(".*.tmp*"):  # half-written files of a killed run are never part of the cache
@@ -162,31 +179,34 @@ def prepare(cfg: DataConfig, out: Path, options: PrepOptions) -> dict:
     return manifest
 
 
-def _plan(found: Scan, views: tuple[int, int]) -> list[PrepItem]:
-    """One prep item per object (sorted by name); the paths of its front and rear renders."""
+def _plan(found: Scan, views: dict[str, int]) -> list[PrepItem]:
+    """One prep item per object (sorted by name); the paths of its renders, one per modality of ``views``."""
     items = []
     for obj, entry in sorted(found.objects.items()):
-        paths = {m: f"{entry['folder']}/{render_name(obj, v)}" for m, v in zip(MODALITIES, views, strict=True)}
-        meta = {"class": entry["class"], "split": entry["split"], "views": sorted(entry["views"]), "wanted": views,
-                **paths}  # fmt: skip
+        paths = {m: f"{entry['folder']}/{render_name(obj, v)}" for m, v in views.items()}
+        meta = {"class": entry["class"], "split": entry["split"], "views": sorted(entry["views"]),
+                "wanted": tuple(views.values()), **paths}  # fmt: skip
+        if tuple(views) != MODALITIES:  # two views: the fingerprint of earlier preps, so a resumed prep reuses them
+            meta["modalities"] = tuple(views)
         label = found.classes.index(entry["class"])
         items.append(PrepItem(obj, entry["split"], label, tuple(paths.values()), meta))
     return items
 
 
 def process_object(item: PrepItem, out: Path, *, raw: str) -> dict:
-    """Decode one object's front and rear renders and return its index row.
+    """Decode one object's renders (front and rear, and side if asked) and return its index row.
 
     Raises:
-        SkipSample: ``missing_view`` when the object lacks one of the two renders, else see :func:`check_image`.
+        SkipSample: ``missing_view`` when the object lacks one of the renders, else see :func:`check_image`.
     """
     meta = item.meta
-    absent = [f"v{v + 1:03d} ({m})" for m, v in zip(MODALITIES, meta["wanted"], strict=True) if v not in meta["views"]]
+    mods = meta.get("modalities", MODALITIES)
+    absent = [f"v{v + 1:03d} ({m})" for m, v in zip(mods, meta["wanted"], strict=True) if v not in meta["views"]]
     if absent:
         have = ", ".join(f"v{v + 1:03d}" for v in meta["views"])
         raise SkipSample("missing_view", f"{item.key}: no render {' or '.join(absent)}; it has {have}")
     row: dict[str, Any] = {"class": meta["class"], "label": item.label, "split": meta["split"]}
-    for m in MODALITIES:
+    for m in mods:
         row[m] = meta[m]
         row[f"{m}_image"] = check_image(Path(raw) / meta[m])
     return row
@@ -221,7 +241,7 @@ def check_image(path: Path) -> str:
         raise SkipSample(reason, f"{path.name}: {type(err).__name__}: {err}") from None
 
 
-def _manifest(found: Scan, views: tuple[int, int], rows: list[dict], out: Path) -> dict:
+def _manifest(found: Scan, views: dict[str, int], rows: list[dict], out: Path) -> dict:
     classes = found.classes
     split_rows = {s: [r for r in rows if r["split"] == s] for s in SPLIT_DIRS}
     renders = Counter(len(e["views"]) for e in found.objects.values())
@@ -232,15 +252,15 @@ def _manifest(found: Scan, views: tuple[int, int], rows: list[dict], out: Path) 
         "num_classes": len(classes),
         "class_names": classes,  # sorted folder names; label = position
         "official_classes": classes == list(OFFICIAL_CLASSES),
-        "modalities": {m: [3, "image_size", "image_size"] for m in MODALITIES},  # image_size: a load-time setting
-        "views": {m: {"index": v, "file": f"shaded_v{v + 1:03d}"} for m, v in zip(MODALITIES, views, strict=True)},
+        "modalities": {m: [3, "image_size", "image_size"] for m in views},  # image_size: a load-time setting
+        "views": {m: {"index": v, "file": f"shaded_v{v + 1:03d}"} for m, v in views.items()},
         "class_counts": _class_counts(rows, len(classes)),
         "split_sizes": {s: len(part) for s, part in split_rows.items()},
         "official_split_sizes": OFFICIAL_SIZES,
         "split_counts": {s: _class_counts(part, len(classes)) for s, part in split_rows.items()},
         "split_note": "test is the test/ folders; val is carved at load time from the train/ objects "
         "(data.val_fraction, data.seed; random.Random(seed).shuffle as Wu et al. 2022)",
-        "image_formats": dict(sorted(Counter(r[f"{m}_image"] for r in rows for m in MODALITIES).items())),
+        "image_formats": dict(sorted(Counter(r[f"{m}_image"] for r in rows for m in views).items())),
         "renders_per_object": {str(k): v for k, v in sorted(renders.items())},
         "layout": {"raw": str(found.raw), "renders": f"<class>/<split>/{render_name('<object>', 0)} (v001..v012)"},
         "ignored_entries": found.ignored,

@@ -90,6 +90,9 @@ class ModelNet40Settings(FrameSettings):
     # (Wu et al. 2022, configs/training.gin: specific_views=[0, 6], i.e. v001 and v007, 180 degrees apart)
     front_view: int = checked(0, between(0, 11))
     rear_view: int = checked(6, between(0, 11))
+    # prep: a third render read as the modality ``side`` (None: the two views above). Paper 002, Sec. 7 trains on
+    # "three views" without naming them; our choice: front and rear as above plus v004, 90 degrees round (3)
+    side_view: int | None = checked(None, between(0, 11))
 
 
 @dataclass(frozen=True)

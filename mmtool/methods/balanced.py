@@ -34,6 +34,16 @@ modality and has to learn from its own input, while the other branch is rescaled
 taken over ``w`` before the sigmoid, as Eq. 13 is written (variant ``code``: the released code's running
 mean of σ(w), above).
 
+More than two modalities (paper 002, Sec. 7: "The conditional learning speed of the ith modality can be
+derived using the weight norm and gradient norm of the ith uni-modal network's parameters and the fusion
+module's parameters impacting ŷ_i ... We define d_speed by the two most different conditional learning speeds
+and accelerate the learning of one modality per time"): θ_m and θ'_m as above for every modality m (θ'_m: the
+shared FCs and the FCs to ``w_m``), ``s(rest|m) = log(M_θ'm / M_θm)``, and d_speed = the largest minus the
+smallest of them (:func:`speeds_and_pair`). A d_speed above the tolerance opens a window of Q re-balancing
+steps for the modality with the largest ``s(rest|m)`` (the slower learner of its own input of the two most
+different), one modality per window. ``random`` draws among regular and the M re-balancing kinds, 1/(M + 1)
+each. ``method.bug_compatible`` stays two-modality only (the bug it reproduces is in two-modality code).
+
 Modes: ``guided`` is Algorithm 1; ``random`` is the paper's random variant, which the paper does not
 spell out: after the warm-up each step is, with probability 1/3 each, a regular step or a re-balancing
 step for one of the two modalities (as the authors' released code does); ``vanilla`` takes regular
@@ -53,7 +63,7 @@ random step kinds.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -91,17 +101,41 @@ def effective_update(params: list[torch.nn.Parameter]) -> float:
     return float(grad) / max(float(weight), 1e-30)
 
 
+def _log_ratio(sums: dict[str, float], m: str, log: Callable[[float], float]) -> float:
+    """log(M_θ'm / M_θm): the conditional learning speed read off branch m (NaN before both are positive)."""
+    fusion, branch = sums.get(f"fusion:{m}", 0.0), sums.get(f"branch:{m}", 0.0)
+    return log(fusion / branch) if fusion > 0 and branch > 0 else math.nan
+
+
 def conditional_speeds(
     sums: dict[str, float], a: str, b: str, log: Callable[[float], float] = math.log
 ) -> dict[str, float]:
     """s(b|a), s(a|b) and d_speed from the accumulated μ of the four groups (Eq. 11-12), in base ``log``."""
-
-    def log_ratio(m: str) -> float:
-        fusion, branch = sums.get(f"fusion:{m}", 0.0), sums.get(f"branch:{m}", 0.0)
-        return log(fusion / branch) if fusion > 0 and branch > 0 else math.nan
-
-    s_b_a, s_a_b = log_ratio(a), log_ratio(b)
+    s_b_a, s_a_b = _log_ratio(sums, a, log), _log_ratio(sums, b, log)
     return {f"s({b}|{a})": s_b_a, f"s({a}|{b})": s_a_b, "d_speed": s_b_a - s_a_b}
+
+
+def speeds_and_pair(
+    sums: dict[str, float], modalities: Sequence[str], log: Callable[[float], float] = math.log
+) -> tuple[dict[str, float], str, str]:
+    """Every modality's conditional learning speed, d_speed, and the pair (a, b) it compares: a d_speed above
+    the tolerance accelerates a when positive, b when negative (Alg. 1).
+
+    Two modalities: Eq. 11-12 as written (:func:`conditional_speeds`). More (paper 002, Sec. 7): the speed
+    of modality m is ``s(rest|m) = log(M_θ'm / M_θm)``, from m's branch and the fusion parameters on the path
+    to its prediction; d_speed compares the two most different speeds, ``d_speed = s(rest|a) - s(rest|b) >= 0``
+    with a the largest and b the smallest (ties: the first in the model's order), so a re-balancing window
+    accelerates a, the modality whose branch learns slowest from its own input relative to the others, as
+    d_speed > 0 accelerates m0 with two. A speed not yet defined (NaN) makes d_speed NaN: no window.
+    """
+    if len(modalities) == 2:
+        a, b = modalities
+        return conditional_speeds(sums, a, b, log), a, b
+    speed = {m: _log_ratio(sums, m, log) for m in modalities}
+    named = {f"s({','.join(o for o in modalities if o != m)}|{m})": v for m, v in speed.items()}
+    slow, fast = max(modalities, key=speed.__getitem__), min(modalities, key=speed.__getitem__)
+    defined = not any(math.isnan(v) for v in speed.values())
+    return {**named, "d_speed": speed[slow] - speed[fast] if defined else math.nan}, slow, fast
 
 
 @dataclass(frozen=True)
@@ -162,6 +196,9 @@ class BalancedMultiModal(Method):
         if not isinstance(model, MMTMNet) or head_name(model.head) != "ensemble":
             raise UserError("method 'balanced' needs model.fusion: mmtm and model.head: ensemble (paper 002, Sec. 3)")
         self.modalities = list(model.modalities)
+        if self.params.bug_compatible and len(self.modalities) != 2:  # also refused before a run: commands/training
+            raise UserError(f"method.bug_compatible reproduces the released two-modality code; this model has "
+                            f"{len(self.modalities)} modalities, {self.modalities}")  # fmt: skip
         wanted = {**MMTM_DEFAULTS, **self._fusion_args()}
         if model.fusion_args != wanted:
             raise UserError(f"method.variant {self.params.variant!r} needs an MMTM model with {wanted}, "
@@ -185,7 +222,8 @@ class BalancedMultiModal(Method):
         if self.params.mode == "vanilla" or self.epoch <= self.params.warmup_epochs or self.excite_count == 0:
             return REGULAR
         if self.params.mode == "random":
-            return [REGULAR, *modalities][int(torch.randint(3, (1,), generator=self.gen))]
+            kinds = [REGULAR, *modalities]  # 1 / (M + 1) each
+            return kinds[int(torch.randint(len(kinds), (1,), generator=self.gen))]
         return self.pending.pop(0) if self.pending else REGULAR
 
     def training_step(self, model: MultiModalNet, batch: Batch) -> dict[str, torch.Tensor]:
@@ -220,8 +258,8 @@ class BalancedMultiModal(Method):
             previous = self.excite_sum.get(m)
             self.excite_sum[m] = ts if previous is None else [s + t for s, t in zip(previous, ts, strict=True)]
         self.excite_count += count
-        a, b = model.modalities
-        d = conditional_speeds(self.sums, a, b, self.variant.log)["d_speed"]
+        rates, a, b = speeds_and_pair(self.sums, model.modalities, self.variant.log)
+        d = rates["d_speed"]
         tolerance = self.variant.threshold(self.params.alpha)
         if self.params.mode == "guided" and self.epoch > self.params.warmup_epochs and abs(d) > tolerance:
             self.pending = [a if d > 0 else b] * self.params.window
@@ -245,7 +283,7 @@ class BalancedMultiModal(Method):
     def epoch_metrics(self) -> dict[str, float]:
         steps = max(sum(self._epoch_kinds.values()), 1)
         shares = {f"rebalance_{m}_share": self._epoch_kinds.get(m, 0) / steps for m in self.modalities}
-        speeds = conditional_speeds(self.sums, *self.modalities, self.variant.log) if self.sums else {}
+        speeds = speeds_and_pair(self.sums, self.modalities, self.variant.log)[0] if self.sums else {}
         return {**speeds, **shares}
 
     def state_dict(self) -> dict:

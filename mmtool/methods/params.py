@@ -162,10 +162,10 @@ ONE_MODALITY_METHODS = ("unimodal", "naive", "dropout", "umt")
 # Methods and fusions defined for exactly two modalities, with the reason: `mmtool train` refuses them on any
 # other number before a run folder exists. Every other method takes M >= 2 modalities (OGM-GE too: paper 003
 # runs it on three-modality IEMOCAP; mmtool.methods.ogm_ge compares each score with the mean of the others)
-TWO_MODALITY_METHODS = {
-    "balanced": "its conditional learning speeds compare the two branches of an MMTM model (paper 002, Def. 5.1)",
+# (method, option) -> why the option is defined for two modalities only (MMTM and `balanced` take any number)
+TWO_MODALITY_OPTIONS = {
+    ("balanced", "bug_compatible"): "it reproduces a bug of the authors' released two-modality code",
 }
-TWO_MODALITY_FUSIONS = {"mmtm": "each MMTM squeezes and excites the two branches it links (paper 002, Eq. 1-2)"}
 
 METHOD_SUMMARIES: dict[str, str] = {
     "aux_ce": "Aux-CE: CE on the fused logits + CE of extra uni-modal linear heads, equal weights",

@@ -17,9 +17,16 @@ as keywords, which is how training methods use them (they reach the network thro
 ``fusion_args.running_mean`` (``none`` by default) makes every MMTM keep what the authors' released code
 keeps for its re-balancing steps: a running mean of the per-batch means of ``sigmoid(w_m)``, updated by every
 forward (training and evaluation, re-balancing steps included), stored as buffers so a checkpoint carries
-it. ``each``: one per modality; ``first``: both fed from the first modality, as the released code does (a
+it. ``each``: one per modality; ``first``: all fed from the first modality, as the released code does (a
 bug; equal widths needed). ``encode(inputs, excite_average=[m])`` then rescales branch ``m`` by that mean,
 after the current batch was absorbed (the ``code`` variant of method ``balanced``).
+
+More than two modalities (paper 002, Sec. 7; Joze et al. 2020, Sec. 3, define the MMTM for any number of
+inputs): M branches run side by side and every MMTM takes all M squeezed vectors, ``Z = ReLU(W[h_1, ..., h_M]
++ b)`` with ``C_Z = (C_1 + ... + C_M) / bottleneck``, then ``w_m = W_m Z`` per branch, so each excitation depends
+on every modality. ``squeeze_override``, ``excite_override``, ``excite_average`` and the running means work per
+modality as for two. With two modalities the model, its parameter names and its numbers are the two-modality
+ones, so earlier checkpoints load unchanged.
 """
 
 from __future__ import annotations
@@ -49,42 +56,49 @@ def excite(a: torch.Tensor, w: torch.Tensor, factor: float = 2.0) -> torch.Tenso
 
 
 class MMTM(nn.Module):
-    """``w0, w1 = g([h0, h1])``: a shared FC + ReLU, then one FC per branch (paper 002, Eq. 1).
+    """``w_1, ..., w_M = g([h_1, ..., h_M])``: a shared FC + ReLU, then one FC per branch (paper 002, Eq. 1;
+    Joze et al. 2020 define it for any number of inputs: ``Z = W[S_1, ..., S_M] + b``, ``E_m = W_m Z``).
 
-    ``shared`` lies on the path to both branches' predictions, ``to_w[0]`` only on branch 0's and
-    ``to_w[1]`` only on branch 1's (the green, green/blue and green/red blocks of paper 002, Fig. 1).
+    ``shared`` lies on the path to every branch's prediction, ``to_w[m]`` only on branch m's (the green,
+    green/blue and green/red blocks of paper 002, Fig. 1). With two inputs the parameter and buffer names
+    are the ones two-modality checkpoints hold (``shared.0``, ``to_w.0``, ``to_w.1``, ``mean0``, ``mean1``).
     """
 
-    def __init__(self, c0: int, c1: int, bottleneck: int = 4, running_mean: str = "none") -> None:
+    def __init__(self, *dims: int, bottleneck: int = 4, running_mean: str = "none") -> None:
         super().__init__()
-        hidden = max(1, (c0 + c1) // bottleneck)  # (C0 + C1) / 4: mmtool's choice, see the module docstring
-        self.shared = nn.Sequential(nn.Linear(c0 + c1, hidden), nn.ReLU())
-        self.to_w = nn.ModuleList([nn.Linear(hidden, c0), nn.Linear(hidden, c1)])
+        hidden = max(1, sum(dims) // bottleneck)  # (C_1 + ... + C_M) / 4: mmtool's choice, see the module docstring
+        self.shared = nn.Sequential(nn.Linear(sum(dims), hidden), nn.ReLU())
+        self.to_w = nn.ModuleList([nn.Linear(hidden, c) for c in dims])
         self.running_mean = running_mean
         if running_mean != "none":  # buffers only where asked: other models' checkpoints keep their keys
-            self.register_buffer("mean0", torch.zeros(c0))
-            self.register_buffer("mean1", torch.zeros(c1 if running_mean == "each" else c0))
+            for m, c in enumerate(dims):  # "first": every mean is fed from the first modality (equal widths)
+                self.register_buffer(f"mean{m}", torch.zeros(c if running_mean == "each" else dims[0]))
             self.register_buffer("forwards", torch.zeros((), dtype=torch.float64))
 
+    def means(self) -> list[torch.Tensor]:
+        """The running means of ``sigmoid(w_m)``, one per branch (``running_mean`` other than none)."""
+        return [getattr(self, f"mean{m}") for m in range(len(self.to_w))]
+
     @torch.no_grad()
-    def absorb(self, w0: torch.Tensor, w1: torch.Tensor) -> None:
+    def absorb(self, *ws: torch.Tensor) -> None:
         """Fold this batch's mean of ``sigmoid(w)`` into the running means (in place: under
         ``inference_mode`` too, and the buffers stay usable by a later training step)."""
         n = float(self.forwards)
-        for mean, w in ((self.mean0, w0), (self.mean1, w0 if self.running_mean == "first" else w1)):
+        for m, mean in enumerate(self.means()):
+            w = ws[0] if self.running_mean == "first" else ws[m]
             mean.copy_((torch.sigmoid(w.float()).mean(0) + mean * n) / (n + 1))
         self.forwards += 1
 
-    def forward(self, h0: torch.Tensor, h1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z = self.shared(torch.cat([h0, h1], dim=1))
-        return self.to_w[0](z), self.to_w[1](z)
+    def forward(self, *hs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        z = self.shared(torch.cat(hs, dim=1))
+        return tuple(to_w(z) for to_w in self.to_w)
 
 
 class MMTMNet(MultiModalNet):
-    """Two branches linked by MMTMs, then a fusion head.
+    """Two or more branches linked by MMTMs, then a fusion head.
 
     Encoders expose ``blocks`` (their stages in order), ``block_dims`` (channels out of each) and
-    ``mmtm_after`` (the block indices an MMTM follows; both encoders must agree), and optionally ``pool``
+    ``mmtm_after`` (the block indices an MMTM follows; all encoders must agree), and optionally ``pool``
     (last block's output -> (B, D) features; CNN encoders pool globally). MLP encoders put an MMTM after
     every block but the last; ResNet-18 / R3D-18 after layer2, layer3 and layer4, as paper 002 does; I3D after
     its six last inception modules (:mod:`mmtool.models.i3d`).
@@ -106,22 +120,22 @@ class MMTMNet(MultiModalNet):
         self.excite_scale = excite_scale
         self.fusion_args = {"excite_scale": float(excite_scale), "bottleneck": int(bottleneck),
                             "running_mean": running_mean}  # what built it  # fmt: skip
-        if len(encoders) != 2:
-            raise UserError(f"model.fusion: mmtm links exactly two modalities, got {list(encoders)}")
+        if len(encoders) < 2:
+            raise UserError(f"model.fusion: mmtm links two modalities or more, got {list(encoders)}")
         encs = list(encoders.values())
         if not all(hasattr(e, "blocks") and hasattr(e, "mmtm_after") for e in encs):
             raise UserError("model.fusion: mmtm needs encoders made of blocks (mlp, cnn, resnet18, r3d18, i3d)")
         points = [tuple(e.mmtm_after) for e in encs]
-        if points[0] != points[1] or not points[0]:
+        if any(p != points[0] for p in points) or not points[0]:
             raise UserError(
-                "model.fusion: mmtm needs the same fusion points in both encoders and at least one "
-                f"(got {points[0]} and {points[1]}; for mlp encoders give >= 2 widths, e.g. model.hidden=[64,32])"
+                "model.fusion: mmtm needs the same fusion points in every encoder and at least one "
+                f"(got {' and '.join(map(str, points))}; for mlp encoders give >= 2 widths, e.g. model.hidden=[64,32])"
             )
         self.points = points[0]
-        dims = [(encs[0].block_dims[k], encs[1].block_dims[k]) for k in self.points]
-        if running_mean == "first" and any(c0 != c1 for c0, c1 in dims):
+        dims = [tuple(e.block_dims[k] for e in encs) for k in self.points]
+        if running_mean == "first" and any(len(set(cs)) > 1 for cs in dims):
             raise UserError(f"model fusion_args.running_mean: first needs equal widths at every MMTM, got {dims}")
-        self.mmtm = nn.ModuleList([MMTM(c0, c1, bottleneck, running_mean) for c0, c1 in dims])
+        self.mmtm = nn.ModuleList([MMTM(*cs, bottleneck=bottleneck, running_mean=running_mean) for cs in dims])
 
     def forward(
         self,
@@ -135,10 +149,10 @@ class MMTMNet(MultiModalNet):
         excite_record: dict[str, list[torch.Tensor]] | None = None,
         excite_average: Sequence[str] = (),
     ) -> dict[str, Any]:
-        """:meth:`MultiModalNet.forward` with :meth:`encode`'s options. ``modalities`` may only name both
-        modalities: each branch reads the other one at every MMTM."""
+        """:meth:`MultiModalNet.forward` with :meth:`encode`'s options. ``modalities`` may only name all the
+        modalities: each branch reads every other one at every MMTM."""
         if modalities is not None and sorted(modalities) != sorted(self.modalities):
-            raise ValueError(f"MMTMNet encodes both of its modalities {self.modalities}, not only {list(modalities)}")
+            raise ValueError(f"MMTMNet encodes all of its modalities {self.modalities}, not only {list(modalities)}")
         features = self.encode(
             inputs,
             squeeze_override=squeeze_override,
@@ -164,41 +178,41 @@ class MMTMNet(MultiModalNet):
         vector per MMTM) for every sample, which cuts the path from the other modality to this branch;
         ``excite_record`` collects the excitations ``{m: [(B, C_k)]}``, detached. ``excite_average`` names the
         modalities rescaled by the running mean of ``sigmoid(w_m)`` instead (``running_mean``; module docstring)."""
-        m0, m1 = self.modalities
+        mods = self.modalities
         blocks = {m: enc.blocks for m, enc in self.encoders.items()}
-        a = self.transform_inputs({m: inputs[m] for m in (m0, m1)})
-        for b in range(len(blocks[m0])):
-            a = {m: blocks[m][b](a[m]) for m in (m0, m1)}
+        a = self.transform_inputs({m: inputs[m] for m in mods})
+        for b in range(len(blocks[mods[0]])):
+            a = {m: blocks[m][b](a[m]) for m in mods}
             if b not in self.points:
                 continue
             k = self.points.index(b)  # which MMTM
-            h = {m: squeeze(a[m]) for m in (m0, m1)}
+            h = {m: squeeze(a[m]) for m in mods}
             if record is not None:
-                for m in (m0, m1):
+                for m in mods:
                     record.setdefault(m, []).append(h[m].detach().float())
             for m, means in (squeeze_override or {}).items():
                 h[m] = means[k].to(h[m].dtype).expand_as(h[m])
-            w = dict(zip((m0, m1), self.mmtm[k](h[m0], h[m1]), strict=True))
+            w = dict(zip(mods, self.mmtm[k](*(h[m] for m in mods)), strict=True))
             if excite_record is not None:
-                for m in (m0, m1):
+                for m in mods:
                     excite_record.setdefault(m, []).append(w[m].detach().float())
             for m, fixed in (excite_override or {}).items():
                 w[m] = fixed[k].to(w[m].dtype).expand_as(w[m])
             a = self._excite(k, a, w, excite_average)
-        return {m: self.encoders[m].pool(a[m]) if hasattr(self.encoders[m], "pool") else a[m] for m in (m0, m1)}
+        return {m: self.encoders[m].pool(a[m]) if hasattr(self.encoders[m], "pool") else a[m] for m in mods}
 
     def _excite(self, k: int, a: dict, w: dict, averaged: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Rescale both branches at MMTM ``k``: by ``excite_scale * sigmoid(w_m)``, or by the running mean for
+        """Rescale every branch at MMTM ``k``: by ``excite_scale * sigmoid(w_m)``, or by the running mean for
         the modalities in ``averaged`` (after this batch's excitations were absorbed)."""
-        mmtm, (m0, m1) = self.mmtm[k], self.modalities
+        mmtm, mods = self.mmtm[k], self.modalities
         if mmtm.running_mean == "none":
             if averaged:
                 raise ValueError("excite_average needs an MMTM model built with fusion_args.running_mean")
-            return {m: excite(a[m], w[m], self.excite_scale) for m in (m0, m1)}
-        mmtm.absorb(w[m0], w[m1])
-        means = dict(zip((m0, m1), (mmtm.mean0, mmtm.mean1), strict=True))
+            return {m: excite(a[m], w[m], self.excite_scale) for m in mods}
+        mmtm.absorb(*(w[m] for m in mods))
+        means = dict(zip(mods, mmtm.means(), strict=True))
         out = {}
-        for m in (m0, m1):
+        for m in mods:
             if m not in averaged:
                 out[m] = excite(a[m], w[m], self.excite_scale)
                 continue

@@ -131,14 +131,12 @@ def test_naive_umt_utilization_and_probe_per_modality(chain):
     assert 0 <= umt["test_accuracy"] <= 100
 
 
-@pytest.mark.parametrize(
-    ("recipe", "what"),
-    [("digits-colored/balanced.yaml", "method 'balanced'"), ("digits-colored/mmtm.yaml", "model.fusion 'mmtm'")],
-)
-def test_two_modality_only_refused_in_one_line_before_a_run_folder(chain, recipe, what):
-    proc = mmtool(chain, "train", "-r", str(REPO / "recipes" / recipe), "data.name=synth-tri", "data.n=600",
-                  "--run-dir", "refused", check=False)  # fmt: skip
+def test_two_modality_only_option_refused_in_one_line_before_a_run_folder(chain):
+    proc = mmtool(chain, "train", "-r", str(REPO / "recipes" / "digits-colored/balanced.yaml"), "data.name=synth-tri",
+                  "data.n=600", "method.variant=code", "method.bug_compatible=true", "--run-dir", "refused",
+                  check=False)  # fmt: skip
     assert proc.returncode == 2
     lines = messages(proc.stderr)
+    what = "method 'balanced' with method.bug_compatible"
     assert len(lines) == 1 and what in lines[0] and "two modalities" in lines[0] and "['m1', 'm2', 'm3']" in lines[0]
     assert not (chain / "refused").exists()

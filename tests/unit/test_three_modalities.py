@@ -162,19 +162,20 @@ def _recipe(name: str, *overrides: str):
     return load_recipe([REPO / "recipes" / name], ["data.name=synth-tri", *overrides])
 
 
-@pytest.mark.parametrize(("recipe", "what"), [("digits-colored/balanced.yaml", "method 'balanced'"),
-                                              ("digits-colored/mmtm.yaml", "model.fusion 'mmtm'")])  # fmt: skip
-def test_two_modality_only_refused_on_three_chosen_two_pass(recipe, what):
+def test_two_modality_only_option_refused_on_three_chosen_two_pass():
+    code = ["method.variant=code", "method.bug_compatible=true"]
     with pytest.raises(UserError) as err:
-        check_two_modality_only(_recipe(recipe, "modalities=[m1,m2,m3]"))
-    assert what in str(err.value) and "trains 3" in str(err.value) and "\n" not in str(err.value)
-    check_two_modality_only(_recipe(recipe, "modalities=[m1,m3]"))  # two of the three: accepted
-    for generic in ("synth-tri/ogm_ge.yaml", "synth-tri/mla.yaml", "synth-tri/naive.yaml"):
-        check_two_modality_only(_recipe(generic, "modalities=[m1,m2,m3]"))
+        check_two_modality_only(_recipe("digits-colored/balanced.yaml", "modalities=[m1,m2,m3]", *code))
+    message = str(err.value)
+    assert "method 'balanced' with method.bug_compatible" in message and "trains 3" in message and "\n" not in message
+    check_two_modality_only(_recipe("digits-colored/balanced.yaml", "modalities=[m1,m3]", *code))  # two: accepted
+    for any_number in ("digits-colored/balanced.yaml", "digits-colored/mmtm.yaml", "synth-tri/ogm_ge.yaml",
+                       "synth-tri/mla.yaml", "synth-tri/naive.yaml"):  # fmt: skip
+        check_two_modality_only(_recipe(any_number, "modalities=[m1,m2,m3]"))
 
 
-def test_mmtm_model_refuses_three_at_construction():
+def test_mmtm_model_links_three_at_construction():
     spec = model_spec(ModelConfig(encoder="mlp", hidden=(8, 4), head="ensemble", fusion="mmtm"),
                       {"m1": 5, "m2": 4, "m3": 3}, 2, list(MODS))  # fmt: skip
-    with pytest.raises(UserError, match="exactly two modalities"):
-        build_model(spec)
+    model = build_model(spec)
+    assert [len(t.to_w) for t in model.mmtm] == [3] and model.mmtm[0].shared[0].in_features == 8 + 8 + 8
