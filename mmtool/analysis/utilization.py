@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     if len(args) < 2:
         raise SystemExit("usage: python -m mmtool.analysis.utilization OUT.png UTILIZATION_RUN...")
     results = [results_of(run) for run in args[1:]]
-    several = [str(r.get("source")) for r in results if "d_util" not in r or len(r.get("modalities", ())) != 2]
+    several = [str(r.get("source")) for r in results if "d_util" not in r or len(r.get("modalities", ())) > 2]
     if several:
         raise SystemExit(f"d_util compares two modalities; these runs have more: {', '.join(several)}")
     values = [r["d_util"] for r in results]

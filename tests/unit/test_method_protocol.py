@@ -234,7 +234,7 @@ def test_mmtm_forward_takes_the_encode_options(alpha_splits):
         assert [w.shape for w in record["m2"]] == [(len(alpha_splits["val"]), 16)]
         by_hand = model.fuse(model.encode(x, excite_override=fixed))
         torch.testing.assert_close(out["unimodal_logits"]["m1"], by_hand["unimodal_logits"]["m1"])
-    with pytest.raises(ValueError, match="both"):
+    with pytest.raises(ValueError, match="encodes all of its modalities"):
         model(x, modalities=["m1"])
 
 
