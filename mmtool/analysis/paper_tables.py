@@ -35,6 +35,7 @@ from mmtool.analysis import (
     tables_cited,
     tables_classes,
     tables_distilled,
+    tables_greedy_studies,
     tables_mla,
     tables_mla_clip,
     tables_mla_fig2,
@@ -337,7 +338,7 @@ def render(name: str, root: Path, smoke: bool = False, runs: Located | None = No
 Renderer = Callable[[Path, bool, "Located | None"], str]
 RENDER: dict[str, Renderer] = {}
 EXTRA: tuple = (tables_classes, tables_cited, tables_distilled, tables_sweeps, tables_mla, tables_mla_clip,
-                tables_mla_fig2)
+                tables_mla_fig2, tables_greedy_studies)
 for _module in EXTRA:
     PAPER.update(getattr(_module, "PAPER", {}))
     OURS.update(getattr(_module, "OURS", {}))
