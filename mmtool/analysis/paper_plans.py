@@ -81,7 +81,7 @@ PREP_KEYS = ("store_size", "clip_frames", "audio_seconds", "sample_rate", "flow_
 # Rough durations per run (docs/tables.md): one A100/H100-class GPU, 8 loader workers; SMOKE on one CPU thread.
 ESTIMATES = {"ucf101": "15-30 min", "vggsound": "10-20 GPU-h", "kinetics400": "10-20 GPU-h", "modelnet40": "5-15 min",
              "cremad": "~1 GPU-h", "iemocap": "~1 GPU-h", "food101": "5-10 GPU-h", "mvsa": "~1 GPU-h",
-             "kinetics-sounds": "~2 GPU-h"}  # fmt: skip
+             "kinetics-sounds": "~2 GPU-h", "nvgesture": "~1 GPU-h", "colored-mnist": "~5 min"}  # fmt: skip
 # SMOKE prep options: the CREMA-D fixture holds 24 of the 7,442 clips the published lists name (prep reads the lists)
 # and IEMOCAP's fixture holds broken utterances on purpose (4 of about 30) for prep's tests
 SMOKE_PREP_ARGS = {"cremad": ("--max-missing-frac", "1"), "iemocap": ("--max-skip-frac", "0.5"),

@@ -53,6 +53,10 @@ DUPLICATE = {"colored-mnist": "gray", "modelnet40": "front", "nvgesture": "rgb"}
 PAPER_E_UTIL = {"colored-mnist": 0.3, "modelnet40": 0.1, "nvgesture": 0.4}  # Sec. 6.2: |E[d_util]|, distinct
 SMOKE_LRS = {"colored-mnist": (0.01145, 0.04099), "modelnet40": (0.01334,), "nvgesture": (0.002932,)}
 SETTINGS = ("real", "dup")  # two distinct modalities / one duplicated
+# SMOKE of Figs. 2 and 5 on ModelNet40 only: the NVGesture fixture's 4 test gestures of 25 classes leave a branch at
+# 0% test accuracy, where d_util (u = (A(f_a) - A(f_a')) / A(f_a), Def. 4.1) is undefined and `utilization` stops
+TWO = ("modelnet40", "nvgesture")
+SMOKE_SETS = {TWO: ("modelnet40",)}
 
 LAMBDAS = (1e-09, 4.642e-09, 2.154e-08, 1e-07, 4.642e-07, 2.154e-06, 1e-05, 4.642e-05, 0.0002154, 0.001)
 L1_COPIES = 3
@@ -102,7 +106,7 @@ def _sweep_plan(datasets: tuple[str, ...], algorithms: tuple[str, ...], settings
     smoke = {d: sweep_runs(d, algorithms, settings, SMOKE_LRS[d], 1) for d in datasets}
     runs = tuple(r for d in datasets for r in own[d])
     skip = tuple((d, r.name) for d in datasets for r in runs if r not in own[d])
-    return TablePlan(datasets, runs, datasets[0], skip=skip,
+    return TablePlan(datasets, runs, datasets[0], skip=skip, smoke_datasets=SMOKE_SETS.get(datasets),
                      smoke=tuple(dict.fromkeys(r.name for d in datasets for r in smoke[d])))  # fmt: skip
 
 
@@ -139,7 +143,6 @@ def sens_runs(points: tuple[tuple[str, float], ...] | None = None, copies: int =
     return with_util(*runs.values())
 
 
-TWO = ("modelnet40", "nvgesture")
 _L1 = TablePlan(("modelnet40",), l1_runs(), "modelnet40", smoke=tuple(r.name for r in l1_runs(SMOKE_LAMBDAS, 1)))
 TABLES: dict[str, TablePlan] = {
     "greedy-fig2": _sweep_plan(TWO, ("vanilla",), SETTINGS),
