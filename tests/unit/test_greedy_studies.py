@@ -61,7 +61,8 @@ def test_duplicate_feeds_identical_tensors_in_memory_and_on_disk():
     for batch in disk.splits["train"].loader(4, train=True, seed=3):  # training augmentation: one draw for both
         assert torch.equal(batch.inputs["front"], batch.inputs["rear"])
         assert float(batch.inputs["front"].min()) < 100  # the front view's values, not the rear's
-    assert disk.input_dims["rear"] == [1, 2, 3] and set(map(tuple, disk.splits["train"].reader.reader.asked)) == {("front",)}
+    assert disk.input_dims["rear"] == [1, 2, 3]
+    assert set(map(tuple, disk.splits["train"].reader.reader.asked)) == {("front",)}  # the rear is never read
 
 
 def test_without_duplicate_the_views_differ_and_unknown_modalities_are_refused():
@@ -105,7 +106,8 @@ def test_the_loop_adds_l1_loss_and_it_shrinks_the_weights(make_model, alpha_spli
         norms[l1] = sum(float(p.detach().abs().sum()) for p in model.parameters())
         if l1:
             # the logged total is the task loss plus the penalty
-            assert records[0]["train_loss"] == pytest.approx(records[0]["train_task_loss"] + records[0]["train_l1_loss"])
+            first = records[0]
+            assert first["train_loss"] == pytest.approx(first["train_task_loss"] + first["train_l1_loss"])
     assert norms[0.01] < norms[0.0]
 
 
@@ -126,7 +128,8 @@ def test_sweep_plans_hold_the_papers_counts_rates_and_copies():
            for d, ns in by.items()}  # fmt: skip
     assert lrs["modelnet40"] == pytest.approx(list(np.logspace(-3, 0, 9)), rel=1e-3)
     assert len(lrs["nvgesture"]) == 20 and 1e-4 <= min(lrs["nvgesture"]) and max(lrs["nvgesture"]) <= 10**-1.5
-    assert len(set(gs.LRS["colored-mnist"])) == 20 and 1e-5 <= min(gs.LRS["colored-mnist"]) <= max(gs.LRS["colored-mnist"]) <= 1
+    colored = gs.LRS["colored-mnist"]
+    assert len(set(colored)) == 20 and 1e-5 <= min(colored) and max(colored) <= 1
     node = next(n for n in fig7 if n.name == "vanilla-dup-lr1.145e-02-c3")
     assert node.recipes[0] == "recipes/colored-mnist/balanced_vanilla.yaml"
     assert node.overrides == ("data.seed=0", "data.duplicate=gray", "optim.lr=0.01145", "train.seed=3")
