@@ -100,7 +100,8 @@ clean:
 #   make table5 KINETICS=/data/k400 PT_ARGS="-r kinetics400=recipes/_base/kinetics400_r3d18.yaml"   R3D-18, CPU-sized
 #   make table5 KINETICS=/data/k400 PT_ARGS="-r kinetics400=recipes/_base/kinetics400_slowfast101.yaml"   SlowFast-101
 PAPER_TABLES := table1 table3 table4 table5 table7 table8 table9 table10 table2 table16 table17 table6 table22 ws-fig2 table18 ws-table1 fig2 \
-  table12 table13 table14 table15 ws-table2 mla-table1 mla-table2 mla-table3 mla-fig3 mla-fig2 mla-table4 greedy-table1 greedy-3view
+  table12 table13 table14 table15 ws-table2 mla-table1 mla-table2 mla-table3 mla-fig3 mla-fig2 mla-table4 \
+  greedy-table1 greedy-3view greedy-fig2 greedy-fig7 greedy-fig3 greedy-fig4 greedy-fig8 greedy-fig5 greedy-fig9
 .PHONY: $(PAPER_TABLES)
 PT := runs/$(if $(SMOKE),smoke/)paper
 PT_JOBS ?= $(if $(SMOKE),2,1)
@@ -258,4 +259,20 @@ mla-table4:
 # rgb_imagenet.pt in weights/i3d_rgb_imagenet.pt), over $(SEEDS) (mmtool/analysis/tables_greedy.py):
 #   make greedy-table1 COLORED_MNIST=/data/mnist MODELNET40=/data/modelnet40v1 NVGESTURE=/data/nvgesture
 greedy-table1:
+	$(PT_REPRODUCE)
+
+# Paper 002 (greedy learner), Figs. 2 and 7: learning-rate sweeps of vanilla MMTM training with two distinct or two
+# identical modalities (data.duplicate), histograms of d_util and d_speed (+ greedy-fig2.png, greedy-fig7.png).
+#   make greedy-fig2 DATA=/data/modelnet40_images_new_12x NVGESTURE=/data/nvgesture   make greedy-fig7 DATA=/data/MNIST
+greedy-fig2 greedy-fig7:
+	$(PT_REPRODUCE)
+
+# Paper 002, Figs. 3, 4 and 8: ModelNet40 with an L1 penalty (optim.l1), ten lambdas in [1e-9, 1e-3], three repeats;
+# the three targets read the same runs (R(f) vs lambda; |d_util|, |d_speed| vs R(f); vs lambda)
+greedy-fig3 greedy-fig4 greedy-fig8:
+	$(PT_REPRODUCE)
+
+# Paper 002, Fig. 5: d_util of vanilla, guided and random training over the sweeps of Fig. 2 (ModelNet40, NVGesture);
+# Fig. 9: guided training on ModelNet40 at lr 0.1 per Q (alpha 0.01) and per alpha (Q 5)
+greedy-fig5 greedy-fig9:
 	$(PT_REPRODUCE)

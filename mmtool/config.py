@@ -100,6 +100,9 @@ class OptimConfig:
     # every optimizer: the weight decay of normalisation layers' weights and biases (None: weight_decay);
     # PySlowFast BN.WEIGHT_DECAY is 0 (slowfast/config/defaults.py; slowfast/models/optimizer.py)
     norm_weight_decay: float | None = checked(None, at_least(0))
+    # every optimizer: lambda of paper 002's L1 penalty on all parameters (Sec. 6.3), the loss l1_loss
+    # (mmtool.engine.penalties); 0: none
+    l1: float = checked(0.0, at_least(0))
 
     def unused_keys(self) -> list[str]:
         """Keys set away from their defaults that this optimizer does not read."""
@@ -110,7 +113,7 @@ class OptimConfig:
 def optional_optim_keys() -> list[str]:
     """The ``optim`` keys that only some optimizers read."""
     return [f.name for f in dataclasses.fields(OptimConfig)
-            if f.name not in ("name", "lr", "weight_decay", "norm_weight_decay")]  # fmt: skip
+            if f.name not in ("name", "lr", "weight_decay", "norm_weight_decay", "l1")]  # fmt: skip
 
 
 def optim_problems(optim: OptimConfig) -> list[str]:

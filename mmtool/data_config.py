@@ -49,6 +49,8 @@ class DataConfig:
     missing_rate: float = checked(0.0, between(0, 1, "[)"))
     missing_in: str = checked("all", one_of("all", "train"))
     missing_modalities: tuple[str, ...] = ()
+    # every modality fed this modality's input (paper 002, Sec. 6.2's duplicated sets; mmtool.data.duplicate)
+    duplicate: str | None = None
     settings: Any = None  # the dataset's settings object; None: its settings class's defaults
 
     def __post_init__(self) -> None:
@@ -64,6 +66,8 @@ class DataConfig:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("settings", *unused)}
         if not self.missing_rate:  # complete data: the keys stay out (identities of earlier runs are unchanged)
             out = {k: v for k, v in out.items() if k not in MISSING_KEYS}
+        if self.duplicate is None:  # left out as the missing keys, so identities of earlier runs are unchanged
+            out.pop("duplicate")
         if dataclasses.is_dataclass(self.settings):
             out.update(dataclasses.asdict(self.settings))
         return out
@@ -73,6 +77,8 @@ class DataConfig:
         out = {k: getattr(self, k) for k in ("name", "seed", "n", "test_fraction", "val_fraction")}
         if self.missing_rate:  # a model trained on complete data has seen what this run's data lacks
             out.update({k: getattr(self, k) for k in MISSING_KEYS})
+        if self.duplicate is not None:  # a model trained on two identical inputs is read with them
+            out["duplicate"] = self.duplicate
         if dataclasses.is_dataclass(self.settings):
             out.update({f.name: getattr(self.settings, f.name) for f in dataclasses.fields(self.settings)
                         if f.metadata.get("picks_samples")})  # fmt: skip

@@ -8,6 +8,7 @@ from mmtool.analysis import (
     tables_classes,
     tables_distilled,
     tables_greedy,
+    tables_greedy_studies,
     tables_greedy_views,
     tables_mla,
     tables_mla_clip,
@@ -16,4 +17,4 @@ from mmtool.analysis import (
 )
 
 EXTRA: tuple = (tables_classes, tables_cited, tables_distilled, tables_sweeps, tables_mla, tables_mla_clip,
-                tables_mla_fig2, tables_greedy, tables_greedy_views)  # fmt: skip
+                tables_mla_fig2, tables_greedy, tables_greedy_views, tables_greedy_studies)  # fmt: skip

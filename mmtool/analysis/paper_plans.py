@@ -209,12 +209,19 @@ def _run_node(opts: Options, dataset: str, seed: int, run: Run, prep: str) -> No
         key=f"{where}/{run.name}",
         command=run.command,
         recipes=_fragments(opts, dataset, run.recipe),
-        overrides=(f"data.seed={seed}", f"train.seed={seed}", *run.overrides),
+        overrides=(*_seeds(seed, run.overrides), *run.overrides),
         inputs=inputs,
         folder=str(opts.root / where),
         name=run.name,
         estimate="~10 s" if opts.smoke else (light or ESTIMATES[dataset]),
     )
+
+
+def _seeds(seed: int, overrides: tuple[str, ...]) -> tuple[str, ...]:
+    """``data.seed`` and ``train.seed`` set to the seed folder's, but where a run sets one itself (the repeats of one
+    setting in a seed folder: paper 002's sweeps, train.seed = the copy)."""
+    own = {o.partition("=")[0] for o in overrides}
+    return tuple(f"{key}={seed}" for key in ("data.seed", "train.seed") if key not in own)
 
 
 def _python() -> str:

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from mmtool.data.duplicate import apply_duplicate
 from mmtool.data.missing import apply_missing
 from mmtool.data.pipeline_journal import JOURNAL
 from mmtool.data.registry import DATASETS, PrepOptions
@@ -159,7 +160,8 @@ def load_dataset(cfg: DataConfig) -> Dataset:
                 f"{spec.raw_doc})"
             )
         _prepare_on_first_use(cfg, folder, how)
-    return apply_missing(spec.load(cfg, folder), cfg)  # data.missing_rate > 0: presence masks per split
+    data = apply_duplicate(spec.load(cfg, folder), cfg)  # data.duplicate: every modality reads one's input
+    return apply_missing(data, cfg)  # data.missing_rate > 0: presence masks per split
 
 
 def _prepare_on_first_use(cfg: DataConfig, folder: Path, how: str) -> None:

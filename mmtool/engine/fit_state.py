@@ -84,6 +84,7 @@ class _Run:
     cfg: TrainConfig
     runtime: Runtime
     signals: Any = None
+    l1: float = 0.0  # optim.l1: the loop adds l1_loss to the method's losses (mmtool.engine.penalties)
     last_save: float = field(default_factory=lambda: _clock())  # looked up when the run starts
 
     def stop_requested(self) -> int:

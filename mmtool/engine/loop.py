@@ -34,6 +34,7 @@ from mmtool.engine.evaluate import evaluate
 from mmtool.engine.fit_state import FitResult, _mark_best, _resume, _Run, _Signals, _State
 from mmtool.engine.loggers import MetricLoggers
 from mmtool.engine.optim import build_optimizer, build_scheduler
+from mmtool.engine.penalties import l1_loss
 from mmtool.engine.progress import _progress
 from mmtool.engine.runtime import Runtime
 from mmtool.errors import Interrupted, UserError
@@ -89,7 +90,7 @@ def fit(
         if isinstance(done, FitResult):
             return done
         resumed = done
-    run = _Run(model, step_model, method, opt, sched, scaler, state, spec, store, cfg, runtime)
+    run = _Run(model, step_model, method, opt, sched, scaler, state, spec, store, cfg, runtime, l1=optim.l1)
     with (
         _progress(cfg.epochs, state.start - 1, label, runtime.is_main) as advance,
         _Signals() as signals,
@@ -215,6 +216,8 @@ def _update(run: _Run, batch: Any, step: int) -> tuple[dict[str, torch.Tensor], 
     model, method, opt, scaler, runtime = run.model, run.method, run.opt, run.scaler, run.runtime
     with runtime.autocast():
         losses = method.training_step(run.step_model, batch)
+    if run.l1:  # paper 002, Sec. 6.3: L' = L + lambda ||theta||_1, for every method
+        losses = {**losses, "l1_loss": l1_loss(model, run.l1)}
     total = functools.reduce(operator.add, losses.values())  # no `0 + loss` kernel for one loss
     opt.zero_grad(set_to_none=True)
     if scaler is not None:

@@ -12,6 +12,7 @@ from mmtool.data import Dataset
 from mmtool.engine.evaluate import evaluate_splits
 from mmtool.engine.inference import run_inference
 from mmtool.engine.loop import fit, selected_model
+from mmtool.engine.penalties import sparsity
 from mmtool.engine.runtime import Runtime
 from mmtool.errors import UserError
 from mmtool.methods import MethodContext, build_method
@@ -65,7 +66,8 @@ def train_and_evaluate(
     plots.training_curves(out.metrics().path, out.plot("curves.png"), f"{label} on {data.name}")
     scores = evaluate_splits(runtime.prepare_model(best), splits, data.num_classes, runtime)
     plots.confusion(scores["test_confusion"], out.plot("confusion.png"), f"{label} on {data.name}, test")
-    return {"best_epoch": fitted.best_epoch, **scores}
+    # R(f) of paper 002, Sec. 6.3: the share of parameters below 1e-7 in magnitude (optim.l1 raises it)
+    return {"best_epoch": fitted.best_epoch, "sparsity_r": sparsity(best), **scores}
 
 
 def _method_context(recipe: Recipe, data: Dataset, modalities: list[str], splits: dict, runtime: Runtime,

@@ -204,7 +204,7 @@ def test_unknown_override_key_is_blamed_on_the_override_with_the_closest_key(tmp
     assert str(err.value) == "override 'optimm.lr=0.1': unknown key 'optimm'; did you mean 'optim'?"
     with pytest.raises(UserError) as err:  # nothing close: the known keys instead
         load_recipe(path, ["optim.zzz=1"])
-    known = "lr, momentum, name, nesterov, norm_weight_decay, weight_decay"
+    known = "l1, lr, momentum, name, nesterov, norm_weight_decay, weight_decay"
     assert str(err.value) == f"override 'optim.zzz=1': unknown key 'optim.zzz' (known: {known})"
     with pytest.raises(UserError) as err:  # with a problem of the file, both are listed under the file
         load_recipe(write(tmp_path / "two.yaml", "stage: train\ntrain: {epochs: 0}\n"), ["optim.lrr=0.1"])
@@ -219,7 +219,7 @@ def test_unknown_key_in_a_file_gets_the_closest_key(tmp_path):
     with pytest.raises(UserError) as err:
         load_recipe(path)
     msg = str(err.value)
-    known = "lr, momentum, name, nesterov, norm_weight_decay, weight_decay"
+    known = "l1, lr, momentum, name, nesterov, norm_weight_decay, weight_decay"
     assert f"unknown key 'optim.lrr' (known: {known}); did you mean 'optim.lr'?" in msg
     assert "unknown key 'method.distil_weight' (known: " in msg and "did you mean 'method.distill_weight'?" in msg
     with pytest.raises(UserError, match=r"unknown method 'umtt' \(known: .*\); did you mean 'umt'\?$"):
