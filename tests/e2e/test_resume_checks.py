@@ -133,7 +133,7 @@ def test_validate_checks_every_file_and_fragments_as_fragments(tmp_path):
     proc = run_cli(tmp_path, "validate", "bad.yaml", "frag.yaml", "r.yaml", "loose.yaml", check=False)
     assert proc.returncode == 2
     assert proc.stdout.splitlines() == [
-        "error bad.yaml: unknown key 'optim.lrr' (known: lr, momentum, name, nesterov, norm_weight_decay, "
+        "error bad.yaml: unknown key 'optim.lrr' (known: l1, lr, momentum, name, nesterov, norm_weight_decay, "
         "weight_decay); did you mean 'optim.lr'?",
         "ok  frag.yaml  (fragment)",
         "ok  r.yaml  (stage train, method naive)",

@@ -100,7 +100,7 @@ def test_a_setting_of_another_dataset_is_an_unknown_key_naming_the_dataset(minim
     with pytest.raises(UserError) as err:
         load_recipe(minimal, ["data.name=ucf101", "data.front_view=3"])
     assert str(err.value).startswith("override 'data.front_view=3': unknown key 'data.front_view' for dataset "
-                                     "'ucf101' (known: augment, flow_stack, image_size, missing_in, "
+                                     "'ucf101' (known: augment, duplicate, flow_stack, image_size, missing_in, "
                                      "missing_modalities, missing_rate, n, name, raw, rgb_source, ")
     with pytest.raises(UserError) as err:
         load_recipe(minimal, ["data.name=ucf101", "data.flow_stak=3"])
@@ -184,7 +184,7 @@ FIVE_PROBLEMS = [
     "train.epochs must be >= 1, got -5",
     "train.eval_every must be >= 1, got 0",
     "optim.lr must be > 0, got -1.0",
-    "unknown key 'optim.lrr' (known: lr, momentum, name, nesterov, norm_weight_decay, weight_decay); "
+    "unknown key 'optim.lrr' (known: l1, lr, momentum, name, nesterov, norm_weight_decay, weight_decay); "
     "did you mean 'optim.lr'?",
     "unknown key 'method.extra' (known: none)",
 ]
