@@ -177,6 +177,9 @@ class TrainConfig:
     # a finished run's last.pt keeps the optimizer and scheduler state (to continue training it later);
     # off: last.pt is cut down to the weights and counters when the run completes (best.pt is kept either way)
     keep_optimizer: bool = False
+    # a non-finite training loss: "fail" the run (one line), or "stop" training there and keep the model selected on
+    # validation so far (learning-rate sweeps reaching rates where a model diverges; results say diverged_at_epoch)
+    on_diverge: Literal["fail", "stop"] = "fail"
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ class FitResult:
     epochs: int
     resumed_from: int | None
     best_weights: dict[str, torch.Tensor] | None = None  # the selected model's weights (None: read best.pt)
+    diverged_at: int | None = None  # train.on_diverge stop: the epoch whose training loss was not finite
 
 
 def _resume(store: CheckpointStore, spec: dict, model, opt, sched, scaler, method, state: _State,
@@ -210,7 +211,8 @@ def _finished(store: CheckpointStore, spec: dict, writer: bool) -> FitResult:
     with ``train.keep_optimizer``, or one stopped before its last.pt was cut down); else the one line
     names it and says what to do."""
     done = store.complete()
-    result = FitResult(done["best_epoch"], done["best_val"], done["epochs"], done["epochs"])
+    result = FitResult(done["best_epoch"], done["best_val"], done["epochs"], done["epochs"],
+                       diverged_at=done.get("diverged_at"))  # fmt: skip
     problem = damaged(store.best)
     if problem is None or not writer:
         return result

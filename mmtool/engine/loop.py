@@ -97,11 +97,19 @@ def fit(
         contextlib.closing(metrics),
     ):
         run.signals = signals
+        diverged = None
         for epoch in range(state.start, cfg.epochs + 1):
-            _epoch(run, train, val, epoch, metrics, advance)
-        _complete(run, optim)
+            try:
+                _epoch(run, train, val, epoch, metrics, advance)
+            except NonFiniteLoss as err:  # the same verdict on every rank (the loss sums are all-reduced)
+                if cfg.on_diverge != "stop":
+                    raise
+                diverged = epoch
+                metrics.write({"epoch": epoch, "diverged": str(err)})
+                break
+        _complete(run, optim, diverged)
     runtime.barrier()  # every rank leaves with rank 0's files complete
-    return FitResult(state.best_epoch, state.best_val, cfg.epochs, resumed, state.best_weights)
+    return FitResult(state.best_epoch, state.best_val, cfg.epochs, resumed, state.best_weights, diverged)
 
 
 def _length(train: Any, cfg: TrainConfig, runtime: Runtime) -> tuple[int, int]:
@@ -146,10 +154,14 @@ def _epoch(run: _Run, train: Any, val: Any, epoch: int, metrics: MetricLoggers, 
         raise Interrupted(stop, store.last, epoch, None)
 
 
-def _complete(run: _Run, optim: OptimConfig) -> None:
-    """After the last epoch: the final last.pt and the COMPLETE marker (a signal now leaves only the scoring
-    to a resume)."""
+def _complete(run: _Run, optim: OptimConfig, diverged: int | None = None) -> None:
+    """After the last epoch (or the epoch training diverged in, ``train.on_diverge: stop``): the final last.pt
+    and the COMPLETE marker (a signal now leaves only the scoring to a resume)."""
     cfg, state = run.cfg, run.state
+    if state.best_epoch == 0 and diverged is not None:
+        raise UserError(f"the training loss was not finite in epoch {diverged}, before any validated epoch: no "
+                        f"model to keep (train.on_diverge: stop keeps the best epoch before it); lower optim.lr "
+                        f"(now {optim.lr:g})")  # fmt: skip
     if state.best_epoch == 0:  # every validation loss was NaN or infinite: nothing to select
         raise UserError(
             f"the validation loss was not finite at any evaluation (every {cfg.eval_every} epochs of "
@@ -158,7 +170,8 @@ def _complete(run: _Run, optim: OptimConfig) -> None:
             "raise train.batch_size"
         )
     run.save(cfg.epochs)
-    run.store.mark_complete({"epochs": cfg.epochs, "best_epoch": state.best_epoch, "best_val": state.best_val})
+    run.store.mark_complete({"epochs": cfg.epochs, "best_epoch": state.best_epoch, "best_val": state.best_val,
+                             **({"diverged_at": diverged} if diverged is not None else {})})  # fmt: skip
     stop = run.stop_requested()
     if stop:  # training is complete; what follows (scoring the splits) is left to the resume
         raise Interrupted(stop, run.store.last, cfg.epochs, None)

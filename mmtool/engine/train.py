@@ -67,7 +67,8 @@ def train_and_evaluate(
     scores = evaluate_splits(runtime.prepare_model(best), splits, data.num_classes, runtime)
     plots.confusion(scores["test_confusion"], out.plot("confusion.png"), f"{label} on {data.name}, test")
     # R(f) of paper 002, Sec. 6.3: the share of parameters below 1e-7 in magnitude (optim.l1 raises it)
-    return {"best_epoch": fitted.best_epoch, "sparsity_r": sparsity(best), **scores}
+    diverged = {} if fitted.diverged_at is None else {"diverged_at_epoch": fitted.diverged_at}
+    return {"best_epoch": fitted.best_epoch, "sparsity_r": sparsity(best), **diverged, **scores}
 
 
 def _method_context(recipe: Recipe, data: Dataset, modalities: list[str], splits: dict, runtime: Runtime,

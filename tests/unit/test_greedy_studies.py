@@ -132,7 +132,8 @@ def test_sweep_plans_hold_the_papers_counts_rates_and_copies():
     assert len(set(colored)) == 20 and 1e-5 <= min(colored) and max(colored) <= 1
     node = next(n for n in fig7 if n.name == "vanilla-dup-lr1.145e-02-c3")
     assert node.recipes[0] == "recipes/colored-mnist/balanced_vanilla.yaml"
-    assert node.overrides == ("data.seed=0", "data.duplicate=gray", "optim.lr=0.01145", "train.seed=3")
+    assert node.overrides == ("data.seed=0", "data.duplicate=gray", "optim.lr=0.01145", "train.seed=3",
+                              "train.on_diverge=stop")  # a diverging rate keeps its model selected before
     util = next(n for n in fig7 if n.name == "utilization-vanilla-dup-lr1.145e-02-c3")
     assert util.command == "utilization" and "data.duplicate=gray" in util.overrides
     assert [i.node for i in util.inputs][1:] == ["colored-mnist/seed0/vanilla-dup-lr1.145e-02-c3"]
@@ -149,7 +150,8 @@ def test_l1_sensitivity_and_fig5_plans():
     fig9 = _runs("greedy-fig9")
     assert len(fig9) == 9 * 3 * 2  # 5 Q + 5 alpha, the shared (Q 5, alpha 0.01) point once; 3 copies
     base = next(n for n in fig9 if n.name == "guided-c2")
-    assert base.overrides == ("data.seed=0", "train.seed=2") and base.recipes[0] == "recipes/modelnet40/balanced.yaml"
+    assert base.overrides == ("data.seed=0", "train.seed=2", "train.on_diverge=stop")
+    assert base.recipes[0] == "recipes/modelnet40/balanced.yaml"
     assert "method.window=50" in next(n for n in fig9 if n.name == "guided-q50-c0").overrides
     fig5 = _runs("greedy-fig5")
     assert len(fig5) == (27 + 60) * 3 * 2

@@ -184,6 +184,27 @@ def test_non_finite_loss_names_epoch_step_and_term_and_keeps_checkpoints(
     assert [r["epoch"] for r in json_lines(tmp_path / "metrics.jsonl")] == [1, 2]
 
 
+def test_on_diverge_stop_keeps_the_model_selected_before_the_non_finite_epoch(
+    make_model, alpha_splits, train_cfgs, tmp_path
+):
+    model, spec = make_model()
+    optim, schedule, cfg = train_cfgs(epochs=5, batch_size=50, log_every=2, on_diverge="stop")
+    result = fit(model, _PoisonAt(3, 4), alpha_splits["train"], alpha_splits["val"], spec, tmp_path, optim, schedule,
+                 cfg, Runtime.cpu(cfg))  # fmt: skip
+    assert result.diverged_at == 3 and result.best_epoch in (1, 2)
+    best = load_checkpoint(tmp_path / "checkpoints" / BEST)
+    assert best["epoch"] == result.best_epoch and all(torch.isfinite(v).all() for v in best["model"].values())
+    rows = json_lines(tmp_path / "metrics.jsonl")
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and "epoch 3, step 4 in poison_loss" in rows[-1]["diverged"]
+    again = fit(model, naive(), alpha_splits["train"], alpha_splits["val"], spec, tmp_path, optim, schedule, cfg,
+                Runtime.cpu(cfg), resume=True)  # fmt: skip
+    assert (again.diverged_at, again.best_epoch) == (3, result.best_epoch)  # a resume only scores the finished run
+    model, spec = make_model()
+    with pytest.raises(UserError, match=r"not finite in epoch 1, before any validated epoch"):
+        fit(model, _PoisonAt(1, 0), alpha_splits["train"], alpha_splits["val"], spec, tmp_path / "early", optim,
+            schedule, cfg, Runtime.cpu(cfg))  # fmt: skip
+
+
 def test_nan_validation_is_never_best(make_model, alpha_splits, train_cfgs, tmp_path, monkeypatch):
     import mmtool.engine.loop as loop
 
