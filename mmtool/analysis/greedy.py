@@ -49,8 +49,8 @@ def collect(runs: Located) -> dict[str, dict]:
             row = {
                 "test": train["test_accuracy"],
                 **{f"branch {m}": util[f"accuracy_branch_{m}"] for m in modalities},
-                "d_util": util["d_util"],
-                "abs(d_util)": abs(util["d_util"]),
+                "d_util": math.nan if util.get("d_util") is None else util["d_util"],  # null: undefined
+                "abs(d_util)": math.nan if util.get("d_util") is None else abs(util["d_util"]),
                 "d_speed": at_best["d_speed"],
                 **{
                     f"re-balancing {m} (%)": 100 * statistics.mean(r.get(f"rebalance_{m}_share", 0.0) for r in records)

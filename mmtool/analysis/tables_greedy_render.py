@@ -40,7 +40,8 @@ def point(root: Path, runs: Located | None, dataset: str, name: str) -> Point | 
         return None
     res = results_of(train[0])
     at_best = [r for r in _metrics(train[0]) if r.get("epoch") == res.get("best_epoch")]
-    return {"d_util": float(results_of(util[0])["d_util"]),
+    d_util = results_of(util[0]).get("d_util")  # null: a branch at 0% test accuracy (undefined)
+    return {"d_util": math.nan if d_util is None else float(d_util),
             "d_speed": float(at_best[0].get("d_speed", math.nan)) if at_best else math.nan,
             "test": float(res["test_accuracy"]), "sparsity_r": float(res.get("sparsity_r", math.nan))}  # fmt: skip
 

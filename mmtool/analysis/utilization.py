@@ -87,6 +87,16 @@ def _branch_accuracies(model: MMTMNet, split, runtime, override: dict | None) ->
     return {m: accuracy(z, pred["target"]) for m, z in pred["unimodal_logits"].items()}
 
 
+def rate(full: float, cut: float) -> float | None:
+    """``(A - A') / A``; None where ``A`` is 0 (a branch that never predicts right has no rate to lose: undefined,
+    reported as null and left out of d_util, instead of stopping the analysis)."""
+    return None if full == 0 else (full - cut) / full
+
+
+def difference(x: float | None, y: float | None) -> float | None:
+    return None if x is None or y is None else x - y
+
+
 def squeeze_means(model: MMTMNet, split, runtime: Runtime) -> dict[str, list[torch.Tensor]]:
     """Training-set mean of every MMTM's squeezed input, per modality: ``{m: [(C_k,) per MMTM]}``."""
     squeezed = run_inference(model, split, runtime, want=("squeezed",), forward=MMTMNet.squeezed)["squeezed"]
@@ -104,8 +114,8 @@ def intermediate_rates(model: MMTMNet, train, test, runtime: Runtime) -> dict:
     full = _branch_accuracies(model, test, runtime, None)
     only_a = _branch_accuracies(model, test, runtime, {b: means[b]})[a]  # branch a, b's information cut
     only_b = _branch_accuracies(model, test, runtime, {a: means[a]})[b]
-    u_b_given_a = (full[a] - only_a) / full[a]
-    u_a_given_b = (full[b] - only_b) / full[b]
+    u_b_given_a = rate(full[a], only_a)
+    u_a_given_b = rate(full[b], only_b)
     return {
         "modalities": [a, b],
         "fusion": "mmtm",
@@ -117,7 +127,7 @@ def intermediate_rates(model: MMTMNet, train, test, runtime: Runtime) -> dict:
         f"u({b}|{a})": u_b_given_a,
         f"u({a}|{b})": u_a_given_b,
         "utilization": {a: u_a_given_b, b: u_b_given_a},
-        "d_util": u_b_given_a - u_a_given_b,
+        "d_util": difference(u_b_given_a, u_a_given_b),
     }
 
 
@@ -130,8 +140,9 @@ def intermediate_rates_multi(model: MMTMNet, train, test, runtime: Runtime) -> d
     full = _branch_accuracies(model, test, runtime, None)
     others = {m: [o for o in mods if o != m] for m in mods}
     only = {m: _branch_accuracies(model, test, runtime, {o: means[o] for o in others[m]})[m] for m in mods}
-    rates = {m: (full[m] - only[m]) / full[m] for m in mods}
-    high, low = max(mods, key=rates.__getitem__), min(mods, key=rates.__getitem__)
+    rates = {m: rate(full[m], only[m]) for m in mods}
+    defined = [m for m in mods if rates[m] is not None] or mods[:1]
+    high, low = max(defined, key=lambda m: rates[m] or 0.0), min(defined, key=lambda m: rates[m] or 0.0)
     return {
         "modalities": mods,
         "fusion": "mmtm",
@@ -140,7 +151,7 @@ def intermediate_rates_multi(model: MMTMNet, train, test, runtime: Runtime) -> d
         **{f"accuracy_only_{m}": only[m] for m in mods},
         **{f"u({','.join(others[m])}|{m})": rates[m] for m in mods},
         "utilization": rates,  # keyed by the branch m: u(rest|m)
-        "d_util": rates[high] - rates[low],
+        "d_util": difference(rates[high], rates[low]),
         "d_util_pair": [high, low],
     }
 
@@ -155,7 +166,7 @@ def utilization_rates(model: MultiModalNet, train, test, runtime: Runtime) -> di
     without = {m: accuracy_with_mean(model, test, runtime, m, means) for m in mods}  # m's features := mean
     others = {m: [o for o in mods if o != m] for m in mods}
     only = {m: accuracy_with_mean(model, test, runtime, others[m], means) for m in mods}  # the others := mean
-    rates = {m: (acc - without[m]) / acc for m in mods}
+    rates = {m: rate(acc, without[m]) for m in mods}
     result = {
         "modalities": mods,
         "accuracy": acc,
@@ -166,7 +177,7 @@ def utilization_rates(model: MultiModalNet, train, test, runtime: Runtime) -> di
     }
     if len(mods) == 2:
         a, b = mods
-        result["d_util"] = rates[b] - rates[a]  # u(b|a) - u(a|b)
+        result["d_util"] = difference(rates[b], rates[a])  # u(b|a) - u(a|b)
     return result
 
 
@@ -188,7 +199,10 @@ def main(argv: list[str] | None = None) -> None:
     several = [str(r.get("source")) for r in results if "d_util" not in r or len(r.get("modalities", ())) > 2]
     if several:
         raise SystemExit(f"d_util compares two modalities; these runs have more: {', '.join(several)}")
-    values = [r["d_util"] for r in results]
+    values = [r["d_util"] for r in results if r["d_util"] is not None]  # null: a branch at 0% (undefined)
+    if len(values) < len(results):
+        print(f"left out: {len(results) - len(values)} run(s) whose d_util is undefined (a branch at 0% test "
+              "accuracy)", file=sys.stderr)  # fmt: skip
     speeds = [s for s in (_d_speed_at_best(r.get("source")) for r in results) if s is not None]
     panels = {"d_util = u(m2|m1) - u(m1|m2)": values}
     if speeds:

@@ -67,6 +67,20 @@ def test_utilization_follows_def_4_1(alpha_splits):
     assert rates["d_util"] == pytest.approx(rates["u(m2|m1)"] - rates["u(m1|m2)"])
 
 
+def test_a_branch_never_right_has_no_rate_and_no_d_util_instead_of_a_division_by_zero(alpha_splits):
+    from mmtool.data import Split
+
+    model, _ = mmtm_model()
+    val = alpha_splits["val"]
+    with torch.no_grad():
+        pred = model.fuse(model.encode(val.inputs))["unimodal_logits"]["m1"].argmax(1)
+    wrong = Split(val.inputs, 1 - pred)  # two classes: every m1 prediction is wrong, A(f_m1) = 0
+    rates = utilization_rates(model, alpha_splits["train"], wrong, Runtime.cpu())
+    assert rates["accuracy_branch_m1"] == 0.0 and rates["u(m2|m1)"] is None and rates["d_util"] is None
+    assert (rates["u(m1|m2)"] is None) == (rates["accuracy_branch_m2"] == 0.0)  # the other branch: as it scores
+    assert rates["utilization"]["m2"] is None  # u(m2|m1), keyed by the modality whose use it measures
+
+
 def test_trains_with_the_sum_of_branch_losses(alpha_splits, train_cfgs, tmp_path):
     model, spec = mmtm_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
