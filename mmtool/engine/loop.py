@@ -97,19 +97,24 @@ def fit(
         contextlib.closing(metrics),
     ):
         run.signals = signals
-        diverged = None
-        for epoch in range(state.start, cfg.epochs + 1):
-            try:
-                _epoch(run, train, val, epoch, metrics, advance)
-            except NonFiniteLoss as err:  # the same verdict on every rank (the loss sums are all-reduced)
-                if cfg.on_diverge != "stop":
-                    raise
-                diverged = epoch
-                metrics.write({"epoch": epoch, "diverged": str(err)})
-                break
+        diverged = _epochs(run, train, val, metrics, advance)
         _complete(run, optim, diverged)
     runtime.barrier()  # every rank leaves with rank 0's files complete
     return FitResult(state.best_epoch, state.best_val, cfg.epochs, resumed, state.best_weights, diverged)
+
+
+def _epochs(run: _Run, train: Any, val: Any, metrics: MetricLoggers, advance: Any) -> int | None:
+    """The epochs from ``run.state.start``; the epoch whose training loss was not finite when ``train.on_diverge``
+    is ``stop`` (training ends there), else None."""
+    for epoch in range(run.state.start, run.cfg.epochs + 1):
+        try:
+            _epoch(run, train, val, epoch, metrics, advance)
+        except NonFiniteLoss as err:  # the same verdict on every rank (the loss sums are all-reduced)
+            if run.cfg.on_diverge != "stop":
+                raise
+            metrics.write({"epoch": epoch, "diverged": str(err)})
+            return epoch
+    return None
 
 
 def _length(train: Any, cfg: TrainConfig, runtime: Runtime) -> tuple[int, int]:
