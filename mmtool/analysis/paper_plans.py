@@ -198,6 +198,8 @@ def _prep_node(opts: Options, dataset: str) -> Node:
 
 def _value(value: object) -> str:
     """An override's value as YAML reads it back: a list (Kinetics-Sounds' class names) as a JSON list."""
+    if value is None:
+        return "null"  # YAML's null (str(None) would be the text "None")
     return json.dumps(list(value)) if isinstance(value, (list, tuple)) else str(value)
 
 

@@ -333,3 +333,11 @@ def test_a_tables_own_fragments_come_between_the_recipe_and_the_command_lines(mo
     smoke = paper_plans.build(paper_plans.Options("table5", {}, (0,), smoke=True))
     assert smoke.nodes["vggsound/seed0/umt"].recipes == (
         "recipes/vggsound/umt.yaml", "recipes/_base/smoke/vggsound.yaml", "recipes/_base/smoke/kinetics400.yaml")
+
+
+def test_a_prep_setting_left_unset_reaches_prep_as_null():
+    prep = paper_plans.build(paper_plans.Options("table10", {}, (0,), smoke=True)).nodes["modelnet40/prep"]
+    assert "data.side_view=null" in prep.overrides and not any(o.endswith("=None") for o in prep.overrides)
+    from mmtool.recipe_files import apply_overrides
+
+    assert apply_overrides({"data": {}}, ["data.side_view=null"], "test")["data"]["side_view"] is None
