@@ -113,7 +113,7 @@ PT_DATA = $(if $(DATA),--data $(DATA)) $(if $(UCF101),--data ucf101=$(UCF101)) \
   $(if $(KINETICS_SOUNDS),--data kinetics-sounds=$(KINETICS_SOUNDS)) \
   $(if $(COLORED_MNIST),--data colored-mnist=$(COLORED_MNIST)) $(if $(NVGESTURE),--data nvgesture=$(NVGESTURE))
 PT_REPRODUCE = $(if $(SMOKE),rm -rf $(PT) && )$(MMTOOL) reproduce $@ \
-  $(if $(SMOKE),--smoke,$(PT_DATA) --seeds "$(SEEDS)") --jobs $(PT_JOBS) $(PT_ARGS)
+  $(if $(SMOKE),--smoke,$(PT_DATA) --seeds "$(SEEDS)" $(if $(QUICK),--quick)) --jobs $(PT_JOBS) $(PT_ARGS)
 
 # Table 1: linear evaluation of the encoders of each late-fusion method and of uni-modal training
 table1:

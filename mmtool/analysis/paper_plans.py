@@ -87,6 +87,7 @@ class Options:
     seeds: tuple[int, ...]
     smoke: bool = False
     recipes: tuple[tuple[str, str], ...] = ()  # (dataset, fragment): merged last into that dataset's runs and prep
+    quick: bool = False  # the real data and recipes, but only the runs SMOKE runs (a sweep's few points), one seed
 
     @property
     def root(self) -> Path:
@@ -94,7 +95,8 @@ class Options:
 
     @property
     def out(self) -> Path:
-        return Path("results/smoke" if self.smoke else "results") / f"{self.table}.md"
+        folder = "results/smoke" if self.smoke else "results/quick" if self.quick else "results"
+        return Path(folder) / f"{self.table}.md"
 
 
 def table_plan(name: str) -> TablePlan:
@@ -134,8 +136,9 @@ def build(opts: Options) -> Plan:
     datasets = (table.smoke_datasets or table.datasets) if opts.smoke else given
     if not datasets:
         raise UserError(f"{opts.table}: no data given; pass --data DIR{_data_hint(opts.table)}, or --smoke")
-    seeds = opts.seeds if (table.all_seeds and not opts.smoke) else opts.seeds[:1]
-    runs = [r for r in table.runs if not opts.smoke or table.smoke is None or r.name in table.smoke]
+    few = opts.smoke or opts.quick
+    seeds = opts.seeds if (table.all_seeds and not few) else opts.seeds[:1]
+    runs = [r for r in table.runs if not few or table.smoke is None or r.name in table.smoke]
     plan = Plan(opts.table, opts.root)
     for dataset in datasets:
         prep = plan.add(_prep_node(opts, dataset))

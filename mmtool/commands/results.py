@@ -25,6 +25,9 @@ DataOpt = Annotated[
 ]  # fmt: skip
 SeedsOpt = Annotated[str, typer.Option(metavar="0,1,2", help="Seeds of the tables that average seeds.")]
 SmokeOpt = Annotated[bool, typer.Option("--smoke", help="Tiny fixture data and models, one seed.")]
+QuickOpt = Annotated[bool, typer.Option("--quick", help="Paper tables: the given data and the real recipes, but only "
+                                        "the runs --smoke runs (a sweep's few points) and one seed: a CPU-sized first "
+                                        "look (results/quick/); the full plan reuses them.")]
 ExecutorOpt = Annotated[str, typer.Option(metavar="local|slurm", help="Where the runs run.")]
 JobsOpt = Annotated[int, typer.Option(metavar="N", help="Local: runs at a time.")]
 ThreadsOpt = Annotated[
@@ -56,6 +59,7 @@ def reproduce(
     data: DataOpt = None,
     seeds: SeedsOpt = "0,1,2",
     smoke: SmokeOpt = False,
+    quick: QuickOpt = False,
     executor: ExecutorOpt = "local",
     jobs: JobsOpt = 1,
     threads: ThreadsOpt = None,
@@ -79,12 +83,14 @@ def reproduce(
 
     if table in study_plans.NAMES:
         opts = study_plans.Options(table, paper_plans.parse_seeds(seeds), tuple(sets or ()), _names(groups), out, runs)
-        _only_for("a paper table", data=data, smoke=smoke, recipe=recipe)
+        _only_for("a paper table", data=data, smoke=smoke, recipe=recipe, quick=quick)
         run_on = None if dry_run else executors.make(executor, jobs, threads, slurm or [], opts.root)
         raise typer.Exit(study_plans.reproduce(opts, run_on, dry_run))
     _only_for("a study", set=sets, groups=groups, runs=runs, out=out)
+    if quick and smoke:
+        raise UserError("--quick runs the given data, --smoke the fixtures: choose one")
     opts = paper_plans.Options(table, paper_plans.parse_data(table, data or []), paper_plans.parse_seeds(seeds), smoke,
-                               paper_plans.parse_recipes(table, recipe or []))  # fmt: skip
+                               paper_plans.parse_recipes(table, recipe or []), quick)  # fmt: skip
     run_on = None if dry_run else executors.make(executor, jobs, 1 if smoke and threads is None else threads,
                                                   slurm or [], opts.root)  # fmt: skip
     raise typer.Exit(paper_plans.reproduce(opts, run_on, dry_run))

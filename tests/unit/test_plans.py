@@ -341,3 +341,16 @@ def test_a_prep_setting_left_unset_reaches_prep_as_null():
     from mmtool.recipe_files import apply_overrides
 
     assert apply_overrides({"data": {}}, ["data.side_view=null"], "test")["data"]["side_view"] is None
+
+
+def test_quick_runs_the_smoke_subset_on_the_given_data_with_the_real_recipes_and_the_full_plan_reuses_it():
+    data = {"colored-mnist": "/mnist"}
+    quick = paper_plans.build(paper_plans.Options("greedy-fig7", data, (0, 1, 2), quick=True)).nodes
+    full = paper_plans.build(paper_plans.Options("greedy-fig7", data, (0, 1, 2))).nodes
+    table = paper_plans.TABLES["greedy-fig7"]
+    runs = {k.split("/")[-1] for k in quick if "/seed" in k}
+    assert runs and runs <= set(table.smoke) and len(full) > 4 * len(quick)  # the few points of the sweep
+    for key, node in quick.items():  # the same nodes as the full plan's: reused by it, not run again
+        assert key in full and (node.recipes, node.overrides) == (full[key].recipes, full[key].overrides)
+        assert not any("smoke" in r for r in node.recipes)
+    assert paper_plans.Options("greedy-fig7", data, (0,), quick=True).out.as_posix() == "results/quick/greedy-fig7.md"
