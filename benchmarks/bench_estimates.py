@@ -41,7 +41,11 @@ A100_BF16 = 312e12  # NVIDIA A100 data sheet: dense BF16 Tensor Core peak, FLOP/
 # carved from it by the recipe's val_fraction) and test.
 SIZES = {"kinetics400": (240_000, 19_000), "vggsound": (175_000, 15_000), "ucf101": (9_537, 3_783),
          "modelnet40": (9_483, 2_468), "cremad": (6_698, 744),
-         "iemocap": (4_425, 1_106), "food101": (67_988, 22_716)}  # fmt: skip  CREMA-D: OGM-GE's train/test lists
+         "iemocap": (4_425, 1_106), "food101": (67_988, 22_716),
+         # Kinetics-Sounds: about 22k train / 1.6k validation clips of the 31 classes (a copy's count varies);
+         # MVSA-Single: 4,511 pairs kept, 8:1:1; MNIST's 60k/10k; NVGesture's 1,050/482
+         "kinetics-sounds": (22_000, 1_600), "mvsa": (3_609, 451), "colored-mnist": (60_000, 10_000),
+         "nvgesture": (1_050, 482)}  # fmt: skip  CREMA-D: OGM-GE's train/test lists
 MARK_BEGIN, MARK_END = "<!-- estimates: begin -->", "<!-- estimates: end -->"
 
 
@@ -68,7 +72,7 @@ def input_dims(recipe) -> dict[str, list[int]]:
     """Each modality's input at the recipe's full size (what the loader delivers)."""
     d, name = recipe.data, recipe.data.name
     s = d.settings
-    if name in ("vggsound", "kinetics400"):
+    if name in ("vggsound", "kinetics400", "kinetics-sounds"):
         frames = s.window_frames or s.clip_frames
         seconds = s.audio_window_seconds or s.audio_seconds
         return {"video": [3, frames, s.image_size, s.image_size], "audio": [round(seconds * s.sample_rate)]}
@@ -77,13 +81,19 @@ def input_dims(recipe) -> dict[str, list[int]]:
     if name == "cremad":
         size = s.image_size
         return {"audio": [round(s.audio_seconds * s.sample_rate)], "visual": [3 * s.clip_frames, size, size]}
-    if name == "food101":
+    if name in ("food101", "mvsa"):
         return {"image": [3, s.image_size, s.image_size], "text": [s.max_tokens]}
     if name == "iemocap":  # text: token ids, max_tokens of them
         return {"audio": [round(s.audio_seconds * s.sample_rate)], "visual": [3 * s.clip_frames, s.image_size,
                 s.image_size], "text": [s.max_tokens]}  # fmt: skip
     if name == "modelnet40":
-        return {"front": [3, s.image_size, s.image_size], "rear": [3, s.image_size, s.image_size]}
+        views = ("front", "rear", "side") if s.side_view is not None else ("front", "rear")
+        return {v: [3, s.image_size, s.image_size] for v in views}
+    if name == "colored-mnist":
+        return {"color": [3, 28, 28], "gray": [1, 28, 28]}
+    if name == "nvgesture":
+        return {"rgb": [3, s.window_frames, s.image_size, s.image_size],
+                "depth": [1, s.window_frames, s.image_size, s.image_size]}  # fmt: skip
     raise SystemExit(f"no full-size input known for {name}")
 
 
@@ -139,7 +149,7 @@ def _cost(model, x) -> Cost:
 
 
 CLASSES = {"kinetics400": 400, "vggsound": 309, "ucf101": 101, "modelnet40": 40, "cremad": 6, "iemocap": 4,
-           "food101": 101}
+           "food101": 101, "kinetics-sounds": 31, "mvsa": 3, "colored-mnist": 10, "nvgesture": 25}
 TEACHERS = {"umt", "self_distill", "self_distill_feature"}
 
 

@@ -18,6 +18,7 @@ from mmtool.errors import UserError
 from mmtool.methods import MethodContext, build_method
 from mmtool.methods.balanced import conditional_speeds, speed_groups, speeds_and_pair
 from mmtool.models import build_model, model_spec
+from tests.unit.test_balanced import take_steps
 
 MODS = ("m1", "m2", "m3")
 SPEEDS = ("s(m2,m3|m1)", "s(m1,m3|m2)", "s(m1,m2|m3)")
@@ -43,20 +44,8 @@ def balanced(**params):
 
 
 def steps(model, method, split, epoch, size=64, lr=0.1):
-    """The loop's order per batch: training_step, backward, after_backward, SGD step, after_step."""
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
-    method.setup(model)
-    method.on_epoch_start(model, epoch)
-    kinds = []
-    for step, batch in enumerate(split.loader(size, train=True, seed=epoch, epoch=epoch)):
-        losses = method.training_step(model, batch)
-        kinds.append(method.kind)
-        opt.zero_grad()
-        sum(losses.values()).backward()
-        method.after_backward(model, step)
-        opt.step()
-        method.after_step(model, step)
-    return kinds
+    """The loop's order per batch over ``split``'s training batches (tests/unit/test_balanced.py's take_steps)."""
+    return take_steps(model, method, split.loader(size, train=True, seed=epoch, epoch=epoch), epoch, lr)
 
 
 def test_speed_groups_cover_each_branch_and_its_fusion_path():
