@@ -165,11 +165,12 @@ def utilization(rates: dict, out: Path, title: str) -> Path:
         utils["d_util"] = rates["d_util"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for ax, values, fmt in ((left, accs, "{:.1f}"), (right, utils, "{:+.3f}")):
-        names = list(values)
-        ax.bar(range(len(names)), [values[n] for n in names], color=[f"C{i}" for i in range(len(names))])
+        names = list(values)  # an undefined rate (None: its accuracy was 0) is a gap marked "undefined"
+        ax.bar(range(len(names)), [values[n] or 0.0 for n in names], color=[f"C{i}" for i in range(len(names))])
         for i, n in enumerate(names):
-            ax.text(i, values[n], fmt.format(values[n]), ha="center", va="bottom" if values[n] >= 0 else "top",
-                    fontsize=8)  # fmt: skip
+            v = values[n]
+            ax.text(i, v or 0.0, "undefined" if v is None else fmt.format(v), ha="center",
+                    va="bottom" if (v or 0.0) >= 0 else "top", fontsize=8)  # fmt: skip
         ax.set_xticks(range(len(names)), names)
         ax.axhline(0, color="grey", linewidth=0.8)
     left.set(ylabel="test accuracy (%)", title="fusion model, modalities kept")

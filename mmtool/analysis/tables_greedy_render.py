@@ -102,9 +102,13 @@ def _sweep_row(dataset: str, setting: str, pts: list[Point]) -> str:
 
 
 def sweep_claims(dataset: str, real: list[Point], dup: list[Point]) -> list[str]:
-    """The three observations of Sec. 6.2 on one dataset's runs, each with its verdict on ours."""
+    """The three observations of Sec. 6.2 on one dataset's runs, each with its verdict on ours (runs whose d_util is
+    undefined, a branch at 0% test accuracy, are left out and counted)."""
+    undefined = sum(not math.isfinite(p["d_util"]) for p in real + dup)
+    left_out = [f"{dataset}: {undefined} run(s) left out: d_util undefined (a branch at 0% test accuracy)."]
+    real, dup = [p for p in real if math.isfinite(p["d_util"])], [p for p in dup if math.isfinite(p["d_util"])]
     if not real:
-        return [f"{dataset}: no runs with distinct modalities yet."]
+        return [f"{dataset}: no runs with distinct modalities and a defined d_util yet.", *left_out[:undefined]]
     du = [p["d_util"] for p in real]
     high = sum(abs(v) > HIGH for v in du)
     e_real, e_dup = abs(mean(du)), abs(mean([p["d_util"] for p in dup])) if dup else math.nan
@@ -122,7 +126,7 @@ def sweep_claims(dataset: str, real: list[Point], dup: list[Point]) -> list[str]
     share = f"{sum(agree)} of {len(agree)}" if agree else "no"
     lines.append(f"{dataset}: \"d_speed replicates d_util\": Pearson r {_f(r, 2)} over {len(both)} runs, same sign "
                  f"in {share} runs: {_holds(r > 0)} (r > 0).")  # fmt: skip
-    return lines
+    return lines + left_out[:undefined]
 
 
 def render_sweep(name: str, datasets: tuple[str, ...], caption: str) -> Callable:

@@ -29,8 +29,8 @@ def run(recipe: Recipe, run: Run, runtime: Runtime) -> dict:
     mods = rates["modalities"]
     summary = [
         f"A(f) {rates['accuracy']:.2f}%  " + "  ".join(f"only {m} {rates[f'accuracy_only_{m}']:.2f}%" for m in mods),
-        "  ".join(f"{key} {u:.3f}" for key, u in _rate_keys(rates))
-        + (f"  d_util {rates['d_util']:+.3f}" if "d_util" in rates else ""),
+        "  ".join(f"{key} {_shown(u, '.3f')}" for key, u in _rate_keys(rates))
+        + (f"  d_util {_shown(rates['d_util'], '+.3f')}" if "d_util" in rates else ""),
         f"plot: {figure}",
     ]
     return {"stage": "utilization", "dataset": data.name, "source": str(source), **rates, "summary": summary}
@@ -39,3 +39,8 @@ def run(recipe: Recipe, run: Run, runtime: Runtime) -> dict:
 def _rate_keys(rates: dict) -> list[tuple[str, float]]:
     """``(u(m|others), rate)`` per modality, in the order of the modalities."""
     return [(k, v) for k, v in rates.items() if k.startswith("u(")]
+
+
+def _shown(value: float | None, fmt: str) -> str:
+    """A rate as printed; None (its accuracy was 0: undefined) as "undefined"."""
+    return "undefined" if value is None else format(value, fmt)

@@ -162,7 +162,8 @@ def test_l1_sensitivity_and_fig5_plans():
 def test_smoke_runs_a_few_points_of_each_figure():
     counts = {t: len(_runs(t, smoke=True)) for t in ("greedy-fig2", "greedy-fig7", "greedy-fig3", "greedy-fig5",
                                                     "greedy-fig9")}  # fmt: skip
-    assert counts == {"greedy-fig2": 4, "greedy-fig7": 8, "greedy-fig3": 4, "greedy-fig5": 6, "greedy-fig9": 6}
+    # Figs. 2 and 5: one rate on ModelNet40 and one on NVGesture (each run with its utilization run)
+    assert counts == {"greedy-fig2": 8, "greedy-fig7": 8, "greedy-fig3": 4, "greedy-fig5": 12, "greedy-fig9": 6}
     assert all(n.recipes[-1] == "recipes/_base/smoke/modelnet40.yaml" for n in _runs("greedy-fig3", smoke=True))
 
 
@@ -218,3 +219,17 @@ def test_l1_claims_on_fake_points():
     assert all("holds" in line and "does not" not in line for line in lines)
     assert "0.600 at lambda >= 1e-5 vs 0.075 below" in lines[-1]
     assert math.isnan(gr.pearson([1, 1, 1], [1, 2, 3]))
+
+
+def test_runs_with_an_undefined_d_util_are_left_out_of_the_claims_and_counted():
+    from mmtool.analysis.tables_greedy_render import sweep_claims
+
+    nan = math.nan
+    real = [{"d_util": nan, "d_speed": 0.2, "test": 10.0, "sparsity_r": 0.0},
+            {"d_util": 0.3, "d_speed": 0.4, "test": 50.0, "sparsity_r": 0.0}]  # fmt: skip
+    lines = sweep_claims("nvgesture", real, [{"d_util": nan, "d_speed": 0.1, "test": 5.0, "sparsity_r": 0.0}])
+    assert "1 of 1 runs have |d_util| > 0.1" in lines[0]  # the defined run only
+    assert lines[-1] == "nvgesture: 2 run(s) left out: d_util undefined (a branch at 0% test accuracy)."
+    assert sweep_claims("nvgesture", real[:1], []) == [
+        "nvgesture: no runs with distinct modalities and a defined d_util yet.",
+        "nvgesture: 1 run(s) left out: d_util undefined (a branch at 0% test accuracy)."]

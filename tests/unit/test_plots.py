@@ -55,5 +55,7 @@ def test_probe_and_utilization_figures_are_written(tmp_path):
     rates = {"modalities": ["a", "b"], "accuracy": 80.0, "accuracy_only_a": 70.0, "accuracy_only_b": 40.0,
              "u(b|a)": 0.1, "u(a|b)": 0.4, "d_util": -0.3}  # fmt: skip
     util = plots.utilization(rates, tmp_path / "util.png", "utilization")
-    for path in (probe, util):
+    undefined = plots.utilization({**rates, "accuracy_only_a": 0.0, "u(b|a)": None, "d_util": None},
+                                  tmp_path / "undefined.png", "a branch never right")  # fmt: skip
+    for path in (probe, util, undefined):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

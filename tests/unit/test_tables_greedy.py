@@ -42,7 +42,8 @@ def test_plan_runs_five_rows_per_set_and_the_kinetics_copies_on_nvgesture_only()
     assert methods["mmtm"] == ("ume", None) and methods["rubi"] == ("rubi", None)
     assert methods["balanced"] == ("balanced", "guided") and methods["balanced_random"] == ("balanced", "random")
     smoke = paper_plans.build(paper_plans.Options("greedy-table1", {}, (0,), smoke=True)).nodes
-    assert {k.split("/")[0] for k in smoke} == {"colored-mnist", "modelnet40"}
+    assert {k.split("/")[0] for k in smoke} == {"colored-mnist", "modelnet40", "nvgesture"}
+    assert not any(k.endswith("-k400") for k in smoke)  # no Kinetics weights in the fixtures
     assert sorted(k.split("/")[-1] for k in smoke if k.startswith("modelnet40/seed0/")) == scratch
 
 
