@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,23 @@ def manifest_field(manifest: dict, name: str, path: Path, fix: str) -> object:
     if name not in manifest:
         raise UserError(f"{path}: field '{name}' is missing ({fix})")
     return manifest[name]
+
+
+def check_class_rows(folder: Path, manifest: dict, rows: list[dict], index: str, splits: Sequence[str],
+                     fix: str) -> None:  # fmt: skip
+    """An index of class-folder datasets against its manifest (``folder/manifest.json``): the counts
+    (:func:`check_labels`), and each row's ``class``, ``label`` and ``split`` agree with ``class_names`` and
+    ``splits`` (``index`` names the index file in messages)."""
+    path, where = folder / "manifest.json", folder / index
+    names = manifest.get("class_names")
+    if not isinstance(names, list):
+        raise UserError(f"{path}: field 'class_names' is missing or not a list ({fix})")
+    labels = np.array([r["label"] for r in rows], dtype=np.int64)
+    check_labels(path, manifest, labels, fix, str(where), len(names), "its field 'class_names'")
+    for line, row in enumerate(rows, start=1):
+        if row.get("split") not in splits or names[row["label"]] != row.get("class"):
+            raise UserError(f"{where}:{line}: class {row.get('class')!r}, label {row['label']} and split "
+                            f"{row.get('split')!r} do not agree with {path} ({fix})")  # fmt: skip
 
 
 def check_labels(

@@ -38,8 +38,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmtool.data import Dataset, DiskSource, RootGuard, check_labels
-from mmtool.data.cache_checks import check_sampled_files, read_checked_index, read_manifest
+from mmtool.data import Dataset, DiskSource, RootGuard
+from mmtool.data.cache_checks import check_class_rows, check_sampled_files, read_checked_index, read_manifest
 from mmtool.data.food101_prep import FORMAT, INDEX, MODALITIES, NAME, SPLIT_DIRS, cache_key, prepare, resolve_raw
 from mmtool.data.modelnet40 import carve_splits, load_rgb
 from mmtool.data.registry import DATASETS, DatasetSpec, dataset_settings
@@ -47,7 +47,6 @@ from mmtool.data.settings import Food101Settings
 from mmtool.data.text import TokenStore, pad_id
 from mmtool.data.transforms import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, hflip, normalize, resize
 from mmtool.data_config import DataConfig
-from mmtool.errors import UserError
 
 EVAL_BATCH = 64
 NORMS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "clip": (CLIP_MEAN, CLIP_STD)}  # data.image_norm
@@ -144,17 +143,9 @@ def _load(cfg: DataConfig, folder: Path) -> Dataset:
 def _check_rows(rows: list[dict], manifest: dict, raw: Path, folder: Path) -> None:
     """The manifest's counts against the index; each row's class, label and split agree; every image path stays
     inside its ``images/<split>/<class>/`` folder of the raw folder (links included)."""
-    path, index = folder / "manifest.json", folder / INDEX
-    names = manifest.get("class_names")
-    if not isinstance(names, list):
-        raise UserError(f"{path}: field 'class_names' is missing or not a list ({FIX})")
-    labels = np.array([r["label"] for r in rows], dtype=np.int64)
-    check_labels(path, manifest, labels, FIX, str(index), len(names), "its field 'class_names'")
-    guard = RootGuard(raw, FIX)
+    check_class_rows(folder, manifest, rows, INDEX, SPLIT_DIRS, FIX)
+    guard, index = RootGuard(raw, FIX), folder / INDEX
     for line, row in enumerate(rows, start=1):
-        if row.get("split") not in SPLIT_DIRS or names[row["label"]] != row.get("class"):
-            raise UserError(f"{index}:{line}: class {row.get('class')!r}, label {row['label']} and split "
-                            f"{row.get('split')!r} do not agree with {path} ({FIX})")  # fmt: skip
         guard.check(row["image"], f"{index}:{line} image", f"images/{row['split']}/{row['class']}")
 
 

@@ -51,8 +51,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmtool.data import Dataset, DiskSource, RootGuard, check_labels
-from mmtool.data.cache_checks import read_checked_index, read_manifest
+from mmtool.data import Dataset, DiskSource, RootGuard
+from mmtool.data.cache_checks import check_class_rows, read_checked_index, read_manifest
 from mmtool.data.modelnet40_prep import FORMAT, INDEX, MODALITIES, NAME, SPLIT_DIRS, prepare, resolve_raw, view_set
 from mmtool.data.registry import DATASETS, DatasetSpec, dataset_settings
 from mmtool.data.settings import ModelNet40Settings
@@ -162,17 +162,9 @@ FIX = f"re-run `mmtool prep {NAME} --raw DIR --force`"
 def _check_rows(rows: list[dict], manifest: dict, raw: Path, folder: Path, mods: Sequence[str]) -> None:
     """The manifest's n, num_classes and class_counts against the index; each row's class, label and split
     agree; every path stays inside its ``<class>/<split>/`` folder of the raw folder (links included)."""
-    path, index = folder / "manifest.json", folder / INDEX
-    labels = np.array([r["label"] for r in rows], dtype=np.int64)
-    names = manifest.get("class_names")
-    if not isinstance(names, list):
-        raise UserError(f"{path}: field 'class_names' is missing or not a list ({FIX})")
-    check_labels(path, manifest, labels, FIX, str(index), len(names), "its field 'class_names'")
-    guard = RootGuard(raw, FIX)
+    check_class_rows(folder, manifest, rows, INDEX, SPLIT_DIRS, FIX)
+    guard, index = RootGuard(raw, FIX), folder / INDEX
     for line, row in enumerate(rows, start=1):
-        if row.get("split") not in SPLIT_DIRS or names[row["label"]] != row.get("class"):
-            raise UserError(f"{index}:{line}: class {row.get('class')!r}, label {row['label']} and split "
-                            f"{row.get('split')!r} do not agree with {path} ({FIX})")  # fmt: skip
         for m in mods:
             guard.check(row[m], f"{index}:{line} {m}", f"{row['class']}/{row['split']}")
 

@@ -19,12 +19,11 @@ from mmtool.data_config import DataConfig
 from mmtool.errors import UserError
 from tests.e2e.cli import run_cli
 from tests.fixtures.mvsa import GOOD, write_mvsa
+from tests.unit.test_food101 import SIZE, codes
 
 pytest.importorskip("transformers")
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = str(REPO / "recipes" / "_base" / "smoke" / "mvsa.yaml")
-SIZE = 16
-MEAN, STD = torch.tensor([0.485, 0.456, 0.406])[:, None, None], torch.tensor([0.229, 0.224, 0.225])[:, None, None]
 BUDGET = PrepOptions(max_skip_frac=0.5)  # the fixture holds 9 broken inputs among 21 items
 
 
@@ -45,12 +44,6 @@ def prepared(raw, tmp_path_factory) -> DataConfig:
     cfg = data_cfg(tmp_path_factory.mktemp("data"), raw["root"], raw["tokenizer"])
     prepare(cfg, options=BUDGET)
     return cfg
-
-
-def codes(x: torch.Tensor) -> list[int]:
-    """Sample codes of a (B, 3, S, S) batch of fixture images (the red level of the right half, rounded)."""
-    red = ((x * STD + MEAN) * 255)[:, 0, :, SIZE // 2 :].mean((1, 2))
-    return (torch.round(red / 10) * 10).int().tolist()
 
 
 # --------------------------------------------------------------------------------------------- label rule
